@@ -1,0 +1,1 @@
+"""Liquidation rules and the margin sweeper that finds and closes under-margined accounts."""

@@ -1,0 +1,1 @@
+"""Local Solana cluster for tests: embedded LiteSVM JSON-RPC or solana-test-validator."""

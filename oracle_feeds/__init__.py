@@ -1,0 +1,1 @@
+"""Pyth and Switchboard oracle account parsers and price-sanity guards."""

@@ -1,0 +1,1 @@
+"""Pure perpetual-futures risk maths: positions, margin, funding and fees."""
