@@ -1,0 +1,159 @@
+"""Commands: requests to change the exchange. Plain immutable data, validated on arrival.
+
+Prices arrive in ``PRICE_PRECISION`` quote units per base unit and sizes in
+``BASE_PRECISION`` base units, exactly as a client sends them; the core checks them against
+the market's tick and lot and turns them into ``*_ticks`` / ``*_lots``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, get_type_hints
+
+from exchange.core.market import DEFAULT_MAX_PRICE_TICKS, DEFAULT_MAX_SIZE_LOTS
+from exchange.core.orders import OrderType, SelfTradePrevention, Side, TimeInForce
+from exchange.core.units import U64_MAX
+
+
+class CreateMarket(NamedTuple):
+    market_id: int
+    symbol: str
+    tick_size: int
+    lot_size: int
+    min_size_lots: int = 1
+    max_size_lots: int = DEFAULT_MAX_SIZE_LOTS
+    max_price_ticks: int = DEFAULT_MAX_PRICE_TICKS
+    max_open_orders_per_account: int = 256
+
+
+class PlaceOrder(NamedTuple):
+    market_id: int
+    owner_id: int
+    sub_account_id: int
+    side: int  # Side
+    price: int  # PRICE_PRECISION; limit price, or protection price for market-like orders
+    size: int  # BASE_PRECISION
+    order_type: int = int(OrderType.LIMIT)
+    time_in_force: int = int(TimeInForce.GTC)
+    client_order_id: int = 0  # 0 = none; else unique among the account's live orders
+    trigger_price: int = 0  # PRICE_PRECISION; stop / take-profit only
+    reduce_only: bool = False
+    stp_mode: int = int(SelfTradePrevention.CANCEL_TAKING)
+    expire_at_ns: int = 0  # 0 = good till cancelled
+
+
+class CancelOrder(NamedTuple):
+    market_id: int
+    owner_id: int
+    sub_account_id: int
+    order_id: int = 0  # either order_id or client_order_id
+    client_order_id: int = 0
+
+
+class CancelAll(NamedTuple):
+    market_id: int
+    owner_id: int
+    sub_account_id: int
+
+
+class AmendOrder(NamedTuple):
+    market_id: int
+    owner_id: int
+    sub_account_id: int
+    order_id: int
+    new_price: int  # PRICE_PRECISION
+    new_size: int  # BASE_PRECISION, the new remaining (open) size
+
+
+class UpdateTriggerPrice(NamedTuple):
+    """The price (mark, later) that arms stop / take-profit orders: supplied by the caller."""
+
+    market_id: int
+    price: int  # PRICE_PRECISION
+
+
+class ExpireOrders(NamedTuple):
+    """Expire everything whose good-till time has passed (time is the command's ``ts_ns``)."""
+
+
+Command = (
+    CreateMarket | PlaceOrder | CancelOrder | CancelAll | AmendOrder | UpdateTriggerPrice
+    | ExpireOrders
+)
+
+COMMAND_TYPES: dict[str, Any] = {
+    "create_market": CreateMarket,
+    "place": PlaceOrder,
+    "cancel": CancelOrder,
+    "cancel_all": CancelAll,
+    "amend": AmendOrder,
+    "trigger_price": UpdateTriggerPrice,
+    "expire": ExpireOrders,
+}
+
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "market_id": (0, 65535),
+    "owner_id": (0, 2**47 - 1),
+    "sub_account_id": (0, 65535),
+    "side": (0, len(Side) - 1),
+    "order_type": (0, len(OrderType) - 1),
+    "time_in_force": (0, len(TimeInForce) - 1),
+    "stp_mode": (0, len(SelfTradePrevention) - 1),
+}
+
+
+# Declared type of every field, resolved once (NamedTuple keeps them as forward references).
+_FIELD_TYPES: dict[type, tuple[tuple[str, Any], ...]] = {
+    cls: tuple((name, get_type_hints(cls)[name]) for name in cls._fields)
+    for cls in COMMAND_TYPES.values()
+}
+
+
+class MalformedCommand(ValueError):
+    """A command could not be built: wrong name, missing or unknown field, wrong type."""
+
+    code = "MALFORMED_COMMAND"
+
+
+def check_command(cmd: Any) -> None:
+    """Raise ``MalformedCommand`` unless every field of ``cmd`` has its declared shape."""
+    kinds = _FIELD_TYPES.get(type(cmd))
+    if kinds is None:
+        raise MalformedCommand(f"expected a command, got {type(cmd).__name__}")
+    for (name, want), value in zip(kinds, cmd, strict=True):
+        if want is str:
+            if not isinstance(value, str):
+                raise MalformedCommand(f"{name}: expected a string, got {value!r}")
+            continue
+        if want is bool:
+            if not isinstance(value, bool):
+                raise MalformedCommand(f"{name}: expected true or false, got {value!r}")
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):  # IntEnum members are fine
+            raise MalformedCommand(f"{name}: expected an integer, got {value!r}")
+        lo, hi = _INT_RANGES.get(name, (0, U64_MAX))
+        if not lo <= value <= hi:
+            raise MalformedCommand(f"{name}: expected {lo}..{hi}, got {value}")
+
+
+def parse_command(message: Any) -> Command:
+    """Build a command from ``{"type": name, **fields}`` (as decoded from JSON).
+
+    Unknown types, unknown or missing fields and mistyped values raise ``MalformedCommand``
+    with a message saying what was expected.
+    """
+    if not isinstance(message, dict):
+        raise MalformedCommand(f"expected a JSON object, got {type(message).__name__}")
+    kind = message.get("type")
+    cls = COMMAND_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise MalformedCommand(f"type: expected one of {sorted(COMMAND_TYPES)}, got {kind!r}")
+    fields = {k: v for k, v in message.items() if k != "type"}
+    unknown = sorted(set(fields) - set(cls._fields))
+    if unknown:
+        raise MalformedCommand(f"{kind}: unknown fields {unknown}, expected {list(cls._fields)}")
+    missing = [f for f in cls._fields if f not in fields and f not in cls._field_defaults]
+    if missing:
+        raise MalformedCommand(f"{kind}: missing fields {missing}")
+    cmd = cls(**fields)
+    check_command(cmd)
+    return cmd  # type: ignore[no-any-return]

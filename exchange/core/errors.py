@@ -1,0 +1,72 @@
+"""The exchange package's exception tree and its stable rejection codes.
+
+Business rejections (bad price, unknown order, ...) are not exceptions: they become
+``OrderRejected`` events carrying a :class:`RejectCode`. Exceptions are for broken
+invariants and misuse of the API, and they fail fast.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class RejectCode(IntEnum):
+    """Why a command was refused. The numeric values are stable: never renumber."""
+
+    MALFORMED_COMMAND = 1
+    UNKNOWN_MARKET = 2
+    NON_POSITIVE_PRICE = 3
+    OFF_TICK_PRICE = 4
+    PRICE_OUT_OF_RANGE = 5
+    NON_POSITIVE_SIZE = 6
+    OFF_LOT_SIZE = 7
+    SIZE_BELOW_MINIMUM = 8
+    SIZE_ABOVE_MAXIMUM = 9
+    UNKNOWN_ORDER = 10
+    DUPLICATE_CLIENT_ORDER_ID = 11
+    TOO_MANY_OPEN_ORDERS = 12
+    POST_ONLY_WOULD_CROSS = 13
+    FOK_NOT_FILLABLE = 14
+    REDUCE_ONLY_WOULD_INCREASE = 15
+    EXPIRED_ON_ARRIVAL = 16
+    INVALID_ORDER_TYPE = 17
+    INVALID_TRIGGER_PRICE = 18
+    AMEND_NOT_ALLOWED = 19
+    MARKET_ALREADY_EXISTS = 20
+    INVALID_MARKET_SPEC = 21
+
+
+class ExchangeError(Exception):
+    """Root of every exception raised by the ``exchange`` package."""
+
+    code = "EXCHANGE_ERROR"
+
+
+class InvariantViolation(ExchangeError):
+    """State that must be impossible was reached: a bug. Stop instead of continuing."""
+
+    code = "INVARIANT_VIOLATION"
+
+
+class IllegalTransition(InvariantViolation):
+    """An order was asked to move between two states the transition table forbids."""
+
+    code = "ILLEGAL_TRANSITION"
+
+
+class ConfigError(ExchangeError):
+    """Configuration was malformed, out of range or carried unknown keys."""
+
+    code = "CONFIG_ERROR"
+
+
+class JournalError(ExchangeError):
+    """The event journal is unreadable, inconsistent or could not be written."""
+
+    code = "JOURNAL_ERROR"
+
+
+class ReplayMismatch(JournalError):
+    """Replaying the journal did not reproduce a recorded state hash."""
+
+    code = "REPLAY_MISMATCH"

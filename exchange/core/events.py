@@ -1,0 +1,208 @@
+"""Events: immutable, past-tense facts. They are the exchange's source of truth.
+
+Every event is a ``NamedTuple`` (immutable, cheap to build) whose first three fields are
+``seq`` (global sequence number, gap-free from 1), ``ts_ns`` (integer nanoseconds since the
+epoch, taken from the command that caused it) and ``market_id``. Each type has a stable
+numeric ``KIND``; the journal stores ``[KIND, *fields]`` so the encoding is plain JSON,
+portable across Python versions and databases.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NamedTuple, get_type_hints
+
+
+class MarketCreated(NamedTuple):
+    seq: int
+    ts_ns: int
+    market_id: int
+    symbol: str
+    tick_size: int  # quote per base unit at PRICE_PRECISION
+    lot_size: int  # base units at BASE_PRECISION
+    min_size_lots: int
+    max_size_lots: int
+    max_price_ticks: int
+    max_open_orders_per_account: int
+    KIND = 1
+
+
+class OrderAccepted(NamedTuple):
+    """An order passed validation. Trigger orders go to the trigger book; others match."""
+
+    seq: int
+    ts_ns: int
+    market_id: int
+    order_id: int
+    client_order_id: int
+    owner_id: int
+    sub_account_id: int
+    side: int
+    order_type: int
+    time_in_force: int
+    price_ticks: int  # limit price, or protection (worst) price for market-like orders
+    num_base_lots: int
+    trigger_price_ticks: int  # 0 unless a stop / take-profit
+    reduce_only: bool
+    stp_mode: int
+    expire_at_ns: int  # 0 = good till cancelled
+    KIND = 2
+
+
+class OrderRejected(NamedTuple):
+    """A command was refused; nothing else changed."""
+
+    seq: int
+    ts_ns: int
+    market_id: int
+    order_id: int  # the targeted order for cancel/amend, 0 for a new order
+    client_order_id: int
+    owner_id: int
+    sub_account_id: int
+    code: int  # RejectCode
+    message: str
+    KIND = 3
+
+
+class OrderRested(NamedTuple):
+    """The unfilled rest of an order now rests on the book at ``price_ticks``."""
+
+    seq: int
+    ts_ns: int
+    market_id: int
+    order_id: int
+    price_ticks: int  # may differ from the accepted price after a post-only slide
+    num_base_lots: int
+    KIND = 4
+
+
+class TradeExecuted(NamedTuple):
+    """A taker matched a resting maker at the maker's price."""
+
+    seq: int
+    ts_ns: int
+    market_id: int
+    maker_order_id: int
+    taker_order_id: int
+    maker_owner_id: int
+    maker_sub_account_id: int
+    taker_owner_id: int
+    taker_sub_account_id: int
+    taker_side: int
+    price_ticks: int
+    num_base_lots: int
+    maker_remaining_lots: int
+    taker_remaining_lots: int
+    KIND = 5
+
+
+class OrderCanceled(NamedTuple):
+    seq: int
+    ts_ns: int
+    market_id: int
+    order_id: int
+    owner_id: int
+    sub_account_id: int
+    canceled_lots: int
+    reason: int  # CancelReason
+    KIND = 6
+
+
+class OrderExpired(NamedTuple):
+    seq: int
+    ts_ns: int
+    market_id: int
+    order_id: int
+    owner_id: int
+    sub_account_id: int
+    expired_lots: int
+    KIND = 7
+
+
+class OrderAmended(NamedTuple):
+    """Size down at the same price keeps priority; anything else re-queues (and may match)."""
+
+    seq: int
+    ts_ns: int
+    market_id: int
+    order_id: int
+    price_ticks: int
+    num_base_lots: int  # new remaining size
+    priority_kept: bool
+    KIND = 8
+
+
+class OrderTriggered(NamedTuple):
+    seq: int
+    ts_ns: int
+    market_id: int
+    order_id: int
+    trigger_price_ticks: int  # the supplied price that fired it
+    KIND = 9
+
+
+class SelfTradeDecremented(NamedTuple):
+    """Decrement-both STP removed lots from a taker and a maker of one owner, no trade."""
+
+    seq: int
+    ts_ns: int
+    market_id: int
+    maker_order_id: int
+    taker_order_id: int
+    num_base_lots: int
+    KIND = 10
+
+
+Event = (
+    MarketCreated | OrderAccepted | OrderRejected | OrderRested | TradeExecuted | OrderCanceled
+    | OrderExpired | OrderAmended | OrderTriggered | SelfTradeDecremented
+)
+
+EVENT_TYPES: dict[int, Any] = {
+    cls.KIND: cls
+    for cls in (
+        MarketCreated, OrderAccepted, OrderRejected, OrderRested, TradeExecuted,
+        OrderCanceled, OrderExpired, OrderAmended, OrderTriggered, SelfTradeDecremented,
+    )
+}
+assert len(EVENT_TYPES) == 10, "duplicate event KIND"
+
+_BOOL_FIELDS = {
+    cls.KIND: tuple(
+        i for i, name in enumerate(cls._fields) if get_type_hints(cls)[name] is bool
+    )
+    for cls in EVENT_TYPES.values()
+}
+
+
+def event_to_row(event: Event) -> list[Any]:
+    """``[KIND, *fields]``: the canonical, JSON-ready form of an event."""
+    return [event.KIND, *event]
+
+
+def event_from_row(row: list[Any]) -> Event:
+    """Inverse of :func:`event_to_row`; raises ``ValueError`` on an unknown kind or arity."""
+    try:
+        cls = EVENT_TYPES[row[0]]
+    except (KeyError, IndexError, TypeError):
+        raise ValueError(f"event row: expected a known KIND first, got {row[:1]!r}") from None
+    fields = row[1:]
+    if len(fields) != len(cls._fields):
+        raise ValueError(
+            f"{cls.__name__}: expected {len(cls._fields)} fields, got {len(fields)}"
+        )
+    for i in _BOOL_FIELDS[cls.KIND]:
+        fields[i] = bool(fields[i])
+    return cls._make(fields)  # type: ignore[no-any-return]
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """Serialise events into one compact UTF-8 JSON array."""
+    return json.dumps(
+        [[e.KIND, *e] for e in events], separators=(",", ":"), ensure_ascii=False
+    ).encode()
+
+
+def decode_events(blob: bytes) -> list[Event]:
+    """Inverse of :func:`encode_events`."""
+    return [event_from_row(row) for row in json.loads(blob)]
