@@ -122,7 +122,7 @@ class ExchangeCore:
             out = []
         kind = type(cmd)
         if kind is PlaceOrder:
-            self.place_order(*cmd, ts_ns=ts_ns, out=out)  # type: ignore[misc]
+            self.place_order(*cmd, ts_ns=ts_ns, out=out)
         elif kind is CancelOrder:
             self.cancel_order(cmd, ts_ns, out)  # type: ignore[arg-type]
         elif kind is AmendOrder:
