@@ -1,0 +1,68 @@
+"""Engine configuration: frozen, typed, keyword-only, and strict about unknown keys."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from exchange.core.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineConfig:
+    """Where the engine keeps its state and how it commits.
+
+    ``journal_url`` overrides the default SQLite file in ``data_dir`` (for example a
+    ``postgresql+psycopg://`` URL). A group commit closes at ``group_commit_max_commands``
+    commands; a snapshot is written at most every ``snapshot_every_events`` events.
+    """
+
+    data_dir: Path = Path("data")
+    journal_url: str | None = None
+    group_commit_max_commands: int = 2048
+    snapshot_every_events: int = 250_000
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data_dir, Path):
+            raise ConfigError(f"data_dir: expected a path, got {self.data_dir!r}")
+        if self.journal_url is not None and (
+            not isinstance(self.journal_url, str) or "://" not in self.journal_url
+        ):
+            raise ConfigError(f"journal_url: expected a database URL, got {self.journal_url!r}")
+        for name, lo, hi in (
+            ("group_commit_max_commands", 1, 1_000_000),
+            ("snapshot_every_events", 1, 10**12),
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or not lo <= value <= hi:
+                raise ConfigError(f"{name}: expected an int in {lo}..{hi}, got {value!r}")
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> EngineConfig:
+        """Build from a plain mapping (a parsed config file); unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"engine config: expected a table, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"engine config: unknown keys {unknown}, expected {sorted(known)}")
+        values = dict(data)
+        if "data_dir" in values:
+            if not isinstance(values["data_dir"], str):
+                raise ConfigError(f"data_dir: expected a path string, got {values['data_dir']!r}")
+            values["data_dir"] = Path(values["data_dir"])
+        return cls(**values)
+
+    @classmethod
+    def from_toml(cls, path: Path) -> EngineConfig:
+        """Read the ``[engine]`` table of a TOML file."""
+        try:
+            document = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: expected readable TOML, got {exc}") from exc
+        unknown = sorted(set(document) - {"engine"})
+        if unknown:
+            raise ConfigError(f"config file {path}: unknown tables {unknown}, expected ['engine']")
+        return cls.from_mapping(document.get("engine", {}))
