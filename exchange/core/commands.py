@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, get_type_hints
 
-from exchange.core.market import DEFAULT_MAX_PRICE_TICKS, DEFAULT_MAX_SIZE_LOTS
+from exchange.core.market import DEFAULT_MAX_PRICE_TICKS
 from exchange.core.orders import OrderType, SelfTradePrevention, Side, TimeInForce
 from exchange.core.units import U64_MAX
 
@@ -20,7 +20,7 @@ class CreateMarket(NamedTuple):
     tick_size: int
     lot_size: int
     min_size_lots: int = 1
-    max_size_lots: int = DEFAULT_MAX_SIZE_LOTS
+    max_size_lots: int = 0  # 0: the largest that keeps a fill's notional within u64
     max_price_ticks: int = DEFAULT_MAX_PRICE_TICKS
     max_open_orders_per_account: int = 256
 

@@ -9,9 +9,8 @@ from exchange.core.units import BASE_PRECISION, U32_MAX, U64_MAX
 
 MAX_PRICE_TICKS = U32_MAX  # prices travel as u32 ticks on the wire and on-chain
 MAX_ORDER_LOTS = 2**48  # bounds every lot count so book arithmetic fits int64 everywhere
-# Defaults leave room for a fill's notional to fit u64 for any tick*lot up to 18,000 quote units.
 DEFAULT_MAX_PRICE_TICKS = 10**7
-DEFAULT_MAX_SIZE_LOTS = 10**8
+DEFAULT_MAX_SIZE_LOTS = 10**8  # capped further so the largest fill's notional fits u64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,7 +27,7 @@ class MarketSpec:
     tick_size: int
     lot_size: int
     min_size_lots: int = 1
-    max_size_lots: int = DEFAULT_MAX_SIZE_LOTS
+    max_size_lots: int = 0  # 0: DEFAULT_MAX_SIZE_LOTS, lowered to keep notional within u64
     max_price_ticks: int = DEFAULT_MAX_PRICE_TICKS
     max_open_orders_per_account: int = 256
 
@@ -48,6 +47,10 @@ class MarketSpec:
         need((self.tick_size * self.lot_size) % BASE_PRECISION == 0,
              f"tick_size*lot_size divisible by {BASE_PRECISION} (whole quote units per "
              "tick-lot)", (self.tick_size, self.lot_size))
+        if self.max_size_lots == 0:
+            fitting = U64_MAX // (self.quote_per_tick_lot * self.max_price_ticks) \
+                if type(self.max_price_ticks) is int and self.max_price_ticks > 0 else 0
+            object.__setattr__(self, "max_size_lots", min(DEFAULT_MAX_SIZE_LOTS, fitting))
         need(type(self.min_size_lots) is int and self.min_size_lots >= 1,
              "min_size_lots >= 1", self.min_size_lots)
         need(type(self.max_size_lots) is int

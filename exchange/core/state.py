@@ -154,12 +154,15 @@ class ExchangeCore:
                          f"market_id: expected an unused id, got {cmd.market_id}")
             return
         try:
-            MarketSpec(**cmd._asdict())
+            spec = MarketSpec(**cmd._asdict())
         except Exception as exc:  # ConfigError, or a mistyped field
             self._reject(out, ts_ns, cmd.market_id, 0, 0, 0, 0, RejectCode.INVALID_MARKET_SPEC,
                          str(exc))
             return
-        event = MarketCreated(self.next_seq, ts_ns, *cmd)
+        # The event records the resolved spec (defaults filled in), not the request.
+        event = MarketCreated(self.next_seq, ts_ns, spec.market_id, spec.symbol, spec.tick_size,
+                              spec.lot_size, spec.min_size_lots, spec.max_size_lots,
+                              spec.max_price_ticks, spec.max_open_orders_per_account)
         self.next_seq += 1
         self._apply_market_created(event)
         out.append(event)
