@@ -1,0 +1,159 @@
+"""The sequencer against a real SQLite journal in a temporary directory."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exchange.core.commands import CancelOrder, CreateMarket, PlaceOrder
+from exchange.core.errors import JournalError, RejectCode
+from exchange.core.events import OrderAccepted, OrderRejected, OrderRested, TradeExecuted
+from exchange.core.orders import Side
+from exchange.engine.config import EngineConfig
+from exchange.engine.journal import Journal
+from exchange.engine.sequencer import Engine, EngineRunner, EngineStopped
+
+TICK = 1_000_000  # 1.0 quote per base unit
+LOT = 1_000_000_000  # 1 base unit
+
+
+class StepClock:
+    def __init__(self) -> None:
+        self.now = 1_000
+
+    def __call__(self) -> int:
+        self.now += 1
+        return self.now
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    eng = Engine(EngineConfig(data_dir=tmp_path, snapshot_every_events=50), clock=StepClock())
+    eng.process([CreateMarket(0, "BTC-PERP", TICK, LOT)])
+    yield eng
+    eng.close()
+
+
+def test_acknowledged_events_are_in_the_journal(engine: Engine, tmp_path: Path) -> None:
+    # Act
+    results = engine.process([PlaceOrder(0, 1, 0, Side.BID, 100 * TICK, 2 * LOT),
+                              PlaceOrder(0, 2, 0, Side.ASK, 100 * TICK, 1 * LOT)])
+    # Assert
+    assert [type(e) for e in results[0]] == [OrderAccepted, OrderRested]
+    assert [type(e) for e in results[1]] == [OrderAccepted, TradeExecuted]
+    durable = list(Journal.for_data_dir(tmp_path).read())
+    assert durable[-4:] == results[0] + results[1]
+
+
+def test_malformed_command_is_rejected_and_changes_nothing(engine: Engine) -> None:
+    before = engine.core.canonical()
+    bad = PlaceOrder(0, 1, 0, Side.BID, "100", LOT)  # type: ignore[arg-type]
+    [events] = engine.process([bad])
+    assert len(events) == 1 and type(events[0]) is OrderRejected
+    assert events[0].code == RejectCode.MALFORMED_COMMAND
+    assert events[0].message == "price: expected an integer, got '100'"
+    after = engine.core.canonical()
+    assert after.pop("next_seq") == before.pop("next_seq") + 1
+    assert after == before
+
+
+def test_non_command_objects_are_rejected_not_crashing(engine: Engine) -> None:
+    [events] = engine.process([{"type": "place"}])
+    assert events[0].code == RejectCode.MALFORMED_COMMAND
+    assert "expected a command, got dict" in events[0].message
+
+
+def test_event_time_never_runs_backwards(tmp_path: Path) -> None:
+    times = iter([50, 40, 60])
+    eng = Engine(EngineConfig(data_dir=tmp_path), clock=lambda: next(times))
+    results = eng.process([CreateMarket(0, "A", TICK, LOT), CreateMarket(1, "B", TICK, LOT),
+                           CreateMarket(2, "C", TICK, LOT)])
+    assert [r[0].ts_ns for r in results] == [50, 50, 60]
+    eng.close()
+
+
+def test_restart_recovers_identical_state_from_snapshot_and_tail(tmp_path: Path) -> None:
+    # Arrange: enough events for several snapshots plus a tail after the last one.
+    eng = Engine(EngineConfig(data_dir=tmp_path, snapshot_every_events=7), clock=StepClock())
+    eng.process([CreateMarket(0, "BTC-PERP", TICK, LOT)])
+    for i in range(30):
+        eng.process([PlaceOrder(0, i % 4, 0, i % 2, (100 + i % 5) * TICK, (1 + i % 3) * LOT)])
+    expected = eng.core.state_hash()
+    eng.close()
+    # Act
+    again = Engine(EngineConfig(data_dir=tmp_path), clock=StepClock())
+    # Assert
+    assert again.recovery.snapshot_seq > 0
+    assert again.core.state_hash() == expected
+    assert again.recovery.last_seq == again.core.next_seq - 1
+    again.close()
+
+
+def test_a_failed_journal_write_stops_the_engine(engine: Engine) -> None:
+    def broken(_events: Any) -> None:
+        raise OSError("disk full")
+
+    engine.journal.append = broken  # type: ignore[method-assign]
+    with pytest.raises(JournalError, match="disk full"):
+        engine.process([PlaceOrder(0, 1, 0, Side.BID, 100 * TICK, LOT)])
+    with pytest.raises(EngineStopped):
+        engine.process([PlaceOrder(0, 1, 0, Side.BID, 100 * TICK, LOT)])
+
+
+def test_subscribers_see_events_only_after_they_are_durable(engine: Engine) -> None:
+    order: list[str] = []
+    real_append = engine.journal.append
+
+    def append(events: Any) -> None:
+        real_append(events)
+        order.append("journal")
+
+    engine.journal.append = append  # type: ignore[method-assign]
+    engine.subscribe(lambda events: order.append(f"publish {len(events)}"))
+    engine.process([PlaceOrder(0, 1, 0, Side.BID, 100 * TICK, LOT)])
+    assert order == ["journal", "publish 2"]
+
+
+def test_runner_group_commits_concurrent_submissions(engine: Engine) -> None:
+    # Arrange
+    runner = EngineRunner(engine)
+    batches_before = _batch_count(engine)
+    futures = []
+
+    def client(owner: int) -> None:
+        for i in range(200):
+            futures.append(runner.submit(
+                PlaceOrder(0, owner, 0, Side.BID, (50 + i % 10) * TICK, LOT)))
+
+    threads = [threading.Thread(target=client, args=(o,)) for o in range(4)]
+    # Act
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results = [f.result(timeout=30) for f in futures]
+    runner.close()
+    # Assert: every command acknowledged, in fewer commits than commands.
+    assert all(type(r[0]) is OrderAccepted for r in results)
+    assert _batch_count(engine) - batches_before < len(futures)
+    assert engine.journal.last_seq == engine.core.next_seq - 1
+
+
+def test_runner_fails_pending_commands_after_a_journal_failure(engine: Engine) -> None:
+    runner = EngineRunner(engine)
+    engine.journal.append = lambda _e: (_ for _ in ()).throw(OSError("gone"))  # type: ignore[method-assign]
+    future = runner.submit(CancelOrder(0, 1, 0, 99))
+    with pytest.raises(JournalError):
+        future.result(timeout=10)
+    runner.close()
+
+
+def _batch_count(engine: Engine) -> int:
+    from sqlalchemy import text
+
+    with engine.journal._engine.connect() as conn:  # noqa: SLF001 - test introspection
+        return int(conn.execute(text("select count(*) from event_batches")).scalar_one())
