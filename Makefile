@@ -14,7 +14,13 @@ STAMP     := $(VENV)/.installed-$(DEPS_HASH)
 
 install: $(STAMP)
 
+# System packages the tests use: a PostgreSQL server (journal tests against a real database).
+APT_PACKAGES := postgresql
+
 $(STAMP):
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing system packages: $(APT_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev,bench]' -c constraints.txt
