@@ -50,6 +50,7 @@ _T_FILL_FULL = Transition.FILL_FULL.value
 _T_CANCEL = Transition.CANCEL.value
 _T_REST = Transition.REST.value
 _T_DECREMENT = Transition.DECREMENT.value
+_T_EXPIRE = Transition.EXPIRE.value
 _R_STP_CANCEL_RESTING = CancelReason.STP_CANCEL_RESTING.value
 _R_STP_CANCEL_TAKING = CancelReason.STP_CANCEL_TAKING.value
 _R_STP_DECREMENT = CancelReason.STP_DECREMENT.value
@@ -58,7 +59,7 @@ _R_STP_DECREMENT = CancelReason.STP_DECREMENT.value
 class Level:
     """All resting orders at one price, oldest first."""
 
-    __slots__ = ("price_ticks", "head", "tail", "total_lots", "count")
+    __slots__ = ("count", "head", "price_ticks", "tail", "total_lots")
 
     def __init__(self, price_ticks: int) -> None:
         self.price_ticks = price_ticks
@@ -240,7 +241,7 @@ class OrderBook:
         lots = order.remaining_lots
         self._unlink(order)
         self.forget_live(order)
-        order.status = next_status(order.status, Transition.EXPIRE)
+        order.status = next_status(order.status, _T_EXPIRE)
         out.append(_new(OrderExpired, (seq, ts_ns, self.market_id, order.order_id,
                                        order.owner_id, order.sub_account_id, lots)))
         return seq + 1

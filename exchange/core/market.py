@@ -47,17 +47,16 @@ class MarketSpec:
         need((self.tick_size * self.lot_size) % BASE_PRECISION == 0,
              f"tick_size*lot_size divisible by {BASE_PRECISION} (whole quote units per "
              "tick-lot)", (self.tick_size, self.lot_size))
+        need(type(self.max_price_ticks) is int and 1 <= self.max_price_ticks <= MAX_PRICE_TICKS,
+             f"max_price_ticks in 1..{MAX_PRICE_TICKS}", self.max_price_ticks)
         if self.max_size_lots == 0:
-            fitting = U64_MAX // (self.quote_per_tick_lot * self.max_price_ticks) \
-                if type(self.max_price_ticks) is int and self.max_price_ticks > 0 else 0
+            fitting = U64_MAX // (self.quote_per_tick_lot * self.max_price_ticks)
             object.__setattr__(self, "max_size_lots", min(DEFAULT_MAX_SIZE_LOTS, fitting))
         need(type(self.min_size_lots) is int and self.min_size_lots >= 1,
              "min_size_lots >= 1", self.min_size_lots)
         need(type(self.max_size_lots) is int
              and self.min_size_lots <= self.max_size_lots <= MAX_ORDER_LOTS,
              f"max_size_lots in min_size_lots..{MAX_ORDER_LOTS}", self.max_size_lots)
-        need(type(self.max_price_ticks) is int and 1 <= self.max_price_ticks <= MAX_PRICE_TICKS,
-             f"max_price_ticks in 1..{MAX_PRICE_TICKS}", self.max_price_ticks)
         need(type(self.max_open_orders_per_account) is int
              and 1 <= self.max_open_orders_per_account <= 65535,
              "max_open_orders_per_account in 1..65535", self.max_open_orders_per_account)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import NoReturn
 
 from exchange.core.errors import IllegalTransition
 
@@ -142,16 +143,20 @@ def next_status(status: int, transition: int) -> int:
     """Return the status after ``transition`` or raise ``IllegalTransition``."""
     nxt = _NEXT[status][transition]
     if nxt < 0:
-        raise IllegalTransition(
-            f"order transition: expected one of "
-            f"{[t.name for t in TRANSITIONS[OrderStatus(status)]]} from "
-            f"{OrderStatus(status).name}, got {Transition(transition).name}"
-        )
+        _illegal(status, transition)
     return nxt
 
 
+def _illegal(status: int, transition: int) -> NoReturn:
+    raise IllegalTransition(
+        f"order transition: expected one of "
+        f"{[t.name for t in TRANSITIONS[OrderStatus(status)]]} from "
+        f"{OrderStatus(status).name}, got {Transition(transition).name}"
+    )
+
+
 def account_key(owner_id: int, sub_account_id: int) -> int:
-    """One int naming a sub-account; ``owner_of`` recovers the owner for STP."""
+    """One int naming a sub-account (owner and sub-account id packed together)."""
     return owner_id * SUB_ACCOUNTS_PER_OWNER + sub_account_id
 
 
@@ -159,10 +164,25 @@ class Order:
     """A live order inside a book (mutable; owned by the book, never shared out)."""
 
     __slots__ = (
-        "order_id", "client_order_id", "owner_id", "sub_account_id", "account", "side",
-        "order_type", "time_in_force", "price_ticks", "trigger_price_ticks", "remaining_lots",
-        "filled_lots", "reduce_only", "stp_mode", "expire_at_ns", "status", "prev", "next",
+        "account",
+        "client_order_id",
+        "expire_at_ns",
+        "filled_lots",
         "level",
+        "next",
+        "order_id",
+        "order_type",
+        "owner_id",
+        "prev",
+        "price_ticks",
+        "reduce_only",
+        "remaining_lots",
+        "side",
+        "status",
+        "stp_mode",
+        "sub_account_id",
+        "time_in_force",
+        "trigger_price_ticks",
     )
 
     def __init__(
@@ -186,7 +206,7 @@ class Order:
         self.reduce_only = reduce_only
         self.stp_mode = stp_mode
         self.expire_at_ns = expire_at_ns
-        self.status: int = OrderStatus.INITIALIZED
+        self.status: int = 0  # OrderStatus.INITIALIZED, as a plain int for the hot path
         self.prev: Order | None = None
         self.next: Order | None = None
         self.level: object | None = None

@@ -61,6 +61,23 @@ _FOK = TimeInForce.FOK.value
 _POST_ONLY = TimeInForce.POST_ONLY.value
 _POST_ONLY_SLIDE = TimeInForce.POST_ONLY_SLIDE.value
 _LIMIT = OrderType.LIMIT.value
+_T_ACCEPT = Transition.ACCEPT.value
+_T_ARM_TRIGGER = Transition.ARM_TRIGGER.value
+_T_TRIGGER = Transition.TRIGGER.value
+_T_CANCEL = Transition.CANCEL.value
+_T_EXPIRE = Transition.EXPIRE.value
+_T_REST = Transition.REST.value
+_T_FILL_PARTIAL = Transition.FILL_PARTIAL.value
+_T_FILL_FULL = Transition.FILL_FULL.value
+_T_AMEND_KEEP = Transition.AMEND_KEEP_PRIORITY.value
+_T_AMEND_REQUEUE = Transition.AMEND_REQUEUE.value
+_T_DECREMENT = Transition.DECREMENT.value
+_S_CANCELED = OrderStatus.CANCELED.value
+_S_TRIGGER_PENDING = OrderStatus.TRIGGER_PENDING.value
+_R_USER = CancelReason.USER.value
+_R_CANCEL_ALL = CancelReason.CANCEL_ALL.value
+_R_IOC_REMAINDER = CancelReason.IOC_REMAINDER.value
+_R_REDUCE_ONLY = CancelReason.REDUCE_ONLY.value
 _RESTING_TIFS = frozenset({_GTC, _POST_ONLY, _POST_ONLY_SLIDE})
 _MARKET_LIKE = frozenset(int(t) for t in MARKET_LIKE_TYPES)
 _TRIGGER_TYPES = frozenset(int(t) for t in TRIGGER_TYPES)
@@ -251,14 +268,14 @@ class ExchangeCore:
             stp_mode, expire_at_ns)))
         seq += 1
         if order_type in _TRIGGER_TYPES:
-            order.status = next_status(order.status, Transition.ARM_TRIGGER)
+            order.status = next_status(order.status, _T_ARM_TRIGGER)
             self.trigger_books[market_id].add(order)
             book.register_live(order)
             if expire_at_ns:
                 heappush(self._expiry, (expire_at_ns, order.order_id, market_id))
             self.next_seq = seq
             return
-        order.status = next_status(order.status, Transition.ACCEPT)
+        order.status = next_status(order.status, _T_ACCEPT)
         self.next_seq = self._run_taker(book, order, False, ts_ns, seq, out)
 
     def _check_order_kind(self, book: OrderBook, order_type: int, tif: int, side: int,
@@ -330,7 +347,7 @@ class ExchangeCore:
         """Match an accepted order, then rest, or end, what is left of it."""
         if book.crosses(order.side, order.price_ticks):
             seq = book.match(order, ts_ns, seq, out)
-        if order.status == OrderStatus.CANCELED:  # self-trade prevention ended it
+        if order.status == _S_CANCELED:  # self-trade prevention ended it
             if registered:
                 book.forget_live(order)
             return seq
@@ -347,18 +364,18 @@ class ExchangeCore:
             return book.rest(order, ts_ns, seq, out)
         if registered:
             book.forget_live(order)
-        order.status = next_status(order.status, Transition.CANCEL)
+        order.status = next_status(order.status, _T_CANCEL)
         out.append(_new(OrderCanceled, (seq, ts_ns, book.market_id, order.order_id,
                                         order.owner_id, order.sub_account_id, remaining,
-                                        int(CancelReason.IOC_REMAINDER))))
+                                        _R_IOC_REMAINDER)))
         return seq + 1
 
     def _find_live(self, book: OrderBook, account: int, order_id: int,
                    client_order_id: int) -> Order | None:
         if not order_id and client_order_id:
             order_id = book.client_ids.get((account, client_order_id), 0)
-        order = book.account_orders.get(account, {}).get(order_id)
-        return order
+        live = book.account_orders.get(account)
+        return None if live is None else live.get(order_id)
 
     def cancel_order(self, cmd: CancelOrder, ts_ns: int, out: list[Any]) -> None:
         """Cancel one live order of the account, by order id or client order id."""
@@ -378,15 +395,15 @@ class ExchangeCore:
                          f"order: expected a live order of this account, got order_id "
                          f"{cmd.order_id} client_order_id {cmd.client_order_id}")
             return
-        self.next_seq = self._cancel_live(book, order, int(CancelReason.USER), ts_ns,
+        self.next_seq = self._cancel_live(book, order, _R_USER, ts_ns,
                                           self.next_seq, out)
 
     def _cancel_live(self, book: OrderBook, order: Order, reason: int, ts_ns: int, seq: int,
                      out: list[Any]) -> int:
-        if order.status == OrderStatus.TRIGGER_PENDING:
+        if order.status == _S_TRIGGER_PENDING:
             del self.trigger_books[book.market_id].orders[order.order_id]
             book.forget_live(order)
-            order.status = next_status(order.status, Transition.CANCEL)
+            order.status = next_status(order.status, _T_CANCEL)
             out.append(_new(OrderCanceled, (seq, ts_ns, book.market_id, order.order_id,
                                             order.owner_id, order.sub_account_id,
                                             order.remaining_lots, reason)))
@@ -407,7 +424,7 @@ class ExchangeCore:
         seq = self.next_seq
         for order in sorted(book.account_orders.get(account, {}).values(),
                             key=lambda o: o.order_id):
-            seq = self._cancel_live(book, order, int(CancelReason.CANCEL_ALL), ts_ns, seq, out)
+            seq = self._cancel_live(book, order, _R_CANCEL_ALL, ts_ns, seq, out)
         self.next_seq = seq
 
     def amend_order(self, cmd: AmendOrder, ts_ns: int, out: list[Any]) -> None:
@@ -436,7 +453,7 @@ class ExchangeCore:
             reject(RejectCode.UNKNOWN_ORDER,
                    f"order_id: expected a live order of this account, got {cmd.order_id}")
             return
-        if order.status == OrderStatus.TRIGGER_PENDING:
+        if order.status == _S_TRIGGER_PENDING:
             reject(RejectCode.AMEND_NOT_ALLOWED,
                    "order: expected a resting order, got a pending trigger order")
             return
@@ -470,7 +487,7 @@ class ExchangeCore:
         seq = self.next_seq
         if price_ticks == order.price_ticks and lots < order.remaining_lots:
             book.reduce_resting(order, lots)
-            order.status = next_status(order.status, Transition.AMEND_KEEP_PRIORITY)
+            order.status = next_status(order.status, _T_AMEND_KEEP)
             out.append(_new(OrderAmended, (seq, ts_ns, cmd.market_id, order.order_id,
                                            price_ticks, lots, True)))
             self.next_seq = seq + 1
@@ -487,7 +504,7 @@ class ExchangeCore:
         book._unlink(order)
         order.price_ticks = price_ticks
         order.remaining_lots = lots
-        order.status = next_status(order.status, Transition.AMEND_REQUEUE)
+        order.status = next_status(order.status, _T_AMEND_REQUEUE)
         out.append(_new(OrderAmended, (seq, ts_ns, cmd.market_id, order.order_id,
                                        price_ticks, lots, False)))
         order.price_ticks = probe.price_ticks  # a slide may have moved it
@@ -505,7 +522,7 @@ class ExchangeCore:
         price_ticks = cmd.price // book.spec.tick_size
         seq = self.next_seq
         for order in self.trigger_books[cmd.market_id].pop_fired(price_ticks):
-            order.status = next_status(order.status, Transition.TRIGGER)
+            order.status = next_status(order.status, _T_TRIGGER)
             out.append(_new(OrderTriggered, (seq, ts_ns, book.market_id, order.order_id,
                                              price_ticks)))
             seq += 1
@@ -516,11 +533,11 @@ class ExchangeCore:
                     # The position changed since placement: a reduce-only order that would no
                     # longer only reduce is cancelled whole rather than silently resized.
                     book.forget_live(order)
-                    order.status = next_status(order.status, Transition.CANCEL)
+                    order.status = next_status(order.status, _T_CANCEL)
                     out.append(_new(OrderCanceled, (seq, ts_ns, book.market_id, order.order_id,
                                                     order.owner_id, order.sub_account_id,
                                                     order.remaining_lots,
-                                                    int(CancelReason.REDUCE_ONLY))))
+                                                    _R_REDUCE_ONLY)))
                     seq += 1
                     continue
             seq = self._run_taker(book, order, True, ts_ns, seq, out)
@@ -540,7 +557,7 @@ class ExchangeCore:
             order = self.trigger_books[market_id].orders.pop(order_id, None)
             if order is not None:
                 book.forget_live(order)
-                order.status = next_status(order.status, Transition.EXPIRE)
+                order.status = next_status(order.status, _T_EXPIRE)
                 out.append(_new(OrderExpired, (seq, ts_ns, market_id, order_id, order.owner_id,
                                                order.sub_account_id, order.remaining_lots)))
                 seq += 1
@@ -548,7 +565,11 @@ class ExchangeCore:
 
     def _on_fill(self, account: int, market_id: int, signed_lots: int) -> None:
         key = (account, market_id)
-        self.positions[key] = self.positions.get(key, 0) + signed_lots
+        lots = self.positions.get(key, 0) + signed_lots
+        if lots:
+            self.positions[key] = lots
+        else:  # flat accounts leave the map, so it stays the size of open interest
+            del self.positions[key]
 
     # ================================================================== fold
     def _apply_market_created(self, e: MarketCreated) -> None:
@@ -577,13 +598,13 @@ class ExchangeCore:
                           a.num_base_lots, a.reduce_only, a.stp_mode, a.expire_at_ns)
             self.next_order_id = max(self.next_order_id, a.order_id + 1)
             if a.order_type in _TRIGGER_TYPES:
-                order.status = next_status(order.status, Transition.ARM_TRIGGER)
+                order.status = next_status(order.status, _T_ARM_TRIGGER)
                 self.trigger_books[a.market_id].add(order)
                 book.register_live(order)
                 if a.expire_at_ns:
                     heappush(self._expiry, (a.expire_at_ns, a.order_id, a.market_id))
             else:
-                order.status = next_status(order.status, Transition.ACCEPT)
+                order.status = next_status(order.status, _T_ACCEPT)
                 self._inflight = order
         elif kind is TradeExecuted:
             self._apply_trade(book, e)  # type: ignore[arg-type]
@@ -597,7 +618,7 @@ class ExchangeCore:
                 if order.expire_at_ns:
                     heappush(self._expiry, (order.expire_at_ns, order.order_id, e.market_id))
             book._link(order)
-            order.status = next_status(order.status, Transition.REST)
+            order.status = next_status(order.status, _T_REST)
             self._inflight = None
         elif kind is OrderCanceled or kind is OrderExpired:
             self._apply_end(book, e, kind is OrderExpired)
@@ -606,16 +627,16 @@ class ExchangeCore:
             order = book.orders[m.order_id]
             if m.priority_kept:
                 book.reduce_resting(order, m.num_base_lots)
-                order.status = next_status(order.status, Transition.AMEND_KEEP_PRIORITY)
+                order.status = next_status(order.status, _T_AMEND_KEEP)
             else:
                 book._unlink(order)
                 order.price_ticks = m.price_ticks
                 order.remaining_lots = m.num_base_lots
-                order.status = next_status(order.status, Transition.AMEND_REQUEUE)
+                order.status = next_status(order.status, _T_AMEND_REQUEUE)
                 self._inflight = order
         elif kind is OrderTriggered:
             order = self.trigger_books[e.market_id].orders.pop(e.order_id)  # type: ignore[union-attr]
-            order.status = next_status(order.status, Transition.TRIGGER)
+            order.status = next_status(order.status, _T_TRIGGER)
             self._inflight = order
         elif kind is SelfTradeDecremented:
             d: SelfTradeDecremented = e  # type: ignore[assignment]
@@ -624,9 +645,9 @@ class ExchangeCore:
             if taker is None or taker.order_id != d.taker_order_id:
                 raise InvariantViolation(f"decrement without its taker: {e!r}")
             book.reduce_resting(maker, maker.remaining_lots - d.num_base_lots)
-            maker.status = next_status(maker.status, Transition.DECREMENT)
+            maker.status = next_status(maker.status, _T_DECREMENT)
             taker.remaining_lots -= d.num_base_lots
-            taker.status = next_status(taker.status, Transition.DECREMENT)
+            taker.status = next_status(taker.status, _T_DECREMENT)
         else:
             raise InvariantViolation(f"apply: unknown event {e!r}")
 
@@ -644,10 +665,10 @@ class ExchangeCore:
             book._unlink(maker)
             maker.remaining_lots = 0
             book.forget_live(maker)
-            maker.status = next_status(maker.status, Transition.FILL_FULL)
+            maker.status = next_status(maker.status, _T_FILL_FULL)
         else:
             book.reduce_resting(maker, maker.remaining_lots - qty)
-            maker.status = next_status(maker.status, Transition.FILL_PARTIAL)
+            maker.status = next_status(maker.status, _T_FILL_PARTIAL)
         maker.filled_lots += qty
         taker.remaining_lots -= qty
         taker.filled_lots += qty
@@ -658,15 +679,15 @@ class ExchangeCore:
         self._on_fill(maker.account, t.market_id, -signed)
         self._on_fill(taker.account, t.market_id, signed)
         if taker.remaining_lots:
-            taker.status = next_status(taker.status, Transition.FILL_PARTIAL)
+            taker.status = next_status(taker.status, _T_FILL_PARTIAL)
         else:
-            taker.status = next_status(taker.status, Transition.FILL_FULL)
+            taker.status = next_status(taker.status, _T_FILL_FULL)
             if taker.order_id in book.account_orders.get(taker.account, {}):
                 book.forget_live(taker)
             self._inflight = None
 
     def _apply_end(self, book: OrderBook, e: Any, expired: bool) -> None:
-        transition = Transition.EXPIRE if expired else Transition.CANCEL
+        transition = _T_EXPIRE if expired else _T_CANCEL
         order = book.orders.get(e.order_id)
         if order is not None:
             book._unlink(order)
