@@ -155,5 +155,5 @@ def test_runner_fails_pending_commands_after_a_journal_failure(engine: Engine) -
 def _batch_count(engine: Engine) -> int:
     from sqlalchemy import text
 
-    with engine.journal._engine.connect() as conn:  # noqa: SLF001 - test introspection
+    with engine.journal._engine.connect() as conn:
         return int(conn.execute(text("select count(*) from event_batches")).scalar_one())

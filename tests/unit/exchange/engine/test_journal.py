@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sqlite3
 import subprocess
 import sys
@@ -474,7 +475,7 @@ def test_any_batch_split_reads_back_identically(n: int, cuts: list[int], after: 
             j.READ_PAGE_SEQS = 7
 
             # Act
-            for lo, hi in zip(bounds, bounds[1:]):
+            for lo, hi in itertools.pairwise(bounds):
                 j.append(events[lo:hi])
             whole = list(j.read())
             tail = list(j.read(after_seq=after))
