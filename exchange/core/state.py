@@ -581,75 +581,84 @@ class ExchangeCore:
 
     def apply(self, e: Event) -> None:
         """Fold one journaled event into the state (replay / recovery)."""
-        if e.seq != self.next_seq:
-            raise InvariantViolation(f"apply: expected seq {self.next_seq}, got {e.seq}")
-        self.next_seq = e.seq + 1
-        kind = type(e)
-        if kind is MarketCreated:
-            self._apply_market_created(e)  # type: ignore[arg-type]
-            return
-        if kind is OrderRejected:
-            return
-        book = self.books[e.market_id]
-        if kind is OrderAccepted:
-            a: OrderAccepted = e  # type: ignore[assignment]
-            order = Order(a.order_id, a.client_order_id, a.owner_id, a.sub_account_id, a.side,
-                          a.order_type, a.time_in_force, a.price_ticks, a.trigger_price_ticks,
-                          a.num_base_lots, a.reduce_only, a.stp_mode, a.expire_at_ns)
-            self.next_order_id = max(self.next_order_id, a.order_id + 1)
-            if a.order_type in _TRIGGER_TYPES:
-                order.status = next_status(order.status, _T_ARM_TRIGGER)
-                self.trigger_books[a.market_id].add(order)
-                book.register_live(order)
-                if a.expire_at_ns:
-                    heappush(self._expiry, (a.expire_at_ns, a.order_id, a.market_id))
-            else:
-                order.status = next_status(order.status, _T_ACCEPT)
-                self._inflight = order
-        elif kind is TradeExecuted:
-            self._apply_trade(book, e)  # type: ignore[arg-type]
-        elif kind is OrderRested:
-            order = self._take_inflight(e.order_id)  # type: ignore[union-attr]
-            order.price_ticks = e.price_ticks  # type: ignore[union-attr]
-            if e.num_base_lots != order.remaining_lots:  # type: ignore[union-attr]
-                raise InvariantViolation(f"rest of {order!r}: lots disagree with {e!r}")
-            if order.order_id not in book.account_orders.get(order.account, {}):
-                book.register_live(order)
-                if order.expire_at_ns:
-                    heappush(self._expiry, (order.expire_at_ns, order.order_id, e.market_id))
-            book._link(order)
-            order.status = next_status(order.status, _T_REST)
-            self._inflight = None
-        elif kind is OrderCanceled or kind is OrderExpired:
-            self._apply_end(book, e, kind is OrderExpired)
-        elif kind is OrderAmended:
-            m: OrderAmended = e  # type: ignore[assignment]
-            order = book.orders[m.order_id]
-            if m.priority_kept:
-                book.reduce_resting(order, m.num_base_lots)
-                order.status = next_status(order.status, _T_AMEND_KEEP)
-            else:
-                book._unlink(order)
-                order.price_ticks = m.price_ticks
-                order.remaining_lots = m.num_base_lots
-                order.status = next_status(order.status, _T_AMEND_REQUEUE)
-                self._inflight = order
-        elif kind is OrderTriggered:
-            order = self.trigger_books[e.market_id].orders.pop(e.order_id)  # type: ignore[union-attr]
-            order.status = next_status(order.status, _T_TRIGGER)
-            self._inflight = order
-        elif kind is SelfTradeDecremented:
-            d: SelfTradeDecremented = e  # type: ignore[assignment]
-            maker = book.orders[d.maker_order_id]
-            taker = self._inflight
-            if taker is None or taker.order_id != d.taker_order_id:
-                raise InvariantViolation(f"decrement without its taker: {e!r}")
-            book.reduce_resting(maker, maker.remaining_lots - d.num_base_lots)
-            maker.status = next_status(maker.status, _T_DECREMENT)
-            taker.remaining_lots -= d.num_base_lots
-            taker.status = next_status(taker.status, _T_DECREMENT)
+        seq = e.seq
+        if seq != self.next_seq:
+            raise InvariantViolation(f"apply: expected seq {self.next_seq}, got {seq}")
+        self.next_seq = seq + 1
+        handler = self._appliers.get(type(e))
+        if handler is None:
+            raise InvariantViolation(f"apply: expected a known event, got {e!r}")
+        handler(self, e)
+
+    def _apply_rejected(self, e: OrderRejected) -> None:
+        pass  # a refusal changes nothing but the sequence number
+
+    def _apply_accepted(self, a: OrderAccepted) -> None:
+        book = self.books[a.market_id]
+        order = Order(a.order_id, a.client_order_id, a.owner_id, a.sub_account_id, a.side,
+                      a.order_type, a.time_in_force, a.price_ticks, a.trigger_price_ticks,
+                      a.num_base_lots, a.reduce_only, a.stp_mode, a.expire_at_ns)
+        if a.order_id >= self.next_order_id:
+            self.next_order_id = a.order_id + 1
+        if a.order_type in _TRIGGER_TYPES:
+            order.status = next_status(order.status, _T_ARM_TRIGGER)
+            self.trigger_books[a.market_id].add(order)
+            book.register_live(order)
+            if a.expire_at_ns:
+                heappush(self._expiry, (a.expire_at_ns, a.order_id, a.market_id))
         else:
-            raise InvariantViolation(f"apply: unknown event {e!r}")
+            order.status = next_status(order.status, _T_ACCEPT)
+            self._inflight = order
+
+    def _apply_rested(self, e: OrderRested) -> None:
+        book = self.books[e.market_id]
+        order = self._take_inflight(e.order_id)
+        order.price_ticks = e.price_ticks
+        if e.num_base_lots != order.remaining_lots:
+            raise InvariantViolation(f"rest of {order!r}: lots disagree with {e!r}")
+        live = book.account_orders.get(order.account)
+        if live is None or order.order_id not in live:
+            book.register_live(order)
+            if order.expire_at_ns:
+                heappush(self._expiry, (order.expire_at_ns, order.order_id, e.market_id))
+        book._link(order)
+        order.status = next_status(order.status, _T_REST)
+        self._inflight = None
+
+    def _apply_canceled(self, e: OrderCanceled) -> None:
+        self._apply_end(self.books[e.market_id], e, False)
+
+    def _apply_expired(self, e: OrderExpired) -> None:
+        self._apply_end(self.books[e.market_id], e, True)
+
+    def _apply_amended(self, m: OrderAmended) -> None:
+        book = self.books[m.market_id]
+        order = book.orders[m.order_id]
+        if m.priority_kept:
+            book.reduce_resting(order, m.num_base_lots)
+            order.status = next_status(order.status, _T_AMEND_KEEP)
+        else:
+            book._unlink(order)
+            order.price_ticks = m.price_ticks
+            order.remaining_lots = m.num_base_lots
+            order.status = next_status(order.status, _T_AMEND_REQUEUE)
+            self._inflight = order
+
+    def _apply_triggered(self, e: OrderTriggered) -> None:
+        order = self.trigger_books[e.market_id].orders.pop(e.order_id)
+        order.status = next_status(order.status, _T_TRIGGER)
+        self._inflight = order
+
+    def _apply_decremented(self, d: SelfTradeDecremented) -> None:
+        book = self.books[d.market_id]
+        maker = book.orders[d.maker_order_id]
+        taker = self._take_inflight(d.taker_order_id)
+        book.reduce_resting(maker, maker.remaining_lots - d.num_base_lots)
+        maker.status = next_status(maker.status, _T_DECREMENT)
+        taker.remaining_lots -= d.num_base_lots
+        taker.status = next_status(taker.status, _T_DECREMENT)
+
+    _appliers: dict[type, Any] = {}  # filled in below the class body
 
     def _take_inflight(self, order_id: int) -> Order:
         order = self._inflight
@@ -657,7 +666,8 @@ class ExchangeCore:
             raise InvariantViolation(f"expected in-flight order {order_id}, got {order!r}")
         return order
 
-    def _apply_trade(self, book: OrderBook, t: TradeExecuted) -> None:
+    def _apply_trade(self, t: TradeExecuted) -> None:
+        book = self.books[t.market_id]
         maker = book.orders[t.maker_order_id]
         taker = self._take_inflight(t.taker_order_id)
         qty = t.num_base_lots
@@ -771,6 +781,20 @@ class ExchangeCore:
             if live != expected:
                 raise InvariantViolation(
                     f"market {market_id}: expected {expected} live orders indexed, got {live}")
+
+
+ExchangeCore._appliers = {
+    MarketCreated: ExchangeCore._apply_market_created,
+    OrderAccepted: ExchangeCore._apply_accepted,
+    OrderRejected: ExchangeCore._apply_rejected,
+    OrderRested: ExchangeCore._apply_rested,
+    TradeExecuted: ExchangeCore._apply_trade,
+    OrderCanceled: ExchangeCore._apply_canceled,
+    OrderExpired: ExchangeCore._apply_expired,
+    OrderAmended: ExchangeCore._apply_amended,
+    OrderTriggered: ExchangeCore._apply_triggered,
+    SelfTradeDecremented: ExchangeCore._apply_decremented,
+}
 
 
 def _order_from_canonical(f: list[Any]) -> Order:
