@@ -132,7 +132,7 @@ class OrderTriggered(NamedTuple):
     ts_ns: int
     market_id: int
     order_id: int
-    trigger_price_ticks: int  # the supplied price that fired it
+    fired_at_price: int  # PRICE_PRECISION: the supplied price that fired it
 
 
 class SelfTradeDecremented(NamedTuple):

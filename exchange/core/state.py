@@ -88,6 +88,33 @@ _FIRES_ON_RISE = {
 }
 
 
+def price_size_problem(spec: MarketSpec, price: int, size: int, price_name: str,
+                       size_name: str) -> tuple[RejectCode, str] | None:
+    """The first thing wrong with a price (``PRICE_PRECISION``) and size (``BASE_PRECISION``)
+    for ``spec``, as a reject code and an "expected X, got Y" message; ``None`` if valid."""
+    if price <= 0:
+        return RejectCode.NON_POSITIVE_PRICE, f"{price_name}: expected > 0, got {price}"
+    if price % spec.tick_size:
+        return (RejectCode.OFF_TICK_PRICE,
+                f"{price_name}: expected a multiple of tick_size {spec.tick_size}, got {price}")
+    if price // spec.tick_size > spec.max_price_ticks:
+        return (RejectCode.PRICE_OUT_OF_RANGE,
+                f"{price_name}: expected <= {spec.max_price_ticks * spec.tick_size}, got {price}")
+    if size <= 0:
+        return RejectCode.NON_POSITIVE_SIZE, f"{size_name}: expected > 0, got {size}"
+    if size % spec.lot_size:
+        return (RejectCode.OFF_LOT_SIZE,
+                f"{size_name}: expected a multiple of lot_size {spec.lot_size}, got {size}")
+    lots = size // spec.lot_size
+    if lots < spec.min_size_lots:
+        return (RejectCode.SIZE_BELOW_MINIMUM,
+                f"{size_name}: expected >= {spec.min_size_lots * spec.lot_size}, got {size}")
+    if lots > spec.max_size_lots:
+        return (RejectCode.SIZE_ABOVE_MAXIMUM,
+                f"{size_name}: expected <= {spec.max_size_lots * spec.lot_size}, got {size}")
+    return None
+
+
 class TriggerBook:
     """Stop and take-profit orders waiting for a supplied price to cross their trigger."""
 
@@ -103,16 +130,20 @@ class TriggerBook:
         else:
             heappush(self._fall, (-order.trigger_price_ticks, order.order_id))
 
-    def pop_fired(self, price_ticks: int) -> list[Order]:
-        """Remove and return every order the price fires, oldest (lowest id) first."""
+    def pop_fired(self, price: int, tick_size: int) -> list[Order]:
+        """Remove and return every order ``price`` fires, oldest (lowest id) first.
+
+        ``price`` is in ``PRICE_PRECISION`` and need not be on a tick (a mark price rarely
+        is): triggers compare against it exactly, never against a rounded copy.
+        """
         fired: list[Order] = []
         orders = self.orders
         rise, fall = self._rise, self._fall
-        while rise and rise[0][0] <= price_ticks:
+        while rise and rise[0][0] * tick_size <= price:
             order = orders.pop(heappop(rise)[1], None)
             if order is not None:
                 fired.append(order)
-        while fall and -fall[0][0] >= price_ticks:
+        while fall and -fall[0][0] * tick_size >= price:
             order = orders.pop(heappop(fall)[1], None)
             if order is not None:
                 fired.append(order)
@@ -166,6 +197,8 @@ class ExchangeCore:
 
     def create_market(self, cmd: CreateMarket, ts_ns: int, out: list[Any]) -> None:
         """Open a new order book; refused if the id exists or the spec is invalid."""
+        if self._expiry and self._expiry[0][0] <= ts_ns:
+            self.expire_due(ts_ns, out)
         if cmd.market_id in self.books:
             self._reject(out, ts_ns, cmd.market_id, 0, 0, 0, 0, RejectCode.MARKET_ALREADY_EXISTS,
                          f"market_id: expected an unused id, got {cmd.market_id}")
@@ -204,29 +237,13 @@ class ExchangeCore:
         price_ticks, off_tick = divmod(price, spec.tick_size)
         lots, off_lot = divmod(size, spec.lot_size)
         problem = None
-        if price <= 0:
-            problem = (RejectCode.NON_POSITIVE_PRICE, f"price: expected > 0, got {price}")
-        elif off_tick:
-            problem = (RejectCode.OFF_TICK_PRICE,
-                       f"price: expected a multiple of tick_size {spec.tick_size}, got {price}")
-        elif price_ticks > spec.max_price_ticks:
-            problem = (RejectCode.PRICE_OUT_OF_RANGE,
-                       f"price: expected <= {spec.max_price_ticks * spec.tick_size}, got {price}")
-        elif size <= 0:
-            problem = (RejectCode.NON_POSITIVE_SIZE, f"size: expected > 0, got {size}")
-        elif off_lot:
-            problem = (RejectCode.OFF_LOT_SIZE,
-                       f"size: expected a multiple of lot_size {spec.lot_size}, got {size}")
-        elif lots < spec.min_size_lots:
-            problem = (RejectCode.SIZE_BELOW_MINIMUM,
-                       f"size: expected >= {spec.min_size_lots * spec.lot_size}, got {size}")
-        elif lots > spec.max_size_lots:
-            problem = (RejectCode.SIZE_ABOVE_MAXIMUM,
-                       f"size: expected <= {spec.max_size_lots * spec.lot_size}, got {size}")
+        if price <= 0 or off_tick or price_ticks > spec.max_price_ticks or size <= 0 or \
+                off_lot or not spec.min_size_lots <= lots <= spec.max_size_lots:
+            problem = price_size_problem(spec, price, size, "price", "size")
         elif expire_at_ns and expire_at_ns <= ts_ns:
             problem = (RejectCode.EXPIRED_ON_ARRIVAL,
                        f"expire_at_ns: expected > now {ts_ns}, got {expire_at_ns}")
-        if problem is None and (order_type != _LIMIT or time_in_force > _FOK):
+        if problem is None and (order_type != _LIMIT or time_in_force > _FOK or trigger_price):
             problem = self._check_order_kind(book, order_type, time_in_force, side, price,
                                              trigger_price)
         account = owner_id * SUB_ACCOUNTS_PER_OWNER + sub_account_id
@@ -457,24 +474,13 @@ class ExchangeCore:
             reject(RejectCode.AMEND_NOT_ALLOWED,
                    "order: expected a resting order, got a pending trigger order")
             return
-        price_ticks, off_tick = divmod(cmd.new_price, spec.tick_size)
-        lots, off_lot = divmod(cmd.new_size, spec.lot_size)
-        if cmd.new_price <= 0 or off_tick or price_ticks > spec.max_price_ticks:
-            reject(RejectCode.OFF_TICK_PRICE if off_tick and cmd.new_price > 0
-                   else RejectCode.PRICE_OUT_OF_RANGE,
-                   f"new_price: expected a positive multiple of {spec.tick_size} up to "
-                   f"{spec.max_price_ticks * spec.tick_size}, got {cmd.new_price}")
+        size_problem = price_size_problem(spec, cmd.new_price, cmd.new_size, "new_price",
+                                          "new_size")
+        if size_problem is not None:
+            reject(*size_problem)
             return
-        if cmd.new_size <= 0 or off_lot or not spec.min_size_lots <= lots <= spec.max_size_lots:
-            reject(RejectCode.OFF_LOT_SIZE if off_lot and cmd.new_size > 0
-                   else RejectCode.SIZE_BELOW_MINIMUM if cmd.new_size > 0 and
-                   lots < spec.min_size_lots else
-                   RejectCode.SIZE_ABOVE_MAXIMUM if lots > spec.max_size_lots
-                   else RejectCode.NON_POSITIVE_SIZE,
-                   f"new_size: expected a multiple of {spec.lot_size} in "
-                   f"{spec.min_size_lots * spec.lot_size}..{spec.max_size_lots * spec.lot_size}"
-                   f", got {cmd.new_size}")
-            return
+        price_ticks = cmd.new_price // spec.tick_size
+        lots = cmd.new_size // spec.lot_size
         if order.reduce_only:
             lots, problem = self._reduce_only_lots(account, cmd.market_id, order.side, lots)
             if problem is not None:
@@ -519,12 +525,16 @@ class ExchangeCore:
             self._reject(out, ts_ns, cmd.market_id, 0, 0, 0, 0, RejectCode.UNKNOWN_MARKET,
                          f"market_id: expected one of {sorted(self.books)}, got {cmd.market_id}")
             return
-        price_ticks = cmd.price // book.spec.tick_size
+        if cmd.price <= 0:
+            self._reject(out, ts_ns, cmd.market_id, 0, 0, 0, 0, RejectCode.NON_POSITIVE_PRICE,
+                         f"price: expected > 0, got {cmd.price}")
+            return
         seq = self.next_seq
-        for order in self.trigger_books[cmd.market_id].pop_fired(price_ticks):
+        for order in self.trigger_books[cmd.market_id].pop_fired(cmd.price,
+                                                                  book.spec.tick_size):
             order.status = next_status(order.status, _T_TRIGGER)
             out.append(_new(OrderTriggered, (seq, ts_ns, book.market_id, order.order_id,
-                                             price_ticks)))
+                                             cmd.price)))
             seq += 1
             if order.reduce_only:
                 lots, problem = self._reduce_only_lots(order.account, book.market_id,
