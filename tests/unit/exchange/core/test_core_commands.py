@@ -1,0 +1,230 @@
+"""Unit tests for exchange.core.commands: parse_command / check_command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from exchange.core.commands import (
+    COMMAND_TYPES,
+    AmendOrder,
+    CancelAll,
+    CancelOrder,
+    CreateMarket,
+    ExpireOrders,
+    MalformedCommand,
+    PlaceOrder,
+    UpdateTriggerPrice,
+    check_command,
+    parse_command,
+)
+from exchange.core.orders import OrderType, SelfTradePrevention, Side, TimeInForce
+from exchange.core.units import U64_MAX
+
+PLACE = {
+    "type": "place",
+    "market_id": 1,
+    "owner_id": 7,
+    "sub_account_id": 2,
+    "side": 1,
+    "price": 1_500_000,
+    "size": 10**9,
+}
+
+GOOD: list[tuple[dict[str, Any], Any]] = [
+    (
+        {
+            "type": "create_market",
+            "market_id": 3,
+            "symbol": "BTC-PERP",
+            "tick_size": 100_000,
+            "lot_size": 10**5,
+        },
+        CreateMarket(3, "BTC-PERP", 100_000, 10**5),
+    ),
+    (PLACE, PlaceOrder(1, 7, 2, 1, 1_500_000, 10**9)),
+    (
+        {
+            **PLACE,
+            "order_type": 3,
+            "time_in_force": 1,
+            "client_order_id": 9,
+            "trigger_price": 1_400_000,
+            "reduce_only": True,
+            "stp_mode": 2,
+            "expire_at_ns": 5,
+        },
+        PlaceOrder(1, 7, 2, 1, 1_500_000, 10**9, 3, 1, 9, 1_400_000, True, 2, 5),
+    ),
+    (
+        {"type": "cancel", "market_id": 1, "owner_id": 7, "sub_account_id": 0, "order_id": 4},
+        CancelOrder(1, 7, 0, 4, 0),
+    ),
+    (
+        {
+            "type": "cancel",
+            "market_id": 1,
+            "owner_id": 7,
+            "sub_account_id": 0,
+            "client_order_id": 4,
+        },
+        CancelOrder(1, 7, 0, 0, 4),
+    ),
+    (
+        {"type": "cancel_all", "market_id": 1, "owner_id": 7, "sub_account_id": 65535},
+        CancelAll(1, 7, 65535),
+    ),
+    (
+        {
+            "type": "amend",
+            "market_id": 1,
+            "owner_id": 7,
+            "sub_account_id": 0,
+            "order_id": 4,
+            "new_price": 10,
+            "new_size": 20,
+        },
+        AmendOrder(1, 7, 0, 4, 10, 20),
+    ),
+    ({"type": "trigger_price", "market_id": 1, "price": 99}, UpdateTriggerPrice(1, 99)),
+    ({"type": "expire"}, ExpireOrders()),
+]
+
+
+def test_every_command_type_has_a_good_example() -> None:
+    assert {m["type"] for m, _ in GOOD} == set(COMMAND_TYPES)
+
+
+@pytest.mark.parametrize(("message", "expected"), GOOD, ids=[m["type"] for m, _ in GOOD])
+def test_parse_good(message: dict[str, Any], expected: Any) -> None:
+    cmd = parse_command(dict(message))
+    assert cmd == expected
+    assert type(cmd) is type(expected)
+    check_command(cmd)  # a parsed command is well-formed
+
+
+def test_defaults_of_place_order() -> None:
+    cmd = parse_command(PLACE)
+    assert cmd.order_type == OrderType.LIMIT and cmd.time_in_force == TimeInForce.GTC
+    assert cmd.client_order_id == 0 and cmd.trigger_price == 0 and cmd.reduce_only is False
+    assert cmd.stp_mode == SelfTradePrevention.CANCEL_TAKING and cmd.expire_at_ns == 0
+
+
+def test_parse_does_not_mutate_input() -> None:
+    msg = dict(PLACE)
+    parse_command(msg)
+    assert msg == PLACE
+
+
+@pytest.mark.parametrize("kind", ["nope", "Place", "", None, 5, ["place"]])
+def test_unknown_type(kind: Any) -> None:
+    with pytest.raises(MalformedCommand, match=r"^type: expected one of \["):
+        parse_command({**PLACE, "type": kind})
+
+
+def test_missing_type() -> None:
+    msg = {k: v for k, v in PLACE.items() if k != "type"}
+    with pytest.raises(MalformedCommand, match=r"^type: expected one of .*got None"):
+        parse_command(msg)
+
+
+@pytest.mark.parametrize("message", [[], "place", None, 5, ("type", "place")])
+def test_not_an_object(message: Any) -> None:
+    with pytest.raises(MalformedCommand, match=r"^expected a JSON object, got "):
+        parse_command(message)
+
+
+def test_unknown_field() -> None:
+    with pytest.raises(MalformedCommand, match=r"^place: unknown fields \['colour'\], expected"):
+        parse_command({**PLACE, "colour": "red"})
+
+
+@pytest.mark.parametrize(
+    "field", ["market_id", "owner_id", "sub_account_id", "side", "price", "size"]
+)
+def test_missing_field(field: str) -> None:
+    msg = {k: v for k, v in PLACE.items() if k != field}
+    with pytest.raises(MalformedCommand, match=rf"^place: missing fields \['{field}'\]$"):
+        parse_command(msg)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "what"),
+    [
+        ("price", 1.5, "an integer"),
+        ("price", "1500000", "an integer"),
+        ("size", None, "an integer"),
+        ("side", True, "an integer"),  # bool is not an int here
+        ("owner_id", [7], "an integer"),
+        ("reduce_only", 1, "true or false"),
+        ("reduce_only", "true", "true or false"),
+    ],
+)
+def test_wrong_type(field: str, value: Any, what: str) -> None:
+    with pytest.raises(MalformedCommand, match=rf"^{field}: expected {what}, got "):
+        parse_command({**PLACE, field: value})
+
+
+def test_wrong_type_string_field() -> None:
+    msg = {"type": "create_market", "market_id": 3, "symbol": 42, "tick_size": 1, "lot_size": 10**9}
+    with pytest.raises(MalformedCommand, match=r"^symbol: expected a string, got 42$"):
+        parse_command(msg)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "lo", "hi"),
+    [
+        ("market_id", -1, 0, 65535),
+        ("market_id", 65536, 0, 65535),
+        ("owner_id", 2**47, 0, 2**47 - 1),
+        ("sub_account_id", 65536, 0, 65535),
+        ("side", 2, 0, len(Side) - 1),
+        ("side", -1, 0, len(Side) - 1),
+        ("order_type", 6, 0, len(OrderType) - 1),
+        ("time_in_force", 5, 0, len(TimeInForce) - 1),
+        ("stp_mode", 3, 0, len(SelfTradePrevention) - 1),
+        ("price", -1, 0, U64_MAX),
+        ("size", U64_MAX + 1, 0, U64_MAX),
+        ("client_order_id", -5, 0, U64_MAX),
+        ("expire_at_ns", 2**64, 0, U64_MAX),
+    ],
+)
+def test_out_of_range(field: str, value: int, lo: int, hi: int) -> None:
+    with pytest.raises(MalformedCommand, match=rf"^{field}: expected {lo}\.\.{hi}, got {value}$"):
+        parse_command({**PLACE, field: value})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("market_id", 0),
+        ("market_id", 65535),
+        ("owner_id", 2**47 - 1),
+        ("price", U64_MAX),
+        ("side", 1),
+        ("stp_mode", 2),
+    ],
+)
+def test_range_bounds_are_inclusive(field: str, value: int) -> None:
+    assert getattr(parse_command({**PLACE, field: value}), field) == value
+
+
+def test_check_command_rejects_non_commands() -> None:
+    with pytest.raises(MalformedCommand, match=r"^expected a command, got tuple$"):
+        check_command((1, 2, 3))
+    with pytest.raises(MalformedCommand, match=r"^expected a command, got dict$"):
+        check_command(PLACE)
+
+
+def test_check_command_on_directly_built_commands() -> None:
+    check_command(PlaceOrder(1, 7, 2, Side.ASK, 10, 10, OrderType.MARKET, TimeInForce.IOC))
+    with pytest.raises(MalformedCommand, match=r"^price: expected an integer, got 1\.0$"):
+        check_command(PlaceOrder(1, 7, 2, 0, 1.0, 10))  # type: ignore[arg-type]
+    with pytest.raises(MalformedCommand, match=r"^market_id: expected 0\.\.65535, got 70000$"):
+        check_command(UpdateTriggerPrice(70000, 1))
+
+
+def test_malformed_command_is_a_value_error_with_code() -> None:
+    assert issubclass(MalformedCommand, ValueError)
+    assert MalformedCommand.code == "MALFORMED_COMMAND"
