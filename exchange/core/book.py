@@ -83,6 +83,7 @@ class OrderBook:
         self.account_orders: dict[int, dict[int, Order]] = {}  # account -> live orders
         self.client_ids: dict[tuple[int, int], int] = {}  # (account, client id) -> order id
         self.fill_listener: Any = None  # callable(account, market, signed_lots) or None
+        self.reduce_only_live: dict[int, int] = {}  # account -> live reduce-only orders
 
     # ------------------------------------------------------------------ queries
     def best_bid(self) -> int:
@@ -214,6 +215,8 @@ class OrderBook:
         by_acct[order.order_id] = order
         if order.client_order_id:
             self.client_ids[(acct, order.client_order_id)] = order.order_id
+        if order.reduce_only:
+            self.reduce_only_live[acct] = self.reduce_only_live.get(acct, 0) + 1
 
     def forget_live(self, order: Order) -> None:
         """Drop a finished order from the account and client-id indexes."""
@@ -224,6 +227,12 @@ class OrderBook:
             del self.account_orders[acct]
         if order.client_order_id:
             del self.client_ids[(acct, order.client_order_id)]
+        if order.reduce_only:
+            left = self.reduce_only_live[acct] - 1
+            if left:
+                self.reduce_only_live[acct] = left
+            else:
+                del self.reduce_only_live[acct]
 
     def cancel_resting(
         self, order: Order, reason: int, ts_ns: int, seq: int, out: list[Any]

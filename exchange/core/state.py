@@ -162,6 +162,9 @@ class ExchangeCore:
         self.positions: dict[tuple[int, int], int] = {}  # (account, market) -> signed lots
         self._expiry: list[tuple[int, int, int]] = []  # (expire_at_ns, order_id, market_id)
         self._inflight: Order | None = None  # fold only: the taker being replayed
+        # (market, account) whose resting reduce-only orders must be rechecked after this
+        # command: their position moved, or a reduce-only order of theirs came to rest.
+        self._reduce_only_touched: set[tuple[int, int]] = set()
 
     # ================================================================== commands
     def execute(self, cmd: Command, ts_ns: int, out: list[Any] | None = None) -> list[Any]:
@@ -294,6 +297,8 @@ class ExchangeCore:
             return
         order.status = next_status(order.status, _T_ACCEPT)
         self.next_seq = self._run_taker(book, order, False, ts_ns, seq, out)
+        if self._reduce_only_touched:
+            self._enforce_reduce_only(ts_ns, out)
 
     def _check_order_kind(self, book: OrderBook, order_type: int, tif: int, side: int,
                           price: int, trigger_price: int) -> tuple[RejectCode, str] | None:
@@ -378,6 +383,8 @@ class ExchangeCore:
                 book.register_live(order)
             if order.expire_at_ns and not registered:
                 heappush(self._expiry, (order.expire_at_ns, order.order_id, book.market_id))
+            if order.reduce_only:
+                self._reduce_only_touched.add((book.market_id, order.account))
             return book.rest(order, ts_ns, seq, out)
         if registered:
             book.forget_live(order)
@@ -497,6 +504,9 @@ class ExchangeCore:
             out.append(_new(OrderAmended, (seq, ts_ns, cmd.market_id, order.order_id,
                                            price_ticks, lots, True)))
             self.next_seq = seq + 1
+            if order.reduce_only:
+                self._reduce_only_touched.add((cmd.market_id, account))
+                self._enforce_reduce_only(ts_ns, out)
             return
         # Re-queue: decide post-only on a probe first, so a refusal leaves the order untouched.
         probe = Order(order.order_id, 0, order.owner_id, order.sub_account_id, order.side,
@@ -515,6 +525,8 @@ class ExchangeCore:
                                        price_ticks, lots, False)))
         order.price_ticks = probe.price_ticks  # a slide may have moved it
         self.next_seq = self._run_taker(book, order, True, ts_ns, seq + 1, out)
+        if self._reduce_only_touched:
+            self._enforce_reduce_only(ts_ns, out)
 
     def update_trigger_price(self, cmd: UpdateTriggerPrice, ts_ns: int, out: list[Any]) -> None:
         """Fire the stop / take-profit orders that ``cmd.price`` reaches, oldest first."""
@@ -552,6 +564,43 @@ class ExchangeCore:
                     continue
             seq = self._run_taker(book, order, True, ts_ns, seq, out)
         self.next_seq = seq
+        if self._reduce_only_touched:
+            self._enforce_reduce_only(ts_ns, out)
+
+    def _enforce_reduce_only(self, ts_ns: int, out: list[Any]) -> None:
+        """Keep resting reduce-only orders reducing after a position change.
+
+        Per account (in key order), its resting reduce-only orders, oldest first: one on the
+        side that would increase the position is cancelled; on the reducing side they may
+        total at most ``|position|`` lots: the first order past that is shrunk in place
+        (keeping its priority, ``OrderAmended``), any later one is cancelled.
+        """
+        touched = sorted(self._reduce_only_touched)
+        self._reduce_only_touched.clear()
+        seq = self.next_seq
+        for market_id, account in touched:
+            book = self.books[market_id]
+            live = book.account_orders.get(account)
+            if live is None:
+                continue
+            position = self.positions.get((account, market_id), 0)
+            allowed = abs(position)
+            for order in sorted((o for o in live.values()
+                                 if o.reduce_only and o.status != _S_TRIGGER_PENDING),
+                                key=lambda o: o.order_id):
+                increases = position >= 0 if order.side == _BID else position <= 0
+                if not increases and order.remaining_lots <= allowed:
+                    allowed -= order.remaining_lots
+                elif not increases and allowed:
+                    book.reduce_resting(order, allowed)
+                    order.status = next_status(order.status, _T_AMEND_KEEP)
+                    out.append(_new(OrderAmended, (seq, ts_ns, market_id, order.order_id,
+                                                   order.price_ticks, allowed, True)))
+                    seq += 1
+                    allowed = 0
+                else:
+                    seq = book.cancel_resting(order, _R_REDUCE_ONLY, ts_ns, seq, out)
+        self.next_seq = seq
 
     def expire_due(self, ts_ns: int, out: list[Any]) -> None:
         """Expire, oldest deadline first, every live order whose good-till time is <= ts_ns."""
@@ -574,6 +623,12 @@ class ExchangeCore:
         self.next_seq = seq
 
     def _on_fill(self, account: int, market_id: int, signed_lots: int) -> None:
+        """Execution-time fill hook: move the position, note reduce-only orders to recheck."""
+        if account in self.books[market_id].reduce_only_live:
+            self._reduce_only_touched.add((market_id, account))
+        self._add_position(account, market_id, signed_lots)
+
+    def _add_position(self, account: int, market_id: int, signed_lots: int) -> None:
         key = (account, market_id)
         lots = self.positions.get(key, 0) + signed_lots
         if lots:
@@ -696,8 +751,8 @@ class ExchangeCore:
                 taker.remaining_lots != t.taker_remaining_lots:
             raise InvariantViolation(f"trade replay disagrees with state: {t!r}")
         signed = qty if t.taker_side == _BID else -qty
-        self._on_fill(maker.account, t.market_id, -signed)
-        self._on_fill(taker.account, t.market_id, signed)
+        self._add_position(maker.account, t.market_id, -signed)
+        self._add_position(taker.account, t.market_id, signed)
         if taker.remaining_lots:
             taker.status = next_status(taker.status, _T_FILL_PARTIAL)
         else:

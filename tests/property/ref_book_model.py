@@ -10,7 +10,10 @@ straight from the specification:
 * POST_ONLY refused when crossing, POST_ONLY_SLIDE re-priced one tick inside the opposite best;
 * FOK refused unless a dry run on a copy of the model fills it completely by trades;
 * market-like orders need IOC/FOK and use the price as the protection price;
-* reduce-only refused if it would increase the position, clamped to ``|position|``;
+* reduce-only refused if it would increase the position, clamped to ``|position|``; after a
+  place / amend / trigger command, every account's resting reduce-only orders (oldest first)
+  are cancelled if on the increasing side, else kept up to ``|position|`` in total (the
+  first to overflow shrunk in place, the rest cancelled);
 * triggers fire on a supplied price, oldest first; expiry before every command.
 
 Every command yields a list of *normalized* events (tuples without seq / ts), which
@@ -256,6 +259,28 @@ class RefMarket:
             return PRICE_OUT_OF_RANGE, price
         return None, slid
 
+    def _reduce_only_upkeep(self) -> None:
+        """Checked over every account (the core only rechecks the accounts it touched)."""
+        accounts = sorted({(o.owner, o.sub) for o in self.resting.values() if o.reduce_only},
+                          key=lambda a: a[0] * 65536 + a[1])
+        for owner, sub in accounts:
+            pos = self.position(owner, sub)
+            room = abs(pos)
+            mine = sorted((o for o in self.resting.values()
+                           if o.reduce_only and (o.owner, o.sub) == (owner, sub)),
+                          key=lambda o: o.oid)
+            for o in mine:
+                wrong_side = (o.side == BID and pos >= 0) or (o.side == ASK and pos <= 0)
+                if wrong_side or room == 0:
+                    del self.resting[o.oid]
+                    self._emit("canceled", o.oid, o.lots, R_REDUCE_ONLY)
+                elif o.lots <= room:
+                    room -= o.lots
+                else:
+                    o.lots = room
+                    room = 0
+                    self._emit("amended", o.oid, o.price, o.lots, True)
+
     # ------------------------------------------------------------ commands
     def expire_due(self, ts: int) -> None:
         due = [
@@ -359,6 +384,7 @@ class RefMarket:
             self.triggers[order.oid] = order
         else:
             self._run_taker(order)
+            self._reduce_only_upkeep()
         return self.out
 
     def _find(self, owner: int, sub: int, oid: int, client: int = 0) -> RefOrder | None:
@@ -432,6 +458,7 @@ class RefMarket:
         if ticks == o.price and lots < o.lots:
             o.lots = lots
             self._emit("amended", o.oid, ticks, lots, True)
+            self._reduce_only_upkeep()
             return self.out
         new_ticks = ticks
         if o.tif in (POST_ONLY, POST_ONLY_SLIDE):
@@ -444,6 +471,7 @@ class RefMarket:
         self._emit("amended", o.oid, ticks, lots, False)
         o.price = new_ticks
         self._run_taker(o)
+        self._reduce_only_upkeep()
         return self.out
 
     def update_trigger_price(self, ts: int, price: int) -> list[tuple[Any, ...]]:
@@ -468,6 +496,7 @@ class RefMarket:
                     self._emit("canceled", o.oid, o.lots, R_REDUCE_ONLY)
                     continue
             self._run_taker(o)
+        self._reduce_only_upkeep()
         return self.out
 
     def expire_orders(self, ts: int) -> list[tuple[Any, ...]]:
