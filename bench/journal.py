@@ -45,8 +45,16 @@ def make_events(n: int, seed: int = 42) -> tuple[list[Event], str]:
     for kind, order_id, side, price_ticks, lots in workload.ops:
         ts += 1
         if kind == ADD:
-            place(0, order_id, 0, side, price_ticks * 1_000_000, lots * 1_000_000_000,
-                  ts_ns=ts, out=out)
+            place(
+                0,
+                order_id,
+                0,
+                side,
+                price_ticks * 1_000_000,
+                lots * 1_000_000_000,
+                ts_ns=ts,
+                out=out,
+            )
         else:
             cancel(CancelOrder(0, order_id, 0, order_id), ts, out)
         if len(out) >= n:
@@ -64,7 +72,7 @@ def time_append(data_dir: Path, events: list[Event], group: int) -> float:
     with Journal.for_data_dir(data_dir) as journal:
         start = time.perf_counter()
         for i in range(0, len(events), group):
-            journal.append(events[i:i + group])
+            journal.append(events[i : i + group])
         elapsed = time.perf_counter() - start
         assert journal.last_seq == len(events)
     return elapsed
@@ -103,7 +111,7 @@ def time_recovery(data_dir: Path, expected_hash: str) -> float:
 def codec_times(events: list[Event], group: int) -> tuple[float, float]:
     """Pure in-memory encode / decode seconds for ``events`` in groups (no database)."""
     start = time.perf_counter()
-    blobs = [encode_events(events[i:i + group]) for i in range(0, len(events), group)]
+    blobs = [encode_events(events[i : i + group]) for i in range(0, len(events), group)]
     encode_s = time.perf_counter() - start
     start = time.perf_counter()
     for blob in blobs:
@@ -154,19 +162,31 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [
         ("events", f"{n:,}", ""),
-        (f"durable append, group={group}", f"{durable_eps:,.0f} ev/s",
-         f"{ok(durable_eps >= TARGET_EVENTS_PER_S)} (target >= {TARGET_EVENTS_PER_S:,})"),
+        (
+            f"durable append, group={group}",
+            f"{durable_eps:,.0f} ev/s",
+            f"{ok(durable_eps >= TARGET_EVENTS_PER_S)} (target >= {TARGET_EVENTS_PER_S:,})",
+        ),
         ("  of which encode_events", f"{encode_s / append_s:.0%} of append time", ""),
-        (f"durable append, group=1 ({baseline_n:,} ev)", f"{baseline_eps:,.0f} ev/s",
-         "baseline: one fsync per event"),
+        (
+            f"durable append, group=1 ({baseline_n:,} ev)",
+            f"{baseline_eps:,.0f} ev/s",
+            "baseline: one fsync per event",
+        ),
         ("ratio vs group=1", f"{durable_eps / baseline_eps:,.1f}x", ""),
-        ("replay read+decode per 1M", f"{replay_per_1m:.3f} s",
-         f"{ok(replay_per_1m <= TARGET_REPLAY_S_PER_1M)} (target <= {TARGET_REPLAY_S_PER_1M} s)"),
+        (
+            "replay read+decode per 1M",
+            f"{replay_per_1m:.3f} s",
+            f"{ok(replay_per_1m <= TARGET_REPLAY_S_PER_1M)} (target <= {TARGET_REPLAY_S_PER_1M} s)",
+        ),
         ("  of which decode (in memory)", f"{decode_s / replay_s:.0%} of replay time", ""),
         ("journal size", f"{db_bytes / 1e6:,.1f} MB", f"{db_bytes / n:.0f} B/event"),
-        ("replay read+decode+fold per 1M", f"{recovery_s * 1_000_000 / n:.3f} s",
-         f"{ok(recovery_s * 1_000_000 / n <= TARGET_REPLAY_S_PER_1M)} (target <= "
-         f"{TARGET_REPLAY_S_PER_1M} s; hash checked equal)"),
+        (
+            "replay read+decode+fold per 1M",
+            f"{recovery_s * 1_000_000 / n:.3f} s",
+            f"{ok(recovery_s * 1_000_000 / n <= TARGET_REPLAY_S_PER_1M)} (target <= "
+            f"{TARGET_REPLAY_S_PER_1M} s; hash checked equal)",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     for label, value, note in rows:

@@ -15,9 +15,12 @@ def _engine_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     base = EngineConfig.from_toml(args.config) if args.config else EngineConfig()
     if args.data_dir is not None:
-        return EngineConfig(data_dir=args.data_dir, journal_url=base.journal_url,
-                            group_commit_max_commands=base.group_commit_max_commands,
-                            snapshot_every_events=base.snapshot_every_events)
+        return EngineConfig(
+            data_dir=args.data_dir,
+            journal_url=base.journal_url,
+            group_commit_max_commands=base.group_commit_max_commands,
+            snapshot_every_events=base.snapshot_every_events,
+        )
     return base
 
 
@@ -30,8 +33,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     engine = Engine(config)
     rec = engine.recovery
     print(f"perpdex engine: data in {config.data_dir.resolve()}")
-    print(f"recovered {rec.events_replayed} events after snapshot seq {rec.snapshot_seq} in "
-          f"{rec.seconds * 1000:.1f} ms; state {rec.state_hash[:16]} at seq {rec.last_seq}")
+    print(
+        f"recovered {rec.events_replayed} events after snapshot seq {rec.snapshot_seq} in "
+        f"{rec.seconds * 1000:.1f} ms; state {rec.state_hash[:16]} at seq {rec.last_seq}"
+    )
     try:
         report = run_demo(engine, rounds=args.rounds, seed=args.seed + rec.last_seq)
     except KeyboardInterrupt:
@@ -40,11 +45,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     engine.snapshot()
     engine.close()
-    print(f"\nthroughput: {report.commands} commands -> {report.events} durable events in "
-          f"{report.seconds:.2f} s = {report.commands / report.seconds:,.0f} commands/s, "
-          f"{report.events / report.seconds:,.0f} events/s (group commit)")
-    print(f"fills {report.fills}, rejections {report.rejections}; state hash "
-          f"{report.state_hash} at seq {report.last_seq}")
+    print(
+        f"\nthroughput: {report.commands} commands -> {report.events} durable events in "
+        f"{report.seconds:.2f} s = {report.commands / report.seconds:,.0f} commands/s, "
+        f"{report.events / report.seconds:,.0f} events/s (group commit)"
+    )
+    print(
+        f"fills {report.fills}, rejections {report.rejections}; state hash "
+        f"{report.state_hash} at seq {report.last_seq}"
+    )
     print(f"verify with: perpdex replay {config.data_dir}")
     return 0
 
@@ -57,8 +66,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from exchange.engine.journal import Journal
 
     if not (args.data_dir / "journal.sqlite").is_file():
-        print(f"replay: expected a data directory with journal.sqlite, got {args.data_dir}",
-              file=sys.stderr)
+        print(
+            f"replay: expected a data directory with journal.sqlite, got {args.data_dir}",
+            file=sys.stderr,
+        )
         return 2
     journal = Journal.for_data_dir(args.data_dir)
     started = time.perf_counter()
@@ -90,8 +101,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _mismatch(seq: int) -> int:
-    print(f"replay: snapshot at seq {seq} does not match the fold of the journal",
-          file=sys.stderr)
+    print(f"replay: snapshot at seq {seq} does not match the fold of the journal", file=sys.stderr)
     return 3
 
 

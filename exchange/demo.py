@@ -31,12 +31,27 @@ class DemoMarket:
 
 
 DEMO_MARKETS = (
-    DemoMarket(market_id=0, symbol="BTC-PERP", tick_size=PRICE_PRECISION // 10,
-               lot_size=BASE_PRECISION // 10_000, start_price=95_000 * PRICE_PRECISION),
-    DemoMarket(market_id=1, symbol="ETH-PERP", tick_size=PRICE_PRECISION // 100,
-               lot_size=BASE_PRECISION // 1_000, start_price=3_500 * PRICE_PRECISION),
-    DemoMarket(market_id=2, symbol="SOL-PERP", tick_size=PRICE_PRECISION // 1_000,
-               lot_size=BASE_PRECISION // 100, start_price=180 * PRICE_PRECISION),
+    DemoMarket(
+        market_id=0,
+        symbol="BTC-PERP",
+        tick_size=PRICE_PRECISION // 10,
+        lot_size=BASE_PRECISION // 10_000,
+        start_price=95_000 * PRICE_PRECISION,
+    ),
+    DemoMarket(
+        market_id=1,
+        symbol="ETH-PERP",
+        tick_size=PRICE_PRECISION // 100,
+        lot_size=BASE_PRECISION // 1_000,
+        start_price=3_500 * PRICE_PRECISION,
+    ),
+    DemoMarket(
+        market_id=2,
+        symbol="SOL-PERP",
+        tick_size=PRICE_PRECISION // 1_000,
+        lot_size=BASE_PRECISION // 100,
+        start_price=180 * PRICE_PRECISION,
+    ),
 )
 
 MAKER_OWNERS = (1, 2, 3)
@@ -71,34 +86,75 @@ def demo_round(rng: random.Random, mids_ticks: dict[int, int]) -> list[Any]:
             for level in range(1, 6):
                 spread = level * (1 + maker)
                 size = rng.randint(1, 50) * m.lot_size
-                commands.append(PlaceOrder(m.market_id, maker, 0, Side.BID,
-                                           (mid - spread) * m.tick_size, size,
-                                           time_in_force=TimeInForce.POST_ONLY_SLIDE))
-                commands.append(PlaceOrder(m.market_id, maker, 0, Side.ASK,
-                                           (mid + spread) * m.tick_size, size,
-                                           time_in_force=TimeInForce.POST_ONLY_SLIDE))
+                commands.append(
+                    PlaceOrder(
+                        m.market_id,
+                        maker,
+                        0,
+                        Side.BID,
+                        (mid - spread) * m.tick_size,
+                        size,
+                        time_in_force=TimeInForce.POST_ONLY_SLIDE,
+                    )
+                )
+                commands.append(
+                    PlaceOrder(
+                        m.market_id,
+                        maker,
+                        0,
+                        Side.ASK,
+                        (mid + spread) * m.tick_size,
+                        size,
+                        time_in_force=TimeInForce.POST_ONLY_SLIDE,
+                    )
+                )
         for taker in TAKER_OWNERS:
             roll = rng.random()
             side = rng.choice((Side.BID, Side.ASK))
             through = 6 if side == Side.BID else -6
             size = rng.randint(1, 120) * m.lot_size
             if roll < 0.5:
-                commands.append(PlaceOrder(m.market_id, taker, 0, side,
-                                           (mid + through) * m.tick_size, size,
-                                           time_in_force=TimeInForce.IOC))
+                commands.append(
+                    PlaceOrder(
+                        m.market_id,
+                        taker,
+                        0,
+                        side,
+                        (mid + through) * m.tick_size,
+                        size,
+                        time_in_force=TimeInForce.IOC,
+                    )
+                )
             elif roll < 0.7:
-                commands.append(PlaceOrder(m.market_id, taker, 0, side,
-                                           (mid + 3 * through) * m.tick_size, size,
-                                           order_type=OrderType.MARKET,
-                                           time_in_force=TimeInForce.IOC))
+                commands.append(
+                    PlaceOrder(
+                        m.market_id,
+                        taker,
+                        0,
+                        side,
+                        (mid + 3 * through) * m.tick_size,
+                        size,
+                        order_type=OrderType.MARKET,
+                        time_in_force=TimeInForce.IOC,
+                    )
+                )
             elif roll < 0.8:
                 # A stop far enough away that it fires only on a real move.
                 trigger = mid + (20 if side == Side.BID else -20)
-                commands.append(PlaceOrder(
-                    m.market_id, taker, 0, side, (trigger + through) * m.tick_size, size,
-                    order_type=OrderType.STOP_MARKET, time_in_force=TimeInForce.IOC,
-                    trigger_price=trigger * m.tick_size,
-                    stp_mode=SelfTradePrevention.CANCEL_RESTING))
+                commands.append(
+                    PlaceOrder(
+                        m.market_id,
+                        taker,
+                        0,
+                        side,
+                        (trigger + through) * m.tick_size,
+                        size,
+                        order_type=OrderType.STOP_MARKET,
+                        time_in_force=TimeInForce.IOC,
+                        trigger_price=trigger * m.tick_size,
+                        stp_mode=SelfTradePrevention.CANCEL_RESTING,
+                    )
+                )
         commands.append(UpdateTriggerPrice(m.market_id, mid * m.tick_size))
     return commands
 
@@ -148,17 +204,26 @@ def run_demo(engine: Engine, *, rounds: int, seed: int, echo: Any = print) -> De
         seconds = time.perf_counter() - started
     finally:
         runner.close()
-    report = DemoReport(commands, counters["events"], counters["fills"], counters["rejections"],
-                        seconds, engine.core.state_hash(), engine.core.next_seq - 1)
+    report = DemoReport(
+        commands,
+        counters["events"],
+        counters["fills"],
+        counters["rejections"],
+        seconds,
+        engine.core.state_hash(),
+        engine.core.next_seq - 1,
+    )
     echo_books(engine, echo)
     echo("\nlatest fills:")
     for t in recent_fills:
         m = DEMO_MARKETS[t.market_id]
-        echo(f"  #{t.seq:<9} {m.symbol:<9} {'BUY ' if t.taker_side == Side.BID else 'SELL'} "
-             f"{fmt(t.num_base_lots * m.lot_size, BASE_PRECISION):>10} @ "
-             f"{fmt(t.price_ticks * m.tick_size, PRICE_PRECISION):>12}  "
-             f"maker {t.maker_owner_id}/{t.maker_sub_account_id} taker "
-             f"{t.taker_owner_id}/{t.taker_sub_account_id}")
+        echo(
+            f"  #{t.seq:<9} {m.symbol:<9} {'BUY ' if t.taker_side == Side.BID else 'SELL'} "
+            f"{fmt(t.num_base_lots * m.lot_size, BASE_PRECISION):>10} @ "
+            f"{fmt(t.price_ticks * m.tick_size, PRICE_PRECISION):>12}  "
+            f"maker {t.maker_owner_id}/{t.maker_sub_account_id} taker "
+            f"{t.taker_owner_id}/{t.taker_sub_account_id}"
+        )
     return report
 
 
@@ -173,15 +238,29 @@ def fmt(value: int, precision: int) -> str:
 def echo_books(engine: Engine, echo: Any, depth: int = 5) -> None:
     for m in DEMO_MARKETS:
         book = engine.core.books[m.market_id]
-        echo(f"\n{m.symbol} book (top {depth}):   {'bid size':>12} {'bid':>12} | "
-             f"{'ask':<12} {'ask size':<12}")
+        echo(
+            f"\n{m.symbol} book (top {depth}):   {'bid size':>12} {'bid':>12} | "
+            f"{'ask':<12} {'ask size':<12}"
+        )
         bids = book.depth(Side.BID, depth)
         asks = book.depth(Side.ASK, depth)
         for i in range(depth):
             b = bids[i] if i < len(bids) else None
             a = asks[i] if i < len(asks) else None
-            left = (f"{fmt(b[1] * m.lot_size, BASE_PRECISION):>12} "
-                    f"{fmt(b[0] * m.tick_size, PRICE_PRECISION):>12}") if b else " " * 25
-            right = (f"{fmt(a[0] * m.tick_size, PRICE_PRECISION):<12} "
-                     f"{fmt(a[1] * m.lot_size, BASE_PRECISION):<12}") if a else ""
+            left = (
+                (
+                    f"{fmt(b[1] * m.lot_size, BASE_PRECISION):>12} "
+                    f"{fmt(b[0] * m.tick_size, PRICE_PRECISION):>12}"
+                )
+                if b
+                else " " * 25
+            )
+            right = (
+                (
+                    f"{fmt(a[0] * m.tick_size, PRICE_PRECISION):<12} "
+                    f"{fmt(a[1] * m.lot_size, BASE_PRECISION):<12}"
+                )
+                if a
+                else ""
+            )
             echo(f"{'':24}{left} | {right}")

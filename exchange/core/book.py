@@ -159,8 +159,19 @@ class OrderBook:
         """Put ``order`` at the back of its price level and emit ``OrderRested``."""
         self._link(order)
         order.status = next_status(order.status, _T_REST)
-        out.append(_new(OrderRested, (seq, ts_ns, self.market_id, order.order_id,
-                                      order.price_ticks, order.remaining_lots)))
+        out.append(
+            _new(
+                OrderRested,
+                (
+                    seq,
+                    ts_ns,
+                    self.market_id,
+                    order.order_id,
+                    order.price_ticks,
+                    order.remaining_lots,
+                ),
+            )
+        )
         return seq + 1
 
     def _link(self, order: Order) -> None:
@@ -242,8 +253,21 @@ class OrderBook:
         self._unlink(order)
         self.forget_live(order)
         order.status = next_status(order.status, _T_CANCEL)
-        out.append(_new(OrderCanceled, (seq, ts_ns, self.market_id, order.order_id,
-                                        order.owner_id, order.sub_account_id, lots, reason)))
+        out.append(
+            _new(
+                OrderCanceled,
+                (
+                    seq,
+                    ts_ns,
+                    self.market_id,
+                    order.order_id,
+                    order.owner_id,
+                    order.sub_account_id,
+                    lots,
+                    reason,
+                ),
+            )
+        )
         return seq + 1
 
     def expire_resting(self, order: Order, ts_ns: int, seq: int, out: list[Any]) -> int:
@@ -251,8 +275,20 @@ class OrderBook:
         self._unlink(order)
         self.forget_live(order)
         order.status = next_status(order.status, _T_EXPIRE)
-        out.append(_new(OrderExpired, (seq, ts_ns, self.market_id, order.order_id,
-                                       order.owner_id, order.sub_account_id, lots)))
+        out.append(
+            _new(
+                OrderExpired,
+                (
+                    seq,
+                    ts_ns,
+                    self.market_id,
+                    order.order_id,
+                    order.owner_id,
+                    order.sub_account_id,
+                    lots,
+                ),
+            )
+        )
         return seq + 1
 
     def reduce_resting(self, order: Order, new_remaining_lots: int) -> None:
@@ -297,20 +333,36 @@ class OrderBook:
                 if maker.owner_id == owner:
                     stp = taker.stp_mode
                     if stp == _STP_CANCEL_RESTING:
-                        seq = self.cancel_resting(
-                            maker, _R_STP_CANCEL_RESTING, ts_ns, seq, out)
+                        seq = self.cancel_resting(maker, _R_STP_CANCEL_RESTING, ts_ns, seq, out)
                     elif stp == _STP_CANCEL_TAKING:
                         taker.remaining_lots = remaining
                         taker.status = next_status(taker.status, _T_CANCEL)
-                        out.append(_new(OrderCanceled, (
-                            seq, ts_ns, mid, taker_id, owner, taker.sub_account_id,
-                            remaining, _R_STP_CANCEL_TAKING)))
+                        out.append(
+                            _new(
+                                OrderCanceled,
+                                (
+                                    seq,
+                                    ts_ns,
+                                    mid,
+                                    taker_id,
+                                    owner,
+                                    taker.sub_account_id,
+                                    remaining,
+                                    _R_STP_CANCEL_TAKING,
+                                ),
+                            )
+                        )
                         return seq + 1
                     else:  # DECREMENT_BOTH
-                        qty = remaining if remaining < maker.remaining_lots else \
-                            maker.remaining_lots
-                        out.append(_new(SelfTradeDecremented,
-                                        (seq, ts_ns, mid, maker.order_id, taker_id, qty)))
+                        qty = (
+                            remaining if remaining < maker.remaining_lots else maker.remaining_lots
+                        )
+                        out.append(
+                            _new(
+                                SelfTradeDecremented,
+                                (seq, ts_ns, mid, maker.order_id, taker_id, qty),
+                            )
+                        )
                         seq += 1
                         remaining -= qty
                         taker.remaining_lots = remaining
@@ -324,9 +376,21 @@ class OrderBook:
                             maker.remaining_lots -= qty
                         if not remaining:
                             taker.status = next_status(taker.status, _T_CANCEL)
-                            out.append(_new(OrderCanceled, (
-                                seq, ts_ns, mid, taker_id, owner, taker.sub_account_id, 0,
-                                _R_STP_DECREMENT)))
+                            out.append(
+                                _new(
+                                    OrderCanceled,
+                                    (
+                                        seq,
+                                        ts_ns,
+                                        mid,
+                                        taker_id,
+                                        owner,
+                                        taker.sub_account_id,
+                                        0,
+                                        _R_STP_DECREMENT,
+                                    ),
+                                )
+                            )
                             return seq + 1
                     maker = nxt
                     continue
@@ -360,11 +424,29 @@ class OrderBook:
                     maker.status = next_status(maker.status, _T_FILL_PARTIAL)
                 taker.filled_lots += qty
                 taker.status = next_status(
-                    taker.status, _T_FILL_PARTIAL if remaining else _T_FILL_FULL)
-                out.append(_new(TradeExecuted, (
-                    seq, ts_ns, mid, maker.order_id, taker_id, maker.owner_id,
-                    maker.sub_account_id, owner, taker.sub_account_id, taker_side, price, qty,
-                    maker_after, remaining)))
+                    taker.status, _T_FILL_PARTIAL if remaining else _T_FILL_FULL
+                )
+                out.append(
+                    _new(
+                        TradeExecuted,
+                        (
+                            seq,
+                            ts_ns,
+                            mid,
+                            maker.order_id,
+                            taker_id,
+                            maker.owner_id,
+                            maker.sub_account_id,
+                            owner,
+                            taker.sub_account_id,
+                            taker_side,
+                            price,
+                            qty,
+                            maker_after,
+                            remaining,
+                        ),
+                    )
+                )
                 seq += 1
                 if listener is not None:
                     listener(maker.account, mid, -qty if taker_side == _BID else qty)
@@ -379,9 +461,21 @@ class OrderBook:
         maker.remaining_lots = 0
         self.forget_live(maker)
         maker.status = next_status(maker.status, _T_CANCEL)
-        out.append(_new(OrderCanceled, (seq, ts_ns, self.market_id, maker.order_id,
-                                        maker.owner_id, maker.sub_account_id, 0,
-                                        _R_STP_DECREMENT)))
+        out.append(
+            _new(
+                OrderCanceled,
+                (
+                    seq,
+                    ts_ns,
+                    self.market_id,
+                    maker.order_id,
+                    maker.owner_id,
+                    maker.sub_account_id,
+                    0,
+                    _R_STP_DECREMENT,
+                ),
+            )
+        )
         return seq + 1
 
     # ------------------------------------------------------------------ state
@@ -390,8 +484,7 @@ class OrderBook:
         out: list[Any] = []
         for levels, reverse in ((self.bids, True), (self.asks, False)):
             side: list[Any] = []
-            for price in sorted((p for p, lvl in levels.items() if lvl.count),
-                                reverse=reverse):
+            for price in sorted((p for p, lvl in levels.items() if lvl.count), reverse=reverse):
                 level = levels[price]
                 node = level.head
                 queue = []
@@ -408,8 +501,9 @@ class OrderBook:
 
         bid, ask = self.best_bid(), self.best_ask()
         if bid and ask and bid >= ask:
-            raise InvariantViolation(f"book {self.spec.symbol}: expected bid < ask, got "
-                                     f"{bid} >= {ask}")
+            raise InvariantViolation(
+                f"book {self.spec.symbol}: expected bid < ask, got {bid} >= {ask}"
+            )
         seen = 0
         for levels, side in ((self.bids, _BID), (self.asks, _ASK)):
             for price, level in levels.items():
@@ -428,7 +522,8 @@ class OrderBook:
                 if level.tail is not prev or total != level.total_lots or count != level.count:
                     raise InvariantViolation(
                         f"level {price}: expected total {total}/count {count}, got "
-                        f"{level.total_lots}/{level.count}")
+                        f"{level.total_lots}/{level.count}"
+                    )
                 seen += count
         if seen != len(self.orders):
             raise InvariantViolation(f"expected {seen} indexed orders, got {len(self.orders)}")

@@ -76,7 +76,12 @@ class ExpireOrders(NamedTuple):
 
 
 Command = (
-    CreateMarket | PlaceOrder | CancelOrder | CancelAll | AmendOrder | UpdateTriggerPrice
+    CreateMarket
+    | PlaceOrder
+    | CancelOrder
+    | CancelAll
+    | AmendOrder
+    | UpdateTriggerPrice
     | ExpireOrders
 )
 

@@ -10,10 +10,9 @@ portable across Python versions and databases.
 from __future__ import annotations
 
 import gc
-import json
+from typing import Any, NamedTuple, get_type_hints
 
 import orjson
-from typing import Any, NamedTuple, get_type_hints
 
 
 class MarketCreated(NamedTuple):
@@ -147,8 +146,16 @@ class SelfTradeDecremented(NamedTuple):
 
 
 Event = (
-    MarketCreated | OrderAccepted | OrderRejected | OrderRested | TradeExecuted | OrderCanceled
-    | OrderExpired | OrderAmended | OrderTriggered | SelfTradeDecremented
+    MarketCreated
+    | OrderAccepted
+    | OrderRejected
+    | OrderRested
+    | TradeExecuted
+    | OrderCanceled
+    | OrderExpired
+    | OrderAmended
+    | OrderTriggered
+    | SelfTradeDecremented
 )
 
 #: Stable numeric kind of each event type: never renumber, only append.
@@ -194,9 +201,7 @@ def event_from_row(row: list[Any]) -> Event:
         raise ValueError(f"event row: expected a known KIND first, got {row[:1]!r}") from None
     fields = row[1:]
     if len(fields) != len(cls._fields):
-        raise ValueError(
-            f"{cls.__name__}: expected {len(cls._fields)} fields, got {len(fields)}"
-        )
+        raise ValueError(f"{cls.__name__}: expected {len(cls._fields)} fields, got {len(fields)}")
     for i in _BOOL_FIELDS[row[0]]:
         fields[i] = bool(fields[i])
     return cls._make(fields)  # type: ignore[no-any-return]

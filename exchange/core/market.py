@@ -36,34 +36,62 @@ class MarketSpec:
             if not cond:
                 raise ConfigError(f"MarketSpec {self.symbol!r}: expected {what}, got {got!r}")
 
-        need(type(self.market_id) is int and 0 <= self.market_id <= 65535,
-             "market_id in 0..65535", self.market_id)
-        need(isinstance(self.symbol, str) and 0 < len(self.symbol) <= 32,
-             "symbol of 1..32 characters", self.symbol)
-        need(type(self.tick_size) is int and 0 < self.tick_size <= U64_MAX,
-             "tick_size > 0", self.tick_size)
-        need(type(self.lot_size) is int and 0 < self.lot_size <= U64_MAX,
-             "lot_size > 0", self.lot_size)
-        need((self.tick_size * self.lot_size) % BASE_PRECISION == 0,
-             f"tick_size*lot_size divisible by {BASE_PRECISION} (whole quote units per "
-             "tick-lot)", (self.tick_size, self.lot_size))
-        need(type(self.max_price_ticks) is int and 1 <= self.max_price_ticks <= MAX_PRICE_TICKS,
-             f"max_price_ticks in 1..{MAX_PRICE_TICKS}", self.max_price_ticks)
+        need(
+            type(self.market_id) is int and 0 <= self.market_id <= 65535,
+            "market_id in 0..65535",
+            self.market_id,
+        )
+        need(
+            isinstance(self.symbol, str) and 0 < len(self.symbol) <= 32,
+            "symbol of 1..32 characters",
+            self.symbol,
+        )
+        need(
+            type(self.tick_size) is int and 0 < self.tick_size <= U64_MAX,
+            "tick_size > 0",
+            self.tick_size,
+        )
+        need(
+            type(self.lot_size) is int and 0 < self.lot_size <= U64_MAX,
+            "lot_size > 0",
+            self.lot_size,
+        )
+        need(
+            (self.tick_size * self.lot_size) % BASE_PRECISION == 0,
+            f"tick_size*lot_size divisible by {BASE_PRECISION} (whole quote units per tick-lot)",
+            (self.tick_size, self.lot_size),
+        )
+        need(
+            type(self.max_price_ticks) is int and 1 <= self.max_price_ticks <= MAX_PRICE_TICKS,
+            f"max_price_ticks in 1..{MAX_PRICE_TICKS}",
+            self.max_price_ticks,
+        )
         if self.max_size_lots == 0:
             fitting = U64_MAX // (self.quote_per_tick_lot * self.max_price_ticks)
             object.__setattr__(self, "max_size_lots", min(DEFAULT_MAX_SIZE_LOTS, fitting))
-        need(type(self.min_size_lots) is int and self.min_size_lots >= 1,
-             "min_size_lots >= 1", self.min_size_lots)
-        need(type(self.max_size_lots) is int
-             and self.min_size_lots <= self.max_size_lots <= MAX_ORDER_LOTS,
-             f"max_size_lots in min_size_lots..{MAX_ORDER_LOTS}", self.max_size_lots)
-        need(type(self.max_open_orders_per_account) is int
-             and 1 <= self.max_open_orders_per_account <= 65535,
-             "max_open_orders_per_account in 1..65535", self.max_open_orders_per_account)
+        need(
+            type(self.min_size_lots) is int and self.min_size_lots >= 1,
+            "min_size_lots >= 1",
+            self.min_size_lots,
+        )
+        need(
+            type(self.max_size_lots) is int
+            and self.min_size_lots <= self.max_size_lots <= MAX_ORDER_LOTS,
+            f"max_size_lots in min_size_lots..{MAX_ORDER_LOTS}",
+            self.max_size_lots,
+        )
+        need(
+            type(self.max_open_orders_per_account) is int
+            and 1 <= self.max_open_orders_per_account <= 65535,
+            "max_open_orders_per_account in 1..65535",
+            self.max_open_orders_per_account,
+        )
         # A fill's quote value must fit u64 on-chain even at the extremes.
-        need(self.quote_per_tick_lot * self.max_price_ticks * self.max_size_lots <= U64_MAX,
-             "max_price_ticks*max_size_lots notional within u64",
-             self.quote_per_tick_lot * self.max_price_ticks * self.max_size_lots)
+        need(
+            self.quote_per_tick_lot * self.max_price_ticks * self.max_size_lots <= U64_MAX,
+            "max_price_ticks*max_size_lots notional within u64",
+            self.quote_per_tick_lot * self.max_price_ticks * self.max_size_lots,
+        )
 
     @property
     def quote_per_tick_lot(self) -> int:

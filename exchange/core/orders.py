@@ -25,8 +25,12 @@ class OrderType(IntEnum):
 
 
 TRIGGER_TYPES = frozenset(
-    {OrderType.STOP_MARKET, OrderType.STOP_LIMIT,
-     OrderType.TAKE_PROFIT_MARKET, OrderType.TAKE_PROFIT_LIMIT}
+    {
+        OrderType.STOP_MARKET,
+        OrderType.STOP_LIMIT,
+        OrderType.TAKE_PROFIT_MARKET,
+        OrderType.TAKE_PROFIT_LIMIT,
+    }
 )
 MARKET_LIKE_TYPES = frozenset(
     {OrderType.MARKET, OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET}
@@ -186,9 +190,19 @@ class Order:
     )
 
     def __init__(
-        self, order_id: int, client_order_id: int, owner_id: int, sub_account_id: int,
-        side: int, order_type: int, time_in_force: int, price_ticks: int,
-        trigger_price_ticks: int, remaining_lots: int, reduce_only: bool, stp_mode: int,
+        self,
+        order_id: int,
+        client_order_id: int,
+        owner_id: int,
+        sub_account_id: int,
+        side: int,
+        order_type: int,
+        time_in_force: int,
+        price_ticks: int,
+        trigger_price_ticks: int,
+        remaining_lots: int,
+        reduce_only: bool,
+        stp_mode: int,
         expire_at_ns: int,
     ) -> None:
         self.order_id = order_id
@@ -214,10 +228,21 @@ class Order:
     def canonical(self) -> tuple[int, ...]:
         """Every field that defines the order, for the state hash and snapshots."""
         return (
-            self.order_id, self.client_order_id, self.owner_id, self.sub_account_id,
-            self.side, self.order_type, self.time_in_force, self.price_ticks,
-            self.trigger_price_ticks, self.remaining_lots, self.filled_lots,
-            int(self.reduce_only), self.stp_mode, self.expire_at_ns, self.status,
+            self.order_id,
+            self.client_order_id,
+            self.owner_id,
+            self.sub_account_id,
+            self.side,
+            self.order_type,
+            self.time_in_force,
+            self.price_ticks,
+            self.trigger_price_ticks,
+            self.remaining_lots,
+            self.filled_lots,
+            int(self.reduce_only),
+            self.stp_mode,
+            self.expire_at_ns,
+            self.status,
         )
 
     def __repr__(self) -> str:

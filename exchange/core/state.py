@@ -83,35 +83,48 @@ _MARKET_LIKE = frozenset(int(t) for t in MARKET_LIKE_TYPES)
 _TRIGGER_TYPES = frozenset(int(t) for t in TRIGGER_TYPES)
 # Triggers that fire when the price rises to them (others fire when it falls to them).
 _FIRES_ON_RISE = {
-    (OrderType.STOP_MARKET, Side.BID), (OrderType.STOP_LIMIT, Side.BID),
-    (OrderType.TAKE_PROFIT_MARKET, Side.ASK), (OrderType.TAKE_PROFIT_LIMIT, Side.ASK),
+    (OrderType.STOP_MARKET, Side.BID),
+    (OrderType.STOP_LIMIT, Side.BID),
+    (OrderType.TAKE_PROFIT_MARKET, Side.ASK),
+    (OrderType.TAKE_PROFIT_LIMIT, Side.ASK),
 }
 
 
-def price_size_problem(spec: MarketSpec, price: int, size: int, price_name: str,
-                       size_name: str) -> tuple[RejectCode, str] | None:
+def price_size_problem(
+    spec: MarketSpec, price: int, size: int, price_name: str, size_name: str
+) -> tuple[RejectCode, str] | None:
     """The first thing wrong with a price (``PRICE_PRECISION``) and size (``BASE_PRECISION``)
     for ``spec``, as a reject code and an "expected X, got Y" message; ``None`` if valid."""
     if price <= 0:
         return RejectCode.NON_POSITIVE_PRICE, f"{price_name}: expected > 0, got {price}"
     if price % spec.tick_size:
-        return (RejectCode.OFF_TICK_PRICE,
-                f"{price_name}: expected a multiple of tick_size {spec.tick_size}, got {price}")
+        return (
+            RejectCode.OFF_TICK_PRICE,
+            f"{price_name}: expected a multiple of tick_size {spec.tick_size}, got {price}",
+        )
     if price // spec.tick_size > spec.max_price_ticks:
-        return (RejectCode.PRICE_OUT_OF_RANGE,
-                f"{price_name}: expected <= {spec.max_price_ticks * spec.tick_size}, got {price}")
+        return (
+            RejectCode.PRICE_OUT_OF_RANGE,
+            f"{price_name}: expected <= {spec.max_price_ticks * spec.tick_size}, got {price}",
+        )
     if size <= 0:
         return RejectCode.NON_POSITIVE_SIZE, f"{size_name}: expected > 0, got {size}"
     if size % spec.lot_size:
-        return (RejectCode.OFF_LOT_SIZE,
-                f"{size_name}: expected a multiple of lot_size {spec.lot_size}, got {size}")
+        return (
+            RejectCode.OFF_LOT_SIZE,
+            f"{size_name}: expected a multiple of lot_size {spec.lot_size}, got {size}",
+        )
     lots = size // spec.lot_size
     if lots < spec.min_size_lots:
-        return (RejectCode.SIZE_BELOW_MINIMUM,
-                f"{size_name}: expected >= {spec.min_size_lots * spec.lot_size}, got {size}")
+        return (
+            RejectCode.SIZE_BELOW_MINIMUM,
+            f"{size_name}: expected >= {spec.min_size_lots * spec.lot_size}, got {size}",
+        )
     if lots > spec.max_size_lots:
-        return (RejectCode.SIZE_ABOVE_MAXIMUM,
-                f"{size_name}: expected <= {spec.max_size_lots * spec.lot_size}, got {size}")
+        return (
+            RejectCode.SIZE_ABOVE_MAXIMUM,
+            f"{size_name}: expected <= {spec.max_size_lots * spec.lot_size}, got {size}",
+        )
     return None
 
 
@@ -190,102 +203,210 @@ class ExchangeCore:
             raise TypeError(f"expected a command, got {type(cmd).__name__}")
         return out
 
-    def _reject(self, out: list[Any], ts_ns: int, market_id: int, order_id: int,
-                client_order_id: int, owner_id: int, sub_account_id: int, code: RejectCode,
-                message: str) -> None:
+    def _reject(
+        self,
+        out: list[Any],
+        ts_ns: int,
+        market_id: int,
+        order_id: int,
+        client_order_id: int,
+        owner_id: int,
+        sub_account_id: int,
+        code: RejectCode,
+        message: str,
+    ) -> None:
         seq = self.next_seq
         self.next_seq = seq + 1
-        out.append(_new(OrderRejected, (seq, ts_ns, market_id, order_id, client_order_id,
-                                        owner_id, sub_account_id, int(code), message)))
+        out.append(
+            _new(
+                OrderRejected,
+                (
+                    seq,
+                    ts_ns,
+                    market_id,
+                    order_id,
+                    client_order_id,
+                    owner_id,
+                    sub_account_id,
+                    int(code),
+                    message,
+                ),
+            )
+        )
 
     def create_market(self, cmd: CreateMarket, ts_ns: int, out: list[Any]) -> None:
         """Open a new order book; refused if the id exists or the spec is invalid."""
         if self._expiry and self._expiry[0][0] <= ts_ns:
             self.expire_due(ts_ns, out)
         if cmd.market_id in self.books:
-            self._reject(out, ts_ns, cmd.market_id, 0, 0, 0, 0, RejectCode.MARKET_ALREADY_EXISTS,
-                         f"market_id: expected an unused id, got {cmd.market_id}")
+            self._reject(
+                out,
+                ts_ns,
+                cmd.market_id,
+                0,
+                0,
+                0,
+                0,
+                RejectCode.MARKET_ALREADY_EXISTS,
+                f"market_id: expected an unused id, got {cmd.market_id}",
+            )
             return
         try:
             spec = MarketSpec(**cmd._asdict())
         except Exception as exc:  # ConfigError, or a mistyped field
-            self._reject(out, ts_ns, cmd.market_id, 0, 0, 0, 0, RejectCode.INVALID_MARKET_SPEC,
-                         str(exc))
+            self._reject(
+                out, ts_ns, cmd.market_id, 0, 0, 0, 0, RejectCode.INVALID_MARKET_SPEC, str(exc)
+            )
             return
         # The event records the resolved spec (defaults filled in), not the request.
-        event = MarketCreated(self.next_seq, ts_ns, spec.market_id, spec.symbol, spec.tick_size,
-                              spec.lot_size, spec.min_size_lots, spec.max_size_lots,
-                              spec.max_price_ticks, spec.max_open_orders_per_account)
+        event = MarketCreated(
+            self.next_seq,
+            ts_ns,
+            spec.market_id,
+            spec.symbol,
+            spec.tick_size,
+            spec.lot_size,
+            spec.min_size_lots,
+            spec.max_size_lots,
+            spec.max_price_ticks,
+            spec.max_open_orders_per_account,
+        )
         self.next_seq += 1
         self._apply_market_created(event)
         out.append(event)
 
     def place_order(
-        self, market_id: int, owner_id: int, sub_account_id: int, side: int, price: int,
-        size: int, order_type: int = _LIMIT, time_in_force: int = _GTC,
-        client_order_id: int = 0, trigger_price: int = 0, reduce_only: bool = False,
-        stp_mode: int = 0, expire_at_ns: int = 0, *, ts_ns: int, out: list[Any],
+        self,
+        market_id: int,
+        owner_id: int,
+        sub_account_id: int,
+        side: int,
+        price: int,
+        size: int,
+        order_type: int = _LIMIT,
+        time_in_force: int = _GTC,
+        client_order_id: int = 0,
+        trigger_price: int = 0,
+        reduce_only: bool = False,
+        stp_mode: int = 0,
+        expire_at_ns: int = 0,
+        *,
+        ts_ns: int,
+        out: list[Any],
     ) -> None:
         """Validate and run a new order. Every refusal is one ``OrderRejected`` event."""
         if self._expiry and self._expiry[0][0] <= ts_ns:
             self.expire_due(ts_ns, out)
         book = self.books.get(market_id)
         if book is None:
-            self._reject(out, ts_ns, market_id, 0, client_order_id, owner_id, sub_account_id,
-                         RejectCode.UNKNOWN_MARKET,
-                         f"market_id: expected one of {sorted(self.books)}, got {market_id}")
+            self._reject(
+                out,
+                ts_ns,
+                market_id,
+                0,
+                client_order_id,
+                owner_id,
+                sub_account_id,
+                RejectCode.UNKNOWN_MARKET,
+                f"market_id: expected one of {sorted(self.books)}, got {market_id}",
+            )
             return
         spec = book.spec
         # --- price and size against tick, lot and limits (cheapest checks first)
         price_ticks, off_tick = divmod(price, spec.tick_size)
         lots, off_lot = divmod(size, spec.lot_size)
         problem = None
-        if price <= 0 or off_tick or price_ticks > spec.max_price_ticks or size <= 0 or \
-                off_lot or not spec.min_size_lots <= lots <= spec.max_size_lots:
+        if (
+            price <= 0
+            or off_tick
+            or price_ticks > spec.max_price_ticks
+            or size <= 0
+            or off_lot
+            or not spec.min_size_lots <= lots <= spec.max_size_lots
+        ):
             problem = price_size_problem(spec, price, size, "price", "size")
         elif expire_at_ns and expire_at_ns <= ts_ns:
-            problem = (RejectCode.EXPIRED_ON_ARRIVAL,
-                       f"expire_at_ns: expected > now {ts_ns}, got {expire_at_ns}")
+            problem = (
+                RejectCode.EXPIRED_ON_ARRIVAL,
+                f"expire_at_ns: expected > now {ts_ns}, got {expire_at_ns}",
+            )
         if problem is None and (order_type != _LIMIT or time_in_force > _FOK or trigger_price):
-            problem = self._check_order_kind(book, order_type, time_in_force, side, price,
-                                             trigger_price)
+            problem = self._check_order_kind(
+                book, order_type, time_in_force, side, price, trigger_price
+            )
         account = owner_id * SUB_ACCOUNTS_PER_OWNER + sub_account_id
-        if problem is None and client_order_id and \
-                (account, client_order_id) in book.client_ids:
-            problem = (RejectCode.DUPLICATE_CLIENT_ORDER_ID,
-                       f"client_order_id: expected one not live on this account, got "
-                       f"{client_order_id} (order {book.client_ids[(account, client_order_id)]})")
+        if problem is None and client_order_id and (account, client_order_id) in book.client_ids:
+            problem = (
+                RejectCode.DUPLICATE_CLIENT_ORDER_ID,
+                f"client_order_id: expected one not live on this account, got "
+                f"{client_order_id} (order {book.client_ids[(account, client_order_id)]})",
+            )
         may_rest = time_in_force in _RESTING_TIFS or order_type in _TRIGGER_TYPES
         if problem is None and may_rest:
             live = book.account_orders.get(account)
             if live is not None and len(live) >= spec.max_open_orders_per_account:
-                problem = (RejectCode.TOO_MANY_OPEN_ORDERS,
-                           f"open orders: expected < {spec.max_open_orders_per_account} "
-                           f"per account, got {len(live)}")
+                problem = (
+                    RejectCode.TOO_MANY_OPEN_ORDERS,
+                    f"open orders: expected < {spec.max_open_orders_per_account} "
+                    f"per account, got {len(live)}",
+                )
         if problem is None and reduce_only:
             lots, problem = self._reduce_only_lots(account, market_id, side, lots)
         if problem is not None:
-            self._reject(out, ts_ns, market_id, 0, client_order_id, owner_id, sub_account_id,
-                         *problem)
+            self._reject(
+                out, ts_ns, market_id, 0, client_order_id, owner_id, sub_account_id, *problem
+            )
             return
 
         trigger_ticks = trigger_price // spec.tick_size if trigger_price else 0
-        order = Order(self.next_order_id, client_order_id, owner_id, sub_account_id, side,
-                      order_type, time_in_force, price_ticks, trigger_ticks, lots, reduce_only,
-                      stp_mode, expire_at_ns)
+        order = Order(
+            self.next_order_id,
+            client_order_id,
+            owner_id,
+            sub_account_id,
+            side,
+            order_type,
+            time_in_force,
+            price_ticks,
+            trigger_ticks,
+            lots,
+            reduce_only,
+            stp_mode,
+            expire_at_ns,
+        )
         # Refusals that depend on the book come before acceptance: nothing half-happens.
         if time_in_force >= _FOK and order_type not in _TRIGGER_TYPES:
             problem = self._check_against_book(book, order)
             if problem is not None:
-                self._reject(out, ts_ns, market_id, 0, client_order_id, owner_id,
-                             sub_account_id, *problem)
+                self._reject(
+                    out, ts_ns, market_id, 0, client_order_id, owner_id, sub_account_id, *problem
+                )
                 return
         self.next_order_id += 1
         seq = self.next_seq
-        out.append(_new(OrderAccepted, (
-            seq, ts_ns, market_id, order.order_id, client_order_id, owner_id, sub_account_id,
-            side, order_type, time_in_force, price_ticks, lots, trigger_ticks, reduce_only,
-            stp_mode, expire_at_ns)))
+        out.append(
+            _new(
+                OrderAccepted,
+                (
+                    seq,
+                    ts_ns,
+                    market_id,
+                    order.order_id,
+                    client_order_id,
+                    owner_id,
+                    sub_account_id,
+                    side,
+                    order_type,
+                    time_in_force,
+                    price_ticks,
+                    lots,
+                    trigger_ticks,
+                    reduce_only,
+                    stp_mode,
+                    expire_at_ns,
+                ),
+            )
+        )
         seq += 1
         if order_type in _TRIGGER_TYPES:
             order.status = next_status(order.status, _T_ARM_TRIGGER)
@@ -300,27 +421,38 @@ class ExchangeCore:
         if self._reduce_only_touched:
             self._enforce_reduce_only(ts_ns, out)
 
-    def _check_order_kind(self, book: OrderBook, order_type: int, tif: int, side: int,
-                          price: int, trigger_price: int) -> tuple[RejectCode, str] | None:
+    def _check_order_kind(
+        self, book: OrderBook, order_type: int, tif: int, side: int, price: int, trigger_price: int
+    ) -> tuple[RejectCode, str] | None:
         spec = book.spec
         if order_type in _MARKET_LIKE and tif not in (_IOC, _FOK):
-            return (RejectCode.INVALID_ORDER_TYPE,
-                    f"time_in_force: expected IOC or FOK for {OrderType(order_type).name}, got "
-                    f"{TimeInForce(tif).name}")
+            return (
+                RejectCode.INVALID_ORDER_TYPE,
+                f"time_in_force: expected IOC or FOK for {OrderType(order_type).name}, got "
+                f"{TimeInForce(tif).name}",
+            )
         if order_type in _TRIGGER_TYPES:
             if tif in (_FOK, _POST_ONLY, _POST_ONLY_SLIDE):
-                return (RejectCode.INVALID_ORDER_TYPE,
-                        f"time_in_force: expected GTC or IOC for a trigger order, got "
-                        f"{TimeInForce(tif).name}")
-            if trigger_price <= 0 or trigger_price % spec.tick_size or \
-                    trigger_price // spec.tick_size > spec.max_price_ticks:
-                return (RejectCode.INVALID_TRIGGER_PRICE,
-                        f"trigger_price: expected a positive multiple of {spec.tick_size} up "
-                        f"to {spec.max_price_ticks * spec.tick_size}, got {trigger_price}")
+                return (
+                    RejectCode.INVALID_ORDER_TYPE,
+                    f"time_in_force: expected GTC or IOC for a trigger order, got "
+                    f"{TimeInForce(tif).name}",
+                )
+            if (
+                trigger_price <= 0
+                or trigger_price % spec.tick_size
+                or trigger_price // spec.tick_size > spec.max_price_ticks
+            ):
+                return (
+                    RejectCode.INVALID_TRIGGER_PRICE,
+                    f"trigger_price: expected a positive multiple of {spec.tick_size} up "
+                    f"to {spec.max_price_ticks * spec.tick_size}, got {trigger_price}",
+                )
         elif trigger_price:
-            return (RejectCode.INVALID_TRIGGER_PRICE,
-                    f"trigger_price: expected 0 for {OrderType(order_type).name}, got "
-                    f"{trigger_price}")
+            return (
+                RejectCode.INVALID_TRIGGER_PRICE,
+                f"trigger_price: expected 0 for {OrderType(order_type).name}, got {trigger_price}",
+            )
         return None
 
     def _check_against_book(self, book: OrderBook, order: Order) -> tuple[RejectCode, str] | None:
@@ -329,8 +461,10 @@ class ExchangeCore:
         if tif == _FOK:
             got = book.fillable_lots(order, order.remaining_lots)
             if got < order.remaining_lots:
-                return (RejectCode.FOK_NOT_FILLABLE,
-                        f"size: expected {order.remaining_lots} lots fillable at once, got {got}")
+                return (
+                    RejectCode.FOK_NOT_FILLABLE,
+                    f"size: expected {order.remaining_lots} lots fillable at once, got {got}",
+                )
             return None
         return self._post_only_price(book, order)
 
@@ -339,33 +473,41 @@ class ExchangeCore:
         if not book.crosses(order.side, order.price_ticks):
             return None
         if order.time_in_force == _POST_ONLY:
-            return (RejectCode.POST_ONLY_WOULD_CROSS,
-                    f"price: expected a post-only price that does not cross, got "
-                    f"{order.price_ticks} ticks against "
-                    f"{book.best_ask() if order.side == _BID else book.best_bid()}")
+            return (
+                RejectCode.POST_ONLY_WOULD_CROSS,
+                f"price: expected a post-only price that does not cross, got "
+                f"{order.price_ticks} ticks against "
+                f"{book.best_ask() if order.side == _BID else book.best_bid()}",
+            )
         if order.side == _BID:
             slid = book.best_ask() - 1
         else:
             slid = book.best_bid() + 1
         if not 1 <= slid <= book.spec.max_price_ticks:
-            return (RejectCode.PRICE_OUT_OF_RANGE,
-                    f"price: expected a slid post-only price in 1..{book.spec.max_price_ticks} "
-                    f"ticks, got {slid}")
+            return (
+                RejectCode.PRICE_OUT_OF_RANGE,
+                f"price: expected a slid post-only price in 1..{book.spec.max_price_ticks} "
+                f"ticks, got {slid}",
+            )
         order.price_ticks = slid
         return None
 
-    def _reduce_only_lots(self, account: int, market_id: int, side: int,
-                          lots: int) -> tuple[int, tuple[RejectCode, str] | None]:
+    def _reduce_only_lots(
+        self, account: int, market_id: int, side: int, lots: int
+    ) -> tuple[int, tuple[RejectCode, str] | None]:
         """Clamp a reduce-only order to the position, or refuse one that would increase it."""
         position = self.positions.get((account, market_id), 0)
         if (side == _BID and position >= 0) or (side != _BID and position <= 0):
-            return lots, (RejectCode.REDUCE_ONLY_WOULD_INCREASE,
-                          f"reduce_only: expected a {'short' if side == _BID else 'long'} "
-                          f"position to reduce, got {position} lots")
+            return lots, (
+                RejectCode.REDUCE_ONLY_WOULD_INCREASE,
+                f"reduce_only: expected a {'short' if side == _BID else 'long'} "
+                f"position to reduce, got {position} lots",
+            )
         return min(lots, abs(position)), None
 
-    def _run_taker(self, book: OrderBook, order: Order, registered: bool, ts_ns: int,
-                   seq: int, out: list[Any]) -> int:
+    def _run_taker(
+        self, book: OrderBook, order: Order, registered: bool, ts_ns: int, seq: int, out: list[Any]
+    ) -> int:
         """Match an accepted order, then rest, or end, what is left of it."""
         if book.crosses(order.side, order.price_ticks):
             seq = book.match(order, ts_ns, seq, out)
@@ -389,13 +531,26 @@ class ExchangeCore:
         if registered:
             book.forget_live(order)
         order.status = next_status(order.status, _T_CANCEL)
-        out.append(_new(OrderCanceled, (seq, ts_ns, book.market_id, order.order_id,
-                                        order.owner_id, order.sub_account_id, remaining,
-                                        _R_IOC_REMAINDER)))
+        out.append(
+            _new(
+                OrderCanceled,
+                (
+                    seq,
+                    ts_ns,
+                    book.market_id,
+                    order.order_id,
+                    order.owner_id,
+                    order.sub_account_id,
+                    remaining,
+                    _R_IOC_REMAINDER,
+                ),
+            )
+        )
         return seq + 1
 
-    def _find_live(self, book: OrderBook, account: int, order_id: int,
-                   client_order_id: int) -> Order | None:
+    def _find_live(
+        self, book: OrderBook, account: int, order_id: int, client_order_id: int
+    ) -> Order | None:
         if not order_id and client_order_id:
             order_id = book.client_ids.get((account, client_order_id), 0)
         live = book.account_orders.get(account)
@@ -407,30 +562,58 @@ class ExchangeCore:
             self.expire_due(ts_ns, out)
         book = self.books.get(cmd.market_id)
         if book is None:
-            self._reject(out, ts_ns, cmd.market_id, cmd.order_id, cmd.client_order_id,
-                         cmd.owner_id, cmd.sub_account_id, RejectCode.UNKNOWN_MARKET,
-                         f"market_id: expected one of {sorted(self.books)}, got {cmd.market_id}")
+            self._reject(
+                out,
+                ts_ns,
+                cmd.market_id,
+                cmd.order_id,
+                cmd.client_order_id,
+                cmd.owner_id,
+                cmd.sub_account_id,
+                RejectCode.UNKNOWN_MARKET,
+                f"market_id: expected one of {sorted(self.books)}, got {cmd.market_id}",
+            )
             return
         account = cmd.owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
         order = self._find_live(book, account, cmd.order_id, cmd.client_order_id)
         if order is None:
-            self._reject(out, ts_ns, cmd.market_id, cmd.order_id, cmd.client_order_id,
-                         cmd.owner_id, cmd.sub_account_id, RejectCode.UNKNOWN_ORDER,
-                         f"order: expected a live order of this account, got order_id "
-                         f"{cmd.order_id} client_order_id {cmd.client_order_id}")
+            self._reject(
+                out,
+                ts_ns,
+                cmd.market_id,
+                cmd.order_id,
+                cmd.client_order_id,
+                cmd.owner_id,
+                cmd.sub_account_id,
+                RejectCode.UNKNOWN_ORDER,
+                f"order: expected a live order of this account, got order_id "
+                f"{cmd.order_id} client_order_id {cmd.client_order_id}",
+            )
             return
-        self.next_seq = self._cancel_live(book, order, _R_USER, ts_ns,
-                                          self.next_seq, out)
+        self.next_seq = self._cancel_live(book, order, _R_USER, ts_ns, self.next_seq, out)
 
-    def _cancel_live(self, book: OrderBook, order: Order, reason: int, ts_ns: int, seq: int,
-                     out: list[Any]) -> int:
+    def _cancel_live(
+        self, book: OrderBook, order: Order, reason: int, ts_ns: int, seq: int, out: list[Any]
+    ) -> int:
         if order.status == _S_TRIGGER_PENDING:
             del self.trigger_books[book.market_id].orders[order.order_id]
             book.forget_live(order)
             order.status = next_status(order.status, _T_CANCEL)
-            out.append(_new(OrderCanceled, (seq, ts_ns, book.market_id, order.order_id,
-                                            order.owner_id, order.sub_account_id,
-                                            order.remaining_lots, reason)))
+            out.append(
+                _new(
+                    OrderCanceled,
+                    (
+                        seq,
+                        ts_ns,
+                        book.market_id,
+                        order.order_id,
+                        order.owner_id,
+                        order.sub_account_id,
+                        order.remaining_lots,
+                        reason,
+                    ),
+                )
+            )
             return seq + 1
         return book.cancel_resting(order, reason, ts_ns, seq, out)
 
@@ -440,14 +623,23 @@ class ExchangeCore:
             self.expire_due(ts_ns, out)
         book = self.books.get(cmd.market_id)
         if book is None:
-            self._reject(out, ts_ns, cmd.market_id, 0, 0, cmd.owner_id, cmd.sub_account_id,
-                         RejectCode.UNKNOWN_MARKET,
-                         f"market_id: expected one of {sorted(self.books)}, got {cmd.market_id}")
+            self._reject(
+                out,
+                ts_ns,
+                cmd.market_id,
+                0,
+                0,
+                cmd.owner_id,
+                cmd.sub_account_id,
+                RejectCode.UNKNOWN_MARKET,
+                f"market_id: expected one of {sorted(self.books)}, got {cmd.market_id}",
+            )
             return
         account = cmd.owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
         seq = self.next_seq
-        for order in sorted(book.account_orders.get(account, {}).values(),
-                            key=lambda o: o.order_id):
+        for order in sorted(
+            book.account_orders.get(account, {}).values(), key=lambda o: o.order_id
+        ):
             seq = self._cancel_live(book, order, _R_CANCEL_ALL, ts_ns, seq, out)
         self.next_seq = seq
 
@@ -462,27 +654,43 @@ class ExchangeCore:
             self.expire_due(ts_ns, out)
 
         def reject(code: RejectCode, message: str) -> None:
-            self._reject(out, ts_ns, cmd.market_id, cmd.order_id, 0, cmd.owner_id,
-                         cmd.sub_account_id, code, message)
+            self._reject(
+                out,
+                ts_ns,
+                cmd.market_id,
+                cmd.order_id,
+                0,
+                cmd.owner_id,
+                cmd.sub_account_id,
+                code,
+                message,
+            )
 
         book = self.books.get(cmd.market_id)
         if book is None:
-            reject(RejectCode.UNKNOWN_MARKET,
-                   f"market_id: expected one of {sorted(self.books)}, got {cmd.market_id}")
+            reject(
+                RejectCode.UNKNOWN_MARKET,
+                f"market_id: expected one of {sorted(self.books)}, got {cmd.market_id}",
+            )
             return
         spec = book.spec
         account = cmd.owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
         order = self._find_live(book, account, cmd.order_id, 0)
         if order is None:
-            reject(RejectCode.UNKNOWN_ORDER,
-                   f"order_id: expected a live order of this account, got {cmd.order_id}")
+            reject(
+                RejectCode.UNKNOWN_ORDER,
+                f"order_id: expected a live order of this account, got {cmd.order_id}",
+            )
             return
         if order.status == _S_TRIGGER_PENDING:
-            reject(RejectCode.AMEND_NOT_ALLOWED,
-                   "order: expected a resting order, got a pending trigger order")
+            reject(
+                RejectCode.AMEND_NOT_ALLOWED,
+                "order: expected a resting order, got a pending trigger order",
+            )
             return
-        size_problem = price_size_problem(spec, cmd.new_price, cmd.new_size, "new_price",
-                                          "new_size")
+        size_problem = price_size_problem(
+            spec, cmd.new_price, cmd.new_size, "new_price", "new_size"
+        )
         if size_problem is not None:
             reject(*size_problem)
             return
@@ -494,24 +702,42 @@ class ExchangeCore:
                 reject(*problem)
                 return
         if price_ticks == order.price_ticks and lots == order.remaining_lots:
-            reject(RejectCode.AMEND_NOT_ALLOWED,
-                   "amend: expected a new price or size, got the order's current ones")
+            reject(
+                RejectCode.AMEND_NOT_ALLOWED,
+                "amend: expected a new price or size, got the order's current ones",
+            )
             return
         seq = self.next_seq
         if price_ticks == order.price_ticks and lots < order.remaining_lots:
             book.reduce_resting(order, lots)
             order.status = next_status(order.status, _T_AMEND_KEEP)
-            out.append(_new(OrderAmended, (seq, ts_ns, cmd.market_id, order.order_id,
-                                           price_ticks, lots, True)))
+            out.append(
+                _new(
+                    OrderAmended,
+                    (seq, ts_ns, cmd.market_id, order.order_id, price_ticks, lots, True),
+                )
+            )
             self.next_seq = seq + 1
             if order.reduce_only:
                 self._reduce_only_touched.add((cmd.market_id, account))
                 self._enforce_reduce_only(ts_ns, out)
             return
         # Re-queue: decide post-only on a probe first, so a refusal leaves the order untouched.
-        probe = Order(order.order_id, 0, order.owner_id, order.sub_account_id, order.side,
-                      order.order_type, order.time_in_force, price_ticks, 0, lots, False,
-                      order.stp_mode, 0)
+        probe = Order(
+            order.order_id,
+            0,
+            order.owner_id,
+            order.sub_account_id,
+            order.side,
+            order.order_type,
+            order.time_in_force,
+            price_ticks,
+            0,
+            lots,
+            False,
+            order.stp_mode,
+            0,
+        )
         if order.time_in_force in (_POST_ONLY, _POST_ONLY_SLIDE):
             problem = self._post_only_price(book, probe)
             if problem is not None:
@@ -521,8 +747,11 @@ class ExchangeCore:
         order.price_ticks = price_ticks
         order.remaining_lots = lots
         order.status = next_status(order.status, _T_AMEND_REQUEUE)
-        out.append(_new(OrderAmended, (seq, ts_ns, cmd.market_id, order.order_id,
-                                       price_ticks, lots, False)))
+        out.append(
+            _new(
+                OrderAmended, (seq, ts_ns, cmd.market_id, order.order_id, price_ticks, lots, False)
+            )
+        )
         order.price_ticks = probe.price_ticks  # a slide may have moved it
         self.next_seq = self._run_taker(book, order, True, ts_ns, seq + 1, out)
         if self._reduce_only_touched:
@@ -534,32 +763,62 @@ class ExchangeCore:
             self.expire_due(ts_ns, out)
         book = self.books.get(cmd.market_id)
         if book is None:
-            self._reject(out, ts_ns, cmd.market_id, 0, 0, 0, 0, RejectCode.UNKNOWN_MARKET,
-                         f"market_id: expected one of {sorted(self.books)}, got {cmd.market_id}")
+            self._reject(
+                out,
+                ts_ns,
+                cmd.market_id,
+                0,
+                0,
+                0,
+                0,
+                RejectCode.UNKNOWN_MARKET,
+                f"market_id: expected one of {sorted(self.books)}, got {cmd.market_id}",
+            )
             return
         if cmd.price <= 0:
-            self._reject(out, ts_ns, cmd.market_id, 0, 0, 0, 0, RejectCode.NON_POSITIVE_PRICE,
-                         f"price: expected > 0, got {cmd.price}")
+            self._reject(
+                out,
+                ts_ns,
+                cmd.market_id,
+                0,
+                0,
+                0,
+                0,
+                RejectCode.NON_POSITIVE_PRICE,
+                f"price: expected > 0, got {cmd.price}",
+            )
             return
         seq = self.next_seq
-        for order in self.trigger_books[cmd.market_id].pop_fired(cmd.price,
-                                                                  book.spec.tick_size):
+        for order in self.trigger_books[cmd.market_id].pop_fired(cmd.price, book.spec.tick_size):
             order.status = next_status(order.status, _T_TRIGGER)
-            out.append(_new(OrderTriggered, (seq, ts_ns, book.market_id, order.order_id,
-                                             cmd.price)))
+            out.append(
+                _new(OrderTriggered, (seq, ts_ns, book.market_id, order.order_id, cmd.price))
+            )
             seq += 1
             if order.reduce_only:
-                lots, problem = self._reduce_only_lots(order.account, book.market_id,
-                                                       order.side, order.remaining_lots)
+                lots, problem = self._reduce_only_lots(
+                    order.account, book.market_id, order.side, order.remaining_lots
+                )
                 if problem is not None or lots != order.remaining_lots:
                     # The position changed since placement: a reduce-only order that would no
                     # longer only reduce is cancelled whole rather than silently resized.
                     book.forget_live(order)
                     order.status = next_status(order.status, _T_CANCEL)
-                    out.append(_new(OrderCanceled, (seq, ts_ns, book.market_id, order.order_id,
-                                                    order.owner_id, order.sub_account_id,
-                                                    order.remaining_lots,
-                                                    _R_REDUCE_ONLY)))
+                    out.append(
+                        _new(
+                            OrderCanceled,
+                            (
+                                seq,
+                                ts_ns,
+                                book.market_id,
+                                order.order_id,
+                                order.owner_id,
+                                order.sub_account_id,
+                                order.remaining_lots,
+                                _R_REDUCE_ONLY,
+                            ),
+                        )
+                    )
                     seq += 1
                     continue
             seq = self._run_taker(book, order, True, ts_ns, seq, out)
@@ -585,17 +844,30 @@ class ExchangeCore:
                 continue
             position = self.positions.get((account, market_id), 0)
             allowed = abs(position)
-            for order in sorted((o for o in live.values()
-                                 if o.reduce_only and o.status != _S_TRIGGER_PENDING),
-                                key=lambda o: o.order_id):
+            for order in sorted(
+                (o for o in live.values() if o.reduce_only and o.status != _S_TRIGGER_PENDING),
+                key=lambda o: o.order_id,
+            ):
                 increases = position >= 0 if order.side == _BID else position <= 0
                 if not increases and order.remaining_lots <= allowed:
                     allowed -= order.remaining_lots
                 elif not increases and allowed:
                     book.reduce_resting(order, allowed)
                     order.status = next_status(order.status, _T_AMEND_KEEP)
-                    out.append(_new(OrderAmended, (seq, ts_ns, market_id, order.order_id,
-                                                   order.price_ticks, allowed, True)))
+                    out.append(
+                        _new(
+                            OrderAmended,
+                            (
+                                seq,
+                                ts_ns,
+                                market_id,
+                                order.order_id,
+                                order.price_ticks,
+                                allowed,
+                                True,
+                            ),
+                        )
+                    )
                     seq += 1
                     allowed = 0
                 else:
@@ -617,8 +889,20 @@ class ExchangeCore:
             if order is not None:
                 book.forget_live(order)
                 order.status = next_status(order.status, _T_EXPIRE)
-                out.append(_new(OrderExpired, (seq, ts_ns, market_id, order_id, order.owner_id,
-                                               order.sub_account_id, order.remaining_lots)))
+                out.append(
+                    _new(
+                        OrderExpired,
+                        (
+                            seq,
+                            ts_ns,
+                            market_id,
+                            order_id,
+                            order.owner_id,
+                            order.sub_account_id,
+                            order.remaining_lots,
+                        ),
+                    )
+                )
                 seq += 1
         self.next_seq = seq
 
@@ -660,9 +944,21 @@ class ExchangeCore:
 
     def _apply_accepted(self, a: OrderAccepted) -> None:
         book = self.books[a.market_id]
-        order = Order(a.order_id, a.client_order_id, a.owner_id, a.sub_account_id, a.side,
-                      a.order_type, a.time_in_force, a.price_ticks, a.trigger_price_ticks,
-                      a.num_base_lots, a.reduce_only, a.stp_mode, a.expire_at_ns)
+        order = Order(
+            a.order_id,
+            a.client_order_id,
+            a.owner_id,
+            a.sub_account_id,
+            a.side,
+            a.order_type,
+            a.time_in_force,
+            a.price_ticks,
+            a.trigger_price_ticks,
+            a.num_base_lots,
+            a.reduce_only,
+            a.stp_mode,
+            a.expire_at_ns,
+        )
         if a.order_id >= self.next_order_id:
             self.next_order_id = a.order_id + 1
         if a.order_type in _TRIGGER_TYPES:
@@ -747,8 +1043,10 @@ class ExchangeCore:
         maker.filled_lots += qty
         taker.remaining_lots -= qty
         taker.filled_lots += qty
-        if maker.remaining_lots != t.maker_remaining_lots or \
-                taker.remaining_lots != t.taker_remaining_lots:
+        if (
+            maker.remaining_lots != t.maker_remaining_lots
+            or taker.remaining_lots != t.taker_remaining_lots
+        ):
             raise InvariantViolation(f"trade replay disagrees with state: {t!r}")
         signed = qty if t.taker_side == _BID else -qty
         self._add_position(maker.account, t.market_id, -signed)
@@ -784,19 +1082,33 @@ class ExchangeCore:
         for market_id in sorted(self.books):
             book = self.books[market_id]
             spec = book.spec
-            triggers = [o.canonical() for o in
-                        sorted(self.trigger_books[market_id].orders.values(),
-                               key=lambda o: o.order_id)]
-            markets.append({
-                "market_id": market_id, "symbol": spec.symbol, "tick_size": spec.tick_size,
-                "lot_size": spec.lot_size, "min_size_lots": spec.min_size_lots,
-                "max_size_lots": spec.max_size_lots, "max_price_ticks": spec.max_price_ticks,
-                "max_open_orders_per_account": spec.max_open_orders_per_account,
-                "book": book.canonical(), "triggers": triggers,
-            })
+            triggers = [
+                o.canonical()
+                for o in sorted(
+                    self.trigger_books[market_id].orders.values(), key=lambda o: o.order_id
+                )
+            ]
+            markets.append(
+                {
+                    "market_id": market_id,
+                    "symbol": spec.symbol,
+                    "tick_size": spec.tick_size,
+                    "lot_size": spec.lot_size,
+                    "min_size_lots": spec.min_size_lots,
+                    "max_size_lots": spec.max_size_lots,
+                    "max_price_ticks": spec.max_price_ticks,
+                    "max_open_orders_per_account": spec.max_open_orders_per_account,
+                    "book": book.canonical(),
+                    "triggers": triggers,
+                }
+            )
         positions = sorted([a, m, lots] for (a, m), lots in self.positions.items() if lots)
-        return {"next_seq": self.next_seq, "next_order_id": self.next_order_id,
-                "markets": markets, "positions": positions}
+        return {
+            "next_seq": self.next_seq,
+            "next_order_id": self.next_order_id,
+            "markets": markets,
+            "positions": positions,
+        }
 
     def state_hash(self) -> str:
         """SHA-256 (hex) of the canonical state."""
@@ -825,8 +1137,9 @@ class ExchangeCore:
                         book._link(order)
                         book.register_live(order)
                         if order.expire_at_ns:
-                            heappush(core._expiry,
-                                     (order.expire_at_ns, order.order_id, book.market_id))
+                            heappush(
+                                core._expiry, (order.expire_at_ns, order.order_id, book.market_id)
+                            )
             for fields in m["triggers"]:
                 order = _order_from_canonical(fields)
                 core.trigger_books[book.market_id].add(order)
@@ -845,7 +1158,8 @@ class ExchangeCore:
             expected = len(book.orders) + len(self.trigger_books[market_id].orders)
             if live != expected:
                 raise InvariantViolation(
-                    f"market {market_id}: expected {expected} live orders indexed, got {live}")
+                    f"market {market_id}: expected {expected} live orders indexed, got {live}"
+                )
 
 
 ExchangeCore._appliers = {
@@ -863,10 +1177,38 @@ ExchangeCore._appliers = {
 
 
 def _order_from_canonical(f: list[Any]) -> Order:
-    (order_id, client_order_id, owner_id, sub_account_id, side, order_type, tif, price_ticks,
-     trigger_ticks, remaining, filled, reduce_only, stp, expire_at_ns, status) = f
-    order = Order(order_id, client_order_id, owner_id, sub_account_id, side, order_type, tif,
-                  price_ticks, trigger_ticks, remaining, bool(reduce_only), stp, expire_at_ns)
+    (
+        order_id,
+        client_order_id,
+        owner_id,
+        sub_account_id,
+        side,
+        order_type,
+        tif,
+        price_ticks,
+        trigger_ticks,
+        remaining,
+        filled,
+        reduce_only,
+        stp,
+        expire_at_ns,
+        status,
+    ) = f
+    order = Order(
+        order_id,
+        client_order_id,
+        owner_id,
+        sub_account_id,
+        side,
+        order_type,
+        tif,
+        price_ticks,
+        trigger_ticks,
+        remaining,
+        bool(reduce_only),
+        stp,
+        expire_at_ns,
+    )
     order.filled_lots = filled
     order.status = status
     return order

@@ -260,9 +260,7 @@ class Journal:
         """
         self._check_writable()
         if type(seq) is not int or not 0 <= seq <= self._last_seq:
-            raise JournalError(
-                f"snapshot: expected seq in [0, {self._last_seq}], got {seq!r}"
-            )
+            raise JournalError(f"snapshot: expected seq in [0, {self._last_seq}], got {seq!r}")
         if not isinstance(state_hash, str) or not _HASH_RE.fullmatch(state_hash):
             raise JournalError(
                 f"snapshot: expected state_hash of 64 lowercase hex digits, got {state_hash!r}"
@@ -277,8 +275,7 @@ class Journal:
                 if stored is not None:
                     if stored != state_hash:
                         raise JournalError(
-                            f"snapshot at seq {seq}: expected state_hash {stored}, "
-                            f"got {state_hash}"
+                            f"snapshot at seq {seq}: expected state_hash {stored}, got {state_hash}"
                         )
                     return
                 conn.execute(
@@ -299,8 +296,9 @@ class Journal:
         """Events with ``after_seq < seq <= upto_seq`` (to the end if ``upto_seq`` is None),
         in seq order. Checksums and contiguity are validated as batches are read; bad
         bounds raise at once, corruption when the iteration reaches it."""
-        return self._iter_events(self.read_batches_raw(after_seq, upto_seq), after_seq + 1,
-                                 upto_seq)
+        return self._iter_events(
+            self.read_batches_raw(after_seq, upto_seq), after_seq + 1, upto_seq
+        )
 
     def _iter_events(
         self, batches: Iterator[RawBatch], start: int, upto_seq: int | None
@@ -309,7 +307,7 @@ class Journal:
             events = self._decode_batch(batch)
             lo = start - batch.first_seq if batch.first_seq < start else 0
             if upto_seq is not None and batch.last_seq > upto_seq:
-                events = events[lo: upto_seq - batch.first_seq + 1]
+                events = events[lo : upto_seq - batch.first_seq + 1]
             elif lo:
                 events = events[lo:]
             yield from events
@@ -412,8 +410,9 @@ class Journal:
         try:
             events = decode_events(batch.payload)
         except (ValueError, TypeError) as exc:
-            raise JournalError(f"batch {batch.first_seq}: expected decodable events, got {exc}") \
-                from exc
+            raise JournalError(
+                f"batch {batch.first_seq}: expected decodable events, got {exc}"
+            ) from exc
         if (
             len(events) != batch.event_count
             or events[0][0] != batch.first_seq
@@ -441,8 +440,7 @@ class Journal:
             with self._engine.connect() as conn, conn.begin():
                 row = conn.execute(stmt).first()
         except SQLAlchemyError as exc:
-            raise JournalError(f"latest_snapshot: expected a readable journal, got {exc}") \
-                from exc
+            raise JournalError(f"latest_snapshot: expected a readable journal, got {exc}") from exc
         if row is None:
             return None
         seq, state_hash, payload = row
@@ -462,9 +460,7 @@ class Journal:
             events = self._decode_batch(batch)
             seqs = [e[0] for e in events]
             if seqs != list(range(batch.first_seq, batch.last_seq + 1)):
-                bad = next(
-                    i for i, s in enumerate(seqs) if s != batch.first_seq + i
-                )
+                bad = next(i for i, s in enumerate(seqs) if s != batch.first_seq + i)
                 raise JournalError(
                     f"batch {batch.first_seq}: expected seq {batch.first_seq + bad} at index "
                     f"{bad}, got {seqs[bad]}"
@@ -500,8 +496,9 @@ class Journal:
         if type(after_seq) is not int or after_seq < 0:
             raise JournalError(f"read: expected after_seq >= 0, got {after_seq!r}")
         if upto_seq is not None and (type(upto_seq) is not int or upto_seq < after_seq):
-            raise JournalError(f"read: expected upto_seq >= after_seq ({after_seq}), got "
-                               f"{upto_seq!r}")
+            raise JournalError(
+                f"read: expected upto_seq >= after_seq ({after_seq}), got {upto_seq!r}"
+            )
 
     def _write_connection(self) -> Connection:
         return self._engine.connect().execution_options(journal_write=True)

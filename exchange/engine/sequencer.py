@@ -56,7 +56,8 @@ def recover(journal: Journal, upto_seq: int | None = None) -> tuple[ExchangeCore
         if core.state_hash() != snap.state_hash:
             raise ReplayMismatch(
                 f"snapshot at seq {snap.seq}: expected hash {snap.state_hash}, got "
-                f"{core.state_hash()}")
+                f"{core.state_hash()}"
+            )
         after = snap.seq
     count = 0
     apply = core.apply
@@ -64,8 +65,9 @@ def recover(journal: Journal, upto_seq: int | None = None) -> tuple[ExchangeCore
         apply(event)
         count += 1
     core.check_invariants()
-    report = RecoveryReport(after, count, core.next_seq - 1, core.state_hash(),
-                            time.perf_counter() - started)
+    report = RecoveryReport(
+        after, count, core.next_seq - 1, core.state_hash(), time.perf_counter() - started
+    )
     return core, report
 
 
@@ -100,8 +102,7 @@ class Engine:
     def process(self, commands: Sequence[Any]) -> list[list[Event]]:
         """Run a batch of commands; return each command's events once they are durable."""
         if self._failure is not None:
-            raise EngineStopped(f"engine: expected a healthy engine, got failure "
-                                f"{self._failure!r}")
+            raise EngineStopped(f"engine: expected a healthy engine, got failure {self._failure!r}")
         core = self.core
         events: list[Any] = []
         bounds: list[tuple[int, int]] = []
@@ -135,10 +136,19 @@ class Engine:
 
         seq = self.core.next_seq
         self.core.next_seq = seq + 1
-        out.append(OrderRejected(seq, ts, field("market_id"), field("order_id"),
-                                 field("client_order_id"), field("owner_id"),
-                                 field("sub_account_id"), int(RejectCode.MALFORMED_COMMAND),
-                                 message))
+        out.append(
+            OrderRejected(
+                seq,
+                ts,
+                field("market_id"),
+                field("order_id"),
+                field("client_order_id"),
+                field("owner_id"),
+                field("sub_account_id"),
+                int(RejectCode.MALFORMED_COMMAND),
+                message,
+            )
+        )
 
     def snapshot(self) -> str:
         """Write a snapshot of the current state (bounds replay); returns its hash."""

@@ -28,7 +28,7 @@ def main() -> None:
     while True:
         commands = demo_round(rng, mids)
         for start in range(0, len(commands), 64):
-            engine.process(commands[start:start + 64])
+            engine.process(commands[start : start + 64])
             batch_no += 1
             line = f"ACK {engine.core.next_seq - 1}"
             if batch_no % 7 == 0:

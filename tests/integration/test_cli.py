@@ -9,8 +9,9 @@ from pathlib import Path
 
 
 def perpdex(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "exchange.cli", *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "exchange.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_run_then_replay_agree_and_a_restart_resumes(tmp_path: Path) -> None:

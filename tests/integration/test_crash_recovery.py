@@ -16,11 +16,15 @@ from exchange.engine.sequencer import Engine, recover
 CHILD = Path(__file__).with_name("crash_child.py")
 
 
-def _run_and_kill(data_dir: Path, seed: int, acks_before_kill: int) -> tuple[int, list[tuple[int, str]], str]:
+def _run_and_kill(
+    data_dir: Path, seed: int, acks_before_kill: int
+) -> tuple[int, list[tuple[int, str]], str]:
     """Start the child, let it acknowledge some batches, SIGKILL it; return what it saw."""
     proc = subprocess.Popen(
         [sys.executable, str(CHILD), str(data_dir), str(seed)],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONHASHSEED": "0"},
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     assert proc.stdout is not None
     acked = 0

@@ -24,8 +24,9 @@ pytestmark = pytest.mark.integration
 
 
 def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or \
-        ([shutil.which(name)] if shutil.which(name) else [])
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or (
+        [shutil.which(name)] if shutil.which(name) else []
+    )
     if not found:
         pytest.fail(f"PostgreSQL server binaries not found ({name}); `make install` installs them")
     return str(found[-1])
@@ -40,8 +41,9 @@ def _free_port() -> int:
 def _run(cmd: list[str]) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode:
-        pytest.fail(f"{' '.join(cmd)}: "
-                    f"failed ({result.returncode}): {result.stderr or result.stdout}")
+        pytest.fail(
+            f"{' '.join(cmd)}: failed ({result.returncode}): {result.stderr or result.stdout}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +59,30 @@ def postgres_url() -> Iterator[str]:
         shutil.chown(root, "postgres")
         shutil.chown(sock, "postgres")
     port = _free_port()
-    _run([*as_user, _pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "perpdex",
-          "--no-sync"])
-    _run([*as_user, _pg_bin("pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"), "-o",
-          f"-k {sock} -p {port} -c listen_addresses='' -c fsync=on", "start"])
+    _run(
+        [*as_user, _pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "perpdex", "--no-sync"]
+    )
+    _run(
+        [
+            *as_user,
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(root / "log"),
+            "-o",
+            f"-k {sock} -p {port} -c listen_addresses='' -c fsync=on",
+            "start",
+        ]
+    )
     try:
         yield f"postgresql+psycopg://perpdex@/postgres?host={sock}&port={port}"
     finally:
-        subprocess.run([*as_user, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True)
+        subprocess.run(
+            [*as_user, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -102,8 +119,9 @@ def test_engine_recovers_identical_state_on_postgres(postgres_url: str, tmp_path
     engine = Engine(config)
     engine.process([CreateMarket(0, "BTC-PERP", 1_000_000, 1_000_000_000)])
     for i in range(40):
-        engine.process([PlaceOrder(0, i % 3, 0, i % 2, (100 + i % 7) * 1_000_000,
-                                   (1 + i % 4) * 1_000_000_000)])
+        engine.process(
+            [PlaceOrder(0, i % 3, 0, i % 2, (100 + i % 7) * 1_000_000, (1 + i % 4) * 1_000_000_000)]
+        )
     expected = engine.core.state_hash()
     engine.close()
     restarted = Engine(config)

@@ -261,14 +261,21 @@ class RefMarket:
 
     def _reduce_only_upkeep(self) -> None:
         """Checked over every account (the core only rechecks the accounts it touched)."""
-        accounts = sorted({(o.owner, o.sub) for o in self.resting.values() if o.reduce_only},
-                          key=lambda a: a[0] * 65536 + a[1])
+        accounts = sorted(
+            {(o.owner, o.sub) for o in self.resting.values() if o.reduce_only},
+            key=lambda a: a[0] * 65536 + a[1],
+        )
         for owner, sub in accounts:
             pos = self.position(owner, sub)
             room = abs(pos)
-            mine = sorted((o for o in self.resting.values()
-                           if o.reduce_only and (o.owner, o.sub) == (owner, sub)),
-                          key=lambda o: o.oid)
+            mine = sorted(
+                (
+                    o
+                    for o in self.resting.values()
+                    if o.reduce_only and (o.owner, o.sub) == (owner, sub)
+                ),
+                key=lambda o: o.oid,
+            )
             for o in mine:
                 wrong_side = (o.side == BID and pos >= 0) or (o.side == ASK and pos <= 0)
                 if wrong_side or room == 0:

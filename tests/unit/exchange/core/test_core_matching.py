@@ -1435,9 +1435,20 @@ def test_non_positive_trigger_price_is_rejected_and_fires_nothing() -> None:
     core = ExchangeCore()
     core.execute(CreateMarket(0, "T", 1_000_000, 1_000_000_000), 1)
     core.execute(PlaceOrder(0, 1, 0, 0, 90 * 1_000_000, 1_000_000_000), 2)
-    core.execute(PlaceOrder(0, 2, 0, 1, 80 * 1_000_000, 1_000_000_000,
-                            order_type=OrderType.STOP_MARKET, time_in_force=TimeInForce.IOC,
-                            trigger_price=95 * 1_000_000), 3)
+    core.execute(
+        PlaceOrder(
+            0,
+            2,
+            0,
+            1,
+            80 * 1_000_000,
+            1_000_000_000,
+            order_type=OrderType.STOP_MARKET,
+            time_in_force=TimeInForce.IOC,
+            trigger_price=95 * 1_000_000,
+        ),
+        3,
+    )
     before = core.canonical()
     # Act
     events = core.execute(UpdateTriggerPrice(0, 0), 4)
@@ -1459,8 +1470,11 @@ class _RoMarket:
         self.ts = 0
         self.run(CreateMarket(0, "RO", 1_000_000, 1_000_000_000))
         self.run(PlaceOrder(0, 9, 0, Side.ASK, 100 * 1_000_000, 5 * 1_000_000_000))
-        self.run(PlaceOrder(0, 1, 0, Side.BID, 100 * 1_000_000, 5 * 1_000_000_000,
-                            time_in_force=TimeInForce.IOC))
+        self.run(
+            PlaceOrder(
+                0, 1, 0, Side.BID, 100 * 1_000_000, 5 * 1_000_000_000, time_in_force=TimeInForce.IOC
+            )
+        )
         self.run(PlaceOrder(0, 8, 0, Side.BID, 90 * 1_000_000, 50 * 1_000_000_000))
         assert self.core.positions[(account_key(1, 0), 0)] == 5
 
@@ -1471,12 +1485,22 @@ class _RoMarket:
         return events
 
     def reduce_only_ask(self, lots: int) -> list[Any]:
-        return self.run(PlaceOrder(0, 1, 0, Side.ASK, 120 * 1_000_000, lots * 1_000_000_000,
-                                   reduce_only=True))
+        return self.run(
+            PlaceOrder(0, 1, 0, Side.ASK, 120 * 1_000_000, lots * 1_000_000_000, reduce_only=True)
+        )
 
     def sell_ioc(self, lots: int) -> list[Any]:
-        return self.run(PlaceOrder(0, 1, 0, Side.ASK, 90 * 1_000_000, lots * 1_000_000_000,
-                                   time_in_force=TimeInForce.IOC))
+        return self.run(
+            PlaceOrder(
+                0,
+                1,
+                0,
+                Side.ASK,
+                90 * 1_000_000,
+                lots * 1_000_000_000,
+                time_in_force=TimeInForce.IOC,
+            )
+        )
 
     def assert_replays(self) -> None:
         self.core.check_invariants()

@@ -40,8 +40,12 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 
 def test_acknowledged_events_are_in_the_journal(engine: Engine, tmp_path: Path) -> None:
     # Act
-    results = engine.process([PlaceOrder(0, 1, 0, Side.BID, 100 * TICK, 2 * LOT),
-                              PlaceOrder(0, 2, 0, Side.ASK, 100 * TICK, 1 * LOT)])
+    results = engine.process(
+        [
+            PlaceOrder(0, 1, 0, Side.BID, 100 * TICK, 2 * LOT),
+            PlaceOrder(0, 2, 0, Side.ASK, 100 * TICK, 1 * LOT),
+        ]
+    )
     # Assert
     assert [type(e) for e in results[0]] == [OrderAccepted, OrderRested]
     assert [type(e) for e in results[1]] == [OrderAccepted, TradeExecuted]
@@ -70,8 +74,13 @@ def test_non_command_objects_are_rejected_not_crashing(engine: Engine) -> None:
 def test_event_time_never_runs_backwards(tmp_path: Path) -> None:
     times = iter([50, 40, 60])
     eng = Engine(EngineConfig(data_dir=tmp_path), clock=lambda: next(times))
-    results = eng.process([CreateMarket(0, "A", TICK, LOT), CreateMarket(1, "B", TICK, LOT),
-                           CreateMarket(2, "C", TICK, LOT)])
+    results = eng.process(
+        [
+            CreateMarket(0, "A", TICK, LOT),
+            CreateMarket(1, "B", TICK, LOT),
+            CreateMarket(2, "C", TICK, LOT),
+        ]
+    )
     assert [r[0].ts_ns for r in results] == [50, 50, 60]
     eng.close()
 
@@ -126,8 +135,9 @@ def test_runner_group_commits_concurrent_submissions(engine: Engine) -> None:
 
     def client(owner: int) -> None:
         for i in range(200):
-            futures.append(runner.submit(
-                PlaceOrder(0, owner, 0, Side.BID, (50 + i % 10) * TICK, LOT)))
+            futures.append(
+                runner.submit(PlaceOrder(0, owner, 0, Side.BID, (50 + i % 10) * TICK, LOT))
+            )
 
     threads = [threading.Thread(target=client, args=(o,)) for o in range(4)]
     # Act

@@ -44,9 +44,11 @@ def make_events(n: int, start: int = 1) -> list[Event]:
         if kind == 0:
             out.append(MarketCreated(seq, ts, 1, "BTC-PERP", 10, 1000, 1, 10**6, 10**9, 100))
         elif kind == 1:
-            out.append(OrderAccepted(
-                seq, ts, 1, seq, 77, 5, 0, 0, 0, 0, 100_000, 10, 0, seq % 2 == 0, 0, 0
-            ))
+            out.append(
+                OrderAccepted(
+                    seq, ts, 1, seq, 77, 5, 0, 0, 0, 0, 100_000, 10, 0, seq % 2 == 0, 0, 0
+                )
+            )
         elif kind == 2:
             out.append(OrderRested(seq, ts, 1, seq - 1, 100_000, 10))
         elif kind == 3:
@@ -223,7 +225,7 @@ def test_read_pages_across_many_batches(journal: Journal) -> None:
     journal.READ_PAGE_SEQS = 4
     events = make_events(40)
     for i in range(0, 40, 3):
-        journal.append(events[i:i + 3])
+        journal.append(events[i : i + 3])
 
     # Act
     got = list(journal.read(2, 37))
@@ -312,8 +314,9 @@ def test_tampered_payload_byte_is_detected(tmp_path: Path) -> None:
         j.append(make_events(10, start=11))
     db_path = tmp_path / JOURNAL_FILE_NAME
     with sqlite3.connect(db_path) as db:
-        payload = bytearray(db.execute(
-            "SELECT payload FROM event_batches WHERE first_seq = 11").fetchone()[0])
+        payload = bytearray(
+            db.execute("SELECT payload FROM event_batches WHERE first_seq = 11").fetchone()[0]
+        )
     payload[20] = ord("9") if payload[20] != ord("9") else ord("8")
     _tamper(db_path, "UPDATE event_batches SET payload = ? WHERE first_seq = 11", bytes(payload))
 
@@ -334,12 +337,17 @@ def test_tampered_payload_with_matching_checksum_is_detected(tmp_path: Path) -> 
     bad = make_events(5)
     bad[2] = bad[2]._replace(seq=99)
     payload = encode_events(bad)
-    _tamper(db_path, "UPDATE event_batches SET payload = ?, checksum = ?",
-            payload, hashlib.sha256(payload).hexdigest())
+    _tamper(
+        db_path,
+        "UPDATE event_batches SET payload = ?, checksum = ?",
+        payload,
+        hashlib.sha256(payload).hexdigest(),
+    )
 
     # Act / Assert
-    with Journal.for_data_dir(tmp_path) as j, pytest.raises(
-        JournalError, match="expected seq 3 at index 2, got 99"
+    with (
+        Journal.for_data_dir(tmp_path) as j,
+        pytest.raises(JournalError, match="expected seq 3 at index 2, got 99"),
     ):
         j.verify()
 
@@ -355,7 +363,9 @@ def test_missing_batch_is_detected_as_a_gap(tmp_path: Path) -> None:
     with Journal.for_data_dir(tmp_path) as j:
         with pytest.raises(JournalError, match="expected a batch starting at seq 4, got"):
             list(j.read())
-        with pytest.raises(JournalError, match="expected a batch starting at seq 4, got first_seq 7"):
+        with pytest.raises(
+            JournalError, match="expected a batch starting at seq 4, got first_seq 7"
+        ):
             list(j.read(after_seq=4))
         with pytest.raises(JournalError, match="gap"):
             j.verify()
@@ -419,7 +429,11 @@ def test_reader_in_another_process_reads_while_writer_is_open(tmp_path: Path) ->
     # Act
     child = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path)],
-        capture_output=True, text=True, timeout=60, cwd=repo_root, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=repo_root,
+        check=False,
     )
     writer.append(make_events(5, start=76))
     writer.close()
