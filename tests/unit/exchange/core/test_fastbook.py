@@ -1,0 +1,161 @@
+"""Direct tests of the numba ``FastMarket``: golden events, STP, post-only slide, API edges."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from exchange.core.commands import CreateMarket, PlaceOrder
+from exchange.core.errors import RejectCode
+from exchange.core.events import (
+    OrderAccepted,
+    OrderCanceled,
+    OrderRejected,
+    OrderRested,
+    SelfTradeDecremented,
+    TradeExecuted,
+)
+from exchange.core.fastbook import FastMarket
+from exchange.core.market import MarketSpec
+from exchange.core.orders import OrderType, SelfTradePrevention, TimeInForce
+from exchange.core.state import ExchangeCore
+
+TICK = 1_000_000
+LOT = 1_000
+SPEC = dict(market_id=3, symbol="UNIT-PERP", tick_size=TICK, lot_size=LOT)
+BID, ASK = 0, 1
+
+
+def fresh(**kw: Any) -> FastMarket:
+    return FastMarket(MarketSpec(**SPEC), **kw)
+
+
+def place(
+    fm: FastMarket, owner: int, sub: int, side: int, ticks: int, lots: int, ts: int = 1, **kw: Any
+) -> list[Any]:
+    fm.drain_events()
+    fm.place(owner, sub, side, ticks * TICK, lots * LOT, ts_ns=ts, **kw)
+    return fm.drain_events()
+
+
+def test_sweep_golden_events() -> None:
+    fm = fresh()
+    place(fm, 1, 0, ASK, 101, 2)  # order 1, seq 1-2
+    place(fm, 2, 0, ASK, 101, 3)  # order 2, seq 3-4
+    place(fm, 3, 0, ASK, 102, 5)  # order 3, seq 5-6
+    events = place(fm, 4, 0, BID, 102, 7, ts=9)
+    assert events == [
+        OrderAccepted(7, 9, 3, 4, 0, 4, 0, BID, 0, 0, 102, 7, 0, False, 0, 0),
+        TradeExecuted(8, 9, 3, 1, 4, 1, 0, 4, 0, BID, 101, 2, 0, 5),
+        TradeExecuted(9, 9, 3, 2, 4, 2, 0, 4, 0, BID, 101, 3, 0, 2),
+        TradeExecuted(10, 9, 3, 3, 4, 3, 0, 4, 0, BID, 102, 2, 3, 0),
+    ]
+    assert fm.best_ask() == 102 and fm.best_bid() == 0
+    assert fm.canonical() == [[], [[102, 3, [(3, 0, 3, 0, ASK, 0, 0, 102, 0, 3, 2, 0, 0, 0, 4)]]]]
+    assert fm.positions() == {1 << 16: -2, 2 << 16: -3, 3 << 16: -2, 4 << 16: 7}
+    assert fm.seq == 11 and fm.next_order_id == 5
+
+
+def test_stp_decrement_both_cancels_whoever_reaches_zero() -> None:
+    fm = fresh()
+    place(fm, 1, 0, ASK, 100, 3)  # order 1
+    place(fm, 2, 0, ASK, 100, 4)  # order 2
+    events = place(fm, 1, 1, BID, 100, 5, ts=2, stp_mode=int(SelfTradePrevention.DECREMENT_BOTH))
+    assert events == [
+        OrderAccepted(5, 2, 3, 3, 0, 1, 1, BID, 0, 0, 100, 5, 0, False, 2, 0),
+        SelfTradeDecremented(6, 2, 3, 1, 3, 3),
+        OrderCanceled(7, 2, 3, 1, 1, 0, 0, 5),  # the maker reached zero
+        TradeExecuted(8, 2, 3, 2, 3, 2, 0, 1, 1, BID, 100, 2, 2, 0),
+    ]
+    events = place(fm, 2, 1, BID, 100, 1, ts=3, stp_mode=2)
+    assert events[1:] == [
+        SelfTradeDecremented(10, 3, 3, 2, 4, 1),
+        OrderCanceled(11, 3, 3, 4, 2, 1, 0, 5),
+    ]  # the taker reached zero
+    assert fm.canonical()[1] == [[100, 1, [(2, 0, 2, 0, ASK, 0, 0, 100, 0, 1, 2, 0, 0, 0, 4)]]]
+
+
+def test_stp_cancel_taking_and_cancel_resting() -> None:
+    fm = fresh()
+    place(fm, 1, 0, ASK, 100, 3)  # order 1
+    taking = place(fm, 1, 1, BID, 100, 2, stp_mode=int(SelfTradePrevention.CANCEL_TAKING))
+    assert taking[1:] == [OrderCanceled(4, 1, 3, 2, 1, 1, 2, 3)]
+    resting = place(fm, 1, 1, BID, 100, 2, stp_mode=int(SelfTradePrevention.CANCEL_RESTING))
+    assert resting[1:] == [OrderCanceled(6, 1, 3, 1, 1, 0, 3, 4), OrderRested(7, 1, 3, 3, 100, 2)]
+
+
+def test_post_only_slide_rests_one_tick_inside() -> None:
+    fm = fresh()
+    place(fm, 1, 0, ASK, 100, 3)
+    slid = place(fm, 2, 0, BID, 105, 1, time_in_force=int(TimeInForce.POST_ONLY_SLIDE))
+    assert slid == [
+        OrderAccepted(3, 1, 3, 2, 0, 2, 0, BID, 0, 4, 105, 1, 0, False, 0, 0),
+        OrderRested(4, 1, 3, 2, 99, 1),
+    ]
+    refused = place(fm, 2, 0, BID, 105, 1, time_in_force=int(TimeInForce.POST_ONLY))
+    assert refused == [
+        OrderRejected(
+            5,
+            1,
+            3,
+            0,
+            0,
+            2,
+            0,
+            int(RejectCode.POST_ONLY_WOULD_CROSS),
+            "price: expected a post-only price that does not cross, got 105 ticks against 100",
+        )
+    ]
+    assert fm.best_bid() == 99 and fm.best_ask() == 100
+
+
+def test_trigger_orders_are_not_implemented() -> None:
+    fm = fresh()
+    with pytest.raises(NotImplementedError):
+        fm.place(1, 0, BID, 100 * TICK, LOT, int(OrderType.STOP_LIMIT), 0, 0, 90 * TICK, ts_ns=1)
+    assert fm.seq == 1  # nothing happened
+
+
+def test_wide_arguments_match_the_reference() -> None:
+    """Client ids above 2**63 round-trip; prices and sizes beyond int64 are refused as the
+    reference refuses them, message included."""
+    core = ExchangeCore()
+    core.execute(CreateMarket(**SPEC), 0)
+    fm = fresh()
+    fm.seq = core.next_seq
+    cmds = [
+        PlaceOrder(3, 1, 0, BID, 100 * TICK, 2 * LOT, client_order_id=2**64 - 1),
+        PlaceOrder(3, 1, 0, BID, 100 * TICK, 2 * LOT, client_order_id=2**64 - 1),
+        PlaceOrder(3, 1, 0, BID, 2**70 * TICK, LOT),
+        PlaceOrder(3, 1, 0, BID, 2**70, LOT),
+        PlaceOrder(3, 1, 0, BID, -(2**70), LOT),
+        PlaceOrder(3, 1, 0, BID, 100 * TICK, 2**80 * LOT),
+    ]
+    for ts, cmd in enumerate(cmds, 1):
+        assert fm.execute(cmd, ts) == core.execute(cmd, ts)
+    assert fm.canonical() == core.books[3].canonical()
+
+
+def test_last_mode_keeps_only_the_last_command() -> None:
+    fm = fresh(events="last")
+    assert fm.place(1, 0, ASK, 100 * TICK, LOT, ts_ns=1) == 2
+    assert fm.place(2, 0, BID, 100 * TICK, LOT, ts_ns=2) == 2
+    assert [type(e) for e in fm.events()] == [OrderAccepted, TradeExecuted]
+    assert fm.rows().shape == (2, 17)
+
+
+def test_growth_keeps_state_and_priority() -> None:
+    fm = fresh(capacity=2, accounts=2)
+    for i in range(40):
+        fm.place(10 + i, 0, i % 2, (50 + i % 5 if i % 2 == 0 else 60 + i % 5) * TICK, LOT, ts_ns=i)
+    fm.drain_events()
+    before = fm.canonical()
+    assert sum(len(q) for side in before for _, _, q in side) == 40
+    assert fm.best_bid() == 54 and fm.best_ask() == 60
+    ops = FastMarket.encode([(PlaceOrder(3, 99, 0, BID, 60 * TICK, 3 * LOT), 50)])
+    assert fm.run_batch(ops, keep_events=True) == 4  # accepted + 3 trades in time order
+    trades = fm.drain_events()[1:]
+    assert [t.maker_order_id for t in trades] == [6, 16, 26]  # the asks at 60, oldest first
+    assert np.array_equal(fm.rows(), np.empty((0, 17), np.int64))
