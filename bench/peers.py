@@ -11,10 +11,15 @@ order that rests), ``end_state() -> dict`` and ``close()``. ``side`` is 0 = bid,
 trades with) and ``filled_qty`` (lots traded). A figure the engine does not expose is ``None``.
 ``checks`` holds adapter self-checks (refused orders or cancels, which must be 0).
 
-Engines: ``perpdex`` (this repo's ``ExchangeCore``), ``naive`` (the ~80-line pure-Python
-baseline of the performance anchors: dict + deque + heap, lazy cancel) and the PyPI peers
-``limit-order-book``, ``liquibook``, ``lightmatchingengine``, ``pyorderbook``, ``fastlob``.
-Peers are imported only inside ``make`` (``bench.matching`` calls it in a child process).
+Engines: ``perpdex`` (this repo's numba-compiled ``exchange.core.fastbook.FastMarket``,
+called once per order from Python), ``perpdex-python`` (this repo's pure-Python reference
+``ExchangeCore``), ``naive`` (the ~80-line pure-Python baseline of the performance anchors:
+dict + deque + heap, lazy cancel) and the PyPI peers ``limit-order-book``, ``liquibook``,
+``lightmatchingengine``, ``pyorderbook``, ``fastlob``. Both ``perpdex`` engines run the same
+market (tick 1.0 quote, lot 1 base unit; prices and sizes in the repo's fixed-point units),
+produce every event and consume them in ``poll``. Engines are imported only inside ``make``
+(``bench.matching`` calls it in a child process). The batch path of ``FastMarket`` (the whole
+op array inside numba) is not an adapter: see ``fastbook_ops`` and ``FastEventCounter``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from typing import Any
 TICK_SIZE = 1_000_000  # 1.0 quote per base unit at PRICE_PRECISION 1e6
 LOT_SIZE = 1_000_000_000  # 1 whole base unit at BASE_PRECISION 1e9
 MARKET_ID = 1
+MAX_PRICE_TICKS = 10**6
+MAX_SIZE_LOTS = 10**7  # max_price_ticks * max_size_lots * quote per tick-lot (1e6) fits u64
 TS_NS = 1_700_000_000_000_000_000
 SYMBOL = "BTC-PERP"
 
@@ -148,7 +155,7 @@ def make_naive() -> Adapter:
 
 
 # ====================================================================== this repo
-def make_perpdex() -> Adapter:
+def make_perpdex_python() -> Adapter:
     from collections import Counter
 
     from exchange.core.commands import CancelOrder, CreateMarket
@@ -157,8 +164,8 @@ def make_perpdex() -> Adapter:
 
     core = ExchangeCore()
     out: list[Any] = []
-    # max_price_ticks * max_size_lots * quote_per_tick_lot (1e6) must fit u64.
-    core.execute(CreateMarket(MARKET_ID, SYMBOL, TICK_SIZE, LOT_SIZE, 1, 10**7, 10**6), TS_NS, out)
+    spec = CreateMarket(MARKET_ID, SYMBOL, TICK_SIZE, LOT_SIZE, 1, MAX_SIZE_LOTS, MAX_PRICE_TICKS)
+    core.execute(spec, TS_NS, out)
     if len(out) != 1 or type(out[0]) is not MarketCreated:
         raise RuntimeError(f"create_market failed: {out!r}")
     out.clear()
@@ -193,14 +200,149 @@ def make_perpdex() -> Adapter:
             rejected=counts[OrderRejected],
             accepted=core.next_order_id - 1,
             resting=len(book.orders),
+            events=sum(counts.values()),
         )
 
     a = Adapter()
-    a.name, a.kind = "perpdex", "this repo: ExchangeCore.place_order / cancel_order"
+    a.name = "perpdex-python"
+    a.kind = (
+        "this repo: ExchangeCore, pure-Python reference core (place_order / cancel_order; "
+        "event tuples kept, counted by type and cleared every poll)"
+    )
     a.add_limit, a.cancel, a.poll = add_limit, cancel, flush
     a.end_state = end_state  # type: ignore[method-assign]
     a.core = core  # type: ignore[attr-defined]  # for the profiler
     return a
+
+
+# ---------------------------------------------------------------------- FastMarket
+# Tables pre-sized as a deployment (or a replay, which knows its account count) would: growing
+# the account table from the default 1,024 instead costs ~25 % on the batch path (the copies
+# happen inside the timed loop) and is within noise per call.
+FAST_CAPACITY = 1 << 14  # resting orders before the first growth; also sizes the event buffer
+FAST_ACCOUNTS = 1 << 20  # accounts: the full workload has ~1.02M owners (one per order)
+
+
+def fast_market() -> Any:
+    """A ``FastMarket`` on the same market as ``perpdex-python`` (events kept: "append")."""
+    from exchange.core.fastbook import FastMarket
+    from exchange.core.market import MarketSpec
+
+    spec = MarketSpec(
+        market_id=MARKET_ID,
+        symbol=SYMBOL,
+        tick_size=TICK_SIZE,
+        lot_size=LOT_SIZE,
+        min_size_lots=1,
+        max_size_lots=MAX_SIZE_LOTS,
+        max_price_ticks=MAX_PRICE_TICKS,
+    )
+    return FastMarket(spec, capacity=FAST_CAPACITY, accounts=FAST_ACCOUNTS, events="append")
+
+
+class FastEventCounter:
+    """Consumes a ``FastMarket``'s kept event rows: counts them by kind, sums the lots of its
+    ``TradeExecuted`` rows, then clears them. Call it every ``poll``."""
+
+    def __init__(self, fm: Any) -> None:
+        import numpy as np
+
+        from exchange.core.fastbook import K_TRADE
+
+        self.fm = fm
+        self.by_kind = np.zeros(16, np.int64)
+        self.filled_lots = 0
+        self._bincount, self._trade = np.bincount, K_TRADE
+
+    def __call__(self) -> None:
+        fm, trade = self.fm, self._trade
+        # ``_spill``: rows a full buffer moved out (never between two polls of this harness,
+        # whose buffer holds 32k rows; counted anyway so no row can go uncounted).
+        for rows in (*fm._spill, fm.rows()):
+            kinds = rows[:, 0]
+            self.by_kind += self._bincount(kinds, minlength=16)
+            self.filled_lots += int(rows[kinds == trade, 12].sum())  # num_base_lots
+        fm.clear_events()
+
+    @property
+    def rows(self) -> int:
+        return int(self.by_kind.sum())
+
+
+def fast_end_state(
+    fm: Any, fills: int, filled_qty: int, event_rows: int, rejected: int
+) -> dict[str, Any]:
+    """End state of a ``FastMarket`` with the given event-derived figures; ``checks`` has the
+    core's own fill statistics minus those figures (0 when every trade row was counted)."""
+    bids, asks = fm.canonical()
+    stat_fills, stat_lots = fm.fill_stats()
+    return _state(
+        fm.best_bid(),
+        fm.best_ask(),
+        sum(level[1] for level in bids),
+        sum(level[1] for level in asks),
+        fills,
+        filled_qty,
+        rejected=rejected,
+        accepted=fm.next_order_id - 1,
+        resting=fm.open_order_count(),
+        events=event_rows,
+        uncounted_fills=stat_fills - fills,
+        uncounted_lots=stat_lots - filled_qty,
+    )
+
+
+def make_perpdex() -> Adapter:
+    from exchange.core.fastbook import K_REJ, K_TRADE
+
+    fm = fast_market()
+    count = FastEventCounter(fm)
+    place, cancel_order = fm.place_limit, fm.cancel
+    tick, lot, ts = TICK_SIZE, LOT_SIZE, TS_NS
+
+    def add_limit(oid: int, side: int, price: int, qty: int) -> None:
+        place(oid, 0, side, price * tick, qty * lot, ts)
+
+    def cancel(oid: int) -> None:
+        cancel_order(oid, 0, oid, 0, ts)
+
+    def end_state() -> dict[str, Any]:
+        count()
+        k = count.by_kind
+        return fast_end_state(fm, int(k[K_TRADE]), count.filled_lots, count.rows, int(k[K_REJ]))
+
+    a = Adapter()
+    a.name = "perpdex"
+    a.kind = (
+        "this repo: FastMarket (numba core) called once per order from Python "
+        "(place_limit / cancel; tables pre-sized for 16k orders, 1M accounts); "
+        "events='append': every command's event rows are kept, counted by kind (fills, lots) "
+        "and cleared every poll, like perpdex-python's events; not events='last', which "
+        "overwrites each command's rows (a few % faster, but events would go uncounted)"
+    )
+    a.add_limit, a.cancel, a.poll = add_limit, cancel, count
+    a.end_state = end_state  # type: ignore[method-assign]
+    return a
+
+
+def fastbook_ops(ops: list[Any]) -> Any:
+    """Workload ops -> ``FastMarket.run_batch``'s int64 op array (``OP_W`` columns: op, ts,
+    then the command's fields), same owners, prices and sizes as ``make_perpdex``."""
+    import numpy as np
+
+    from exchange.core.fastbook import OP_CANCEL, OP_PLACE, OP_W
+
+    a = np.array(ops, np.int64).reshape(-1, 5)
+    add = a[:, 0] == 0
+    arr = np.zeros((len(a), OP_W), np.int64)
+    arr[:, 0] = np.where(add, OP_PLACE, OP_CANCEL)
+    arr[:, 1] = TS_NS
+    arr[:, 2] = a[:, 1]  # owner = order id; sub-account 0
+    arr[add, 4] = a[add, 2]  # place: side, price, size (order type, tif, ... 0: GTC limit)
+    arr[add, 5] = a[add, 3] * TICK_SIZE
+    arr[add, 6] = a[add, 4] * LOT_SIZE
+    arr[~add, 4] = a[~add, 1]  # cancel: order_id (client order id 0)
+    return arr
 
 
 # ====================================================================== PyPI peers
@@ -454,6 +596,7 @@ def make_fastlob() -> Adapter:
 
 FACTORIES: dict[str, Callable[[], Adapter]] = {
     "perpdex": make_perpdex,
+    "perpdex-python": make_perpdex_python,
     "naive": make_naive,
     "limit-order-book": make_limit_order_book,
     "liquibook": make_liquibook,
