@@ -40,7 +40,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy exchange oracle_feeds
+	$(BIN)/mypy exchange oracle_feeds perp
 	$(BIN)/lint-imports
 
 # Re-resolve the newest versions allowed by pyproject.toml in a scratch venv and

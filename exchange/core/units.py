@@ -7,6 +7,8 @@ All money in perpdex is an ``int``. A field's unit is written in its name or doc
 * ``*_base`` / ``lot_size``         base units at ``BASE_PRECISION``
 * ``*_ticks`` / ``*_lots``          integer multiples of a market's tick / lot
 * ``*_ppm``                         parts per million at ``RATIO_PRECISION``
+* ``*_rate``                        a rate at ``FUNDING_RATE_PRECISION`` (1e9 == 100 %)
+* ``cumulative_funding``            quote x ``FUNDING_RATE_PRECISION`` per base unit
 * ``*_ns``                          nanoseconds since the Unix epoch
 
 Rounding is explicit and named for who it favours: amounts a user owes (fees,
@@ -21,7 +23,10 @@ PRICE_PRECISION: Final = 10**6  # 1.000000 quote per base unit
 QUOTE_PRECISION: Final = 10**6  # USDC has 6 decimals
 BASE_PRECISION: Final = 10**9  # base assets at 9 decimals (as SOL lamports)
 RATIO_PRECISION: Final = 10**6  # ppm: 1_000_000 == 100 %
-FUNDING_RATE_PRECISION: Final = 10**9  # funding rate per interval
+FUNDING_RATE_PRECISION: Final = 10**9  # funding / premium rates: 1_000_000_000 == 100 %
+# Cumulative funding per whole base unit is kept as rate x price with no division:
+# quote units x FUNDING_RATE_PRECISION per base unit. Money appears only at settlement.
+FUNDING_INDEX_PRECISION: Final = QUOTE_PRECISION * FUNDING_RATE_PRECISION
 
 # Quote = price * base / BASE_PRECISION holds only because price and quote share a precision.
 assert PRICE_PRECISION == QUOTE_PRECISION
