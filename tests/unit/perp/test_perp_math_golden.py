@@ -209,7 +209,7 @@ def test_fill_fee_split_is_exact() -> None:
 
 
 def test_fee_schedule_bounds() -> None:
-    with pytest.raises(FeeConfigError, match="maker_ppm: expected -500.."):
+    with pytest.raises(FeeConfigError, match=r"maker_ppm: expected -500\.\."):
         FeeSchedule(maker_ppm=-600, taker_ppm=500, insurance_share_ppm=0)
     with pytest.raises(FeeConfigError, match="taker_ppm"):
         FeeSchedule(maker_ppm=0, taker_ppm=-1, insurance_share_ppm=0)
