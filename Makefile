@@ -40,7 +40,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy exchange oracle_feeds perp
+	$(BIN)/mypy exchange oracle_feeds perp localnet
 	$(BIN)/lint-imports
 
 # Re-resolve the newest versions allowed by pyproject.toml in a scratch venv and
