@@ -34,6 +34,16 @@ class RejectCode(IntEnum):
     AMEND_NOT_ALLOWED = 19
     MARKET_ALREADY_EXISTS = 20
     INVALID_MARKET_SPEC = 21
+    # Pre-trade risk gate (perp.risk_gate), in the order the gate checks them.
+    MARKET_NOT_ACCEPTING = 22  # market status (post-only, cancel-only, reduce-only, halted)
+    RATE_LIMITED_PER_SECOND = 23
+    RATE_LIMITED_PER_MINUTE = 24
+    ORDER_SIZE_ABOVE_LIMIT = 25
+    PRICE_OUTSIDE_BAND = 26
+    NOTIONAL_ABOVE_LIMIT = 27
+    POSITION_ABOVE_LIMIT = 28
+    DAILY_LOSS_LIMIT = 29
+    INSUFFICIENT_MARGIN = 30
 
 
 class ExchangeError(Exception):
