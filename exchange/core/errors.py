@@ -80,3 +80,19 @@ class ReplayMismatch(JournalError):
     """Replaying the journal did not reproduce a recorded state hash."""
 
     code = "REPLAY_MISMATCH"
+
+
+#: Codes the pre-trade risk gate (``perp.risk_gate``) emits; the matching core never does.
+RISK_GATE_CODES = frozenset(
+    {
+        RejectCode.MARKET_NOT_ACCEPTING,
+        RejectCode.RATE_LIMITED_PER_SECOND,
+        RejectCode.RATE_LIMITED_PER_MINUTE,
+        RejectCode.ORDER_SIZE_ABOVE_LIMIT,
+        RejectCode.PRICE_OUTSIDE_BAND,
+        RejectCode.NOTIONAL_ABOVE_LIMIT,
+        RejectCode.POSITION_ABOVE_LIMIT,
+        RejectCode.DAILY_LOSS_LIMIT,
+        RejectCode.INSUFFICIENT_MARGIN,
+    }
+)

@@ -139,3 +139,11 @@ def test_limits_reject_nonsense() -> None:
             daily_loss_limit_quote=0,
             price_band_ppm=1,
         )
+
+
+def test_every_gate_code_is_exercised() -> None:
+    from exchange.core.errors import RISK_GATE_CODES
+
+    covered = {RejectCode.RATE_LIMITED_PER_SECOND, RejectCode.RATE_LIMITED_PER_MINUTE}
+    covered |= {code for _, _, code in test_each_limit_has_its_own_code.pytestmark[0].args[1]}
+    assert covered == RISK_GATE_CODES
