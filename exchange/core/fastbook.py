@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 from llvmlite import ir
-from numba import carray, njit, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -101,30 +101,30 @@ H_TRADED = 40
 H_TOUCH = 41  # accounts whose resting reduce-only orders need a recheck
 H_NTOUCH = 42
 
-NF = 24  # order fields
+NF = 24  # order fields, in three 64-byte lines: cancels and fills touch only the first two
 P_NEXT = 0
-P_REM = 1
-P_OWNER = 2
-P_OID = 3
-P_SUB = 4
-P_FILLED = 5
-P_ACC = 6
-P_PREV = 7
-P_LEVEL = 8
-P_PRICE = 9
-P_SIDE = 10
-P_CID = 11
-P_OTYPE = 12
-P_TIF = 13
-P_TRIG = 14
-P_RO = 15
-P_STP = 16
-P_EXP = 17
-P_ANEXT = 18
-P_APREV = 19
-P_HPOS = 20
-P_ACCOUNT = 21
-P_STATE = 22  # 0 free, 1 in flight (taker), 2 live (registered)
+P_PREV = 1
+P_REM = 2
+P_OWNER = 3
+P_OID = 4
+P_ACC = 5
+P_LEVEL = 6
+P_SUB = 7
+P_FILLED = 8
+P_ANEXT = 9
+P_APREV = 10
+P_ACCOUNT = 11
+P_RO = 12
+P_CID = 13
+P_HPOS = 14
+P_SIDE = 15
+P_PRICE = 16
+P_OTYPE = 17
+P_TIF = 18
+P_TRIG = 19
+P_STP = 20
+P_EXP = 21
+P_SPARE = 22  # (unused; live orders are the entries of the order-id hash)
 P_CANCELED = 23  # taker ended by self-trade prevention
 
 LF = 8  # level fields
@@ -256,9 +256,27 @@ def _prefetch(typingctx, a):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
+@intrinsic
+def _prefetch_r(typingctx, a):  # type: ignore[no-untyped-def]
+    """``_prefetch`` for reading only (no request for ownership)."""
+    sig = types.void(types.int64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.inttoptr(args[0], i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(cache=True, inline="always")
 def _view(addr):  # type: ignore[no-untyped-def]
-    return carray(_i2p(addr), (1 << 40,))  # type: ignore[call-arg]
+    """The state as a raw ``int64*``: indexing is a plain load / store (a ``carray`` view
+    would add a negative-index wraparound to every access; every index here is >= 0)."""
+    return _i2p(addr)  # type: ignore[call-arg]
 
 
 # ---------------------------------------------------------------- small helpers
@@ -533,7 +551,6 @@ def _heap_remove(addr, s):  # type: ignore[no-untyped-def]
 def _free(addr, s):  # type: ignore[no-untyped-def]
     S = _view(addr)
     p = S[H_POOL] + s * NF
-    S[p + P_STATE] = 0
     S[p + P_NEXT] = S[H_FREE]
     S[H_FREE] = s
 
@@ -550,10 +567,17 @@ def _best(addr, sidx):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def _find_key(addr, ko, n, key):  # type: ignore[no-untyped-def]
-    """First index in the ascending keys ``S[ko:ko+n]`` whose key is >= ``key``."""
+    """First index in the ascending keys ``S[ko:ko+n]`` whose key is >= ``key``: a short
+    scan from the best end (orders mostly arrive near the touch), then a binary search."""
     S = _view(addr)
+    stop = n - 8 if n > 8 else 0
+    i = n
+    while i > stop:
+        if S[ko + i - 1] < key:
+            return i
+        i -= 1
     lo = 0
-    hi = n
+    hi = i
     while lo < hi:
         mid = (lo + hi) >> 1
         if S[ko + mid] < key:
@@ -563,7 +587,7 @@ def _find_key(addr, ko, n, key):  # type: ignore[no-untyped-def]
     return lo
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _link(addr, s):  # type: ignore[no-untyped-def]
     """Append a live order at the back of its price level (created if needed)."""
     S = _view(addr)
@@ -661,7 +685,7 @@ def _drop_level(addr, sidx, lv):  # type: ignore[no-untyped-def]
     S[H_LFREE] = lv
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _unlink_clean(addr, s):  # type: ignore[no-untyped-def]
     S = _view(addr)
     lv = _unlink(addr, s)
@@ -671,7 +695,7 @@ def _unlink_clean(addr, s):  # type: ignore[no-untyped-def]
 
 
 # ---------------------------------------------------------------- live-order index
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _register(addr, s):  # type: ignore[no-untyped-def]
     S = _view(addr)
     P = S[H_POOL]
@@ -692,11 +716,10 @@ def _register(addr, s):  # type: ignore[no-untyped-def]
         _cid_put(addr, S[p + P_ACCOUNT], S[p + P_CID], s)
     if S[p + P_EXP] != 0:
         _heap_push(addr, s)
-    S[p + P_STATE] = 2
     S[H_LIVE] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _forget(addr, s):  # type: ignore[no-untyped-def]
     S = _view(addr)
     P = S[H_POOL]
@@ -718,11 +741,10 @@ def _forget(addr, s):  # type: ignore[no-untyped-def]
         _cid_del(addr, S[p + P_ACCOUNT], S[p + P_CID])
     if S[p + P_HPOS] >= 0:
         _heap_remove(addr, s)
-    S[p + P_STATE] = 1
     S[H_LIVE] -= 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _find_live(addr, acct, oid, cid):  # type: ignore[no-untyped-def]
     S = _view(addr)
     if oid == 0 and cid != 0:
@@ -935,7 +957,7 @@ def _match(addr, t, ts):  # type: ignore[no-untyped-def]
     S[pt + P_FILLED] = tfilled
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _run_taker(addr, t, registered, ts):  # type: ignore[no-untyped-def]
     """Match an accepted order, then rest it or end what is left of it."""
     S = _view(addr)
@@ -1189,7 +1211,6 @@ def _place(addr, owner, sub, side, price, size, otype, tif, cid, trig, ro, stp, 
     S[p + P_EXP] = exp
     S[p + P_HPOS] = -1
     S[p + P_ACCOUNT] = acct
-    S[p + P_STATE] = 1
     _run_taker(addr, t, False, ts)
     if S[H_NTOUCH] > 0:
         _enforce_reduce_only(addr, ts)
@@ -1388,35 +1409,71 @@ def k_reject(addr, ts, oid, cid, owner, sub, code, tmpl):  # type: ignore[no-unt
     return 1
 
 
-PREFETCH = 6  # ops of look-ahead for the batch path's account prefetch
+# The batch path's copies of the hot commands, inlined into ``k_batch`` (the per-call entry
+# points keep calling the shared ones: inlining everywhere would multiply the compile time).
+_place_b = njit(cache=True, inline="always")(_place.py_func)
+_cancel_b = njit(cache=True, inline="always")(_cancel.py_func)
 
 
-@njit(cache=True)
-def _prefetch_op(addr, ops, j):  # type: ignore[no-untyped-def]
-    """Start loading the account record (and order row) a future op will touch: with a
-    million accounts these are cache misses, and without a hint they stall one by one."""
+# Look-ahead (in ops) of the batch path's prefetches. Each stage only issues loads that an
+# earlier stage has already pulled into the cache, so a prefetch never waits on a miss:
+# FAR: the account record of a place, the order-id hash line of a cancel / amend;
+# MID: the order's row (hash now cached); NEAR: its account record (row now cached).
+PF_FAR = 12
+PF_MID = 6
+PF_NEAR = 2
+PF_OPS = 24  # the op rows themselves
+H_RING = 48  # header words 48..63: slots found by the MID stage, for the NEAR stage
+PF_RING = 16  # (a power of two > PF_MID)
+
+
+@njit(cache=True, inline="always")
+def _prefetch_far(addr, ops, j):  # type: ignore[no-untyped-def]
     S = _view(addr)
-    op = ops[j, 0]
+    R = _view(ops)
+    r = j * OP_W
+    op = R[r]
     if op == OP_PLACE or op == OP_CANCEL_ALL:  # noqa: SIM109 (numba hot path)
-        acct = ops[j, 2] * SUB_ACCOUNTS_PER_OWNER + ops[j, 3]
+        acct = R[r + 2] * SUB_ACCOUNTS_PER_OWNER + R[r + 3]
         _prefetch(addr + 8 * (S[H_ACC] + (_mix(acct) & S[H_ACCMASK]) * AF))  # type: ignore[call-arg]
     elif op == OP_CANCEL or op == OP_AMEND:  # noqa: SIM109 (numba hot path)
-        s = _oid_get(addr, ops[j, 4])
-        if s >= 0:
-            p = S[H_POOL] + s * NF
-            _prefetch(addr + 8 * p)  # type: ignore[call-arg]
-            _prefetch(addr + 8 * (S[H_ACC] + S[p + P_ACC] * AF))
+        _prefetch_r(addr + 8 * (S[H_OIDH] + 2 * (_mix(R[r + 4]) & S[H_OIDMASK])))  # type: ignore[call-arg]
 
 
-@njit(cache=True)
-def _prefetch_touch(addr):  # type: ignore[no-untyped-def]
-    """Start loading the account records of the makers at both touches (fills update them)."""
+@njit(cache=True, inline="always")
+def _prefetch_mid(addr, ops, j):  # type: ignore[no-untyped-def]
     S = _view(addr)
-    for sidx in range(2):
-        n = S[H_N0 + sidx]
-        if n > 0:
-            m = S[S[H_LVL] + S[S[H_L0 + sidx] + n - 1] * LF + L_HEAD]
-            _prefetch(addr + 8 * (S[H_ACC] + S[S[H_POOL] + m * NF + P_ACC] * AF))  # type: ignore[call-arg]
+    R = _view(ops)
+    op = R[j * OP_W]
+    s = -1
+    if op == OP_CANCEL or op == OP_AMEND:  # noqa: SIM109 (numba hot path)
+        s = _oid_get(addr, R[j * OP_W + 4])
+        if s >= 0:
+            p = addr + 8 * (S[H_POOL] + s * NF)
+            _prefetch(p)  # type: ignore[call-arg]
+            _prefetch(p + 64)
+    S[H_RING + (j & (PF_RING - 1))] = s
+
+
+@njit(cache=True, inline="always")
+def _prefetch_near(addr, ops, j):  # type: ignore[no-untyped-def]
+    S = _view(addr)
+    R = _view(ops)
+    s = S[H_RING + (j & (PF_RING - 1))]
+    if s >= 0:
+        a = S[S[H_POOL] + s * NF + P_ACC]
+        _prefetch(addr + 8 * (S[H_ACC] + a * AF))  # type: ignore[call-arg]
+    elif R[j * OP_W] == OP_PLACE:
+        # a taker: its first makers (the order rows and account records at both touches)
+        for sidx in range(2):
+            n = S[H_N0 + sidx]
+            if n > 0:
+                m = S[S[H_LVL] + S[S[H_L0 + sidx] + n - 1] * LF + L_HEAD]
+                q = S[H_POOL] + m * NF
+                _prefetch(addr + 8 * (S[H_ACC] + S[q + P_ACC] * AF))  # type: ignore[call-arg]
+                nxt = S[q + P_NEXT]
+                if nxt >= 0:
+                    _prefetch(addr + 8 * (S[H_POOL] + nxt * NF))
 
 
 @njit(_I64(_I64, types.Array(_I64, 2, "C"), _I64, _I64), cache=True)
@@ -1430,14 +1487,28 @@ def k_batch(addr, ops, start, keep):  # type: ignore[no-untyped-def]
     rows = 0
     i = start
     n = ops.shape[0]
+    base = ops.ctypes.data
+    for j in range(start, min(start + PF_MID, n)):  # the stages the loop below skips
+        _prefetch_far(addr, base, j)
+        _prefetch_mid(addr, base, j)
+    for j in range(min(start + PF_MID, n), min(start + PF_FAR, n)):
+        _prefetch_far(addr, base, j)
     while i < n:
-        if i + PREFETCH < n:
-            _prefetch_op(addr, ops, i + PREFETCH)
-        _prefetch_touch(addr)
+        if i + PF_OPS < n:
+            _prefetch_r(base + (i + PF_OPS) * (OP_W * 8))  # type: ignore[call-arg]
+            _prefetch_r(base + (i + PF_OPS) * (OP_W * 8) + 64)
+        if i + PF_FAR < n:
+            _prefetch_far(addr, base, i + PF_FAR)
+        if i + PF_MID < n:
+            _prefetch_mid(addr, base, i + PF_MID)
+        if i + PF_NEAR < n:
+            _prefetch_near(addr, base, i + PF_NEAR)
+        # the order-id hash line of an order id a few commands from now
+        _prefetch(addr + 8 * (S[H_OIDH] + 2 * (_mix(S[H_NOID] + 4) & S[H_OIDMASK])))  # type: ignore[call-arg]
         op = ops[i, 0]
         ts = ops[i, 1]
         if op == OP_PLACE:
-            r = _place(
+            r = _place_b(
                 addr,
                 ops[i, 2],
                 ops[i, 3],
@@ -1454,7 +1525,7 @@ def k_batch(addr, ops, start, keep):  # type: ignore[no-untyped-def]
                 ts,
             )
         elif op == OP_CANCEL:
-            r = _cancel(addr, ops[i, 2], ops[i, 3], ops[i, 4], ops[i, 5], ts)
+            r = _cancel_b(addr, ops[i, 2], ops[i, 3], ops[i, 4], ops[i, 5], ts)
         elif op == OP_CANCEL_ALL:
             r = _cancel_all(addr, ops[i, 2], ops[i, 3], ts)
         elif op == OP_AMEND:
@@ -1493,10 +1564,11 @@ def k_copy(src, dst):  # type: ignore[no-untyped-def]
     ids = np.empty(S[H_LIVE], np.int64)
     slots = np.empty(S[H_LIVE], np.int64)
     k = 0
-    for s in range(cap):
-        if S[P + s * NF + P_STATE] == 2:
-            ids[k] = S[P + s * NF + P_OID]
-            slots[k] = s
+    T = S[H_OIDH]
+    for i in range(S[H_OIDMASK] + 1):  # the live orders are exactly the order-id hash's keys
+        if S[T + 2 * i] != 0:
+            ids[k] = S[T + 2 * i]
+            slots[k] = S[T + 2 * i + 1]
             k += 1
     order = np.argsort(ids[:k])
     newslot = np.full(cap, -1, np.int64)
@@ -1659,7 +1731,6 @@ class FastMarket:
             ("cidh", 3 * oid_slots),
             ("heap", cap),
             ("touch", cap + 2),
-            ("ev", ev_rows * ROW_W),
         ):
             layout[name] = off
             off += -(-size // 8) * 8  # regions start on 64-byte boundaries
@@ -1678,7 +1749,6 @@ class FastMarket:
         S[H_MAXOPEN] = spec.max_open_orders_per_account
         S[H_EVMODE] = self._mode
         S[H_EVCAP] = ev_rows
-        S[H_EVOFF] = layout["ev"]
         S[H_CAP] = cap
         S[H_POOL] = layout["pool"]
         S[H_LVL] = layout["lvl"]
@@ -1701,7 +1771,16 @@ class FastMarket:
         S[H_LFREE] = 0
         self._S = S
         self._addr = S.ctypes.data
-        self._E = S[layout["ev"] : layout["ev"] + ev_rows * ROW_W].reshape(ev_rows, ROW_W)
+        self._new_rows(ev_rows)
+
+    def _new_rows(self, ev_rows: int) -> None:
+        """A fresh event buffer, outside ``S``: ``S[H_EVOFF]`` is its word offset from ``S``
+        (negative when it lies below). A full buffer is handed to the spill list as it is."""
+        E = np.empty((ev_rows, ROW_W), np.int64)
+        self._E = E
+        gap = E.ctypes.data - self._addr
+        assert gap % 8 == 0
+        self._S[H_EVOFF] = gap // 8
 
     def _grow(self) -> None:
         """Double the order and account capacity (rare; the state is copied, not replayed)."""
@@ -1719,7 +1798,11 @@ class FastMarket:
     def _spill_rows(self) -> None:
         n = int(self._S[H_EVN])
         if n and self._mode == 0:
-            self._spill.append(self._E[:n].copy())
+            if 2 * n >= len(self._E):  # mostly full: keep the rows where they are
+                self._spill.append(self._E[:n])
+                self._new_rows(len(self._E))
+            else:  # few rows (the buffer is mostly reserved for a big book): copy them
+                self._spill.append(self._E[:n].copy())
         self._S[H_EVN] = 0
 
     def _handle(self, status: int) -> None:

@@ -159,3 +159,27 @@ def test_growth_keeps_state_and_priority() -> None:
     trades = fm.drain_events()[1:]
     assert [t.maker_order_id for t in trades] == [6, 16, 26]  # the asks at 60, oldest first
     assert np.array_equal(fm.rows(), np.empty((0, 17), np.int64))
+
+
+def test_batch_spills_many_full_buffers_in_order() -> None:
+    """A kept batch far larger than the event buffer (full buffers go to the spill list
+    as they are, a fresh buffer takes over) gives exactly the per-call events."""
+    rng = np.random.default_rng(7)
+    cmds: list[tuple[Any, int]] = []
+    for i in range(3000):
+        side = int(rng.integers(2))
+        ticks = int(rng.integers(95, 106))
+        lots = int(rng.integers(1, 6))
+        cmds.append((PlaceOrder(3, 1 + i % 7, 0, side, ticks * TICK, lots * LOT), i))
+    one = fresh(capacity=8, accounts=2)
+    want: list[Any] = []
+    for cmd, ts in cmds:
+        want.extend(one.execute(cmd, ts))
+    batch = fresh(capacity=8, accounts=2)
+    rows = batch.run_batch(FastMarket.encode(cmds), keep_events=True)
+    got = batch.drain_events()
+    assert rows == len(got) == len(want)
+    assert got == want
+    assert batch.canonical() == one.canonical()
+    again = batch.run_batch(FastMarket.encode([(PlaceOrder(3, 9, 0, BID, 90 * TICK, LOT), 9000)]))
+    assert again == 2 and batch.rows().shape == (2, 17)
