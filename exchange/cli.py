@@ -100,6 +100,62 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_localnet(args: argparse.Namespace) -> int:
+    """Serve a local Solana cluster: solana-test-validator when on PATH (or asked for), else
+    the embedded LiteSVM cluster; both with the same programs and accounts preloaded."""
+    from localnet.server import run_embedded
+    from localnet.validator import (
+        VALIDATOR,
+        ValidatorError,
+        ValidatorOptions,
+        ValidatorProcess,
+        find_validator,
+    )
+
+    accounts = [(address, Path(path)) for address, path in args.account]
+    programs = [(address, Path(path)) for address, path in args.bpf_program]
+    use_validator = args.validator is not None or (
+        not args.embedded and find_validator(VALIDATOR) is not None
+    )
+    if use_validator:
+        try:
+            options = ValidatorOptions(
+                data_dir=args.data_dir,
+                executable=args.validator or VALIDATOR,
+                rpc_port=args.rpc_port,
+                ws_port=args.ws_port,
+                programs=programs,
+                accounts=accounts,
+                account_dirs=[Path(d) for d in args.account_dir],
+            )
+            with ValidatorProcess(options) as validator:
+                print(
+                    f"solana-test-validator healthy at {options.rpc_url} "
+                    f"(ws port {options.rpc_port + 1}); log {options.log_path}",
+                    flush=True,
+                )
+                validator.process.wait()
+        except ValidatorError as exc:
+            print(f"perpdex localnet: {exc.code}: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("stopped", flush=True)
+        return 0
+    print(
+        f"embedded cluster at http://127.0.0.1:{args.rpc_port} "
+        f"(ws port {args.ws_port or args.rpc_port + 1}); Ctrl+C stops it",
+        flush=True,
+    )
+    run_embedded(
+        rpc_port=args.rpc_port,
+        ws_port=args.ws_port,
+        accounts=[(a, str(p)) for a, p in accounts],
+        account_dirs=args.account_dir,
+        programs=[(a, str(p)) for a, p in programs],
+    )
+    return 0
+
+
 def _mismatch(seq: int) -> int:
     print(f"replay: snapshot at seq {seq} does not match the fold of the journal", file=sys.stderr)
     return 3
@@ -118,6 +174,40 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("data_dir", type=Path)
     replay.add_argument("--upto", type=int, default=None, help="stop after this seq")
     replay.set_defaults(func=cmd_replay)
+    net = sub.add_parser("localnet", help="serve a local Solana cluster (embedded by default)")
+    choice = net.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--validator",
+        metavar="EXECUTABLE",
+        default=None,
+        help="run this solana-test-validator instead of the embedded cluster",
+    )
+    choice.add_argument(
+        "--embedded",
+        action="store_true",
+        help="the embedded cluster even if solana-test-validator is on PATH",
+    )
+    net.add_argument("--data-dir", type=Path, default=Path("data"), help="ledger and logs")
+    net.add_argument("--rpc-port", type=int, default=8899)
+    net.add_argument("--ws-port", type=int, default=None, help="default: rpc port + 1")
+    net.add_argument(
+        "--account",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("ADDRESS", "FILE"),
+        help="preload a `solana account` JSON file",
+    )
+    net.add_argument("--account-dir", action="append", default=[], metavar="DIR")
+    net.add_argument(
+        "--bpf-program",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("ADDRESS", "SO"),
+        help="preload a program",
+    )
+    net.set_defaults(func=cmd_localnet)
     return parser
 
 
