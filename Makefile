@@ -36,6 +36,7 @@ test: install
 bench: install
 	$(BIN)/python -m bench.matching
 	$(BIN)/python -m bench.journal
+	$(BIN)/python -m bench.risk
 
 lint: install
 	$(BIN)/ruff check .
