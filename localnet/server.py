@@ -57,6 +57,7 @@ class LocalnetServer:
         ws_port: int | None = None,
         preload: Preload | None = None,
         time_source: TimeSource | None = None,
+        shutdown_timeout: float = 60.0,
     ) -> None:
         if cluster is None:
             cluster = (
@@ -70,6 +71,8 @@ class LocalnetServer:
         self.host = host
         self.rpc_port = rpc_port
         self.ws_port = ws_port if ws_port is not None else (rpc_port + 1 if rpc_port else 0)
+        # seconds `stop()` lets open requests and websockets finish before cancelling them
+        self.shutdown_timeout = shutdown_timeout
         self._runners: list[web.AppRunner] = []
 
     @property
@@ -81,7 +84,7 @@ class LocalnetServer:
         return f"ws://{self.host}:{self.ws_port}"
 
     async def _serve(self, app: web.Application, port: int) -> int:
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.shutdown_timeout)
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, self.host, port)
