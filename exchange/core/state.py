@@ -528,6 +528,19 @@ class ExchangeCore:
             if order.reduce_only:
                 self._reduce_only_touched.add((book.market_id, order.account))
             return book.rest(order, ts_ns, seq, out)
+        return self._end_off_book(book, order, _R_IOC_REMAINDER, registered, ts_ns, seq, out)
+
+    def _end_off_book(
+        self,
+        book: OrderBook,
+        order: Order,
+        reason: int,
+        registered: bool,
+        ts_ns: int,
+        seq: int,
+        out: list[Any],
+    ) -> int:
+        """Cancel an order that is not on the book (in flight or trigger-pending)."""
         if registered:
             book.forget_live(order)
         order.status = next_status(order.status, _T_CANCEL)
@@ -541,8 +554,8 @@ class ExchangeCore:
                     order.order_id,
                     order.owner_id,
                     order.sub_account_id,
-                    remaining,
-                    _R_IOC_REMAINDER,
+                    order.remaining_lots,
+                    reason,
                 ),
             )
         )
@@ -597,24 +610,7 @@ class ExchangeCore:
     ) -> int:
         if order.status == _S_TRIGGER_PENDING:
             del self.trigger_books[book.market_id].orders[order.order_id]
-            book.forget_live(order)
-            order.status = next_status(order.status, _T_CANCEL)
-            out.append(
-                _new(
-                    OrderCanceled,
-                    (
-                        seq,
-                        ts_ns,
-                        book.market_id,
-                        order.order_id,
-                        order.owner_id,
-                        order.sub_account_id,
-                        order.remaining_lots,
-                        reason,
-                    ),
-                )
-            )
-            return seq + 1
+            return self._end_off_book(book, order, reason, True, ts_ns, seq, out)
         return book.cancel_resting(order, reason, ts_ns, seq, out)
 
     def cancel_all(self, cmd: CancelAll, ts_ns: int, out: list[Any]) -> None:
@@ -802,24 +798,7 @@ class ExchangeCore:
                 if problem is not None or lots != order.remaining_lots:
                     # The position changed since placement: a reduce-only order that would no
                     # longer only reduce is cancelled whole rather than silently resized.
-                    book.forget_live(order)
-                    order.status = next_status(order.status, _T_CANCEL)
-                    out.append(
-                        _new(
-                            OrderCanceled,
-                            (
-                                seq,
-                                ts_ns,
-                                book.market_id,
-                                order.order_id,
-                                order.owner_id,
-                                order.sub_account_id,
-                                order.remaining_lots,
-                                _R_REDUCE_ONLY,
-                            ),
-                        )
-                    )
-                    seq += 1
+                    seq = self._end_off_book(book, order, _R_REDUCE_ONLY, True, ts_ns, seq, out)
                     continue
             seq = self._run_taker(book, order, True, ts_ns, seq, out)
         self.next_seq = seq
