@@ -17,7 +17,10 @@ the anchor machine that halves the per-call overhead.
   -price) with the best level at the END, so a level near the touch is found, added or
   removed with a short scan / memmove.
 * hashes (open addressing, linear probing, backward-shift deletion): order id -> slot,
-  (account, client id) -> slot, account -> account index.
+  (account, client id) -> slot, account -> account record index.
+* accounts: dense 32-byte records (position, live orders, newest live order, reduce-only
+  count) in creation order, so the records of recent accounts share cache lines; the
+  account key and the reduce-only recheck flag sit in a cold side table.
 * expiry: an indexed binary heap of slots keyed by (expire_at_ns, order_id), entries removed
   eagerly when an order leaves (the reference keeps stale entries; the events are the same).
 * events: rows of ``ROW_W`` int64 ``[KIND, seq, ts_ns, market_id, fields...]``; rejections
@@ -86,9 +89,9 @@ H_OIDH = 25
 H_OIDMASK = 26
 H_CIDH = 27
 H_CIDMASK = 28
-H_ACCH = 29  # (unused)
+H_ACCH = 29  # account hash: (account + 1, record index) pairs
 H_ACCMASK = 30
-H_ACC = 31
+H_ACC = 31  # account records, dense, in creation order
 H_ACCCAP = 32
 H_NACC = 33
 H_HEAP = 34
@@ -100,6 +103,7 @@ H_NTRADES = 39  # statistics only: maker fills and lots traded since constructio
 H_TRADED = 40
 H_TOUCH = 41  # accounts whose resting reduce-only orders need a recheck
 H_NTOUCH = 42
+H_AKEY = 43  # per record (cold side table): account + 1, touched flag
 
 NF = 24  # order fields, in three 64-byte lines: cancels and fills touch only the first two
 P_NEXT = 0
@@ -135,13 +139,13 @@ L_TOTAL = 3
 L_COUNT = 4
 L_NEXTFREE = 5
 
-AF = 8  # account record, stored inline in the account hash (one 64-byte line)
-A_KEY1 = 0  # account + 1 (0 = empty slot)
-A_POS = 1
-A_LIVE = 2
-A_HEAD = 3  # newest live order; the list runs to older ones
-A_RO = 4  # live reduce-only orders
-A_TOUCHED = 5  # listed in the reduce-only recheck of this command
+AF = 4  # account record (32 bytes: only what the hot path reads)
+A_POS = 0
+A_LIVE = 1
+A_HEAD = 2  # newest live order; the list runs to older ones
+A_RO = 3  # live reduce-only orders
+AK_KEY1 = 0  # side table (2 words per record): account + 1
+AK_TOUCHED = 1  # listed in the reduce-only recheck of this command
 
 # event kinds (events.py KIND values)
 K_ACC = 2
@@ -436,16 +440,16 @@ def _cid_del(addr, acct, cid):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, inline="always")
 def _acc_find(addr, acct):  # type: ignore[no-untyped-def]
-    """Slot of the account's record in the account hash, or -1."""
+    """Index of the account's record, or -1."""
     S = _view(addr)
-    A = S[H_ACC]
+    T = S[H_ACCH]
     mask = S[H_ACCMASK]
     key1 = acct + 1
     i = _mix(acct) & mask
     while True:
-        k = S[A + i * AF]
+        k = S[T + 2 * i]
         if k == key1:
-            return i
+            return S[T + 2 * i + 1]
         if k == 0:
             return -1
         i = (i + 1) & mask
@@ -454,24 +458,30 @@ def _acc_find(addr, acct):  # type: ignore[no-untyped-def]
 @njit(cache=True, inline="always")
 def _acc_get(addr, acct):  # type: ignore[no-untyped-def]
     S = _view(addr)
-    A = S[H_ACC]
+    T = S[H_ACCH]
     mask = S[H_ACCMASK]
     key1 = acct + 1
     i = _mix(acct) & mask
     while True:
-        k = S[A + i * AF]
+        k = S[T + 2 * i]
         if k == key1:
-            return i
+            return S[T + 2 * i + 1]
         if k == 0:
             break
         i = (i + 1) & mask
-    S[H_NACC] += 1
-    q = A + i * AF
-    S[q + A_KEY1] = key1
+    a = S[H_NACC]
+    S[H_NACC] = a + 1
+    S[T + 2 * i] = key1
+    S[T + 2 * i + 1] = a
+    q = S[H_ACC] + a * AF
     S[q + A_POS] = 0
     S[q + A_LIVE] = 0
     S[q + A_HEAD] = -1
-    return i
+    S[q + A_RO] = 0
+    k = S[H_AKEY] + 2 * a
+    S[k + AK_KEY1] = key1
+    S[k + AK_TOUCHED] = 0
+    return a
 
 
 @njit(cache=True)
@@ -1030,9 +1040,9 @@ def _price_size_problem(addr, price, size, price_ticks, lots):  # type: ignore[n
 def _touch(addr, a):  # type: ignore[no-untyped-def]
     """Note account record ``a`` for the reduce-only recheck at the end of the command."""
     S = _view(addr)
-    q = S[H_ACC] + a * AF
-    if S[q + A_TOUCHED] == 0:
-        S[q + A_TOUCHED] = 1
+    q = S[H_AKEY] + 2 * a
+    if S[q + AK_TOUCHED] == 0:
+        S[q + AK_TOUCHED] = 1
         n = S[H_NTOUCH]
         S[S[H_TOUCH] + n] = a
         S[H_NTOUCH] = n + 1
@@ -1053,8 +1063,8 @@ def _enforce_reduce_only(addr, ts):  # type: ignore[no-untyped-def]
     recs = np.empty(n, np.int64)
     for j in range(n):
         a = S[S[H_TOUCH] + j]
-        S[A + a * AF + A_TOUCHED] = 0
-        keys[j] = S[A + a * AF + A_KEY1] - 1
+        S[S[H_AKEY] + 2 * a + AK_TOUCHED] = 0
+        keys[j] = S[S[H_AKEY] + 2 * a + AK_KEY1] - 1
         recs[j] = a
     order = np.argsort(keys)
     for j in range(n):
@@ -1417,8 +1427,9 @@ _cancel_b = njit(cache=True, inline="always")(_cancel.py_func)
 
 # Look-ahead (in ops) of the batch path's prefetches. Each stage only issues loads that an
 # earlier stage has already pulled into the cache, so a prefetch never waits on a miss:
-# FAR: the account record of a place, the order-id hash line of a cancel / amend;
-# MID: the order's row (hash now cached); NEAR: its account record (row now cached).
+# FAR: the account-hash line of a place, the order-id hash line of a cancel / amend;
+# MID: the place's account record, the order's row (hash now cached); NEAR: the order's
+# account record (row now cached).
 PF_FAR = 12
 PF_MID = 6
 PF_NEAR = 2
@@ -1435,7 +1446,7 @@ def _prefetch_far(addr, ops, j):  # type: ignore[no-untyped-def]
     op = R[r]
     if op == OP_PLACE or op == OP_CANCEL_ALL:  # noqa: SIM109 (numba hot path)
         acct = R[r + 2] * SUB_ACCOUNTS_PER_OWNER + R[r + 3]
-        _prefetch(addr + 8 * (S[H_ACC] + (_mix(acct) & S[H_ACCMASK]) * AF))  # type: ignore[call-arg]
+        _prefetch(addr + 8 * (S[H_ACCH] + 2 * (_mix(acct) & S[H_ACCMASK])))  # type: ignore[call-arg]
     elif op == OP_CANCEL or op == OP_AMEND:  # noqa: SIM109 (numba hot path)
         _prefetch_r(addr + 8 * (S[H_OIDH] + 2 * (_mix(R[r + 4]) & S[H_OIDMASK])))  # type: ignore[call-arg]
 
@@ -1452,6 +1463,11 @@ def _prefetch_mid(addr, ops, j):  # type: ignore[no-untyped-def]
             p = addr + 8 * (S[H_POOL] + s * NF)
             _prefetch(p)  # type: ignore[call-arg]
             _prefetch(p + 64)
+    elif op == OP_PLACE:  # the account record (its hash line is cached now)
+        a = _acc_find(addr, R[j * OP_W + 2] * SUB_ACCOUNTS_PER_OWNER + R[j * OP_W + 3])
+        if a < 0:
+            a = S[H_NACC]
+        _prefetch(addr + 8 * (S[H_ACC] + a * AF))  # type: ignore[call-arg]
     S[H_RING + (j & (PF_RING - 1))] = s
 
 
@@ -1554,10 +1570,10 @@ def k_copy(src, dst):  # type: ignore[no-untyped-def]
     D[H_NTRADES] = S[H_NTRADES]
     D[H_TRADED] = S[H_TRADED]
     A = S[H_ACC]
-    for a in range(S[H_ACCMASK] + 1):
+    for a in range(S[H_NACC]):
         q = A + a * AF
-        if S[q + A_KEY1] != 0 and (S[q + A_POS] != 0 or S[q + A_LIVE] != 0):
-            na = _acc_get(dst, S[q + A_KEY1] - 1)
+        if S[q + A_POS] != 0 or S[q + A_LIVE] != 0:
+            na = _acc_get(dst, S[S[H_AKEY] + 2 * a + AK_KEY1] - 1)
             D[D[H_ACC] + na * AF + A_POS] = S[q + A_POS]
     P = S[H_POOL]
     cap = S[H_CAP]
@@ -1722,7 +1738,9 @@ class FastMarket:
         for name, size in (
             ("pool", cap * NF),
             ("lvl", cap * LF),
-            ("acc", acc_slots * AF),
+            ("acc", acc_cap * AF),
+            ("acch", 2 * acc_slots),
+            ("akey", 2 * acc_cap),
             ("k0", cap),
             ("k1", cap),
             ("l0", cap),
@@ -1757,6 +1775,7 @@ class FastMarket:
         S[H_OIDH], S[H_OIDMASK] = layout["oidh"], oid_slots - 1
         S[H_CIDH], S[H_CIDMASK] = layout["cidh"], oid_slots - 1
         S[H_ACC], S[H_ACCMASK], S[H_ACCCAP] = layout["acc"], acc_slots - 1, acc_cap
+        S[H_ACCH], S[H_AKEY] = layout["acch"], layout["akey"]
         S[H_HEAP] = layout["heap"]
         S[H_TOUCH] = layout["touch"]
         S[H_TOTAL] = off
@@ -2205,10 +2224,11 @@ class FastMarket:
     def positions(self) -> dict[int, int]:
         """Non-zero signed positions in lots by account (``owner * 2**16 + sub``)."""
         S = self._S
-        a0, na = int(S[H_ACC]), int(S[H_ACCMASK]) + 1
-        acc = S[a0 : a0 + na * AF].reshape(na, AF)
-        used = acc[(acc[:, A_KEY1] != 0) & (acc[:, A_POS] != 0)]
-        return dict(zip((used[:, A_KEY1] - 1).tolist(), used[:, A_POS].tolist()))
+        a0, k0, na = int(S[H_ACC]), int(S[H_AKEY]), int(S[H_NACC])
+        pos = S[a0 : a0 + na * AF].reshape(na, AF)[:, A_POS]
+        keys = S[k0 : k0 + na * 2].reshape(na, 2)[:, AK_KEY1]
+        used = pos != 0
+        return dict(zip((keys[used] - 1).tolist(), pos[used].tolist()))
 
     # ------------------------------------------------------------ events
     def events(self) -> list[Any]:
