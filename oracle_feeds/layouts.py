@@ -5,7 +5,7 @@ the 8-byte Anchor discriminator where the format has one). Sources: the Pyth ora
 ``pc_price_t`` layout (legacy push, v2), Pyth ``pyth-solana-receiver-sdk`` ``PriceUpdateV2``
 (Borsh), ``switchboard-on-demand`` ``PullFeedAccountData`` (``repr(C)``, zero-copy) and
 Switchboard V2 ``AggregatorAccountData`` (``repr(packed)``, zero-copy), cross-checked against
-real mainnet dumps in ``/work/shared/fixtures/oracle-accounts``.
+real mainnet dumps in ``tests/fixtures/oracle-accounts``.
 
 The ``*Account`` dataclasses below hold every field the parsers read and the encoders write;
 the parsers turn them into an :class:`oracle_feeds.price.OraclePrice`.

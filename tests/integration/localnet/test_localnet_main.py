@@ -17,7 +17,9 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-FIXTURE = Path("/work/shared/fixtures/oracle-accounts/pyth-pull-price-update-v2.json")
+FIXTURE = (
+    Path(__file__).parents[2] / "fixtures" / "oracle-accounts" / "pyth-pull-price-update-v2.json"
+)
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -34,7 +36,6 @@ def call(url: str, method: str, params: list[Any]) -> Any:
         return json.loads(resp.read())
 
 
-@pytest.mark.skipif(not FIXTURE.exists(), reason="oracle fixture missing")
 def test_python_m_localnet_serves_preloaded_account() -> None:
     rpc_port, ws_port = free_port(), free_port()
     address = "11111111111111111111111111111112"  # --account ADDRESS overrides the file's pubkey

@@ -34,14 +34,12 @@ from localnet.server import LocalnetServer, Preload
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-FIXTURES = Path("/work/shared/fixtures/oracle-accounts")
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "oracle-accounts"
 PYTH_PULL = FIXTURES / "pyth-pull-price-update-v2.json"
 PYTH_RECEIVER = Pubkey.from_string("rec5EKMGg6MxZYaMdyBfgwp4d5rB9T1VQH5pJv5LtFJ")
 SWITCHBOARD_OD = Pubkey.from_string("SBondMDrcV3K4kxZR1HNVT7osZxAHVHgYXL5Ze1oMUv")
 PRICE_UPDATE_V2_DISCRIMINATOR = bytes([34, 241, 35, 99, 157, 126, 244, 205])
 SOL = 1_000_000_000
-
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="oracle fixtures missing")
 
 
 class FakeClock:
@@ -149,7 +147,6 @@ async def test_send_with_last_valid_block_height_confirms(client: AsyncClient) -
     assert (await client.get_signature_statuses([resp.value])).value[0] is not None
 
 
-@needs_fixtures
 async def test_account_info_and_multiple_accounts(
     server: LocalnetServer, client: AsyncClient
 ) -> None:
@@ -176,7 +173,6 @@ async def test_account_info_and_multiple_accounts(
     assert parsed is not None
 
 
-@needs_fixtures
 async def test_program_accounts_filters(server: LocalnetServer, client: AsyncClient) -> None:
     pubkey, _ = load_account_file(PYTH_PULL)
     by_size = (await client.get_program_accounts(PYTH_RECEIVER, filters=[134])).value
@@ -221,7 +217,6 @@ async def test_program_accounts_index_follows_transactions(client: AsyncClient) 
 
 
 # ---------------------------------------------------------- JSON-RPC surface
-@needs_fixtures
 async def test_batch_with_gzip_header_on_plain_body(server: LocalnetServer) -> None:
     pubkey, expected = load_account_file(PYTH_PULL)
     batch = [

@@ -17,7 +17,7 @@ import pytest
 
 from localnet.validator import ValidatorError, ValidatorOptions, validator_command
 
-FIXTURES = Path(__file__).parents[4] / "shared" / "fixtures" / "oracle-accounts"
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "oracle-accounts"
 PULL = FIXTURES / "pyth-pull-price-update-v2.json"
 
 

@@ -62,13 +62,11 @@ from oracle_feeds.price import (
     price_from_raw,
 )
 
-FIXTURES = Path("/work/shared/fixtures/oracle-accounts")
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "oracle-accounts"
 PULL_JSON = FIXTURES / "pyth-pull-price-update-v2.json"
 ON_DEMAND_JSON = FIXTURES / "switchboard-on-demand-pull-feed.json"
 V2_JSON = FIXTURES / "switchboard-v2-aggregator.json"
 BONK_FEED_ID = bytes.fromhex("72b021217ca3fe68922a19aaf990109cb9d84e9ad004b4d2025ad6f529314419")
-
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared oracle fixtures missing")
 
 
 @pytest.fixture(scope="module")
