@@ -23,7 +23,8 @@ the anchor machine that halves the per-call overhead.
   account key and the reduce-only recheck flag sit in a cold side table.
 * expiry: an indexed binary heap of slots keyed by (expire_at_ns, order_id), entries removed
   eagerly when an order leaves (the reference keeps stale entries; the events are the same).
-* events: rows of ``ROW_W`` int64 ``[KIND, seq, ts_ns, market_id, fields...]``; rejections
+* events: rows of ``ROW_W`` int64 ``[KIND, seq, ts_ns, fields...]`` (``decode`` puts the
+  market id, the same for every row, back after ``ts_ns``); rejections
   carry ``(code, template, p1, p2)`` and ``decode`` rebuilds the reference message text.
 
 Arithmetic bounds: lots <= max_size_lots <= 2**48 and ticks <= max_price_ticks <= 2**32;
@@ -60,7 +61,7 @@ from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER, OrderType, TimeInForce
 _I64 = types.int64
 
 # ---------------------------------------------------------------- constants (compile-time)
-ROW_W = 17  # event row width
+ROW_W = 16  # event row width: 128 bytes, rows start on 64-byte boundaries
 HDR = 64
 
 H_SEQ = 0
@@ -156,6 +157,7 @@ K_CANCEL = 6
 K_EXP = 7
 K_AMEND = 8
 K_STD = 10
+TRADE_LOTS_COL = 11  # a TradeExecuted row's num_base_lots column
 
 # kernel statuses (negative: nothing happened, the Python wrapper acts and retries)
 ST_GROW = -1
@@ -301,7 +303,6 @@ def _emit(addr, kind, ts):  # type: ignore[no-untyped-def]
     S[b] = kind
     S[b + 1] = seq
     S[b + 2] = ts
-    S[b + 3] = S[H_MID]
     return b
 
 
@@ -309,25 +310,25 @@ def _emit(addr, kind, ts):  # type: ignore[no-untyped-def]
 def _reject(addr, ts, oid, cid, owner, sub, code, tmpl, p1, p2):  # type: ignore[no-untyped-def]
     S = _view(addr)
     b = _emit(addr, K_REJ, ts)
-    S[b + 4] = oid
-    S[b + 5] = cid
-    S[b + 6] = owner
-    S[b + 7] = sub
-    S[b + 8] = code
-    S[b + 9] = tmpl
-    S[b + 10] = p1
-    S[b + 11] = p2
+    S[b + 3] = oid
+    S[b + 4] = cid
+    S[b + 5] = owner
+    S[b + 6] = sub
+    S[b + 7] = code
+    S[b + 8] = tmpl
+    S[b + 9] = p1
+    S[b + 10] = p2
 
 
 @njit(cache=True, inline="always")
 def _ev_cancel(addr, ts, p, lots, reason):  # type: ignore[no-untyped-def]
     S = _view(addr)
     b = _emit(addr, K_CANCEL, ts)
-    S[b + 4] = S[p + P_OID]
-    S[b + 5] = S[p + P_OWNER]
-    S[b + 6] = S[p + P_SUB]
-    S[b + 7] = lots
-    S[b + 8] = reason
+    S[b + 3] = S[p + P_OID]
+    S[b + 4] = S[p + P_OWNER]
+    S[b + 5] = S[p + P_SUB]
+    S[b + 6] = lots
+    S[b + 7] = reason
 
 
 # ---------------------------------------------------------------- hashes
@@ -780,10 +781,10 @@ def _expire_due(addr, ts):  # type: ignore[no-untyped-def]
         lots = S[p + P_REM]
         _unlink_clean(addr, s)
         b = _emit(addr, K_EXP, ts)
-        S[b + 4] = S[p + P_OID]
-        S[b + 5] = S[p + P_OWNER]
-        S[b + 6] = S[p + P_SUB]
-        S[b + 7] = lots
+        S[b + 3] = S[p + P_OID]
+        S[b + 4] = S[p + P_OWNER]
+        S[b + 5] = S[p + P_SUB]
+        S[b + 6] = lots
         _forget(addr, s)
         _free(addr, s)
 
@@ -873,20 +874,20 @@ def _match(addr, t, ts):  # type: ignore[no-untyped-def]
                 elif stp == STP_CANCEL_TAKING:
                     S[pt + P_CANCELED] = 1
                     b = _emit(addr, K_CANCEL, ts)
-                    S[b + 4] = toid
-                    S[b + 5] = owner
-                    S[b + 6] = tsub
-                    S[b + 7] = rem
-                    S[b + 8] = R_STP_TAKING
+                    S[b + 3] = toid
+                    S[b + 4] = owner
+                    S[b + 5] = tsub
+                    S[b + 6] = rem
+                    S[b + 7] = R_STP_TAKING
                     done = True
                     break
                 else:  # decrement both
                     mrem = S[q + P_REM]
                     qty = rem if rem < mrem else mrem
                     b = _emit(addr, K_STD, ts)
-                    S[b + 4] = S[q + P_OID]
-                    S[b + 5] = toid
-                    S[b + 6] = qty
+                    S[b + 3] = S[q + P_OID]
+                    S[b + 4] = toid
+                    S[b + 5] = qty
                     rem -= qty
                     if qty == mrem:
                         _unlink(addr, m)
@@ -900,11 +901,11 @@ def _match(addr, t, ts):  # type: ignore[no-untyped-def]
                     if rem == 0:
                         S[pt + P_CANCELED] = 1
                         b = _emit(addr, K_CANCEL, ts)
-                        S[b + 4] = toid
-                        S[b + 5] = owner
-                        S[b + 6] = tsub
-                        S[b + 7] = 0
-                        S[b + 8] = R_STP_DECREMENT
+                        S[b + 3] = toid
+                        S[b + 4] = owner
+                        S[b + 5] = tsub
+                        S[b + 6] = 0
+                        S[b + 7] = R_STP_DECREMENT
                         done = True
                         break
                 m = nxt
@@ -935,17 +936,17 @@ def _match(addr, t, ts):  # type: ignore[no-untyped-def]
             S[H_NTRADES] += 1
             S[H_TRADED] += qty
             b = _emit(addr, K_TRADE, ts)
-            S[b + 4] = S[q + P_OID]
-            S[b + 5] = toid
-            S[b + 6] = S[q + P_OWNER]
-            S[b + 7] = S[q + P_SUB]
-            S[b + 8] = owner
-            S[b + 9] = tsub
-            S[b + 10] = side
-            S[b + 11] = price
-            S[b + 12] = qty
-            S[b + 13] = after
-            S[b + 14] = rem
+            S[b + 3] = S[q + P_OID]
+            S[b + 4] = toid
+            S[b + 5] = S[q + P_OWNER]
+            S[b + 6] = S[q + P_SUB]
+            S[b + 7] = owner
+            S[b + 8] = tsub
+            S[b + 9] = side
+            S[b + 10] = price
+            S[b + 11] = qty
+            S[b + 12] = after
+            S[b + 13] = rem
             if after == 0:
                 _forget(addr, m)  # before the fill hook, as the reference does
             signed = qty if side == BID else -qty
@@ -993,9 +994,9 @@ def _run_taker(addr, t, registered, ts):  # type: ignore[no-untyped-def]
             _touch(addr, S[pt + P_ACC])
         _link(addr, t)
         b = _emit(addr, K_REST, ts)
-        S[b + 4] = S[pt + P_OID]
-        S[b + 5] = S[pt + P_PRICE]
-        S[b + 6] = rem
+        S[b + 3] = S[pt + P_OID]
+        S[b + 4] = S[pt + P_PRICE]
+        S[b + 5] = rem
         return
     if registered:
         _forget(addr, t)
@@ -1093,10 +1094,10 @@ def _enforce_reduce_only(addr, ts):  # type: ignore[no-untyped-def]
                 S[S[H_LVL] + S[p + P_LEVEL] * LF + L_TOTAL] -= rem - allowed
                 S[p + P_REM] = allowed
                 b = _emit(addr, K_AMEND, ts)
-                S[b + 4] = S[p + P_OID]
-                S[b + 5] = S[p + P_PRICE]
-                S[b + 6] = allowed
-                S[b + 7] = 1
+                S[b + 3] = S[p + P_OID]
+                S[b + 4] = S[p + P_PRICE]
+                S[b + 5] = allowed
+                S[b + 6] = 1
                 allowed = 0
             else:
                 _unlink_clean(addr, s)
@@ -1187,19 +1188,19 @@ def _place(addr, owner, sub, side, price, size, otype, tif, cid, trig, ro, stp, 
     oid = S[H_NOID]
     S[H_NOID] = oid + 1
     b = _emit(addr, K_ACC, ts)
-    S[b + 4] = oid
-    S[b + 5] = cid
-    S[b + 6] = owner
-    S[b + 7] = sub
-    S[b + 8] = side
-    S[b + 9] = otype
-    S[b + 10] = tif
-    S[b + 11] = price_ticks
-    S[b + 12] = lots
-    S[b + 13] = trig_ticks
-    S[b + 14] = ro
-    S[b + 15] = stp
-    S[b + 16] = exp
+    S[b + 3] = oid
+    S[b + 4] = cid
+    S[b + 5] = owner
+    S[b + 6] = sub
+    S[b + 7] = side
+    S[b + 8] = otype
+    S[b + 9] = tif
+    S[b + 10] = price_ticks
+    S[b + 11] = lots
+    S[b + 12] = trig_ticks
+    S[b + 13] = ro
+    S[b + 14] = stp
+    S[b + 15] = exp
     t = S[H_FREE]
     P = S[H_POOL]
     p = P + t * NF
@@ -1317,10 +1318,10 @@ def _amend(addr, owner, sub, oid, new_price, new_size, ts):  # type: ignore[no-u
         S[S[H_LVL] + S[p + P_LEVEL] * LF + L_TOTAL] -= cur_lots - lots
         S[p + P_REM] = lots
         b = _emit(addr, K_AMEND, ts)
-        S[b + 4] = S[p + P_OID]
-        S[b + 5] = price_ticks
-        S[b + 6] = lots
-        S[b + 7] = 1
+        S[b + 3] = S[p + P_OID]
+        S[b + 4] = price_ticks
+        S[b + 5] = lots
+        S[b + 6] = 1
         if S[p + P_RO] != 0:
             _touch(addr, S[p + P_ACC])
             _enforce_reduce_only(addr, ts)
@@ -1354,10 +1355,10 @@ def _amend(addr, owner, sub, oid, new_price, new_size, ts):  # type: ignore[no-u
     _unlink_clean(addr, s)
     S[p + P_REM] = lots
     b = _emit(addr, K_AMEND, ts)
-    S[b + 4] = S[p + P_OID]
-    S[b + 5] = price_ticks
-    S[b + 6] = lots
-    S[b + 7] = 0
+    S[b + 3] = S[p + P_OID]
+    S[b + 4] = price_ticks
+    S[b + 5] = lots
+    S[b + 6] = 0
     S[p + P_PRICE] = new_rest
     _run_taker(addr, s, True, ts)
     if S[H_NTOUCH] > 0:
@@ -1795,7 +1796,9 @@ class FastMarket:
     def _new_rows(self, ev_rows: int) -> None:
         """A fresh event buffer, outside ``S``: ``S[H_EVOFF]`` is its word offset from ``S``
         (negative when it lies below). A full buffer is handed to the spill list as it is."""
-        E = np.empty((ev_rows, ROW_W), np.int64)
+        buf = np.empty(ev_rows * ROW_W + 8, np.int64)
+        shift = (-buf.ctypes.data % 64) // 8  # 128-byte rows on 64-byte boundaries
+        E = buf[shift : shift + ev_rows * ROW_W].reshape(ev_rows, ROW_W)
         self._E = E
         gap = E.ctypes.data - self._addr
         assert gap % 8 == 0
@@ -2261,7 +2264,10 @@ class FastMarket:
         new = tuple.__new__
         out: list[Any] = []
         append = out.append
+        mid = self.spec.market_id
         for r in rows:
+            r = list(r)
+            r.insert(3, mid)  # rows leave out the market id (the same for every row)
             k = r[0]
             if k == K_TRADE:
                 append(new(TradeExecuted, r[1:15]))

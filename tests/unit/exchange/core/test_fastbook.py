@@ -17,7 +17,7 @@ from exchange.core.events import (
     SelfTradeDecremented,
     TradeExecuted,
 )
-from exchange.core.fastbook import FastMarket
+from exchange.core.fastbook import ROW_W, TRADE_LOTS_COL, FastMarket
 from exchange.core.market import MarketSpec
 from exchange.core.orders import OrderType, SelfTradePrevention, TimeInForce
 from exchange.core.state import ExchangeCore
@@ -143,7 +143,7 @@ def test_last_mode_keeps_only_the_last_command() -> None:
     assert fm.place(1, 0, ASK, 100 * TICK, LOT, ts_ns=1) == 2
     assert fm.place(2, 0, BID, 100 * TICK, LOT, ts_ns=2) == 2
     assert [type(e) for e in fm.events()] == [OrderAccepted, TradeExecuted]
-    assert fm.rows().shape == (2, 17)
+    assert fm.rows().shape == (2, ROW_W)
 
 
 def test_growth_keeps_state_and_priority() -> None:
@@ -158,7 +158,7 @@ def test_growth_keeps_state_and_priority() -> None:
     assert fm.run_batch(ops, keep_events=True) == 4  # accepted + 3 trades in time order
     trades = fm.drain_events()[1:]
     assert [t.maker_order_id for t in trades] == [6, 16, 26]  # the asks at 60, oldest first
-    assert np.array_equal(fm.rows(), np.empty((0, 17), np.int64))
+    assert np.array_equal(fm.rows(), np.empty((0, ROW_W), np.int64))
 
 
 def test_batch_spills_many_full_buffers_in_order() -> None:
@@ -182,4 +182,17 @@ def test_batch_spills_many_full_buffers_in_order() -> None:
     assert got == want
     assert batch.canonical() == one.canonical()
     again = batch.run_batch(FastMarket.encode([(PlaceOrder(3, 9, 0, BID, 90 * TICK, LOT), 9000)]))
-    assert again == 2 and batch.rows().shape == (2, 17)
+    assert again == 2 and batch.rows().shape == (2, ROW_W)
+
+
+def test_rows_leave_out_the_market_id_and_decode_restores_it() -> None:
+    fm = fresh()
+    fm.place(1, 0, ASK, 100 * TICK, 2 * LOT, ts_ns=1)
+    fm.place(2, 0, BID, 100 * TICK, LOT, ts_ns=2)
+    rows = fm.rows()
+    assert rows.ctypes.data % 64 == 0 and rows.flags.c_contiguous
+    events = fm.decode(rows)
+    assert events == fm.events()
+    assert all(e.market_id == 3 for e in events)
+    trade = next(i for i, e in enumerate(events) if isinstance(e, TradeExecuted))
+    assert rows[trade, TRADE_LOTS_COL] == events[trade].num_base_lots == 1
