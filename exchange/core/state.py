@@ -203,7 +203,7 @@ class ExchangeCore:
             raise TypeError(f"expected a command, got {type(cmd).__name__}")
         return out
 
-    def _reject(
+    def reject(
         self,
         out: list[Any],
         ts_ns: int,
@@ -215,6 +215,7 @@ class ExchangeCore:
         code: RejectCode,
         message: str,
     ) -> None:
+        """Record one refused command as ``OrderRejected``; nothing else changes."""
         seq = self.next_seq
         self.next_seq = seq + 1
         out.append(
@@ -234,12 +235,41 @@ class ExchangeCore:
             )
         )
 
+    def _prepare(
+        self,
+        ts_ns: int,
+        out: list[Any],
+        market_id: int,
+        order_id: int,
+        client_order_id: int,
+        owner_id: int,
+        sub_account_id: int,
+    ) -> OrderBook | None:
+        """Every order command's first step: expire what is due, then find the market's book
+        (``None`` after recording an ``UNKNOWN_MARKET`` rejection)."""
+        if self._expiry and self._expiry[0][0] <= ts_ns:
+            self.expire_due(ts_ns, out)
+        book = self.books.get(market_id)
+        if book is None:
+            self.reject(
+                out,
+                ts_ns,
+                market_id,
+                order_id,
+                client_order_id,
+                owner_id,
+                sub_account_id,
+                RejectCode.UNKNOWN_MARKET,
+                f"market_id: expected one of {sorted(self.books)}, got {market_id}",
+            )
+        return book
+
     def create_market(self, cmd: CreateMarket, ts_ns: int, out: list[Any]) -> None:
         """Open a new order book; refused if the id exists or the spec is invalid."""
         if self._expiry and self._expiry[0][0] <= ts_ns:
             self.expire_due(ts_ns, out)
         if cmd.market_id in self.books:
-            self._reject(
+            self.reject(
                 out,
                 ts_ns,
                 cmd.market_id,
@@ -254,7 +284,7 @@ class ExchangeCore:
         try:
             spec = MarketSpec(**cmd._asdict())
         except Exception as exc:  # ConfigError, or a mistyped field
-            self._reject(
+            self.reject(
                 out, ts_ns, cmd.market_id, 0, 0, 0, 0, RejectCode.INVALID_MARKET_SPEC, str(exc)
             )
             return
@@ -295,21 +325,8 @@ class ExchangeCore:
         out: list[Any],
     ) -> None:
         """Validate and run a new order. Every refusal is one ``OrderRejected`` event."""
-        if self._expiry and self._expiry[0][0] <= ts_ns:
-            self.expire_due(ts_ns, out)
-        book = self.books.get(market_id)
+        book = self._prepare(ts_ns, out, market_id, 0, client_order_id, owner_id, sub_account_id)
         if book is None:
-            self._reject(
-                out,
-                ts_ns,
-                market_id,
-                0,
-                client_order_id,
-                owner_id,
-                sub_account_id,
-                RejectCode.UNKNOWN_MARKET,
-                f"market_id: expected one of {sorted(self.books)}, got {market_id}",
-            )
             return
         spec = book.spec
         # --- price and size against tick, lot and limits (cheapest checks first)
@@ -353,7 +370,7 @@ class ExchangeCore:
         if problem is None and reduce_only:
             lots, problem = self._reduce_only_lots(account, market_id, side, lots)
         if problem is not None:
-            self._reject(
+            self.reject(
                 out, ts_ns, market_id, 0, client_order_id, owner_id, sub_account_id, *problem
             )
             return
@@ -378,7 +395,7 @@ class ExchangeCore:
         if time_in_force >= _FOK and order_type not in _TRIGGER_TYPES:
             problem = self._check_against_book(book, order)
             if problem is not None:
-                self._reject(
+                self.reject(
                     out, ts_ns, market_id, 0, client_order_id, owner_id, sub_account_id, *problem
                 )
                 return
@@ -571,26 +588,21 @@ class ExchangeCore:
 
     def cancel_order(self, cmd: CancelOrder, ts_ns: int, out: list[Any]) -> None:
         """Cancel one live order of the account, by order id or client order id."""
-        if self._expiry and self._expiry[0][0] <= ts_ns:
-            self.expire_due(ts_ns, out)
-        book = self.books.get(cmd.market_id)
+        book = self._prepare(
+            ts_ns,
+            out,
+            cmd.market_id,
+            cmd.order_id,
+            cmd.client_order_id,
+            cmd.owner_id,
+            cmd.sub_account_id,
+        )
         if book is None:
-            self._reject(
-                out,
-                ts_ns,
-                cmd.market_id,
-                cmd.order_id,
-                cmd.client_order_id,
-                cmd.owner_id,
-                cmd.sub_account_id,
-                RejectCode.UNKNOWN_MARKET,
-                f"market_id: expected one of {sorted(self.books)}, got {cmd.market_id}",
-            )
             return
         account = cmd.owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
         order = self._find_live(book, account, cmd.order_id, cmd.client_order_id)
         if order is None:
-            self._reject(
+            self.reject(
                 out,
                 ts_ns,
                 cmd.market_id,
@@ -615,21 +627,8 @@ class ExchangeCore:
 
     def cancel_all(self, cmd: CancelAll, ts_ns: int, out: list[Any]) -> None:
         """Cancel every live order (resting and trigger-pending) of one account in a market."""
-        if self._expiry and self._expiry[0][0] <= ts_ns:
-            self.expire_due(ts_ns, out)
-        book = self.books.get(cmd.market_id)
+        book = self._prepare(ts_ns, out, cmd.market_id, 0, 0, cmd.owner_id, cmd.sub_account_id)
         if book is None:
-            self._reject(
-                out,
-                ts_ns,
-                cmd.market_id,
-                0,
-                0,
-                cmd.owner_id,
-                cmd.sub_account_id,
-                RejectCode.UNKNOWN_MARKET,
-                f"market_id: expected one of {sorted(self.books)}, got {cmd.market_id}",
-            )
             return
         account = cmd.owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
         seq = self.next_seq
@@ -646,11 +645,14 @@ class ExchangeCore:
         re-queues the order at the back (and it may trade if the new price crosses, except
         post-only orders, which are refused or slid as on arrival).
         """
-        if self._expiry and self._expiry[0][0] <= ts_ns:
-            self.expire_due(ts_ns, out)
+        book = self._prepare(
+            ts_ns, out, cmd.market_id, cmd.order_id, 0, cmd.owner_id, cmd.sub_account_id
+        )
+        if book is None:
+            return
 
         def reject(code: RejectCode, message: str) -> None:
-            self._reject(
+            self.reject(
                 out,
                 ts_ns,
                 cmd.market_id,
@@ -662,13 +664,6 @@ class ExchangeCore:
                 message,
             )
 
-        book = self.books.get(cmd.market_id)
-        if book is None:
-            reject(
-                RejectCode.UNKNOWN_MARKET,
-                f"market_id: expected one of {sorted(self.books)}, got {cmd.market_id}",
-            )
-            return
         spec = book.spec
         account = cmd.owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
         order = self._find_live(book, account, cmd.order_id, 0)
@@ -755,24 +750,11 @@ class ExchangeCore:
 
     def update_trigger_price(self, cmd: UpdateTriggerPrice, ts_ns: int, out: list[Any]) -> None:
         """Fire the stop / take-profit orders that ``cmd.price`` reaches, oldest first."""
-        if self._expiry and self._expiry[0][0] <= ts_ns:
-            self.expire_due(ts_ns, out)
-        book = self.books.get(cmd.market_id)
+        book = self._prepare(ts_ns, out, cmd.market_id, 0, 0, 0, 0)
         if book is None:
-            self._reject(
-                out,
-                ts_ns,
-                cmd.market_id,
-                0,
-                0,
-                0,
-                0,
-                RejectCode.UNKNOWN_MARKET,
-                f"market_id: expected one of {sorted(self.books)}, got {cmd.market_id}",
-            )
             return
         if cmd.price <= 0:
-            self._reject(
+            self.reject(
                 out,
                 ts_ns,
                 cmd.market_id,

@@ -19,7 +19,7 @@ from typing import Any
 
 from exchange.core.commands import Command, MalformedCommand, check_command
 from exchange.core.errors import ExchangeError, JournalError, RejectCode, ReplayMismatch
-from exchange.core.events import Event, OrderRejected
+from exchange.core.events import Event
 from exchange.core.state import ExchangeCore
 from exchange.engine.config import EngineConfig
 from exchange.engine.journal import Journal
@@ -134,20 +134,16 @@ class Engine:
             value = getattr(cmd, name, 0)
             return value if type(value) is int and 0 <= value < 2**63 else 0
 
-        seq = self.core.next_seq
-        self.core.next_seq = seq + 1
-        out.append(
-            OrderRejected(
-                seq,
-                ts,
-                field("market_id"),
-                field("order_id"),
-                field("client_order_id"),
-                field("owner_id"),
-                field("sub_account_id"),
-                int(RejectCode.MALFORMED_COMMAND),
-                message,
-            )
+        self.core.reject(
+            out,
+            ts,
+            field("market_id"),
+            field("order_id"),
+            field("client_order_id"),
+            field("owner_id"),
+            field("sub_account_id"),
+            RejectCode.MALFORMED_COMMAND,
+            message,
         )
 
     def snapshot(self) -> str:
