@@ -11,17 +11,12 @@ from exchange.core.errors import ExchangeError
 
 
 def _engine_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
     from exchange.engine.config import EngineConfig
 
     base = EngineConfig.from_toml(args.config) if args.config else EngineConfig()
-    if args.data_dir is not None:
-        return EngineConfig(
-            data_dir=args.data_dir,
-            journal_url=base.journal_url,
-            group_commit_max_commands=base.group_commit_max_commands,
-            snapshot_every_events=base.snapshot_every_events,
-        )
-    return base
+    return base if args.data_dir is None else replace(base, data_dir=args.data_dir)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -74,15 +69,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     journal = Journal.for_data_dir(args.data_dir)
     started = time.perf_counter()
     core = ExchangeCore()
-    snapshots = {}
-    snap = journal.latest_snapshot(args.upto)
-    while snap is not None:  # every snapshot up to the target, newest first
-        snapshots[snap.seq] = snap.state_hash
-        snap = journal.latest_snapshot(snap.seq - 1) if snap.seq > 0 else None
+    snapshots = journal.snapshot_hashes(args.upto)
     count = 0
     checked = 0
-    if 0 in snapshots:
-        checked += core.state_hash() == snapshots[0] or _mismatch(0)
+    if 0 in snapshots:  # a snapshot of the empty exchange
+        if core.state_hash() != snapshots[0]:
+            return _mismatch(0)
+        checked += 1
     for event in journal.read(after_seq=0, upto_seq=args.upto):
         core.apply(event)
         count += 1

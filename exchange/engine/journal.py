@@ -446,6 +446,20 @@ class Journal:
         seq, state_hash, payload = row
         return Snapshot(int(seq), str(state_hash).strip(), bytes(payload))
 
+    def snapshot_hashes(self, upto_seq: int | None = None) -> dict[int, str]:
+        """``seq -> state_hash`` of every snapshot with ``seq <= upto_seq`` (one query, no
+        payloads): what a verifying replay compares against."""
+        self._check_open()
+        stmt = select(snapshots.c.seq, snapshots.c.state_hash)
+        if upto_seq is not None:
+            stmt = stmt.where(snapshots.c.seq <= upto_seq)
+        try:
+            with self._engine.connect() as conn, conn.begin():
+                rows = conn.execute(stmt).all()
+        except SQLAlchemyError as exc:
+            raise JournalError(f"snapshot_hashes: expected a readable journal, got {exc}") from exc
+        return {int(seq): str(state_hash).strip() for seq, state_hash in rows}
+
     def verify(self) -> int:
         """Full scan: format version, every checksum, every event's seq from 1 with no gap,
         snapshots not beyond the last event. Returns the number of events."""

@@ -53,3 +53,18 @@ def test_config_file_with_unknown_key_is_a_clear_error(tmp_path: Path) -> None:
     result = perpdex("run", "--config", str(config), "--data-dir", str(tmp_path / "d"))
     assert result.returncode == 1
     assert "CONFIG_ERROR" in result.stderr and "snapshot_every" in result.stderr
+
+
+def test_replay_detects_a_tampered_snapshot_of_the_empty_exchange(tmp_path: Path) -> None:
+    from exchange.engine.config import EngineConfig
+    from exchange.engine.sequencer import Engine
+
+    data = tmp_path / "data"
+    engine = Engine(EngineConfig(data_dir=data))
+    engine.snapshot()  # seq 0: before any event
+    engine.close()
+    with sqlite3.connect(data / "journal.sqlite") as db:
+        db.execute("update snapshots set state_hash = ? where seq = 0", ("0" * 64,))
+    result = perpdex("replay", str(data))
+    assert result.returncode == 3
+    assert "snapshot at seq 0 does not match" in result.stderr
