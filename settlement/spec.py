@@ -1,0 +1,713 @@
+"""The one description of the on-chain clearing program: instructions, accounts, types, errors
+and events. ``settlement.gen_idl`` turns it into the Anchor IDL (``idl/perpdex_clearing.json``,
+legacy format for anchorpy 0.21) and the C header the program is compiled against
+(``settlement/program/include/perpdex_clearing_idl.h``), so the two cannot disagree.
+
+Layout rules (checked by :func:`check_spec`, which the generator runs first):
+
+* Accounts are Borsh structs behind an 8-byte discriminator, ``sha256("account:" + Name)[:8]``;
+  the C header declares them packed and static-asserts every offset. Every account field sits
+  at an offset that is a multiple of its own alignment (explicit ``padding*`` fields fill the
+  gaps), so the program reads them with aligned loads; ``reserved`` tails leave room for the
+  governance parameters of issue 8 without a migration.
+* Instruction data is ``sha256("global:" + snake_name)[:8]`` followed by the Borsh arguments;
+  a ``vec`` may only be the last argument (the C side reads ``u32`` length then elements).
+* Units follow ``exchange/core/units.py``: prices at ``PRICE_PRECISION``, base at
+  ``BASE_PRECISION``, quote at ``QUOTE_PRECISION``, ratios in ppm, funding rates at 1e9, the
+  cumulative funding index in quote x 1e9 per whole base unit (an ``i128``).
+* Error codes start at 6000 (Anchor's custom range) and never get renumbered: append only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Final
+
+# ---------------------------------------------------------------- type references
+
+PRIMITIVE_SIZES: Final[dict[str, int]] = {
+    "u8": 1,
+    "i8": 1,
+    "bool": 1,
+    "u16": 2,
+    "i16": 2,
+    "u32": 4,
+    "i32": 4,
+    "u64": 8,
+    "i64": 8,
+    "u128": 16,
+    "i128": 16,
+    "publicKey": 32,
+}
+#: Alignment the program relies on for aligned loads (a public key is a byte array).
+PRIMITIVE_ALIGN: Final[dict[str, int]] = {
+    **{name: size for name, size in PRIMITIVE_SIZES.items() if name != "publicKey"},
+    "u128": 8,
+    "i128": 8,
+    "publicKey": 1,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Array:
+    """``[element; length]``: fixed-size array."""
+
+    element: TypeRef
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Vec:
+    """Borsh ``Vec<element>``: ``u32`` length, then the elements (last instruction arg only)."""
+
+    element: TypeRef
+
+
+@dataclass(frozen=True, slots=True)
+class Defined:
+    """A struct from :data:`TYPES`, by name."""
+
+    name: str
+
+
+TypeRef = str | Array | Vec | Defined
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One named field; ``doc`` states its unit (or meaning)."""
+
+    name: str
+    type: TypeRef
+    doc: str
+
+
+@dataclass(frozen=True, slots=True)
+class Struct:
+    name: str
+    fields: tuple[Field, ...]
+    doc: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSpec:
+    """A program-owned account: its struct, and the seeds of its PDA."""
+
+    name: str
+    fields: tuple[Field, ...]
+    doc: str
+    seeds: str  # human-readable, e.g. '"market", index as u16 little-endian'
+    seed_prefix: str  # the constant first seed
+
+
+@dataclass(frozen=True, slots=True)
+class AccountMeta:
+    """One account an instruction takes, in order."""
+
+    name: str
+    writable: bool
+    signer: bool
+    doc: str
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    name: str  # snake_case
+    accounts: tuple[AccountMeta, ...]
+    args: tuple[Field, ...]
+    doc: str
+    remaining: str = ""  # what follows the named accounts, if anything
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    code: int
+    name: str  # CamelCase
+    msg: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    name: str
+    fields: tuple[Field, ...]
+    doc: str
+
+
+@dataclass(frozen=True, slots=True)
+class Constant:
+    name: str  # UPPER_SNAKE
+    value: int
+    doc: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramSpec:
+    name: str
+    version: str
+    constants: tuple[Constant, ...]
+    types: tuple[Struct, ...]
+    accounts: tuple[AccountSpec, ...]
+    instructions: tuple[Instruction, ...]
+    errors: tuple[ErrorSpec, ...]
+    events: tuple[Event, ...] = field(default=())
+
+
+def f(name: str, type_: TypeRef, doc: str) -> Field:
+    return Field(name, type_, doc)
+
+
+def acc(name: str, *, mut: bool = False, signer: bool = False, doc: str = "") -> AccountMeta:
+    return AccountMeta(name, mut, signer, doc)
+
+
+KEY = "publicKey"
+
+# ---------------------------------------------------------------- constants
+
+MAX_MARGIN_TIERS: Final = 4
+MAX_POSITIONS: Final = 8
+MAX_FILLS_PER_BATCH: Final = 64
+#: First seed of the PDA that owns the vault and insurance-fund token accounts.
+VAULT_AUTHORITY_SEED: Final = "vault"
+
+CONSTANTS: Final = (
+    Constant("MAX_MARGIN_TIERS", MAX_MARGIN_TIERS, "margin tiers a market holds"),
+    Constant("MAX_POSITIONS", MAX_POSITIONS, "position slots in one User account"),
+    Constant("MAX_FILLS_PER_BATCH", MAX_FILLS_PER_BATCH, "fills one settle_fills may carry"),
+    Constant("MAX_FEE_PPM", 10_000, "hard bound on maker/taker fee rates (1 %)"),
+    Constant("RATIO_PRECISION", 10**6, "ppm"),
+    Constant("BASE_PRECISION", 10**9, "base nano-units per whole base unit"),
+    Constant("PRICE_PRECISION", 10**6, "quote micro-units per whole base unit"),
+    Constant("FUNDING_RATE_PRECISION", 10**9, "1e9 == 100 % per funding interval"),
+    Constant("MARKET_STATUS_ACTIVE", 0, "market status: all orders"),
+    Constant("MARKET_STATUS_POST_ONLY", 1, "market status: resting orders only"),
+    Constant("MARKET_STATUS_REDUCE_ONLY", 2, "market status: reducing orders only"),
+    Constant("MARKET_STATUS_CANCEL_ONLY", 3, "market status: cancels only"),
+    Constant("MARKET_STATUS_HALTED", 4, "market status: nothing"),
+    Constant("ORACLE_SOURCE_PYTH_PULL", 2, "oracle_source: Pyth PriceUpdateV2 (Full only)"),
+    Constant("ORACLE_SOURCE_SWITCHBOARD_ON_DEMAND", 3, "oracle_source: Switchboard pull feed"),
+    Constant("TAKER_SIDE_BUY", 0, "Fill.taker_side: the taker bought"),
+    Constant("TAKER_SIDE_SELL", 1, "Fill.taker_side: the taker sold"),
+)
+
+# ---------------------------------------------------------------- types
+
+TYPES: Final = (
+    Struct(
+        "MarginTier",
+        (
+            f("up_to_notional_quote", "u64", "upper bound of the bracket, quote (last: u64 max)"),
+            f("initial_ppm", "u32", "initial margin ratio of the bracket, ppm"),
+            f("maintenance_ppm", "u32", "maintenance margin ratio of the bracket, ppm"),
+        ),
+        "One marginal bracket of a margin schedule (docs/PROTOCOL.md, Margin).",
+    ),
+    Struct(
+        "Position",
+        (
+            f("funding_snapshot", "i128", "cumulative funding index at the last settlement"),
+            f("base", "i64", "signed position, BASE_PRECISION (long > 0)"),
+            f("entry_quote", "i64", "signed cost basis of the open base, quote (long < 0)"),
+            f("realized_pnl_quote", "i64", "cumulative realised PnL, quote (a statistic)"),
+            f("market_index", "u16", "market of this slot"),
+            f("in_use", "u8", "1 when the slot holds a market, 0 when free"),
+            f("padding", Array("u8", 5), "zero"),
+        ),
+        "One market's position inside a User account (docs/PROTOCOL.md, Positions).",
+    ),
+    Struct(
+        "Fill",
+        (
+            f("maker", "u8", "index of the maker's User among the remaining accounts"),
+            f("taker", "u8", "index of the taker's User among the remaining accounts"),
+            f("taker_side", "u8", "TAKER_SIDE_BUY or TAKER_SIDE_SELL"),
+            f("price_ticks", "u64", "fill price in ticks of the market (maker's price)"),
+            f("num_base_lots", "u64", "fill size in lots of the market"),
+        ),
+        "One fill of an engine batch (Borsh: 19 bytes, unaligned inside the args).",
+    ),
+    Struct(
+        "MarketParams",
+        (
+            f("tick_size", "u64", "price units (PRICE_PRECISION) per tick"),
+            f("lot_size", "u64", "base units (BASE_PRECISION) per lot"),
+            f("funding_cap_rate", "u64", "|rate| cap per interval, FUNDING_RATE_PRECISION"),
+            f("oracle_max_age_slots", "u64", "oracle older than this many slots is stale"),
+            f("oracle_max_age_seconds", "u64", "oracle older than this many seconds is stale"),
+            f("maker_fee_ppm", "i32", "maker fee, ppm (negative: rebate)"),
+            f("taker_fee_ppm", "u32", "taker fee, ppm"),
+            f("insurance_share_ppm", "u32", "share of every fee for the insurance fund, ppm"),
+            f("oracle_max_confidence_ppm", "u32", "confidence / price above this is refused"),
+            f("oracle_feed_id", Array("u8", 32), "Pyth feed id (zero for Switchboard)"),
+            f("index", "u16", "market index (== Exchange.num_markets at creation)"),
+            f("oracle_source", "u8", "ORACLE_SOURCE_*"),
+            f("num_margin_tiers", "u8", "1..MAX_MARGIN_TIERS tiers in use"),
+            f("margin_tiers", Array(Defined("MarginTier"), MAX_MARGIN_TIERS), "schedule"),
+        ),
+        "Risk and trading parameters of a new market.",
+    ),
+)
+
+# ---------------------------------------------------------------- accounts
+
+ACCOUNTS: Final = (
+    AccountSpec(
+        "Exchange",
+        (
+            f("authority", KEY, "governance authority: creates markets, sets status"),
+            f("operator", KEY, "engine key: settles fills, updates funding"),
+            f("collateral_mint", KEY, "SPL mint of the collateral (USDC, 6 decimals)"),
+            f("vault", KEY, "token account holding all collateral; owner: vault authority PDA"),
+            f("insurance_vault", KEY, "insurance-fund token account; owner: vault authority"),
+            f("fee_pool_quote", "u64", "venue fees held in the vault, quote"),
+            f("insurance_fund_quote", "u64", "insurance fund's claim on the vault, quote"),
+            f("net_deposits_quote", "u64", "deposits minus withdrawals, quote"),
+            f("num_markets", "u16", "markets created (next market index)"),
+            f("bump", "u8", "bump of this PDA"),
+            f("vault_authority_bump", "u8", "bump of the vault authority PDA"),
+            f("padding", Array("u8", 4), "zero"),
+            f("reserved", Array("u8", 64), "zero; room for global governance params"),
+        ),
+        "The singleton root: keys, vaults and global balances.",
+        seeds='"exchange"',
+        seed_prefix="exchange",
+    ),
+    AccountSpec(
+        "Market",
+        (
+            f("exchange", KEY, "the Exchange PDA"),
+            f("oracle", KEY, "oracle account read by withdraw"),
+            f("oracle_feed_id", Array("u8", 32), "Pyth feed id the oracle must carry"),
+            f("index", "u16", "market index"),
+            f("status", "u8", "MARKET_STATUS_*"),
+            f("oracle_source", "u8", "ORACLE_SOURCE_*"),
+            f("bump", "u8", "bump of this PDA"),
+            f("num_margin_tiers", "u8", "tiers in use"),
+            f("padding", Array("u8", 2), "zero"),
+            f("tick_size", "u64", "price units per tick"),
+            f("lot_size", "u64", "base units per lot"),
+            f("maker_fee_ppm", "i32", "maker fee, ppm (negative: rebate)"),
+            f("taker_fee_ppm", "u32", "taker fee, ppm"),
+            f("insurance_share_ppm", "u32", "insurance share of fees, ppm"),
+            f("oracle_max_confidence_ppm", "u32", "confidence guard, ppm of price"),
+            f("oracle_max_age_slots", "u64", "staleness guard, slots"),
+            f("oracle_max_age_seconds", "u64", "staleness guard, seconds"),
+            f("funding_cap_rate", "u64", "|rate| cap per interval, FUNDING_RATE_PRECISION"),
+            f("last_settled_sequence", "u64", "sequence of the last settled fill batch"),
+            f("last_funding_sequence", "u64", "sequence of the last funding update"),
+            f("open_interest_base", "u64", "sum of long positions, BASE_PRECISION"),
+            f("funding_pool_quote", "i64", "funding paid in minus paid out minus swept, quote"),
+            f("funding_surplus_numerator", "u64", "rounding surplus over BASE x 1e9, < 1e18"),
+            f("cumulative_funding", "i128", "funding index, quote x 1e9 per whole base unit"),
+            f("margin_tiers", Array(Defined("MarginTier"), MAX_MARGIN_TIERS), "schedule"),
+            f("reserved", Array("u8", 64), "zero; room for governance params (issue 8)"),
+        ),
+        "One perpetual market: parameters, funding index, settlement progress.",
+        seeds='"market", index as u16 little-endian',
+        seed_prefix="market",
+    ),
+    AccountSpec(
+        "User",
+        (
+            f("owner", KEY, "wallet that deposits and withdraws"),
+            f("collateral_quote", "i64", "cash, quote (realised PnL, fees and funding applied)"),
+            f("bump", "u8", "bump of this PDA"),
+            f("padding", Array("u8", 7), "zero"),
+            f("positions", Array(Defined("Position"), MAX_POSITIONS), "per-market positions"),
+            f("reserved", Array("u8", 32), "zero"),
+        ),
+        "One trader's collateral and positions (cross margin).",
+        seeds='"user", owner',
+        seed_prefix="user",
+    ),
+)
+
+# ---------------------------------------------------------------- instructions
+
+SYSTEM = acc("system_program", doc="the System program (creates the PDA)")
+TOKEN = acc("token_program", doc="the SPL Token program")
+
+INSTRUCTIONS: Final = (
+    Instruction(
+        "initialize",
+        (
+            acc("exchange", mut=True, doc="Exchange PDA, created here"),
+            acc("authority", mut=True, signer=True, doc="governance authority; pays rent"),
+            acc("collateral_mint", doc="SPL mint of the collateral"),
+            acc("vault", doc="token account of the mint owned by the vault authority"),
+            acc("insurance_vault", doc="token account of the mint owned by the vault authority"),
+            acc("vault_authority", doc='PDA ["vault"] that owns both vaults'),
+            SYSTEM,
+        ),
+        (
+            f("operator", KEY, "engine key allowed to settle and update funding"),
+            f("bump", "u8", "bump of the Exchange PDA"),
+            f("vault_authority_bump", "u8", "bump of the vault authority PDA"),
+        ),
+        "Create the Exchange once.",
+    ),
+    Instruction(
+        "create_market",
+        (
+            acc("exchange", mut=True, doc="Exchange PDA"),
+            acc("market", mut=True, doc='Market PDA ["market", index], created here'),
+            acc("authority", mut=True, signer=True, doc="Exchange.authority; pays rent"),
+            acc("oracle", doc="oracle account of the market"),
+            SYSTEM,
+        ),
+        (
+            f("params", Defined("MarketParams"), "the market's parameters"),
+            f("bump", "u8", "bump of the Market PDA"),
+        ),
+        "Create the next market (index == Exchange.num_markets).",
+    ),
+    Instruction(
+        "deposit",
+        (
+            acc("exchange", mut=True, doc="Exchange PDA"),
+            acc("user", mut=True, doc='User PDA ["user", owner]; created on first deposit'),
+            acc("owner", mut=True, signer=True, doc="the user's wallet; pays rent"),
+            acc("owner_token", mut=True, doc="owner's token account of the collateral mint"),
+            acc("vault", mut=True, doc="Exchange.vault"),
+            TOKEN,
+            SYSTEM,
+        ),
+        (
+            f("amount_quote", "u64", "collateral to move in, quote"),
+            f("user_bump", "u8", "bump of the User PDA"),
+        ),
+        "Move collateral from the owner's token account into the vault.",
+    ),
+    Instruction(
+        "withdraw",
+        (
+            acc("exchange", mut=True, doc="Exchange PDA"),
+            acc("user", mut=True, doc="User PDA of the owner"),
+            acc("owner", signer=True, doc="User.owner"),
+            acc("owner_token", mut=True, doc="destination token account"),
+            acc("vault", mut=True, doc="Exchange.vault"),
+            acc("vault_authority", doc="vault authority PDA (signs the transfer)"),
+            TOKEN,
+        ),
+        (f("amount_quote", "u64", "collateral to move out, quote"),),
+        "Move free collateral out after settling funding and checking initial margin "
+        "at on-chain oracle prices.",
+        remaining="for each used position slot, in slot order: its Market (writable), its oracle",
+    ),
+    Instruction(
+        "settle_fills",
+        (
+            acc("exchange", mut=True, doc="Exchange PDA (fee pool, insurance fund)"),
+            acc("market", mut=True, doc="the market of every fill"),
+            acc("operator", signer=True, doc="Exchange.operator"),
+        ),
+        (
+            f("sequence", "u64", "engine sequence of the batch; > Market.last_settled_sequence"),
+            f("fills", Vec(Defined("Fill")), "1..MAX_FILLS_PER_BATCH fills"),
+        ),
+        "Apply an engine batch of fills exactly once: funding, positions, fees.",
+        remaining="the User accounts the fills index (writable)",
+    ),
+    Instruction(
+        "update_funding",
+        (
+            acc("exchange", doc="Exchange PDA"),
+            acc("market", mut=True, doc="the market"),
+            acc("operator", signer=True, doc="Exchange.operator"),
+        ),
+        (
+            f("sequence", "u64", "engine sequence; > Market.last_funding_sequence"),
+            f("rate", "i64", "funding rate of the interval, FUNDING_RATE_PRECISION"),
+            f("index_price", "u64", "index price of the interval, PRICE_PRECISION"),
+        ),
+        "Advance the cumulative funding index by rate x index_price (|rate| <= cap).",
+    ),
+    Instruction(
+        "set_market_status",
+        (
+            acc("exchange", doc="Exchange PDA"),
+            acc("market", mut=True, doc="the market"),
+            acc("signer", signer=True, doc="Exchange.authority or Exchange.operator"),
+        ),
+        (f("status", "u8", "MARKET_STATUS_*"),),
+        "Set a market's status.",
+    ),
+)
+
+# ---------------------------------------------------------------- errors (append only)
+
+_ERRORS: Final = (
+    ("UnknownInstruction", "instruction data: unknown discriminator"),
+    ("InstructionDataLength", "instruction data: wrong length for the instruction"),
+    ("NotEnoughAccounts", "accounts: fewer than the instruction needs"),
+    ("AccountNotWritable", "accounts: an account that must be writable is not"),
+    ("AuthorityNotSigner", "authority: expected a signature"),
+    ("AuthorityMismatch", "authority: expected Exchange.authority"),
+    ("OperatorNotSigner", "operator: expected a signature"),
+    ("OperatorMismatch", "operator: expected Exchange.operator"),
+    ("OwnerNotSigner", "owner: expected a signature"),
+    ("OwnerMismatch", "owner: expected User.owner"),
+    ("StatusSignerMismatch", "signer: expected Exchange.authority or Exchange.operator"),
+    ("ExchangeWrongOwner", "exchange: expected an account owned by this program"),
+    ("ExchangeWrongPda", 'exchange: expected the PDA of ["exchange"] and its bump'),
+    ("ExchangeBadDiscriminator", "exchange: expected the Exchange discriminator"),
+    ("ExchangeWrongSize", "exchange: expected the Exchange size"),
+    ("ExchangeAlreadyInitialized", "exchange: already initialised"),
+    ("MarketWrongOwner", "market: expected an account owned by this program"),
+    ("MarketWrongPda", 'market: expected the PDA of ["market", index] and its bump'),
+    ("MarketBadDiscriminator", "market: expected the Market discriminator"),
+    ("MarketWrongSize", "market: expected the Market size"),
+    ("MarketAlreadyInitialized", "market: already created"),
+    ("MarketIndexMismatch", "market: expected index == Exchange.num_markets"),
+    ("UserWrongOwner", "user: expected an account owned by this program"),
+    ("UserWrongPda", 'user: expected the PDA of ["user", owner] and its bump'),
+    ("UserBadDiscriminator", "user: expected the User discriminator"),
+    ("UserWrongSize", "user: expected the User size"),
+    ("VaultAuthorityWrongPda", 'vault_authority: expected the PDA of ["vault"] and its bump'),
+    ("VaultMismatch", "vault: expected Exchange.vault"),
+    ("TokenAccountWrongOwner", "token account: expected one owned by the SPL Token program"),
+    ("TokenAccountBadLayout", "token account: expected an initialised SPL token account"),
+    ("TokenAccountMintMismatch", "token account: expected Exchange.collateral_mint"),
+    ("VaultNotOwnedByAuthority", "vault: expected the vault authority as token owner"),
+    ("MintBadLayout", "collateral_mint: expected an SPL mint owned by the Token program"),
+    ("TokenProgramMismatch", "token_program: expected the SPL Token program"),
+    ("SystemProgramMismatch", "system_program: expected the System program"),
+    ("AmountZero", "amount: expected > 0"),
+    ("CollateralOverflow", "collateral: the result does not fit an i64"),
+    ("InsufficientCollateral", "withdraw: expected amount <= collateral"),
+    ("InsufficientFreeCollateral", "withdraw: expected amount <= free collateral"),
+    ("WithdrawMarketMissing", "withdraw: expected a Market and oracle for every position"),
+    ("WithdrawMarketMismatch", "withdraw: expected the Market of the position's slot"),
+    ("OracleMismatch", "oracle: expected Market.oracle"),
+    ("OracleWrongOwner", "oracle: expected the owner program of the market's oracle source"),
+    ("OracleBadLayout", "oracle: expected the size and discriminator of the source's layout"),
+    ("OracleNotVerified", "oracle: expected a Full verification / enough samples"),
+    ("OracleFeedMismatch", "oracle: expected Market.oracle_feed_id"),
+    ("OracleStaleSlots", "oracle: older than Market.oracle_max_age_slots"),
+    ("OracleStaleSeconds", "oracle: older than Market.oracle_max_age_seconds"),
+    ("OracleConfidenceTooWide", "oracle: confidence above Market.oracle_max_confidence_ppm"),
+    ("OracleNonPositivePrice", "oracle: expected a price > 0"),
+    ("OracleExponentOutOfRange", "oracle: expected an exponent in -38..38"),
+    ("OraclePriceOutOfRange", "oracle: price must round to 1..i64 max"),
+    ("OracleConfidenceOutOfRange", "oracle: confidence must fit a u64"),
+    ("InvalidOracleSource", "params: oracle_source must be a supported ORACLE_SOURCE_*"),
+    (
+        "InvalidTickOrLot",
+        "params: expected tick_size, lot_size > 0 and tick x lot a multiple of 1e9",
+    ),
+    (
+        "InvalidFeeSchedule",
+        "params: expected 0 <= taker <= 10000, -taker <= maker <= 10000, share <= 1e6",
+    ),
+    (
+        "InvalidMarginTiers",
+        "params: expected rising bounds, non-falling ratios, 0 < mm < im <= 1e6, last bound u64 max",
+    ),
+    ("InvalidGuardLimits", "params: expected oracle_max_confidence_ppm <= 1e6"),
+    ("InvalidFundingCap", "params: expected funding_cap_rate <= 1e9"),
+    ("InvalidStatus", "status: expected a MARKET_STATUS_* value"),
+    ("SequenceNotIncreasing", "sequence: expected > the last applied sequence"),
+    ("FillBatchEmpty", "fills: expected at least one fill"),
+    ("FillBatchTooLarge", "fills: expected at most MAX_FILLS_PER_BATCH"),
+    ("FillUserIndexOutOfRange", "fill: maker/taker index beyond the remaining accounts"),
+    ("FillSelfTrade", "fill: maker and taker are the same account"),
+    ("FillZeroSize", "fill: expected price_ticks > 0 and num_base_lots > 0"),
+    ("FillBadSide", "fill: taker_side must be TAKER_SIDE_BUY or TAKER_SIDE_SELL"),
+    ("FillValueOverflow", "fill: price, base or notional does not fit a u64/i64"),
+    ("PositionSlotsFull", "user: no free position slot for this market"),
+    ("PositionOverflow", "position: base or entry quote does not fit an i64"),
+    ("OpenInterestOverflow", "market: open interest does not fit a u64"),
+    ("FeeOverflow", "fees: a fee or a pool does not fit"),
+    ("FundingRateAboveCap", "update_funding: expected |rate| <= Market.funding_cap_rate"),
+    ("FundingIndexOverflow", "funding: index does not fit an i128"),
+    ("FundingPaymentOverflow", "funding: payment or pool does not fit an i64"),
+    ("IndexPriceZero", "update_funding: expected index_price > 0"),
+    ("NotionalOverflow", "margin: notional does not fit a u64"),
+    ("PnlOverflow", "margin: unrealised PnL does not fit an i64"),
+    ("RequirementOverflow", "margin: requirement does not fit"),
+    ("MathDivideByZero", "maths: division by zero"),
+    ("DepositOverflow", "deposit: balances do not fit"),
+    ("PdaDerivationFailed", "pda: seeds do not give a valid program address"),
+)
+
+ERROR_BASE: Final = 6000
+ERRORS: Final = tuple(ErrorSpec(ERROR_BASE + i, n, m) for i, (n, m) in enumerate(_ERRORS))
+
+# ---------------------------------------------------------------- events (sol_log_data)
+
+EVENTS: Final = (
+    Event(
+        "Deposited",
+        (
+            f("owner", KEY, "User.owner"),
+            f("amount_quote", "u64", "moved in, quote"),
+            f("collateral_quote", "i64", "collateral after, quote"),
+        ),
+        "A deposit landed.",
+    ),
+    Event(
+        "Withdrawn",
+        (
+            f("owner", KEY, "User.owner"),
+            f("amount_quote", "u64", "moved out, quote"),
+            f("collateral_quote", "i64", "collateral after, quote"),
+        ),
+        "A withdrawal landed.",
+    ),
+    Event(
+        "FillsSettled",
+        (
+            f("market_index", "u16", "market"),
+            f("sequence", "u64", "batch sequence"),
+            f("num_fills", "u32", "fills applied"),
+        ),
+        "A fill batch was applied.",
+    ),
+    Event(
+        "FundingUpdated",
+        (
+            f("market_index", "u16", "market"),
+            f("sequence", "u64", "update sequence"),
+            f("rate", "i64", "rate, FUNDING_RATE_PRECISION"),
+            f("cumulative_funding", "i128", "index after"),
+        ),
+        "The funding index moved.",
+    ),
+    Event(
+        "MarketStatusChanged",
+        (f("market_index", "u16", "market"), f("status", "u8", "MARKET_STATUS_* after")),
+        "A market's status changed.",
+    ),
+)
+
+SPEC: Final = ProgramSpec(
+    name="perpdex_clearing",
+    version="0.1.0",
+    constants=CONSTANTS,
+    types=TYPES,
+    accounts=ACCOUNTS,
+    instructions=INSTRUCTIONS,
+    errors=ERRORS,
+    events=EVENTS,
+)
+
+# ---------------------------------------------------------------- derived facts
+
+
+class SpecError(ValueError):
+    """The description breaks one of its layout rules."""
+
+    code = "SPEC"
+
+
+def camel(snake: str) -> str:
+    """``amount_quote`` -> ``amountQuote`` (the IDL's spelling)."""
+    head, *rest = snake.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def snake(name: str) -> str:
+    """``MarketStatusChanged`` -> ``market_status_changed``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def instruction_discriminator(snake_name: str) -> bytes:
+    """Anchor's: ``sha256("global:" + snake_name)[:8]``."""
+    return hashlib.sha256(f"global:{snake_name}".encode()).digest()[:8]
+
+
+def account_discriminator(name: str) -> bytes:
+    """Anchor's: ``sha256("account:" + CamelName)[:8]``."""
+    return hashlib.sha256(f"account:{name}".encode()).digest()[:8]
+
+
+def event_discriminator(name: str) -> bytes:
+    """Anchor's: ``sha256("event:" + CamelName)[:8]``."""
+    return hashlib.sha256(f"event:{name}".encode()).digest()[:8]
+
+
+def _struct(spec: ProgramSpec, name: str) -> Struct:
+    for struct in spec.types:
+        if struct.name == name:
+            return struct
+    raise SpecError(f"type: expected one of {[t.name for t in spec.types]}, got {name!r}")
+
+
+def size_of(spec: ProgramSpec, type_: TypeRef) -> int:
+    """Borsh size of a fixed-size type (no padding: Borsh has none)."""
+    if isinstance(type_, str):
+        return PRIMITIVE_SIZES[type_]
+    if isinstance(type_, Array):
+        return type_.length * size_of(spec, type_.element)
+    if isinstance(type_, Defined):
+        return sum(size_of(spec, fld.type) for fld in _struct(spec, type_.name).fields)
+    raise SpecError(f"size: a vec has no fixed size, got {type_!r}")
+
+
+def align_of(spec: ProgramSpec, type_: TypeRef) -> int:
+    """Alignment the program assumes for aligned loads of ``type_``."""
+    if isinstance(type_, str):
+        return PRIMITIVE_ALIGN[type_]
+    if isinstance(type_, Array):
+        return align_of(spec, type_.element)
+    if isinstance(type_, Defined):
+        return max(align_of(spec, fld.type) for fld in _struct(spec, type_.name).fields)
+    raise SpecError(f"align: a vec has no alignment, got {type_!r}")
+
+
+def offsets(spec: ProgramSpec, fields: tuple[Field, ...], start: int) -> list[tuple[Field, int]]:
+    """Each field with its byte offset, the first at ``start``."""
+    out = []
+    at = start
+    for fld in fields:
+        out.append((fld, at))
+        at += size_of(spec, fld.type)
+    return out
+
+
+ACCOUNT_DISCRIMINATOR_SIZE: Final = 8
+
+
+def account_size(spec: ProgramSpec, account: AccountSpec) -> int:
+    """Bytes of the account: discriminator plus fields."""
+    return ACCOUNT_DISCRIMINATOR_SIZE + sum(size_of(spec, fld.type) for fld in account.fields)
+
+
+def check_spec(spec: ProgramSpec) -> None:
+    """Fail fast on a description that would give a layout the program cannot rely on."""
+    names: set[str] = set()
+    for struct in spec.types:
+        if struct.name in names:
+            raise SpecError(f"types: expected unique names, got {struct.name!r} twice")
+        names.add(struct.name)
+    aligned = ("MarginTier", "Position")  # live inside accounts: must be self-aligned
+    for struct in spec.types:
+        if struct.name in aligned:
+            _check_aligned(spec, struct.name, struct.fields, 0)
+            size = size_of(spec, Defined(struct.name))
+            if size % align_of(spec, Defined(struct.name)):
+                raise SpecError(f"{struct.name}: size {size} not a multiple of its alignment")
+    for account in spec.accounts:
+        _check_aligned(spec, account.name, account.fields, ACCOUNT_DISCRIMINATOR_SIZE)
+        if account_size(spec, account) % 8:
+            raise SpecError(f"{account.name}: expected a size multiple of 8")
+    for ix in spec.instructions:
+        for i, arg in enumerate(ix.args):
+            if isinstance(arg.type, Vec) and i != len(ix.args) - 1:
+                raise SpecError(f"{ix.name}.{arg.name}: a vec must be the last argument")
+    codes = [e.code for e in spec.errors]
+    if codes != list(range(ERROR_BASE, ERROR_BASE + len(codes))):
+        raise SpecError("errors: expected consecutive codes from 6000")
+    if len({e.name for e in spec.errors}) != len(codes):
+        raise SpecError("errors: expected unique names")
+
+
+def _check_aligned(spec: ProgramSpec, owner: str, fields: tuple[Field, ...], start: int) -> None:
+    for fld, at in offsets(spec, fields, start):
+        alignment = align_of(spec, fld.type)
+        if at % alignment:
+            raise SpecError(
+                f"{owner}.{fld.name}: expected an offset multiple of {alignment}, got {at}"
+            )
