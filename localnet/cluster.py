@@ -20,10 +20,11 @@ Nothing here does I/O except reading preload files; the RPC and PubSub servers l
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +235,14 @@ class EmbeddedCluster:
         self._index: dict[Pubkey, None] = {}
         self._signatures: OrderedDict[Signature, SignatureRecord] = OrderedDict()
         self._blockhashes: OrderedDict[Hash, int] = OrderedDict()  # hash -> block height issued
+        # the ledger view getBlock / getSignaturesForAddress answer from (bounded like the
+        # signature store): slot -> blockhash rotated at that slot, slot -> its transactions,
+        # address -> its transactions (oldest first)
+        self._slot_hashes: OrderedDict[int, Hash] = OrderedDict()
+        self._slot_signatures: dict[int, list[Signature]] = {}
+        self._address_signatures: dict[Pubkey, deque[Signature]] = {}
+        self._transaction_count = 0
+        self._first_available_slot = start_slot
         self._listeners: list[Listener] = []
         self._epoch_schedule = self.svm.get_epoch_schedule()
         self.tick()
@@ -259,7 +268,7 @@ class EmbeddedCluster:
             "epoch": epoch,
             "slotIndex": slot_index,
             "slotsInEpoch": self._epoch_schedule.get_slots_in_epoch(epoch),
-            "transactionCount": len(self._signatures),
+            "transactionCount": self._transaction_count,
         }
 
     def _target(self) -> tuple[int, int]:
@@ -292,6 +301,9 @@ class EmbeddedCluster:
             )
             self.svm.expire_blockhash()
             self._blockhashes[self.svm.latest_blockhash()] = self.block_height
+            self._slot_hashes[slot] = self.svm.latest_blockhash()
+            while len(self._slot_hashes) > MAX_SIGNATURE_RECORDS:
+                self._slot_hashes.popitem(last=False)
             while len(self._blockhashes) > MAX_BLOCKHASH_AGE + 50:
                 self._blockhashes.popitem(last=False)
             first = max(parent + 1, slot - MAX_SLOT_EVENTS_PER_TICK + 1)
@@ -417,8 +429,58 @@ class EmbeddedCluster:
 
     def _remember(self, record: SignatureRecord) -> None:
         self._signatures[record.signature] = record
+        self._transaction_count += 1
+        self._slot_signatures.setdefault(record.slot, []).append(record.signature)
+        for key in dict.fromkeys(record.account_keys):
+            self._address_signatures.setdefault(key, deque()).append(record.signature)
         while len(self._signatures) > MAX_SIGNATURE_RECORDS:
-            self._signatures.popitem(last=False)
+            _, oldest = self._signatures.popitem(last=False)
+            self._forget(oldest)
+
+    def _forget(self, record: SignatureRecord) -> None:
+        """Drop an evicted record from the ledger indexes (its slot is no longer complete)."""
+        self._first_available_slot = max(self._first_available_slot, record.slot + 1)
+        # slots are inserted in increasing order: the oldest are at the front
+        while self._slot_signatures:
+            slot = next(iter(self._slot_signatures))
+            if slot >= self._first_available_slot:
+                break
+            del self._slot_signatures[slot]
+        for key in dict.fromkeys(record.account_keys):
+            sigs = self._address_signatures.get(key)
+            while sigs and sigs[0] not in self._signatures:
+                sigs.popleft()
+            if sigs is not None and not sigs:
+                del self._address_signatures[key]
+
+    # ----------------------------------------------------------------- ledger
+    @property
+    def first_available_slot(self) -> int:
+        """The oldest slot whose transactions are all still remembered."""
+        return self._first_available_slot
+
+    @property
+    def transaction_count(self) -> int:
+        return self._transaction_count
+
+    def blockhash_at(self, slot: int) -> Hash:
+        """The blockhash of `slot`: the one rotated in at that slot, or (for a slot passed over
+        in one jump, e.g. a warp) a deterministic stand-in derived from the slot number."""
+        recorded = self._slot_hashes.get(slot)
+        if recorded is not None:
+            return recorded
+        return Hash(hashlib.sha256(b"perpdex-localnet-slot" + slot.to_bytes(8, "little")).digest())
+
+    def block_records(self, slot: int) -> list[SignatureRecord]:
+        """The transactions processed in `slot`, in order (airdrops have no wire transaction
+        and are not part of a block)."""
+        records = (self._signatures.get(s) for s in self._slot_signatures.get(slot, ()))
+        return [r for r in records if r is not None and r.raw_tx is not None]
+
+    def address_records(self, address: Pubkey) -> list[SignatureRecord]:
+        """Every remembered transaction (and airdrop) that touched `address`, oldest first."""
+        records = (self._signatures.get(s) for s in self._address_signatures.get(address, ()))
+        return [r for r in records if r is not None]
 
     # ----------------------------------------------------------- transactions
     def airdrop(self, pubkey: Pubkey, lamports: int) -> SignatureRecord:

@@ -13,6 +13,8 @@ from solders.account import Account
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
+from localnet.spl_token import json_parsed, parse_mint, parse_token_account
+
 # Standard JSON-RPC codes and the Solana server codes (solana-rpc-client-api custom_error.rs).
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -173,10 +175,38 @@ def data_slice(cfg: dict[str, Any]) -> tuple[int, int] | None:
     )
 
 
+AccountLookup = Callable[[Pubkey], Account | None]
+
+
+def _mint_decimals(account: Account, lookup: AccountLookup | None) -> int | None:
+    token = parse_token_account(account)
+    if token is None or lookup is None:
+        return None
+    mint_account = lookup(token.mint)
+    mint = parse_mint(mint_account) if mint_account is not None else None
+    return mint.decimals if mint is not None else None
+
+
 def encode_account(
-    account: Account, encoding: str, slice_: tuple[int, int] | None = None
+    account: Account,
+    encoding: str,
+    slice_: tuple[int, int] | None = None,
+    lookup: AccountLookup | None = None,
 ) -> dict[str, Any]:
-    """UiAccount JSON. zstd is not available here, so base64+zstd and jsonParsed answer base64."""
+    """UiAccount JSON. zstd is not available here, so base64+zstd answers base64 (which the
+    clients accept); jsonParsed parses SPL Token accounts and mints (`lookup` finds a token
+    account's mint) and answers base64 for anything else, like the validator."""
+    if encoding == "jsonParsed" and slice_ is None:
+        parsed = json_parsed(account, _mint_decimals(account, lookup))
+        if parsed is not None:
+            return {
+                "data": parsed,
+                "executable": account.executable,
+                "lamports": account.lamports,
+                "owner": str(account.owner),
+                "rentEpoch": account.rent_epoch,
+                "space": len(account.data),
+            }
     data = bytes(account.data)
     if slice_ is not None:
         data = data[slice_[0] : slice_[0] + slice_[1]]

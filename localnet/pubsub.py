@@ -201,7 +201,7 @@ class PubSubHub:
             acct = maybe_acct if maybe_acct is not None else deleted_account()
             for sub in self._by_kind("account"):
                 if sub.pubkey == pubkey:
-                    value = encode_account(acct, sub.encoding)
+                    value = encode_account(acct, sub.encoding, None, self.cluster.get_account)
                     result = {"context": ctx, "value": value}
                     sub.conn.send(_notification("accountNotification", sub.sub_id, result))
             for sub in self._by_kind("program"):
@@ -210,7 +210,12 @@ class PubSubHub:
                     and sub.pubkey == acct.owner
                     and matches(acct, sub.filters)
                 ):
-                    value = {"pubkey": str(pubkey), "account": encode_account(acct, sub.encoding)}
+                    value = {
+                        "pubkey": str(pubkey),
+                        "account": encode_account(
+                            acct, sub.encoding, None, self.cluster.get_account
+                        ),
+                    }
                     result = {"context": ctx, "value": value}
                     sub.conn.send(_notification("programNotification", sub.sub_id, result))
         if record.signature == Signature.default():

@@ -15,17 +15,16 @@ import gzip
 import json
 import logging
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-import base58
 from aiohttp import web
 from solders.hash import Hash
-from solders.keypair import Keypair
-from solders.message import MessageV0, from_bytes_versioned
+from solders.message import from_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
+from localnet import rpc_ledger, rpc_token  # noqa: F401  (they register their methods)
 from localnet.cluster import (
     LAMPORTS_PER_SIGNATURE,
     EmbeddedCluster,
@@ -45,7 +44,6 @@ from localnet.jsonrpc import (
     SEND_TRANSACTION_PREFLIGHT_FAILURE,
     SOLANA_CORE_VERSION,
     TRANSACTION_SIGNATURE_VERIFICATION_FAILURE,
-    UNSUPPORTED_TRANSACTION_VERSION,
     RpcError,
     account_encoding,
     check_min_context_slot,
@@ -65,45 +63,20 @@ from localnet.jsonrpc import (
     signature_param,
     validate_request,
 )
+from localnet.rpc_state import (
+    CLUSTER_KEY,
+    METHODS,
+    STATE_KEY,
+    RpcState,
+    method,
+    with_context,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 MAX_SIGNATURE_STATUSES = 256
 GENESIS_HASH = "EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG"
-
-
-class RpcState:
-    """Per-app state the handlers need besides the cluster."""
-
-    def __init__(self, cluster: EmbeddedCluster, rpc_url: str, ws_url: str) -> None:
-        self.cluster = cluster
-        self.identity = Keypair().pubkey()
-        self.rpc_url = rpc_url
-        self.ws_url = ws_url
-
-
-CLUSTER_KEY = web.AppKey("localnet_cluster", EmbeddedCluster)
-STATE_KEY = web.AppKey("localnet_rpc_state", RpcState)
-
-Handler = Callable[[RpcState, list[Any]], Any]
-METHODS: dict[str, Handler] = {}
-
-
-def method(name: str) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        METHODS[name] = fn
-        return fn
-
-    return register
-
-
-def _context(cluster: EmbeddedCluster) -> dict[str, Any]:
-    return {"apiVersion": SOLANA_CORE_VERSION, "slot": cluster.slot}
-
-
-def _with_context(cluster: EmbeddedCluster, value: Any) -> dict[str, Any]:
-    return {"context": _context(cluster), "value": value}
 
 
 # ----------------------------------------------------------------- cluster info
@@ -141,7 +114,8 @@ def _get_block_height(state: RpcState, params: list[Any]) -> Any:
 
 @method("getTransactionCount")
 def _get_transaction_count(state: RpcState, params: list[Any]) -> Any:
-    return state.cluster.epoch_info()["transactionCount"]
+    check_min_context_slot(config(params, 0), state.cluster.slot)
+    return state.cluster.transaction_count
 
 
 @method("getEpochInfo")
@@ -164,7 +138,7 @@ def _get_epoch_schedule(state: RpcState, params: list[Any]) -> Any:
 
 @method("getFirstAvailableBlock")
 def _get_first_available_block(state: RpcState, params: list[Any]) -> Any:
-    return 0
+    return state.cluster.first_available_slot
 
 
 @method("getBlockTime")
@@ -218,8 +192,8 @@ def _get_fee_for_message(state: RpcState, params: list[Any]) -> Any:
     except Exception as exc:
         raise invalid_params(f"invalid message: {exc}") from exc
     if not state.cluster.is_blockhash_valid(msg.recent_blockhash):
-        return _with_context(state.cluster, None)
-    return _with_context(state.cluster, LAMPORTS_PER_SIGNATURE * msg.header.num_required_signatures)
+        return with_context(state.cluster, None)
+    return with_context(state.cluster, LAMPORTS_PER_SIGNATURE * msg.header.num_required_signatures)
 
 
 # ------------------------------------------------------------------ blockhash
@@ -227,7 +201,7 @@ def _get_fee_for_message(state: RpcState, params: list[Any]) -> Any:
 def _get_latest_blockhash(state: RpcState, params: list[Any]) -> Any:
     check_min_context_slot(config(params, 0), state.cluster.slot)
     bh, last_valid = state.cluster.latest_blockhash()
-    return _with_context(state.cluster, {"blockhash": str(bh), "lastValidBlockHeight": last_valid})
+    return with_context(state.cluster, {"blockhash": str(bh), "lastValidBlockHeight": last_valid})
 
 
 @method("isBlockhashValid")
@@ -239,7 +213,7 @@ def _is_blockhash_valid(state: RpcState, params: list[Any]) -> Any:
         bh = None
     if bh is None:
         raise invalid_params(f"Invalid param: {raw!r} is not a valid blockhash")
-    return _with_context(state.cluster, state.cluster.is_blockhash_valid(bh))
+    return with_context(state.cluster, state.cluster.is_blockhash_valid(bh))
 
 
 # ------------------------------------------------------------------- accounts
@@ -248,7 +222,7 @@ def _get_balance(state: RpcState, params: list[Any]) -> Any:
     pubkey = pubkey_param(param(params, 0, "pubkey"))
     check_min_context_slot(config(params, 1), state.cluster.slot)
     acct = state.cluster.get_account(pubkey)
-    return _with_context(state.cluster, acct.lamports if acct else 0)
+    return with_context(state.cluster, acct.lamports if acct else 0)
 
 
 @method("getAccountInfo")
@@ -258,8 +232,12 @@ def _get_account_info(state: RpcState, params: list[Any]) -> Any:
     check_min_context_slot(cfg, state.cluster.slot)
     encoding, slice_ = account_encoding(cfg), data_slice(cfg)
     acct = state.cluster.get_account(pubkey)
-    value = encode_account(acct, encoding, slice_) if acct is not None else None
-    return _with_context(state.cluster, value)
+    value = (
+        encode_account(acct, encoding, slice_, state.cluster.get_account)
+        if acct is not None
+        else None
+    )
+    return with_context(state.cluster, value)
 
 
 @method("getMultipleAccounts")
@@ -276,8 +254,12 @@ def _get_multiple_accounts(state: RpcState, params: list[Any]) -> Any:
     values = []
     for pk in pubkeys:
         acct = state.cluster.get_account(pk)
-        values.append(encode_account(acct, encoding, slice_) if acct is not None else None)
-    return _with_context(state.cluster, values)
+        values.append(
+            encode_account(acct, encoding, slice_, state.cluster.get_account)
+            if acct is not None
+            else None
+        )
+    return with_context(state.cluster, values)
 
 
 @method("getProgramAccounts")
@@ -288,12 +270,15 @@ def _get_program_accounts(state: RpcState, params: list[Any]) -> Any:
     encoding, slice_ = account_encoding(cfg), data_slice(cfg)
     filters = parse_filters(cfg.get("filters"))
     items = [
-        {"pubkey": str(pk), "account": encode_account(acct, encoding, slice_)}
+        {
+            "pubkey": str(pk),
+            "account": encode_account(acct, encoding, slice_, state.cluster.get_account),
+        }
         for pk, acct in sorted(state.cluster.program_accounts(program), key=lambda x: bytes(x[0]))
         if matches(acct, filters)
     ]
     if cfg.get("withContext"):
-        return _with_context(state.cluster, items)
+        return with_context(state.cluster, items)
     return items
 
 
@@ -419,14 +404,16 @@ def _simulate_transaction(state: RpcState, params: list[Any]) -> Any:
             acct = sim.post_accounts.get(addr) if sim.err is None else None
             if acct is None:
                 acct = cluster.get_account(addr)
-            accounts.append(encode_account(acct, acct_encoding) if acct is not None else None)
+            accounts.append(
+                encode_account(acct, acct_encoding, None, cluster.get_account)
+                if acct is not None
+                else None
+            )
     replacement = None
     if replace:
         bh, last_valid = cluster.latest_blockhash()
         replacement = {"blockhash": str(bh), "lastValidBlockHeight": last_valid}
-    return _with_context(
-        cluster, _simulation_value(sim, accounts=accounts, replacement=replacement)
-    )
+    return with_context(cluster, _simulation_value(sim, accounts=accounts, replacement=replacement))
 
 
 def _status(record: SignatureRecord) -> dict[str, Any]:
@@ -451,92 +438,7 @@ def _get_signature_statuses(state: RpcState, params: list[Any]) -> Any:
     for s in sigs:
         record = state.cluster.signature_record(signature_param(s))
         values.append(_status(record) if record is not None else None)
-    return _with_context(state.cluster, values)
-
-
-def _ui_transaction(tx: VersionedTransaction) -> dict[str, Any]:
-    msg = tx.message
-    header = msg.header
-    ui_msg: dict[str, Any] = {
-        "accountKeys": [str(k) for k in msg.account_keys],
-        "header": {
-            "numRequiredSignatures": header.num_required_signatures,
-            "numReadonlySignedAccounts": header.num_readonly_signed_accounts,
-            "numReadonlyUnsignedAccounts": header.num_readonly_unsigned_accounts,
-        },
-        "recentBlockhash": str(msg.recent_blockhash),
-        "instructions": [
-            {
-                "programIdIndex": ix.program_id_index,
-                "accounts": list(ix.accounts),
-                "data": base58.b58encode(bytes(ix.data)).decode(),
-                "stackHeight": None,
-            }
-            for ix in msg.instructions
-        ],
-    }
-    if isinstance(msg, MessageV0):
-        ui_msg["addressTableLookups"] = [
-            {
-                "accountKey": str(lk.account_key),
-                "writableIndexes": list(lk.writable_indexes),
-                "readonlyIndexes": list(lk.readonly_indexes),
-            }
-            for lk in msg.address_table_lookups
-        ]
-    return {"signatures": [str(s) for s in tx.signatures], "message": ui_msg}
-
-
-@method("getTransaction")
-def _get_transaction(state: RpcState, params: list[Any]) -> Any:
-    sig = signature_param(param(params, 0, "signature"))
-    cfg = params[1] if len(params) > 1 and isinstance(params[1], str) else config(params, 1)
-    if isinstance(cfg, str):  # legacy form: the encoding as the second param
-        cfg = {"encoding": cfg}
-    encoding = cfg.get("encoding", "json")
-    if encoding not in ("json", "jsonParsed", "base64", "base58"):
-        raise invalid_params(f"Invalid params: unsupported encoding {encoding!r}")
-    record = state.cluster.signature_record(sig)
-    if record is None or record.raw_tx is None:
-        return None
-    max_version = cfg.get("maxSupportedTransactionVersion")
-    if record.version != "legacy" and (max_version is None or int(max_version) < 0):
-        raise RpcError(
-            UNSUPPORTED_TRANSACTION_VERSION,
-            "Transaction version (0) is not supported by the requesting client. Please try the "
-            'request again with the following configuration parameter: "maxSupportedTransactionVersion": 0',
-        )
-    tx = VersionedTransaction.from_bytes(record.raw_tx)
-    encoded: Any
-    if encoding == "base64":
-        encoded = [base64.b64encode(record.raw_tx).decode(), "base64"]
-    elif encoding == "base58":
-        encoded = [base58.b58encode(record.raw_tx).decode(), "base58"]
-    else:  # json; jsonParsed falls back to the raw json form
-        encoded = _ui_transaction(tx)
-    err = record.err_json
-    result: dict[str, Any] = {
-        "slot": record.slot,
-        "blockTime": record.block_time,
-        "transaction": encoded,
-        "meta": {
-            "err": err,
-            "status": {"Ok": None} if err is None else {"Err": err},
-            "fee": record.fee,
-            "preBalances": record.pre_balances,
-            "postBalances": record.post_balances,
-            "innerInstructions": [],
-            "logMessages": record.logs,
-            "preTokenBalances": [],
-            "postTokenBalances": [],
-            "rewards": [],
-            "loadedAddresses": {"writable": [], "readonly": []},
-            "computeUnitsConsumed": record.compute_units,
-        },
-    }
-    if max_version is not None:
-        result["version"] = record.version
-    return result
+    return with_context(state.cluster, values)
 
 
 # ------------------------------------------------------------------- dispatch
