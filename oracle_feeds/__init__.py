@@ -10,4 +10,10 @@ Modules (pure: no network, no clock, no asyncio):
   Pyth pull ``PriceUpdateV2``, Switchboard On-Demand and V2, ``parse_oracle_account``
   dispatch, and ``load_account_json`` for ``solana account --output json`` dumps.
 * :mod:`oracle_feeds.encoders` real-format writers (``encode_*``) for a simulated publisher.
+
+At the edge (asyncio, network): :mod:`oracle_feeds.publisher` (simulated publisher on the
+embedded cluster), :mod:`oracle_feeds.stream` (``OracleStream``: PubSub with reconnects) and
+:mod:`oracle_feeds.feed` (``OracleFeed``: stream + guards + primary/fallback choice ->
+per-market ``IndexPriceUpdate`` for the engine; its decision core ``IndexPriceSelector`` is
+pure).
 """
