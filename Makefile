@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 DEPS_HASH := $(shell cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
 STAMP     := $(VENV)/.installed-$(DEPS_HASH)
 
-.PHONY: install run test bench lint lock clean distclean
+.PHONY: install run test bench lint lock clean distclean program program-check
 
 install: $(STAMP)
 
@@ -43,6 +43,21 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy exchange oracle_feeds perp localnet
 	$(BIN)/lint-imports
+
+# On-chain programs: clang-19 (apt, when root and missing) + our SBF linker (stdlib python).
+# Writes settlement/program/*.so and *.so.sha256; without clang the committed .so files are used.
+CLANG ?= clang-19
+program:
+	@command -v $(CLANG) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing clang-19"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang-19; \
+	  else echo "clang-19 missing and not root: the committed .so files are used"; fi; }
+	CLANG=$(CLANG) $(PYTHON) -m settlement.toolchain.build
+
+# Rebuild and fail if the bytes differ from the committed .so files (CI).
+program-check:
+	CLANG=$(CLANG) $(PYTHON) -m settlement.toolchain.build --check
 
 # Re-resolve the newest versions allowed by pyproject.toml in a scratch venv and
 # record every transitive pin in constraints.txt. Run after changing dependencies.
