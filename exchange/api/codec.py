@@ -1,0 +1,182 @@
+"""Requests in, commands out: strict parsing of JSON request bodies (no aiohttp here).
+
+Integers travel as JSON numbers and every name carries its unit: ``price`` and
+``trigger_price`` at ``PRICE_PRECISION`` (quote per whole base unit), ``size_base`` at
+``BASE_PRECISION``, ``*_ticks`` / ``*_lots`` in a market's ticks and lots, ``*_ns``
+nanoseconds. Enums travel as their names (``"BID"``, ``"POST_ONLY"``...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from exchange.api.errors import BatchTooLarge, MalformedRequest
+from exchange.core.commands import (
+    AmendOrder,
+    CancelOrder,
+    MalformedCommand,
+    PlaceOrder,
+    check_command,
+)
+from exchange.core.orders import OrderType, SelfTradePrevention, Side, TimeInForce
+from exchange.core.units import U64_MAX
+
+_REQUIRED: Any = object()  # marks a field that has no default
+
+_PLACE_FIELDS = {
+    "market_id": _REQUIRED,
+    "sub_account_id": 0,
+    "side": _REQUIRED,
+    "price": _REQUIRED,
+    "size_base": _REQUIRED,
+    "order_type": "LIMIT",
+    "time_in_force": "GTC",
+    "client_order_id": 0,
+    "trigger_price": 0,
+    "reduce_only": False,
+    "stp_mode": "CANCEL_TAKING",
+    "expire_at_ns": 0,
+}
+_CANCEL_FIELDS = {"market_id": _REQUIRED, "sub_account_id": 0, "order_id": 0, "client_order_id": 0}
+_CANCEL_ALL_FIELDS = {"market_id": None, "sub_account_id": None}
+_AMEND_FIELDS = {
+    "market_id": _REQUIRED,
+    "order_id": _REQUIRED,
+    "new_price": _REQUIRED,
+    "new_size_base": _REQUIRED,
+}
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a request body, or ``MalformedRequest``."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"body: expected JSON, got {exc}") from None
+
+
+def _fields(obj: Any, spec: dict[str, Any], what: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise MalformedRequest(f"{what}: expected a JSON object, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - set(spec))
+    if unknown:
+        raise MalformedRequest(f"{what}: unknown fields {unknown}, expected {sorted(spec)}")
+    missing = sorted(k for k, default in spec.items() if default is _REQUIRED and k not in obj)
+    if missing:
+        raise MalformedRequest(f"{what}: missing fields {missing}")
+    return {k: obj.get(k, default) for k, default in spec.items()}
+
+
+def int_field(what: str, value: Any, lo: int = 0, hi: int = U64_MAX) -> int:
+    """A JSON integer in ``lo..hi`` (booleans are not integers)."""
+    if type(value) is not int or not lo <= value <= hi:
+        raise MalformedRequest(f"{what}: expected an integer in {lo}..{hi}, got {value!r}")
+    return value
+
+
+def _enum(what: str, value: Any, enum: Any) -> int:
+    if not isinstance(value, str) or value not in enum.__members__:
+        raise MalformedRequest(f"{what}: expected one of {list(enum.__members__)}, got {value!r}")
+    return int(enum.__members__[value])
+
+
+def _checked(cmd: Any, what: str) -> Any:
+    try:
+        check_command(cmd)
+    except MalformedCommand as exc:
+        raise MalformedRequest(f"{what}: {exc}") from None
+    return cmd
+
+
+def place_command(obj: Any, owner_id: int, what: str = "order") -> PlaceOrder:
+    """A ``PlaceOrder`` for ``owner_id`` from a request object."""
+    f = _fields(obj, _PLACE_FIELDS, what)
+    if not isinstance(f["reduce_only"], bool):
+        raise MalformedRequest(
+            f"{what}.reduce_only: expected true or false, got {f['reduce_only']!r}"
+        )
+    cmd = PlaceOrder(
+        market_id=int_field(f"{what}.market_id", f["market_id"], 0, 65535),
+        owner_id=owner_id,
+        sub_account_id=int_field(f"{what}.sub_account_id", f["sub_account_id"], 0, 65535),
+        side=_enum(f"{what}.side", f["side"], Side),
+        price=int_field(f"{what}.price", f["price"]),
+        size=int_field(f"{what}.size_base", f["size_base"]),
+        order_type=_enum(f"{what}.order_type", f["order_type"], OrderType),
+        time_in_force=_enum(f"{what}.time_in_force", f["time_in_force"], TimeInForce),
+        client_order_id=int_field(f"{what}.client_order_id", f["client_order_id"]),
+        trigger_price=int_field(f"{what}.trigger_price", f["trigger_price"]),
+        reduce_only=f["reduce_only"],
+        stp_mode=_enum(f"{what}.stp_mode", f["stp_mode"], SelfTradePrevention),
+        expire_at_ns=int_field(f"{what}.expire_at_ns", f["expire_at_ns"]),
+    )
+    return _checked(cmd, what)  # type: ignore[no-any-return]
+
+
+def cancel_command(obj: Any, owner_id: int, what: str = "cancel") -> CancelOrder:
+    """A ``CancelOrder`` (by ``order_id`` or ``client_order_id``, exactly one)."""
+    f = _fields(obj, _CANCEL_FIELDS, what)
+    order_id = int_field(f"{what}.order_id", f["order_id"])
+    client_order_id = int_field(f"{what}.client_order_id", f["client_order_id"])
+    if (order_id == 0) == (client_order_id == 0):
+        raise MalformedRequest(
+            f"{what}: expected exactly one of order_id, client_order_id, got "
+            f"{order_id}, {client_order_id}"
+        )
+    cmd = CancelOrder(
+        market_id=int_field(f"{what}.market_id", f["market_id"], 0, 65535),
+        owner_id=owner_id,
+        sub_account_id=int_field(f"{what}.sub_account_id", f["sub_account_id"], 0, 65535),
+        order_id=order_id,
+        client_order_id=client_order_id,
+    )
+    return _checked(cmd, what)  # type: ignore[no-any-return]
+
+
+def cancel_all_scope(obj: Any, what: str = "cancel_all") -> tuple[int | None, int | None]:
+    """``(market_id, sub_account_id)`` of a cancel-all; ``None`` means all of them."""
+    f = _fields(obj, _CANCEL_ALL_FIELDS, what)
+    market_id = f["market_id"]
+    sub = f["sub_account_id"]
+    return (
+        None if market_id is None else int_field(f"{what}.market_id", market_id, 0, 65535),
+        None if sub is None else int_field(f"{what}.sub_account_id", sub, 0, 65535),
+    )
+
+
+def amend_command(obj: Any, owner_id: int, sub_account_id: int, what: str = "amend") -> AmendOrder:
+    """An ``AmendOrder``; the order's sub-account comes from the live order."""
+    f = _fields(obj, _AMEND_FIELDS, what)
+    cmd = AmendOrder(
+        market_id=int_field(f"{what}.market_id", f["market_id"], 0, 65535),
+        owner_id=owner_id,
+        sub_account_id=sub_account_id,
+        order_id=int_field(f"{what}.order_id", f["order_id"], 1),
+        new_price=int_field(f"{what}.new_price", f["new_price"]),
+        new_size=int_field(f"{what}.new_size_base", f["new_size_base"]),
+    )
+    return _checked(cmd, what)  # type: ignore[no-any-return]
+
+
+def batch_items(obj: Any, key: str, max_items: int) -> list[Any]:
+    """The list under ``key`` of a batch request: 1..``max_items`` items."""
+    if not isinstance(obj, dict) or set(obj) != {key}:
+        raise MalformedRequest(f"batch: expected an object with exactly {key!r}, got {obj!r:.200}")
+    items = obj[key]
+    if not isinstance(items, list) or not items:
+        raise MalformedRequest(f"batch.{key}: expected a non-empty list, got {items!r:.200}")
+    if len(items) > max_items:
+        raise BatchTooLarge(f"batch.{key}: expected at most {max_items} items, got {len(items)}")
+    return items
+
+
+def int_query(query: Any, name: str, default: int, lo: int, hi: int) -> int:
+    """An integer query parameter in ``lo..hi``."""
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not isinstance(raw, str) or not raw.isdigit():
+        raise MalformedRequest(f"{name}: expected an integer in {lo}..{hi}, got {raw!r}")
+    return int_field(name, int(raw), lo, hi)

@@ -1,0 +1,92 @@
+"""API configuration: frozen, typed, keyword-only, and strict about unknown keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from exchange.core.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiConfig:
+    """How the API listens, whom it trusts and how fast it lets each key go.
+
+    ``owners`` binds each account owner to its Solana public key: pairs of
+    ``(owner_pubkey_base58, owner_id)``. A request signed by that key acts for ``owner_id``
+    (any of its sub-accounts). Settlement will feed this table from the on-chain User
+    accounts; until then it is configuration.
+
+    Rate limits are token buckets per key (per remote address for unsigned requests):
+    ``rate_limit_burst`` tokens, refilled at ``rate_limit_per_second``; one request costs one
+    token, a batch one per item.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    owners: tuple[tuple[str, int], ...] = ()
+    auth_window_ms: int = 5_000  # |server time - request timestamp| allowed
+    rate_limit_burst: int = 200
+    rate_limit_per_second: int = 100
+    public_rate_limit_burst: int = 100
+    public_rate_limit_per_second: int = 50
+    max_batch_orders: int = 50
+    max_body_bytes: int = 256 * 1024
+    max_book_depth: int = 1_000
+    recent_trades_kept: int = 1_000  # per market
+    history_kept_per_owner: int = 1_000  # order events and fills per owner
+    max_dead_man_ms: int = 600_000
+    ws_send_queue_max: int = 10_000  # messages; a subscriber further behind is disconnected
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str) or not self.host:
+            raise ConfigError(f"host: expected a host name, got {self.host!r}")
+        for name, lo, hi in (
+            ("port", 0, 65535),
+            ("auth_window_ms", 1, 3_600_000),
+            ("rate_limit_burst", 1, 10**9),
+            ("rate_limit_per_second", 1, 10**9),
+            ("public_rate_limit_burst", 1, 10**9),
+            ("public_rate_limit_per_second", 1, 10**9),
+            ("max_batch_orders", 1, 10_000),
+            ("max_body_bytes", 1024, 64 * 1024 * 1024),
+            ("max_book_depth", 1, 100_000),
+            ("recent_trades_kept", 1, 10**7),
+            ("history_kept_per_owner", 1, 10**7),
+            ("max_dead_man_ms", 1, 86_400_000),
+            ("ws_send_queue_max", 1, 10**8),
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or not lo <= value <= hi:
+                raise ConfigError(f"{name}: expected an int in {lo}..{hi}, got {value!r}")
+        if not isinstance(self.owners, tuple):
+            raise ConfigError(
+                f"owners: expected a tuple of (pubkey, owner_id), got {self.owners!r}"
+            )
+        for pair in self.owners:
+            if (
+                not isinstance(pair, tuple)
+                or len(pair) != 2
+                or not isinstance(pair[0], str)
+                or type(pair[1]) is not int
+            ):
+                raise ConfigError(
+                    f"owners: expected (pubkey str, owner_id int) pairs, got {pair!r}"
+                )
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> ApiConfig:
+        """Build from a parsed ``[api]`` table; ``owners`` is a table ``{pubkey = owner_id}``."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"api config: expected a table, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"api config: unknown keys {unknown}, expected {sorted(known)}")
+        values = dict(data)
+        if "owners" in values:
+            owners = values["owners"]
+            if not isinstance(owners, dict):
+                raise ConfigError(f"owners: expected a table of pubkey = owner_id, got {owners!r}")
+            values["owners"] = tuple(owners.items())
+        return cls(**values)

@@ -1,0 +1,186 @@
+"""The API's one door into the engine: submit commands, read state, follow events.
+
+Everything the API knows about the engine goes through here, so when the engine grows (the
+perp clearinghouse: accounts, collateral, positions, funding) only this module and the
+read model change.
+
+Threads: the engine runs on its sequencer thread. Its subscriber callback hands each
+durable batch to the event loop with ``call_soon_threadsafe``; the loop folds it into the
+``ReadModel`` and fans it out to listeners. A command's Future is resolved on the
+sequencer thread *after* its batch was published, and ``asyncio.wrap_future`` also passes
+through ``call_soon_threadsafe``, so by the time ``submit`` returns, the read model already
+holds that command's events (the loop runs callbacks in FIFO order).
+
+Start-up without a gap or an overlap: subscribe first (batches queue up), then take a
+snapshot of the core on the sequencer thread between two batches (in the done-callback of a
+no-op ``ExpireOrders`` command, which runs there); queued batches at or below the snapshot's
+sequence number are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from exchange.api.read_model import ReadModel, ReadUpdate
+from exchange.core.commands import Command, ExpireOrders
+from exchange.core.events import Event
+from exchange.engine.sequencer import EngineRunner
+
+Listener = Callable[[list[Event], ReadUpdate], None]
+
+
+class EnginePort:
+    """Async access to an ``EngineRunner`` plus a read model kept in step with it."""
+
+    def __init__(
+        self,
+        runner: EngineRunner,
+        *,
+        recent_trades_kept: int = 1_000,
+        history_kept_per_owner: int = 1_000,
+    ) -> None:
+        self._runner = runner
+        self._recent_trades_kept = recent_trades_kept
+        self._history_kept_per_owner = history_kept_per_owner
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[list[Event]] = []
+        self._listeners: list[Listener] = []
+        self._model: ReadModel | None = None
+        self._subscribed = False
+        self._closed = False
+
+    @property
+    def model(self) -> ReadModel:
+        """The read model (after ``start``)."""
+        if self._model is None:
+            raise RuntimeError("engine port: expected start() first, got no read model")
+        return self._model
+
+    async def start(self) -> None:
+        """Subscribe to the engine and build the read model from a consistent snapshot."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        if not self._subscribed:
+            self._runner.engine.subscribe(self._on_engine_batch)
+            self._subscribed = True
+        blob, snapshot_seq = await self._snapshot_between_batches()
+        # The mirror is the engine's own state class, so it folds events exactly as the
+        # engine does, whatever the engine runs (matching core or clearinghouse).
+        core = type(self._runner.engine.core).from_snapshot(blob)
+        self._model = ReadModel(
+            core,
+            recent_trades_kept=self._recent_trades_kept,
+            history_kept_per_owner=self._history_kept_per_owner,
+        )
+        pending, self._pending = self._pending, []
+        for events in pending:
+            if events[-1].seq > snapshot_seq:
+                self._fold([e for e in events if e.seq > snapshot_seq])
+
+    async def _snapshot_between_batches(self) -> tuple[bytes, int]:
+        engine = self._runner.engine
+        while True:
+            snapshot: Future[tuple[bytes, int] | None] = Future()
+            attaching = [True]  # read by the callback to tell which thread runs it
+
+            def take_snapshot(
+                done: Future[list[Event]],
+                out: Future[tuple[bytes, int] | None] = snapshot,
+                attaching: list[bool] = attaching,
+            ) -> None:
+                if attaching[0]:  # the command had already finished: not the sequencer thread
+                    out.set_result(None)
+                    return
+                exc = done.exception()
+                if exc is not None:
+                    out.set_exception(exc)
+                    return
+                # Sequencer thread, between two batches: the core is quiescent.
+                out.set_result((engine.core.snapshot(), engine.core.next_seq - 1))
+
+            self._runner.submit(ExpireOrders()).add_done_callback(take_snapshot)
+            attaching[0] = False
+            got = await asyncio.wrap_future(snapshot)
+            if got is not None:
+                return got
+
+    def close(self) -> None:
+        """Stop folding (the engine itself is owned and closed by the caller)."""
+        self._closed = True
+        self._listeners.clear()
+
+    # ------------------------------------------------------------------ events
+    def _on_engine_batch(self, events: Sequence[Event]) -> None:
+        # Sequencer thread: hand over to the loop, never touch loop state here.
+        loop = self._loop
+        if loop is not None and not self._closed:
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                loop.call_soon_threadsafe(self._on_loop_batch, list(events))
+
+    def _on_loop_batch(self, events: list[Event]) -> None:
+        if self._closed:
+            return
+        if self._model is None:
+            self._pending.append(events)
+            return
+        self._fold(events)
+
+    def _fold(self, events: list[Event]) -> None:
+        update = self.model.apply(events)
+        for listener in list(self._listeners):
+            listener(events, update)
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(events, update)`` on the loop after every folded batch.
+
+        Returns a function that removes the listener.
+        """
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    # ------------------------------------------------------------------ commands
+    async def submit(self, command: Command) -> list[Event]:
+        """Run one command; its events once durable (and folded into the read model)."""
+        return await asyncio.wrap_future(self._runner.submit(command))
+
+    async def submit_many(self, commands: Sequence[Command]) -> list[list[Event]]:
+        """Run several commands (queued together, so usually one group commit)."""
+        futures = [asyncio.wrap_future(self._runner.submit(c)) for c in commands]
+        return list(await asyncio.gather(*futures))
+
+    # ------------------------------------------------------------------ reads
+    def markets(self) -> list[dict[str, Any]]:
+        """Every market's spec."""
+        out = []
+        for market_id in sorted(self.model.core.books):
+            spec = self.model.core.books[market_id].spec
+            out.append(
+                {
+                    "market_id": spec.market_id,
+                    "symbol": spec.symbol,
+                    "tick_size": spec.tick_size,
+                    "lot_size": spec.lot_size,
+                    "min_size_lots": spec.min_size_lots,
+                    "max_size_lots": spec.max_size_lots,
+                    "max_price_ticks": spec.max_price_ticks,
+                    "max_open_orders_per_account": spec.max_open_orders_per_account,
+                }
+            )
+        return out
+
+    def has_market(self, market_id: int) -> bool:
+        return market_id in self.model.core.books
+
+    def tick_lot(self, market_id: int) -> tuple[int, int]:
+        """``(tick_size, lot_size)`` of a market (it must exist)."""
+        spec = self.model.core.books[market_id].spec
+        return spec.tick_size, spec.lot_size

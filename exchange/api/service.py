@@ -1,0 +1,191 @@
+"""Order entry shared by REST and WebSocket: checks against the read model, then the engine.
+
+Checks made here (unknown market, unknown order, oversized batch) refuse a request before it
+reaches the engine, so a refused request changes nothing, not even the event sequence. What
+only the engine can decide (price on tick, post-only crossing, margin...) comes back as an
+``OrderRejected`` event with its ``RejectCode``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exchange.api import codec
+from exchange.api.engine_port import EnginePort
+from exchange.api.errors import UnknownMarket, UnknownOrder
+from exchange.api.read_model import event_json, fills_of
+from exchange.core.commands import CancelAll, Command
+from exchange.core.errors import RejectCode
+from exchange.core.events import (
+    Event,
+    OrderAccepted,
+    OrderAmended,
+    OrderCanceled,
+    OrderRejected,
+    TradeExecuted,
+)
+from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
+
+
+def private_json(owner_id: int, event: Event) -> list[dict[str, Any]]:
+    """An event as its owner sees it: no counterparty. Trades become the owner's fills;
+    other two-sided events (``maker_*`` / ``taker_*`` fields, e.g. a fill's settlement) keep
+    the owner's side with the prefix dropped and a ``liquidity`` field."""
+    if type(event) is TradeExecuted:
+        return [{"type": "Fill", **f} for f in fills_of(event) if f["owner_id"] == owner_id]
+    fields = event._asdict()
+    if "maker_owner_id" not in fields:
+        return [event_json(event)]
+    out = []
+    for side in ("maker", "taker"):
+        if fields[f"{side}_owner_id"] != owner_id:
+            continue
+        mine: dict[str, Any] = {"type": type(event).__name__, "liquidity": side.upper()}
+        for name, value in fields.items():
+            if name.startswith(f"{side}_"):
+                mine[name[len(side) + 1 :]] = value
+            elif not name.startswith(("maker_", "taker_")) or name == "taker_side":
+                mine[name] = value
+        out.append(mine)
+    return out
+
+
+def public_trade_json(t: TradeExecuted) -> dict[str, Any]:
+    """A trade for the public feed: no owners, no order ids."""
+    return {
+        "seq": t.seq,
+        "ts_ns": t.ts_ns,
+        "market_id": t.market_id,
+        "price_ticks": t.price_ticks,
+        "num_base_lots": t.num_base_lots,
+        "taker_side": "BID" if t.taker_side == 0 else "ASK",
+    }
+
+
+def command_result(
+    owner_id: int, events: list[Event], first_kinds: tuple[type, ...]
+) -> dict[str, Any]:
+    """The acknowledgement of one command: its outcome and its own events.
+
+    Events before the command's first own event (orders of others that expired first) are
+    left out.
+    """
+    start = next(
+        (i for i, e in enumerate(events) if type(e) in first_kinds or type(e) is OrderRejected),
+        len(events),
+    )
+    own = events[start:]
+    result: dict[str, Any] = {"status": "ACCEPTED", "order_id": 0}
+    if own:
+        head = own[0]
+        if type(head) is OrderRejected:
+            result["status"] = "REJECTED"
+            result["reject_code"] = head.code
+            result["reject_code_name"] = RejectCode(head.code).name
+            result["message"] = head.message
+        result["order_id"] = getattr(head, "order_id", 0)
+        if type(head) is OrderAccepted:
+            result["client_order_id"] = head.client_order_id
+    result["events"] = [j for e in own for j in private_json(owner_id, e)]
+    return result
+
+
+_PLACE_HEADS = (OrderAccepted,)
+_CANCEL_HEADS = (OrderCanceled,)
+_AMEND_HEADS = (OrderAmended,)
+
+
+class OrderService:
+    """Place, cancel, amend, batch and cancel-all for one authenticated owner at a time."""
+
+    def __init__(self, port: EnginePort, *, max_batch_orders: int) -> None:
+        self.port = port
+        self.max_batch_orders = max_batch_orders
+
+    def _market(self, market_id: int) -> None:
+        if not self.port.has_market(market_id):
+            raise UnknownMarket(
+                f"market_id: expected one of {[m['market_id'] for m in self.port.markets()]}, "
+                f"got {market_id}"
+            )
+
+    def _place_cmd(self, owner_id: int, obj: Any, what: str) -> Command:
+        cmd = codec.place_command(obj, owner_id, what)
+        self._market(cmd.market_id)
+        return cmd
+
+    def _cancel_cmd(self, owner_id: int, obj: Any, what: str) -> Command:
+        cmd = codec.cancel_command(obj, owner_id, what)
+        self._market(cmd.market_id)
+        book = self.port.model.core.books[cmd.market_id]
+        if cmd.order_id:
+            order = self.port.model.find_order(owner_id, cmd.market_id, cmd.order_id)
+            if order is None:
+                raise UnknownOrder(
+                    f"{what}.order_id: expected a live order of yours in market "
+                    f"{cmd.market_id}, got {cmd.order_id}"
+                )
+            # the live order names its sub-account: the client need not repeat it
+            return cmd._replace(sub_account_id=order.sub_account_id)
+        account = owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
+        if (account, cmd.client_order_id) not in book.client_ids:
+            raise UnknownOrder(
+                f"{what}.client_order_id: expected a live order of sub-account "
+                f"{cmd.sub_account_id} in market {cmd.market_id}, got {cmd.client_order_id}"
+            )
+        return cmd
+
+    async def place(self, owner_id: int, obj: Any) -> dict[str, Any]:
+        cmd = self._place_cmd(owner_id, obj, "order")
+        return command_result(owner_id, await self.port.submit(cmd), _PLACE_HEADS)
+
+    async def place_batch(self, owner_id: int, obj: Any) -> list[dict[str, Any]]:
+        """All orders are checked first: one bad item refuses the whole batch."""
+        items = codec.batch_items(obj, "orders", self.max_batch_orders)
+        cmds = [self._place_cmd(owner_id, item, f"orders[{i}]") for i, item in enumerate(items)]
+        results = await self.port.submit_many(cmds)
+        return [command_result(owner_id, events, _PLACE_HEADS) for events in results]
+
+    async def cancel(self, owner_id: int, obj: Any) -> dict[str, Any]:
+        cmd = self._cancel_cmd(owner_id, obj, "cancel")
+        return command_result(owner_id, await self.port.submit(cmd), _CANCEL_HEADS)
+
+    async def cancel_batch(self, owner_id: int, obj: Any) -> list[dict[str, Any]]:
+        items = codec.batch_items(obj, "cancels", self.max_batch_orders)
+        cmds = [self._cancel_cmd(owner_id, item, f"cancels[{i}]") for i, item in enumerate(items)]
+        results = await self.port.submit_many(cmds)
+        return [command_result(owner_id, events, _CANCEL_HEADS) for events in results]
+
+    async def amend(self, owner_id: int, obj: Any) -> dict[str, Any]:
+        cmd = codec.amend_command(obj, owner_id, 0)
+        self._market(cmd.market_id)
+        order = self.port.model.find_order(owner_id, cmd.market_id, cmd.order_id)
+        if order is None:
+            raise UnknownOrder(
+                f"amend.order_id: expected a live order of yours in market {cmd.market_id}, "
+                f"got {cmd.order_id}"
+            )
+        cmd = cmd._replace(sub_account_id=order.sub_account_id)
+        return command_result(owner_id, await self.port.submit(cmd), _AMEND_HEADS)
+
+    async def cancel_all(
+        self, owner_id: int, market_id: int | None, sub_account_id: int | None
+    ) -> dict[str, Any]:
+        """Cancel every live order of the owner in scope; ``None`` scopes mean all."""
+        if market_id is not None:
+            self._market(market_id)
+        scopes = sorted(
+            {
+                (o["market_id"], o["sub_account_id"])
+                for o in self.port.model.open_orders(owner_id, market_id, sub_account_id)
+            }
+        )
+        cmds = [CancelAll(m, owner_id, s) for m, s in scopes]
+        results = await self.port.submit_many(cmds) if cmds else []
+        canceled = [e.order_id for events in results for e in events if type(e) is OrderCanceled]
+        return {"canceled_order_ids": sorted(canceled)}
+
+    @staticmethod
+    def history_json(owner_id: int, events: Any) -> list[dict[str, Any]]:
+        """Stored events of an owner as that owner sees them."""
+        return [j for e in events for j in private_json(owner_id, e)]

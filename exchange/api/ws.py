@@ -1,0 +1,407 @@
+"""The websocket edge ``/ws``: market data fan-out, signed login, order entry, safety timers.
+
+Client -> server, one JSON object per text frame, ``id`` (optional) echoed in the answer::
+
+    {"op": "subscribe", "channel": "book" | "trades" | "ticker", "market_id": 1}
+    {"op": "subscribe", "channel": "account"}                       (after login)
+    {"op": "unsubscribe", ...same fields...}
+    {"op": "login", "pubkey": ..., "timestamp_ms": ..., "nonce": ..., "signature": ...,
+     "cancel_on_disconnect": false}
+    {"op": "place" | "cancel" | "amend", "id": 7, "params": {...same body as REST...}}
+    {"op": "place_batch", "params": {"orders": [...]}}  /  {"op": "cancel_batch", ...}
+    {"op": "cancel_all", "params": {"market_id": 1}}
+    {"op": "dead_man", "timeout_ms": 5000}      (re-send to refresh; 0 disarms)
+    {"op": "ping"}
+
+The login signs ``canonical_message("WS", "/ws", body, timestamp_ms, nonce)`` with body
+``cancel_on_disconnect=1`` or ``cancel_on_disconnect=0``, so the option is signed too.
+
+Server -> client: ``{"id", "result"}`` or ``{"id", "error": {code, message}}`` for requests;
+``{"channel": "book", "type": "snapshot" | "delta", "market_id", "book_seq", "bids",
+"asks"}`` where a delta lists changed levels as ``[price_ticks, num_base_lots]`` (0 = level
+gone) and ``book_seq`` goes up by exactly one per delta of that market: a jump means a lost
+delta, and the client resubscribes for a fresh snapshot. ``trades``, ``ticker``, ``account``
+(the owner's order events and fills) and ``dead_man`` (fired) channels carry the rest.
+
+Cancel-on-disconnect (opt-in at login) and the dead-man timer cancel every open order of
+the logged-in owner. A session that falls ``ws_send_queue_max`` messages behind is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from exchange.api import codec
+from exchange.api.app import (
+    CLOCK_KEY,
+    CONFIG_KEY,
+    KEY_LIMITER_KEY,
+    PORT_KEY,
+    SERVICE_KEY,
+    Principal,
+    _limit,
+    authenticate_parts,
+)
+from exchange.api.errors import ApiError, MalformedRequest, MissingAuth, UnknownMarket
+from exchange.api.read_model import ReadUpdate
+from exchange.api.service import private_json, public_trade_json
+from exchange.core.errors import ExchangeError
+from exchange.core.events import Event
+
+HUB_KEY: web.AppKey[WsHub] = web.AppKey("ws_hub")
+_TEXT = WSMsgType.TEXT
+_MARKET_CHANNELS = ("book", "trades", "ticker")
+
+
+class WsSession:
+    """One websocket connection: its subscriptions, its login and its outgoing queue."""
+
+    def __init__(self, ws: web.WebSocketResponse, app: web.Application) -> None:
+        self.ws = ws
+        self.app = app
+        self.principal: Principal | None = None
+        self.cancel_on_disconnect = False
+        self.subscriptions: set[tuple[str, int]] = set()  # (channel, market_id or owner_id)
+        self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue(
+            maxsize=app[CONFIG_KEY].ws_send_queue_max
+        )
+        self.dead_man: asyncio.TimerHandle | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.overflowed = False
+
+    def send(self, data: bytes) -> None:
+        """Queue one frame; a consumer too far behind is dropped (it must resync anyway)."""
+        if self.overflowed:
+            return
+        try:
+            self.outbox.put_nowait(data)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                self.outbox.get_nowait()
+                self.outbox.put_nowait(None)  # tells the writer to close
+
+    def send_json(self, obj: Any) -> None:
+        self.send(orjson.dumps(obj))
+
+    async def writer(self) -> None:
+        ws = self.ws
+        while True:
+            data = await self.outbox.get()
+            if data is None:
+                await ws.close(code=1008, message=b"slow consumer")
+                return
+            await ws.send_frame(data, _TEXT)
+
+
+class WsHub:
+    """Subscription indexes and the fan-out of every engine batch to the sessions."""
+
+    def __init__(self) -> None:
+        self.sessions: set[WsSession] = set()
+        self.subscribers: dict[tuple[str, int], set[WsSession]] = {}
+
+    def add(self, session: WsSession, key: tuple[str, int]) -> None:
+        self.subscribers.setdefault(key, set()).add(session)
+        session.subscriptions.add(key)
+
+    def remove(self, session: WsSession, key: tuple[str, int]) -> None:
+        subs = self.subscribers.get(key)
+        if subs is not None:
+            subs.discard(session)
+            if not subs:
+                del self.subscribers[key]
+        session.subscriptions.discard(key)
+
+    def drop(self, session: WsSession) -> None:
+        for key in list(session.subscriptions):
+            self.remove(session, key)
+        self.sessions.discard(session)
+
+    def on_batch(self, events: list[Event], update: ReadUpdate) -> None:
+        """Serialise each message once, queue it to every subscriber (engine order kept)."""
+        subscribers = self.subscribers
+        for d in update.book_deltas:
+            subs = subscribers.get(("book", d.market_id))
+            if subs:
+                data = orjson.dumps(
+                    {
+                        "channel": "book",
+                        "type": "delta",
+                        "market_id": d.market_id,
+                        "book_seq": d.book_seq,
+                        "bids": d.bids,
+                        "asks": d.asks,
+                    }
+                )
+                for s in subs:
+                    s.send(data)
+        if update.trades:
+            by_market: dict[int, list[dict[str, Any]]] = {}
+            for t in update.trades:
+                if ("trades", t.market_id) in subscribers:
+                    by_market.setdefault(t.market_id, []).append(public_trade_json(t))
+            for market_id, trades in by_market.items():
+                data = orjson.dumps({"channel": "trades", "market_id": market_id, "trades": trades})
+                for s in subscribers[("trades", market_id)]:
+                    s.send(data)
+        for ticker in update.tickers:
+            subs = subscribers.get(("ticker", ticker["market_id"]))
+            if subs:
+                data = orjson.dumps({"channel": "ticker", **ticker})
+                for s in subs:
+                    s.send(data)
+        for owner_id, owner_events in update.owner_events.items():
+            subs = subscribers.get(("account", owner_id))
+            if subs:
+                body = [j for e in owner_events for j in private_json(owner_id, e)]
+                data = orjson.dumps({"channel": "account", "events": body})
+                for s in subs:
+                    s.send(data)
+
+
+async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The hub follows the engine port for the app's lifetime; sessions close on shutdown."""
+    hub = WsHub()
+    app[HUB_KEY] = hub
+    remove = app[PORT_KEY].listen(hub.on_batch)
+    yield
+    remove()
+    for session in list(hub.sessions):
+        await session.ws.close(code=1001, message=b"server shutdown")
+
+
+async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=30.0)
+    await ws.prepare(request)
+    app = request.app
+    hub = app[HUB_KEY]
+    session = WsSession(ws, app)
+    hub.sessions.add(session)
+    writer = asyncio.ensure_future(session.writer())
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                session.send_json(
+                    {"error": {"code": "MALFORMED_REQUEST", "message": "expected text frames"}}
+                )
+                continue
+            _dispatch(session, hub, msg.data)
+    finally:
+        hub.drop(session)
+        if session.dead_man is not None:
+            session.dead_man.cancel()
+        if session.cancel_on_disconnect and session.principal is not None:
+            with contextlib.suppress(ExchangeError):
+                await app[SERVICE_KEY].cancel_all(session.principal.owner_id, None, None)
+        for task in list(session.tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    return ws
+
+
+def _dispatch(session: WsSession, hub: WsHub, text: str) -> None:
+    request_id: Any = None
+    try:
+        try:
+            msg = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedRequest(f"frame: expected JSON, got {exc}") from None
+        if not isinstance(msg, dict):
+            raise MalformedRequest(f"frame: expected a JSON object, got {type(msg).__name__}")
+        request_id = msg.get("id")
+        op = msg.get("op")
+        if op == "ping":
+            session.send_json({"id": request_id, "result": "pong"})
+        elif op in ("subscribe", "unsubscribe"):
+            _subscribe(session, hub, msg, request_id)
+        elif op == "login":
+            _login(session, msg, request_id)
+        elif op == "dead_man":
+            _dead_man(session, msg, request_id)
+        elif op in _ORDER_OPS:
+            _order_op(session, op, msg, request_id)
+        else:
+            raise MalformedRequest(
+                f"op: expected one of {sorted(('ping', 'subscribe', 'unsubscribe', 'login', 'dead_man', *_ORDER_OPS))}, got {op!r}"
+            )
+    except ApiError as err:
+        session.send_json({"id": request_id, "error": err.to_json()})
+
+
+def _subscribe(session: WsSession, hub: WsHub, msg: dict[str, Any], request_id: Any) -> None:
+    channel = msg.get("channel")
+    fields = set(msg) - {"op", "id", "channel", "market_id"}
+    if fields:
+        raise MalformedRequest(f"{msg['op']}: unknown fields {sorted(fields)}")
+    port = session.app[PORT_KEY]
+    if channel == "account":
+        if session.principal is None:
+            raise MissingAuth("account channel: expected a login first")
+        key = ("account", session.principal.owner_id)
+    elif channel in _MARKET_CHANNELS:
+        market_id = codec.int_field("market_id", msg.get("market_id"), 0, 65535)
+        if not port.has_market(market_id):
+            raise UnknownMarket(f"market_id: expected a listed market, got {market_id}")
+        key = (channel, market_id)
+    else:
+        raise MalformedRequest(
+            f"channel: expected one of {[*_MARKET_CHANNELS, 'account']}, got {channel!r}"
+        )
+    if msg["op"] == "unsubscribe":
+        hub.remove(session, key)
+        session.send_json({"id": request_id, "result": {"unsubscribed": channel}})
+        return
+    hub.add(session, key)
+    session.send_json({"id": request_id, "result": {"subscribed": channel}})
+    model = port.model
+    # Snapshot and subscription happen in one synchronous step on the loop: no batch can
+    # be folded in between, so the first delta after it has book_seq = snapshot's + 1.
+    if channel == "book":
+        snap = model.book(key[1], 1 << 62)
+        assert snap is not None
+        session.send_json(
+            {
+                "channel": "book",
+                "type": "snapshot",
+                "market_id": snap.market_id,
+                "book_seq": snap.book_seq,
+                "bids": snap.bids,
+                "asks": snap.asks,
+            }
+        )
+    elif channel == "ticker":
+        session.send_json({"channel": "ticker", **model.ticker(key[1])})
+
+
+def _login(session: WsSession, msg: dict[str, Any], request_id: Any) -> None:
+    if session.principal is not None:
+        raise MalformedRequest("login: expected one login per session, got a second")
+    unknown = set(msg) - {
+        "op",
+        "id",
+        "pubkey",
+        "timestamp_ms",
+        "nonce",
+        "signature",
+        "cancel_on_disconnect",
+    }
+    if unknown:
+        raise MalformedRequest(f"login: unknown fields {sorted(unknown)}")
+    cod = msg.get("cancel_on_disconnect", False)
+    if not isinstance(cod, bool):
+        raise MalformedRequest(f"login.cancel_on_disconnect: expected true or false, got {cod!r}")
+    timestamp = msg.get("timestamp_ms")
+    principal = authenticate_parts(
+        session.app,
+        pubkey_b58=msg.get("pubkey") if isinstance(msg.get("pubkey"), str) else None,
+        timestamp=str(timestamp) if type(timestamp) is int else None,
+        nonce=msg.get("nonce") if isinstance(msg.get("nonce"), str) else None,
+        signature=msg.get("signature") if isinstance(msg.get("signature"), str) else None,
+        method="WS",
+        path="/ws",
+        body=login_body(cod),
+    )
+    session.principal = principal
+    session.cancel_on_disconnect = cod
+    session.send_json(
+        {"id": request_id, "result": {"owner_id": principal.owner_id, "cancel_on_disconnect": cod}}
+    )
+
+
+def login_body(cancel_on_disconnect: bool) -> bytes:
+    """The signed body of a websocket login."""
+    return b"cancel_on_disconnect=1" if cancel_on_disconnect else b"cancel_on_disconnect=0"
+
+
+def _need_login(session: WsSession) -> Principal:
+    if session.principal is None:
+        raise MissingAuth("op: expected a login first")
+    return session.principal
+
+
+def _dead_man(session: WsSession, msg: dict[str, Any], request_id: Any) -> None:
+    principal = _need_login(session)
+    cfg = session.app[CONFIG_KEY]
+    timeout_ms = codec.int_field("timeout_ms", msg.get("timeout_ms"), 0, cfg.max_dead_man_ms)
+    if session.dead_man is not None:
+        session.dead_man.cancel()
+        session.dead_man = None
+    if timeout_ms:
+        loop = asyncio.get_running_loop()
+        session.dead_man = loop.call_later(timeout_ms / 1000, _fire_dead_man, session, principal)
+    session.send_json({"id": request_id, "result": {"timeout_ms": timeout_ms}})
+
+
+def _fire_dead_man(session: WsSession, principal: Principal) -> None:
+    session.dead_man = None
+
+    async def cancel() -> None:
+        result = await session.app[SERVICE_KEY].cancel_all(principal.owner_id, None, None)
+        session.send_json({"channel": "dead_man", "type": "fired", **result})
+
+    _spawn(session, cancel())
+
+
+_ORDER_OPS = ("place", "cancel", "amend", "place_batch", "cancel_batch", "cancel_all")
+
+
+def _order_op(session: WsSession, op: str, msg: dict[str, Any], request_id: Any) -> None:
+    principal = _need_login(session)
+    params = msg.get("params")
+    service = session.app[SERVICE_KEY]
+    owner_id = principal.owner_id
+    cost = 1
+    if op in ("place_batch", "cancel_batch") and isinstance(params, dict):
+        items = params.get("orders" if op == "place_batch" else "cancels")
+        cost = max(1, len(items)) if isinstance(items, list) else 1
+    _limit(session.app[KEY_LIMITER_KEY], principal.pubkey, cost, session.app[CLOCK_KEY]())
+    # The coroutine's synchronous part (checks, submit to the engine queue) runs in frame
+    # order, because tasks start in the order they are created.
+    if op == "place":
+        coro: Any = service.place(owner_id, params)
+    elif op == "cancel":
+        coro = service.cancel(owner_id, params)
+    elif op == "amend":
+        coro = service.amend(owner_id, params)
+    elif op == "place_batch":
+        coro = _wrap_results(service.place_batch(owner_id, params))
+    elif op == "cancel_batch":
+        coro = _wrap_results(service.cancel_batch(owner_id, params))
+    else:
+        market_id, sub = codec.cancel_all_scope(params if params is not None else {})
+        coro = service.cancel_all(owner_id, market_id, sub)
+    _spawn(session, _answer(session, request_id, coro))
+
+
+async def _wrap_results(coro: Any) -> dict[str, Any]:
+    return {"results": await coro}
+
+
+async def _answer(session: WsSession, request_id: Any, coro: Any) -> None:
+    try:
+        result = await coro
+    except ApiError as err:
+        session.send_json({"id": request_id, "error": err.to_json()})
+        return
+    except ExchangeError as exc:
+        session.send_json(
+            {"id": request_id, "error": {"code": "ENGINE_UNAVAILABLE", "message": str(exc)}}
+        )
+        return
+    session.send_json({"id": request_id, "result": result})
+
+
+def _spawn(session: WsSession, coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    session.tasks.add(task)
+    task.add_done_callback(session.tasks.discard)
