@@ -1,0 +1,593 @@
+"""The margin sweeper: screen every account on each oracle/mark update, re-check exactly.
+
+Accounts live in compact arrays: per account a row of position slots (CSR-like: ``row_start``,
+``row_len``, with spare capacity so a fill rarely moves a row) holding market, base, entry
+quote and funding snapshot, plus collateral. A numba kernel screens all rows; the
+candidates it returns are re-checked with the exact integer maths of ``perp`` and
+``liquidation.rules`` before a :class:`LiquidateIntent` is emitted. A pure-Python screen
+(:meth:`Sweeper.screen_python`) runs the same integer formulas and returns the same set.
+
+The screen is a bounded int64 over-approximation (never misses a liquidatable account):
+
+* Screen unit ``u = 2^40 / 10^9`` quote units; ``x`` quote is ``floor(x x 5^9 / 2^31)`` u.
+* Market ``m`` splits base at ``B_m`` bits: ``base = bs x 2^B + rb`` (``0 <= rb < 2^B``) and
+  keeps prices at ``Q_m = 40 - B_m`` bits: ``ps = floor(oracle / 2^Q)``; the funding-adjusted
+  price ``pe = floor((oracle x 10^9 - cumulative_funding) / (10^9 x 2^Q))`` folds unsettled
+  funding in (with ``snapshot`` in the slot's constant ``entry_u``, see ``_entry_units``).
+* Value ``v = bs x pe + ((rb x pe) >> B)`` differs from ``base x pe_exact / 2^40`` by less than
+  ``|bs| + 2`` u; equity's lower bound subtracts ``|bs| + 4`` u per position (that error, the
+  PnL floor, the funding payment's ceiling, and one spare).
+* Notional's upper bound ``N = |bs x ps + ((rb x ps) >> B)| + |bs| + 3`` u. Maintenance is
+  convex piecewise linear in notional (ratios never fall), so it is the max of its tier lines
+  ``ratio_t x N - k_t``: slopes as ``ceil(ratio x 2^20 / 10^6)`` fixed point, intercepts
+  floored, every product split at 2^20; plus 2 u per position for the roundings.
+* Bounds (checked in Python when a value enters the arrays): ``|bs| <= 2^28``,
+  ``|ps|, |pe| < 2^29``, ``rb < 2^33``, ``|collateral u|, |entry u| < 2^57``, <= 16 markets.
+  Then every product is < 2^62 and each account's sums stay < 2^63: no int64 overflow.
+  A value outside them marks its account (or market) "exact only": always a candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+from numba import njit
+
+from exchange.core.units import BASE_PRECISION, FUNDING_RATE_PRECISION, RATIO_PRECISION
+from liquidation.errors import LiquidationInputError, ScreenRangeError
+from liquidation.rules import Health, OracleReading, check_eligibility
+from perp.math.margin import MarginSchedule
+from perp.position import Position, settle_funding
+
+SCREEN_BITS = 40  # one screen unit is 2^40 / 10^9 quote units (about 0.0011 USDC)
+UNIT_NUM = 5**9  # x quote == x * 10^9 / 2^40 u == x * 5^9 / 2^31 u
+UNIT_SHIFT = 31
+MAX_BS_BITS = 28
+MAX_PRICE_BITS = 29
+MAX_BASE_SHIFT = 33
+MAX_TERM = 1 << 57
+MAX_MARKETS = 16
+MAX_TIERS = 8
+SLOPE_BITS = 20
+SLOPE_MASK = (1 << SLOPE_BITS) - 1
+FUNDING_SCALE = BASE_PRECISION * FUNDING_RATE_PRECISION  # base x index -> quote
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SweeperMarket:
+    """A market's margin schedule and the bounds the screen is sized for.
+
+    ``max_position_base`` (BASE_PRECISION) and ``max_price`` (PRICE_PRECISION) choose the
+    split ``B_m``; a position or price beyond them is still handled, by the exact path only.
+    """
+
+    schedule: MarginSchedule
+    max_position_base: int
+    max_price: int
+
+    def __post_init__(self) -> None:
+        for name in ("max_position_base", "max_price"):
+            value = getattr(self, name)
+            if type(value) is not int or value <= 0:
+                raise LiquidationInputError(f"{name}: expected an int > 0, got {value!r}")
+        if len(self.schedule.tiers) > MAX_TIERS:
+            raise LiquidationInputError(
+                f"schedule: expected <= {MAX_TIERS} tiers, got {len(self.schedule.tiers)}"
+            )
+
+
+class LiquidateIntent(NamedTuple):
+    """An account the exact maths found below maintenance at valid oracles."""
+
+    account_id: int
+    equity_quote: int
+    maintenance_quote: int
+
+
+def _base_shift(market: SweeperMarket) -> int:
+    """The largest split that keeps ``|ps|, |pe| < 2^29`` up to twice ``max_price`` (room for
+    funding), provided ``max_position_base`` still fits ``|bs| <= 2^28``."""
+    price_shift = max(0, (2 * market.max_price).bit_length() - MAX_PRICE_BITS)
+    shift = min(MAX_BASE_SHIFT, SCREEN_BITS - price_shift)
+    if market.max_position_base.bit_length() - MAX_BS_BITS > shift:
+        raise ScreenRangeError(
+            f"market bounds: expected max_position_base < 2^{MAX_BS_BITS + shift} with "
+            f"max_price {market.max_price}, got {market.max_position_base}"
+        )
+    return shift
+
+
+def _tier_lines(schedule: MarginSchedule) -> list[tuple[int, int]]:
+    """(slope at 2^-20 rounded up, intercept in u rounded down) of each maintenance line."""
+    lines = []
+    lower = 0
+    below = 0  # sum of ratio x width of the tiers below, quote x ppm
+    for tier in schedule.tiers:
+        ratio = tier.maintenance_ppm
+        k = ratio * lower - below  # quote x ppm
+        k_units = k * 10**9 // (RATIO_PRECISION << SCREEN_BITS)  # floor, in u
+        if k_units < 1 << 62:  # a larger intercept starts beyond any screenable notional
+            slope = -(-ratio * (1 << SLOPE_BITS) // RATIO_PRECISION)
+            lines.append((slope, k_units))
+        below += ratio * (tier.up_to_notional_quote - lower)
+        lower = tier.up_to_notional_quote
+    return lines
+
+
+def quote_to_units(amount_quote: int) -> int:
+    """``floor(amount x 10^9 / 2^40)``: quote units to screen units, rounded down."""
+    return (amount_quote * UNIT_NUM) >> UNIT_SHIFT
+
+
+def _entry_units(entry_quote: int, base: int, snapshot: int) -> int:
+    """``floor((entry + base x snapshot / 10^18) x 10^9 / 2^40)``: the slot's constant, so
+    ``equity = collateral + base x pe + entry_u`` with funding settled at any later index."""
+    return (
+        (entry_quote * FUNDING_SCALE + base * snapshot) * UNIT_NUM // (FUNDING_SCALE << UNIT_SHIFT)
+    )
+
+
+# ------------------------------------------------------------------ kernels
+
+
+@njit(cache=True)
+def _screen_kernel(
+    row_start: np.ndarray,
+    row_len: np.ndarray,
+    account_exact: np.ndarray,
+    collateral_u: np.ndarray,
+    slot_market: np.ndarray,
+    slot_bs: np.ndarray,
+    slot_rb: np.ndarray,
+    slot_entry_u: np.ndarray,
+    market_shift: np.ndarray,
+    market_ps: np.ndarray,
+    market_pe: np.ndarray,
+    market_state: np.ndarray,
+    tier_slope: np.ndarray,
+    tier_k: np.ndarray,
+    tier_count: np.ndarray,
+    out: np.ndarray,
+) -> int:
+    """Write the accounts that may be below maintenance to ``out``; return how many.
+    ``market_state``: 0 screenable, 1 invalid oracle (skip the account), 2 exact only."""
+    count = 0
+    for a in range(row_start.shape[0]):
+        equity = collateral_u[a]
+        requirement = 0
+        exact = account_exact[a]
+        skip = False
+        start = row_start[a]
+        for i in range(start, start + row_len[a]):
+            m = slot_market[i]
+            state = market_state[m]
+            if state == 1:
+                skip = True
+                break
+            if state == 2:
+                exact = True
+            bs = slot_bs[i]
+            rb = slot_rb[i]
+            shift = market_shift[m]
+            pe = market_pe[m]
+            ps = market_ps[m]
+            abs_bs = bs if bs >= 0 else -bs
+            equity += bs * pe + ((rb * pe) >> shift) + slot_entry_u[i] - abs_bs - 4
+            value = bs * ps + ((rb * ps) >> shift)
+            notional = (value if value >= 0 else -value) + abs_bs + 3
+            hi = notional >> 20
+            lo = notional & 0xFFFFF
+            best = 0
+            for t in range(tier_count[m]):
+                slope = tier_slope[m, t]
+                line = hi * slope + ((lo * slope) >> 20) + 1 - tier_k[m, t]
+                if line > best:
+                    best = line
+            requirement += best + 1
+        if not skip and (exact or equity < requirement):
+            out[count] = a
+            count += 1
+    return count
+
+
+# ------------------------------------------------------------------ the sweeper
+
+
+class Sweeper:
+    """Compact account arrays, incrementally updated, screened on every price update.
+
+    Accounts are dense ids ``0..n-1`` and markets ``0..len(markets)-1``. Exact values (base,
+    entry quote, collateral: i64; funding snapshot: exact Python int, two int64 limbs) are
+    kept alongside the screen fields so the re-check needs nothing else.
+    """
+
+    def __init__(self, *, markets: Sequence[SweeperMarket], row_capacity: int = 2) -> None:
+        if not 0 < len(markets) <= MAX_MARKETS:
+            raise LiquidationInputError(f"markets: expected 1..{MAX_MARKETS}, got {len(markets)}")
+        if not 1 <= row_capacity <= MAX_MARKETS:
+            raise LiquidationInputError(
+                f"row_capacity: expected 1..{MAX_MARKETS}, got {row_capacity}"
+            )
+        self.markets = tuple(markets)
+        self.row_capacity = row_capacity
+        n_markets = len(markets)
+        self.market_shift = np.array([_base_shift(m) for m in markets], dtype=np.int64)
+        self.market_ps = np.zeros(n_markets, dtype=np.int64)
+        self.market_pe = np.zeros(n_markets, dtype=np.int64)
+        self.market_state = np.ones(n_markets, dtype=np.int8)  # no oracle yet: invalid
+        self.market_price = [0] * n_markets
+        self.market_funding = [0] * n_markets
+        self.tier_slope = np.zeros((n_markets, MAX_TIERS), dtype=np.int64)
+        self.tier_k = np.zeros((n_markets, MAX_TIERS), dtype=np.int64)
+        self.tier_count = np.zeros(n_markets, dtype=np.int64)
+        for m, market in enumerate(markets):
+            lines = _tier_lines(market.schedule)
+            self.tier_count[m] = len(lines)
+            for t, (slope, k) in enumerate(lines):
+                self.tier_slope[m, t] = slope
+                self.tier_k[m, t] = k
+        self.n_accounts = 0
+        self.n_slots = 0
+        self._alloc_accounts(0)
+        self._alloc_slots(0)
+        self._out = np.zeros(0, dtype=np.int64)
+
+    # ---------------------------------------------------------------- storage
+    def _alloc_accounts(self, n: int) -> None:
+        self.row_start = np.zeros(n, dtype=np.int64)
+        self.row_len = np.zeros(n, dtype=np.int64)
+        self.row_cap = np.zeros(n, dtype=np.int64)
+        self.account_exact = np.zeros(n, dtype=np.bool_)
+        self.collateral = np.zeros(n, dtype=np.int64)
+        self.collateral_u = np.zeros(n, dtype=np.int64)
+
+    def _alloc_slots(self, n: int) -> None:
+        self.slot_market = np.zeros(n, dtype=np.int64)
+        self.slot_base = np.zeros(n, dtype=np.int64)
+        self.slot_entry = np.zeros(n, dtype=np.int64)
+        self.slot_snap_hi = np.zeros(n, dtype=np.int64)
+        self.slot_snap_lo = np.zeros(n, dtype=np.int64)
+        self.slot_bs = np.zeros(n, dtype=np.int64)
+        self.slot_rb = np.zeros(n, dtype=np.int64)
+        self.slot_entry_u = np.zeros(n, dtype=np.int64)
+        self.slot_exact = np.zeros(n, dtype=np.bool_)
+
+    _ACCOUNT_ARRAYS = (
+        "row_start",
+        "row_len",
+        "row_cap",
+        "account_exact",
+        "collateral",
+        "collateral_u",
+    )
+    _SLOT_ARRAYS = (
+        "slot_market",
+        "slot_base",
+        "slot_entry",
+        "slot_snap_hi",
+        "slot_snap_lo",
+        "slot_bs",
+        "slot_rb",
+        "slot_entry_u",
+        "slot_exact",
+    )
+
+    def _grow(self, names: Iterable[str], size: int) -> None:
+        for name in names:
+            old = getattr(self, name)
+            if old.shape[0] < size:
+                new = np.zeros(max(size, 2 * old.shape[0], 16), dtype=old.dtype)
+                new[: old.shape[0]] = old
+                setattr(self, name, new)
+
+    def _ensure_account(self, account_id: int) -> None:
+        if type(account_id) is not int or account_id < 0:
+            raise LiquidationInputError(f"account_id: expected an int >= 0, got {account_id!r}")
+        if account_id < self.n_accounts:
+            return
+        self._grow(self._ACCOUNT_ARRAYS, account_id + 1)
+        for a in range(self.n_accounts, account_id + 1):
+            self.row_start[a] = self.n_slots
+            self.row_cap[a] = self.row_capacity
+            self.n_slots += self.row_capacity
+        self._grow(self._SLOT_ARRAYS, self.n_slots)
+        self.n_accounts = account_id + 1
+
+    def bulk_load(
+        self,
+        *,
+        collateral_quote: np.ndarray,
+        positions_per_account: np.ndarray,
+        market_id: np.ndarray,
+        base: np.ndarray,
+        entry_quote: np.ndarray,
+    ) -> None:
+        """Fill an empty sweeper from int64 arrays in one vectorised pass: account ``a`` holds
+        the next ``positions_per_account[a]`` entries (distinct markets). Positions are taken
+        as opened at funding snapshot 0 (a fresh venue, replay from genesis, benchmarks)."""
+        if self.n_accounts:
+            raise LiquidationInputError(
+                f"bulk_load: expected an empty sweeper, got {self.n_accounts} accounts"
+            )
+        counts = np.asarray(positions_per_account, dtype=np.int64)
+        n, total = counts.shape[0], int(counts.sum())
+        market = np.asarray(market_id, dtype=np.int64)
+        if market.shape[0] != total or base.shape[0] != total or entry_quote.shape[0] != total:
+            raise LiquidationInputError(f"bulk_load: expected {total} positions in every array")
+        if n and (int(counts.min()) < 0 or int(counts.max()) > MAX_MARKETS):
+            raise LiquidationInputError(f"positions_per_account: expected 0..{MAX_MARKETS} each")
+        if total and (int(market.min()) < 0 or int(market.max()) >= len(self.markets)):
+            raise LiquidationInputError("market_id: expected ids of configured markets")
+        capacity = np.maximum(counts, 1)
+        self._alloc_accounts(n)
+        self.row_cap[:] = capacity
+        self.row_start[1:] = np.cumsum(capacity)[:-1]
+        self.row_len[:] = counts
+        self.n_accounts = n
+        self.n_slots = int(capacity.sum())
+        self._alloc_slots(self.n_slots)
+        slot = np.repeat(self.row_start, counts) + (
+            np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        )
+        shift = self.market_shift[market]
+        bs = np.right_shift(base, shift)
+        entry_u = _units_vector(entry_quote)
+        exact = (np.abs(bs) > 1 << MAX_BS_BITS) | (np.abs(entry_u) >= MAX_TERM)
+        self.slot_market[slot] = market
+        self.slot_base[slot] = base
+        self.slot_entry[slot] = entry_quote
+        self.slot_bs[slot] = np.where(exact, 0, bs)
+        self.slot_rb[slot] = np.where(exact, 0, base - np.left_shift(bs, shift))
+        self.slot_entry_u[slot] = np.where(exact, 0, entry_u)
+        self.slot_exact[slot] = exact
+        self.collateral[:] = collateral_quote
+        collateral_u = _units_vector(self.collateral)
+        big = np.abs(collateral_u) >= MAX_TERM
+        self.collateral_u[:] = np.where(big, 0, collateral_u)
+        owner = np.repeat(np.arange(n), counts)
+        self.account_exact[:] = big
+        self.account_exact[owner[exact]] = True
+
+    # ---------------------------------------------------------------- updates
+    def set_collateral(self, account_id: int, collateral_quote: int) -> None:
+        """The account's collateral after a deposit, withdrawal, fee, or settlement (i64)."""
+        self._ensure_account(account_id)
+        _check_i64("collateral_quote", collateral_quote)
+        self.collateral[account_id] = collateral_quote
+        units = quote_to_units(collateral_quote)
+        self.collateral_u[account_id] = units if abs(units) < MAX_TERM else 0
+        self._refresh_exact(account_id)
+
+    def set_position(self, account_id: int, market_id: int, position: Position) -> None:
+        """The account's position in ``market_id`` after a fill or settlement (base 0 removes)."""
+        self._ensure_account(account_id)
+        if not 0 <= market_id < len(self.markets):
+            raise LiquidationInputError(
+                f"market_id: expected 0..{len(self.markets) - 1}, got {market_id}"
+            )
+        _check_i64("base", position.base)
+        _check_i64("entry_quote", position.entry_quote)
+        start = int(self.row_start[account_id])
+        length = int(self.row_len[account_id])
+        slot = next(
+            (i for i in range(start, start + length) if self.slot_market[i] == market_id), -1
+        )
+        if not position.base:
+            if slot >= 0:  # move the row's last slot into the hole
+                last = start + length - 1
+                for name in self._SLOT_ARRAYS:
+                    array = getattr(self, name)
+                    array[slot] = array[last]
+                self.row_len[account_id] = length - 1
+                self._refresh_exact(account_id)
+            return
+        if slot < 0:
+            if length == self.row_cap[account_id]:
+                start = self._move_row(account_id)
+            slot = start + length
+            self.row_len[account_id] = length + 1
+        self._write_slot(slot, market_id, position)
+        self._refresh_exact(account_id)
+
+    def _move_row(self, account_id: int) -> int:
+        """Give a full row twice the room at the end of the slot arrays (the old slots are
+        left unused); returns the new start."""
+        start = int(self.row_start[account_id])
+        length = int(self.row_len[account_id])
+        capacity = min(MAX_MARKETS, 2 * int(self.row_cap[account_id]))
+        new_start = self.n_slots
+        self.n_slots += capacity
+        self._grow(self._SLOT_ARRAYS, self.n_slots)
+        for name in self._SLOT_ARRAYS:
+            array = getattr(self, name)
+            array[new_start : new_start + length] = array[start : start + length]
+        self.row_start[account_id] = new_start
+        self.row_cap[account_id] = capacity
+        return new_start
+
+    def _write_slot(self, slot: int, market_id: int, position: Position) -> None:
+        base = position.base
+        snapshot = position.funding_snapshot
+        shift = int(self.market_shift[market_id])
+        bs = base >> shift
+        entry_u = _entry_units(position.entry_quote, base, snapshot)
+        exact = abs(bs) > 1 << MAX_BS_BITS or abs(entry_u) >= MAX_TERM
+        self.slot_market[slot] = market_id
+        self.slot_base[slot] = base
+        self.slot_entry[slot] = position.entry_quote
+        self.slot_snap_hi[slot], self.slot_snap_lo[slot] = _split_limbs(snapshot)
+        self.slot_bs[slot] = 0 if exact else bs
+        self.slot_rb[slot] = 0 if exact else base - (bs << shift)
+        self.slot_entry_u[slot] = 0 if exact else entry_u
+        self.slot_exact[slot] = exact
+
+    def _refresh_exact(self, account_id: int) -> None:
+        start = int(self.row_start[account_id])
+        end = start + int(self.row_len[account_id])
+        self.account_exact[account_id] = (
+            bool(self.slot_exact[start:end].any())
+            or abs(quote_to_units(int(self.collateral[account_id]))) >= MAX_TERM
+        )
+
+    def update_market(
+        self,
+        market_id: int,
+        *,
+        oracle_price: int,
+        valid_for_liquidation: bool,
+        cumulative_funding: int,
+    ) -> None:
+        """A new oracle price (and its liquidation validity) and the market's funding index."""
+        if not 0 <= market_id < len(self.markets):
+            raise LiquidationInputError(
+                f"market_id: expected 0..{len(self.markets) - 1}, got {market_id}"
+            )
+        if type(oracle_price) is not int or oracle_price <= 0:
+            raise LiquidationInputError(f"oracle_price: expected an int > 0, got {oracle_price!r}")
+        price_shift = SCREEN_BITS - int(self.market_shift[market_id])
+        ps = oracle_price >> price_shift
+        pe = (oracle_price * FUNDING_RATE_PRECISION - cumulative_funding) // (
+            FUNDING_RATE_PRECISION << price_shift
+        )
+        self.market_price[market_id] = oracle_price
+        self.market_funding[market_id] = cumulative_funding
+        limit = 1 << MAX_PRICE_BITS
+        screenable = abs(ps) < limit and abs(pe) < limit
+        self.market_ps[market_id] = ps if screenable else 0
+        self.market_pe[market_id] = pe if screenable else 0
+        self.market_state[market_id] = 1 if not valid_for_liquidation else 0 if screenable else 2
+
+    # ---------------------------------------------------------------- reading
+    def position(self, account_id: int, market_id: int) -> Position:
+        """The exact position stored for ``(account, market)`` (empty when none)."""
+        if account_id >= self.n_accounts:
+            return Position()
+        start = int(self.row_start[account_id])
+        for i in range(start, start + int(self.row_len[account_id])):
+            if self.slot_market[i] == market_id:
+                snapshot = (int(self.slot_snap_hi[i]) << 62) + int(self.slot_snap_lo[i])
+                return Position(int(self.slot_base[i]), int(self.slot_entry[i]), 0, snapshot)
+        return Position()
+
+    def positions(self, account_id: int) -> dict[int, Position]:
+        start = int(self.row_start[account_id])
+        markets = [int(m) for m in self.slot_market[start : start + int(self.row_len[account_id])]]
+        return {m: self.position(account_id, m) for m in markets}
+
+    # ---------------------------------------------------------------- screening
+    def _kernel_args(self) -> tuple[Any, ...]:
+        n = self.n_accounts
+        return (
+            self.row_start[:n],
+            self.row_len[:n],
+            self.account_exact[:n],
+            self.collateral_u[:n],
+            self.slot_market,
+            self.slot_bs,
+            self.slot_rb,
+            self.slot_entry_u,
+            self.market_shift,
+            self.market_ps,
+            self.market_pe,
+            self.market_state,
+            self.tier_slope,
+            self.tier_k,
+            self.tier_count,
+        )
+
+    def screen(self) -> np.ndarray:
+        """Candidate account ids (ascending) from the compiled screen."""
+        if self._out.shape[0] < self.n_accounts:
+            self._out = np.zeros(self.n_accounts, dtype=np.int64)
+        count = int(_screen_kernel(*self._kernel_args(), self._out))  # type: ignore[call-arg]
+        return self._out[:count].copy()
+
+    def screen_python(self) -> np.ndarray:
+        """The same screen in plain Python integers (the reference for the kernel)."""
+        candidates = []
+        shift = [int(s) for s in self.market_shift]
+        ps_m = [int(p) for p in self.market_ps]
+        pe_m = [int(p) for p in self.market_pe]
+        state_m = [int(s) for s in self.market_state]
+        lines = [
+            [
+                (int(self.tier_slope[m, t]), int(self.tier_k[m, t]))
+                for t in range(int(self.tier_count[m]))
+            ]
+            for m in range(len(self.markets))
+        ]
+        for a in range(self.n_accounts):
+            equity = int(self.collateral_u[a])
+            requirement = 0
+            exact = bool(self.account_exact[a])
+            skip = False
+            start = int(self.row_start[a])
+            for i in range(start, start + int(self.row_len[a])):
+                m = int(self.slot_market[i])
+                if state_m[m] == 1:
+                    skip = True
+                    break
+                exact = exact or state_m[m] == 2
+                bs, rb = int(self.slot_bs[i]), int(self.slot_rb[i])
+                equity += bs * pe_m[m] + ((rb * pe_m[m]) >> shift[m]) + int(self.slot_entry_u[i])
+                equity -= abs(bs) + 4
+                notional = abs(bs * ps_m[m] + ((rb * ps_m[m]) >> shift[m])) + abs(bs) + 3
+                hi, lo = notional >> SLOPE_BITS, notional & SLOPE_MASK
+                best = max([0] + [hi * s + ((lo * s) >> SLOPE_BITS) + 1 - k for s, k in lines[m]])
+                requirement += best + 1
+            if not skip and (exact or equity < requirement):
+                candidates.append(a)
+        return np.array(candidates, dtype=np.int64)
+
+    def recheck(self, account_id: int) -> LiquidateIntent | None:
+        """Exact check of one account at the stored oracles, funding settled on copies."""
+        collateral = int(self.collateral[account_id])
+        positions = {}
+        for market_id, position in self.positions(account_id).items():
+            settled = settle_funding(position, self.market_funding[market_id])
+            collateral -= settled.payment_quote
+            positions[market_id] = settled.position
+        oracles = {
+            m: OracleReading(self.market_price[m], self.market_state[m] != 1)
+            for m in range(len(self.markets))
+            if self.market_price[m] > 0
+        }
+        schedules = {m: market.schedule for m, market in enumerate(self.markets)}
+        eligibility = check_eligibility(collateral, positions, oracles, schedules)
+        if eligibility.health != Health.LIQUIDATABLE:
+            return None
+        return LiquidateIntent(account_id, eligibility.equity_quote, eligibility.maintenance_quote)
+
+    def sweep(self) -> list[LiquidateIntent]:
+        """Screen every account, then keep the candidates the exact maths confirms."""
+        intents = []
+        for account_id in self.screen().tolist():
+            intent = self.recheck(account_id)
+            if intent is not None:
+                intents.append(intent)
+        return intents
+
+
+def _units_vector(amount_quote: np.ndarray) -> np.ndarray:
+    """:func:`quote_to_units` on int64 arrays without overflow: split at 2^31."""
+    amount = np.asarray(amount_quote, dtype=np.int64)
+    high = np.right_shift(amount, UNIT_SHIFT)
+    low = np.bitwise_and(amount, (1 << UNIT_SHIFT) - 1)
+    units: np.ndarray = high * UNIT_NUM + np.right_shift(low * UNIT_NUM, UNIT_SHIFT)
+    return units
+
+
+def _check_i64(name: str, value: int) -> None:
+    if type(value) is not int or not -(1 << 63) <= value < 1 << 63:
+        raise LiquidationInputError(f"{name}: expected an i64 int, got {value!r}")
+
+
+def _split_limbs(value: int) -> tuple[int, int]:
+    """``value = hi x 2^62 + lo`` with ``0 <= lo < 2^62``; ``hi`` must fit an int64."""
+    hi, lo = value >> 62, value & ((1 << 62) - 1)
+    if not -(1 << 63) <= hi < 1 << 63:
+        raise LiquidationInputError(f"funding snapshot: expected |value| < 2^124, got {value}")
+    return hi, lo
