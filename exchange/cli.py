@@ -57,8 +57,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Verify a data directory's journal and print the state hash it folds to."""
     import time
 
-    from exchange.core.state import ExchangeCore
     from exchange.engine.journal import Journal
+    from perp.clearinghouse import Clearinghouse
 
     if not (args.data_dir / "journal.sqlite").is_file():
         print(
@@ -68,7 +68,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 2
     journal = Journal.for_data_dir(args.data_dir)
     started = time.perf_counter()
-    core = ExchangeCore()
+    core = Clearinghouse()  # the fold needs no config: market parameters are journaled
     snapshots = journal.snapshot_hashes(args.upto)
     count = 0
     checked = 0

@@ -1,7 +1,9 @@
 """A seeded demo order flow: market makers quoting around a random walk, takers crossing.
 
-It drives a real ``Engine`` (journal, group commit, recovery) through an ``EngineRunner``
-and reports the books, the latest fills and the throughput. Restarting on the same data
+It drives a real ``Engine`` (journal, group commit, recovery, clearinghouse with risk gate,
+positions, fees, funding) through an ``EngineRunner``: the accounts deposit collateral, the
+random walk is fed as the oracle price, and the report shows the books, the latest fills,
+positions, fees, the insurance fund and the throughput. Restarting on the same data
 directory resumes from the journal.
 """
 
@@ -14,10 +16,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from exchange.core.commands import CancelAll, CreateMarket, PlaceOrder, UpdateTriggerPrice
+from exchange.core.commands import (
+    CancelAll,
+    CreateMarket,
+    Deposit,
+    PlaceOrder,
+    UpdateOraclePrice,
+)
 from exchange.core.events import Event, OrderRejected, TradeExecuted
 from exchange.core.orders import OrderType, SelfTradePrevention, Side, TimeInForce
-from exchange.core.units import BASE_PRECISION, PRICE_PRECISION
+from exchange.core.units import BASE_PRECISION, PRICE_PRECISION, QUOTE_PRECISION
 from exchange.engine.sequencer import Engine, EngineRunner
 
 
@@ -56,6 +64,8 @@ DEMO_MARKETS = (
 
 MAKER_OWNERS = (1, 2, 3)
 TAKER_OWNERS = (10, 11)
+MAKER_DEPOSIT_QUOTE = 5_000_000 * QUOTE_PRECISION
+TAKER_DEPOSIT_QUOTE = 50_000 * QUOTE_PRECISION
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +83,23 @@ def market_setup_commands() -> list[CreateMarket]:
     return [CreateMarket(m.market_id, m.symbol, m.tick_size, m.lot_size) for m in DEMO_MARKETS]
 
 
+def account_setup_commands() -> list[Deposit]:
+    """Collateral for the demo accounts (sub-account 0 of every maker and taker)."""
+    return [Deposit(o, 0, MAKER_DEPOSIT_QUOTE) for o in MAKER_OWNERS] + [
+        Deposit(o, 0, TAKER_DEPOSIT_QUOTE) for o in TAKER_OWNERS
+    ]
+
+
 def demo_round(rng: random.Random, mids_ticks: dict[int, int]) -> list[Any]:
-    """One round of flow: every maker re-quotes every market, then some takers act."""
+    """One round of flow: the oracle moves, every maker re-quotes, then some takers act."""
     commands: list[Any] = []
     for m in DEMO_MARKETS:
         mid = mids_ticks[m.market_id]
-        # A lazy random walk of the reference price, in ticks.
+        # A lazy random walk of the reference price, in ticks: it is the oracle's price.
         mid = max(100, mid + rng.choice((-3, -2, -1, 0, 0, 1, 2, 3)))
         mids_ticks[m.market_id] = mid
+        # The mark it yields arms the stop orders (no separate trigger-price command).
+        commands.append(UpdateOraclePrice(m.market_id, mid * m.tick_size, m.tick_size, 0, 0, True))
         for maker in MAKER_OWNERS:
             commands.append(CancelAll(m.market_id, maker, 0))
             for level in range(1, 6):
@@ -155,7 +174,6 @@ def demo_round(rng: random.Random, mids_ticks: dict[int, int]) -> list[Any]:
                         stp_mode=SelfTradePrevention.CANCEL_RESTING,
                     )
                 )
-        commands.append(UpdateTriggerPrice(m.market_id, mid * m.tick_size))
     return commands
 
 
@@ -178,7 +196,9 @@ def run_demo(engine: Engine, *, rounds: int, seed: int, echo: Any = print) -> De
     engine.subscribe(on_events)
     try:
         existing = set(engine.core.books)
-        setup = [c for c in market_setup_commands() if c.market_id not in existing]
+        setup: list[Any] = [c for c in market_setup_commands() if c.market_id not in existing]
+        if not existing:  # a fresh exchange: fund the demo accounts once
+            setup += account_setup_commands()
         for future in [runner.submit(c) for c in setup]:
             for event in future.result():
                 if type(event) is OrderRejected:
@@ -214,6 +234,7 @@ def run_demo(engine: Engine, *, rounds: int, seed: int, echo: Any = print) -> De
         engine.core.next_seq - 1,
     )
     echo_books(engine, echo)
+    echo_accounts(engine, echo)
     echo("\nlatest fills:")
     for t in recent_fills:
         m = DEMO_MARKETS[t.market_id]
@@ -264,3 +285,42 @@ def echo_books(engine: Engine, echo: Any, depth: int = 5) -> None:
                 else ""
             )
             echo(f"{'':24}{left} | {right}")
+
+
+def echo_accounts(engine: Engine, echo: Any) -> None:
+    """Positions, collateral, equity and fees of the demo accounts; the venue's pools."""
+    ch = engine.core
+    echo(
+        f"\n{'account':<8} {'collateral':>14} {'equity':>14} {'init margin':>12} "
+        f"{'fees paid':>10} {'funding':>9}  positions (base @ avg entry)"
+    )
+    for owner in MAKER_OWNERS + TAKER_OWNERS:
+        acct = ch.account(owner, 0)
+        summary = ch.margin(owner, 0)
+        held = []
+        for market_id, pos in sorted(acct.positions.items()):
+            m = DEMO_MARKETS[market_id]
+            entry = -pos.entry_quote * BASE_PRECISION // pos.base  # quote per whole base unit
+            held.append(
+                f"{m.symbol} {fmt(pos.base, BASE_PRECISION)} @ {fmt(entry, PRICE_PRECISION)}"
+            )
+        echo(
+            f"{owner:>3}/0    {fmt(acct.collateral_quote, QUOTE_PRECISION):>14} "
+            f"{fmt(summary.equity_quote, QUOTE_PRECISION):>14} "
+            f"{fmt(summary.initial_quote, QUOTE_PRECISION):>12} "
+            f"{fmt(acct.fees_paid_quote, QUOTE_PRECISION):>10} "
+            f"{fmt(acct.funding_paid_quote, QUOTE_PRECISION):>9}  {', '.join(held) or '-'}"
+        )
+    echo(
+        f"venue fee pool {fmt(ch.fee_pool_quote, QUOTE_PRECISION)}, insurance fund "
+        f"{fmt(ch.insurance_fund_quote, QUOTE_PRECISION)}, net deposits "
+        f"{fmt(ch.net_deposits_quote, QUOTE_PRECISION)} (conservation gap "
+        f"{ch.conservation_gap_quote()})"
+    )
+    for m in DEMO_MARKETS:
+        pm = ch.markets[m.market_id]
+        echo(
+            f"{m.symbol:<9} index {fmt(pm.index_price, PRICE_PRECISION)} mark "
+            f"{fmt(pm.mark_price, PRICE_PRECISION)} status {pm.breaker.status.name} "
+            f"funding index {pm.cumulative_funding} ({len(pm.premium_samples)} premium samples)"
+        )

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, get_type_hints
 
 from exchange.core.market import DEFAULT_MAX_PRICE_TICKS
 from exchange.core.orders import OrderType, SelfTradePrevention, Side, TimeInForce
-from exchange.core.units import U64_MAX
+from exchange.core.units import I64_MAX, U64_MAX
 
 
 class CreateMarket(NamedTuple):
@@ -75,6 +75,62 @@ class ExpireOrders(NamedTuple):
     """Expire everything whose good-till time has passed (time is the command's ``ts_ns``)."""
 
 
+# ---------------------------------------------------------------- clearinghouse commands
+class Deposit(NamedTuple):
+    """Credit collateral (QUOTE_PRECISION) to a sub-account."""
+
+    owner_id: int
+    sub_account_id: int
+    amount_quote: int
+
+
+class Withdraw(NamedTuple):
+    """Take collateral out; only free collateral (equity above initial margin) may leave."""
+
+    owner_id: int
+    sub_account_id: int
+    amount_quote: int
+
+
+class UpdateOraclePrice(NamedTuple):
+    """One oracle reading for a market's index price, as plain integers (the adapter turns an
+    ``oracle_feeds.price.OraclePrice`` and its guard verdict into this command)."""
+
+    market_id: int
+    price: int  # PRICE_PRECISION
+    confidence: int  # PRICE_PRECISION
+    slot: int
+    publish_time_s: int
+    valid: bool  # the trading guard's verdict; an invalid reading halts the market
+
+
+class Tick(NamedTuple):
+    """Time passes (the command's ``ts_ns``): expiry, funding samples, funding intervals.
+    The engine issues it from its clock; the pure core never reads one."""
+
+
+class SetMarketStatus(NamedTuple):
+    """Operator status change (``perp.risk_gate.MarketStatus``); refused under a kill switch."""
+
+    market_id: int
+    status: int
+
+
+class SetKillSwitch(NamedTuple):
+    """Engage (halt and cancel every resting order) or release a market's kill switch, or
+    every market's when ``all_markets`` (``market_id`` is then ignored)."""
+
+    market_id: int
+    engaged: bool
+    all_markets: bool = False
+
+
+class DepositInsurance(NamedTuple):
+    """Top up the insurance fund (QUOTE_PRECISION)."""
+
+    amount_quote: int
+
+
 Command = (
     CreateMarket
     | PlaceOrder
@@ -83,6 +139,13 @@ Command = (
     | AmendOrder
     | UpdateTriggerPrice
     | ExpireOrders
+    | Deposit
+    | Withdraw
+    | UpdateOraclePrice
+    | Tick
+    | SetMarketStatus
+    | SetKillSwitch
+    | DepositInsurance
 )
 
 COMMAND_TYPES: dict[str, Any] = {
@@ -93,6 +156,13 @@ COMMAND_TYPES: dict[str, Any] = {
     "amend": AmendOrder,
     "trigger_price": UpdateTriggerPrice,
     "expire": ExpireOrders,
+    "deposit": Deposit,
+    "withdraw": Withdraw,
+    "oracle_price": UpdateOraclePrice,
+    "tick": Tick,
+    "market_status": SetMarketStatus,
+    "kill_switch": SetKillSwitch,
+    "insurance_deposit": DepositInsurance,
 }
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
@@ -103,6 +173,10 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "order_type": (0, len(OrderType) - 1),
     "time_in_force": (0, len(TimeInForce) - 1),
     "stp_mode": (0, len(SelfTradePrevention) - 1),
+    "status": (0, 4),  # perp.risk_gate.MarketStatus
+    "confidence": (0, I64_MAX),
+    "publish_time_s": (0, I64_MAX),
+    "amount_quote": (0, I64_MAX),
 }
 
 

@@ -44,6 +44,10 @@ class RejectCode(IntEnum):
     POSITION_ABOVE_LIMIT = 28
     DAILY_LOSS_LIMIT = 29
     INSUFFICIENT_MARGIN = 30
+    # Accounts and market control (perp.clearinghouse).
+    NON_POSITIVE_AMOUNT = 31  # a deposit / withdrawal of 0, or one past the i64 range
+    WITHDRAWAL_ABOVE_FREE_COLLATERAL = 32  # only equity above initial margin may leave
+    STATUS_CHANGE_REFUSED = 33  # a kill switch holds the market
 
 
 class ExchangeError(Exception):
@@ -94,5 +98,15 @@ RISK_GATE_CODES = frozenset(
         RejectCode.POSITION_ABOVE_LIMIT,
         RejectCode.DAILY_LOSS_LIMIT,
         RejectCode.INSUFFICIENT_MARGIN,
+    }
+)
+
+#: Codes the clearinghouse (``perp.clearinghouse``) emits for account and market-control
+#: commands; neither the matching core nor the risk gate does.
+CLEARINGHOUSE_CODES = frozenset(
+    {
+        RejectCode.NON_POSITIVE_AMOUNT,
+        RejectCode.WITHDRAWAL_ABOVE_FREE_COLLATERAL,
+        RejectCode.STATUS_CHANGE_REFUSED,
     }
 )

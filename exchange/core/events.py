@@ -145,6 +145,143 @@ class SelfTradeDecremented(NamedTuple):
     num_base_lots: int
 
 
+# ---------------------------------------------------------------- clearinghouse events
+# Kinds 1-20 belong to the matching core, 21 and up to the clearinghouse (perp.clearinghouse).
+# Events about an account rather than a market carry ``market_id = NO_MARKET_ID``.
+
+NO_MARKET_ID = 0xFFFF
+
+
+class MarketParamsSet(NamedTuple):
+    """A market's perpetual parameters (fees, margin tiers, limits, breaker, funding, mark),
+    as canonical JSON of ``perp.params.PerpMarketParams``: the fold needs no config file."""
+
+    seq: int
+    ts_ns: int
+    market_id: int
+    params_json: str
+
+
+class CollateralDeposited(NamedTuple):
+    seq: int
+    ts_ns: int
+    market_id: int  # NO_MARKET_ID
+    owner_id: int
+    sub_account_id: int
+    amount_quote: int  # QUOTE_PRECISION, > 0
+    collateral_quote: int  # the sub-account's collateral after the deposit
+
+
+class CollateralWithdrawn(NamedTuple):
+    seq: int
+    ts_ns: int
+    market_id: int  # NO_MARKET_ID
+    owner_id: int
+    sub_account_id: int
+    amount_quote: int  # QUOTE_PRECISION, > 0
+    collateral_quote: int  # after the withdrawal
+
+
+class OraclePriceUpdated(NamedTuple):
+    """An oracle reading became the market's index price (or, invalid, fed the breaker)."""
+
+    seq: int
+    ts_ns: int
+    market_id: int
+    price: int  # PRICE_PRECISION
+    confidence: int  # PRICE_PRECISION
+    slot: int
+    publish_time_s: int
+    valid: bool
+
+
+class MarkPriceUpdated(NamedTuple):
+    seq: int
+    ts_ns: int
+    market_id: int
+    mark_price: int  # PRICE_PRECISION
+    ema_basis: int  # PRICE_PRECISION, signed
+    impact_bid: int  # PRICE_PRECISION, 0 = side too thin
+    impact_ask: int  # PRICE_PRECISION, 0 = side too thin
+
+
+class FillSettled(NamedTuple):
+    """The money side of one ``TradeExecuted``: funding settled for both accounts first,
+    then both positions, realised PnL, fees and the insurance fund's share."""
+
+    seq: int
+    ts_ns: int
+    market_id: int
+    trade_seq: int  # the TradeExecuted it settles
+    maker_owner_id: int
+    maker_sub_account_id: int
+    taker_owner_id: int
+    taker_sub_account_id: int
+    taker_side: int
+    base: int  # BASE_PRECISION, > 0
+    notional_quote: int  # QUOTE_PRECISION, exact
+    maker_fee_quote: int  # < 0: a rebate
+    taker_fee_quote: int
+    insurance_quote: int  # share of the fees to the insurance fund
+    maker_realized_quote: int
+    taker_realized_quote: int
+    maker_funding_quote: int  # funding settled before the fill; > 0 paid, < 0 received
+    taker_funding_quote: int
+    funding_swept_quote: int  # funding rounding surplus swept to the insurance fund
+
+
+class FundingSettled(NamedTuple):
+    """An account's funding in one market was settled up to the market's index."""
+
+    seq: int
+    ts_ns: int
+    market_id: int
+    owner_id: int
+    sub_account_id: int
+    payment_quote: int  # > 0 paid, < 0 received
+    swept_quote: int  # rounding surplus swept to the insurance fund
+
+
+class FundingSampled(NamedTuple):
+    seq: int
+    ts_ns: int
+    market_id: int
+    index_price: int  # PRICE_PRECISION
+    impact_bid: int
+    impact_ask: int
+    premium_rate: int  # FUNDING_RATE_PRECISION
+
+
+class FundingRateApplied(NamedTuple):
+    """A funding interval closed: its rate moved the market's cumulative funding index."""
+
+    seq: int
+    ts_ns: int
+    market_id: int
+    num_samples: int
+    average_premium_rate: int  # FUNDING_RATE_PRECISION
+    funding_rate: int  # FUNDING_RATE_PRECISION, > 0: longs pay shorts
+    index_price: int  # PRICE_PRECISION
+    cumulative_funding: int  # the index after this interval
+
+
+class MarketStatusChanged(NamedTuple):
+    seq: int
+    ts_ns: int
+    market_id: int
+    old_status: int  # perp.risk_gate.MarketStatus
+    new_status: int
+    reason: int  # perp.circuit_breaker.BreakerReason
+
+
+class InsuranceFundDeposited(NamedTuple):
+    seq: int
+    ts_ns: int
+    market_id: int  # NO_MARKET_ID
+    amount_quote: int
+    balance_quote: int  # the fund after the deposit
+
+
 Event = (
     MarketCreated
     | OrderAccepted
@@ -156,6 +293,17 @@ Event = (
     | OrderAmended
     | OrderTriggered
     | SelfTradeDecremented
+    | MarketParamsSet
+    | CollateralDeposited
+    | CollateralWithdrawn
+    | OraclePriceUpdated
+    | MarkPriceUpdated
+    | FillSettled
+    | FundingSettled
+    | FundingSampled
+    | FundingRateApplied
+    | MarketStatusChanged
+    | InsuranceFundDeposited
 )
 
 #: Stable numeric kind of each event type: never renumber, only append.
@@ -170,6 +318,17 @@ EVENT_KINDS: dict[type, int] = {
     OrderAmended: 8,
     OrderTriggered: 9,
     SelfTradeDecremented: 10,
+    MarketParamsSet: 21,
+    CollateralDeposited: 22,
+    CollateralWithdrawn: 23,
+    OraclePriceUpdated: 24,
+    MarkPriceUpdated: 25,
+    FillSettled: 26,
+    FundingSettled: 27,
+    FundingSampled: 28,
+    FundingRateApplied: 29,
+    MarketStatusChanged: 30,
+    InsuranceFundDeposited: 31,
 }
 EVENT_TYPES: dict[int, Any] = {kind: cls for cls, kind in EVENT_KINDS.items()}
 assert len(EVENT_TYPES) == len(EVENT_KINDS), "duplicate event kind"

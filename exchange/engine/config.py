@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from exchange.core.errors import ConfigError
+from perp.params import ParamsError, PerpMarketParams
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -16,13 +17,20 @@ class EngineConfig:
 
     ``journal_url`` overrides the default SQLite file in ``data_dir`` (for example a
     ``postgresql+psycopg://`` URL). A group commit closes at ``group_commit_max_commands``
-    commands; a snapshot is written at most every ``snapshot_every_events`` events.
+    commands; a snapshot is written at most every ``snapshot_every_events`` events. The
+    engine issues a ``Tick`` (funding samples and intervals, expiry) when ``tick_interval_ns``
+    has passed on its clock, idle or not. ``market_params`` (the ``[engine.market_params]``
+    table, keys of ``perp.params.PerpMarketParams``) are the fees, margin tiers, limits,
+    breaker, funding and mark parameters a new market is listed with; they are journaled with
+    it, so changing them later does not change markets that already exist.
     """
 
     data_dir: Path = Path("data")
     journal_url: str | None = None
     group_commit_max_commands: int = 2048
     snapshot_every_events: int = 250_000
+    tick_interval_ns: int = 1_000_000_000
+    market_params: PerpMarketParams = field(default_factory=PerpMarketParams)
 
     def __post_init__(self) -> None:
         if not isinstance(self.data_dir, Path):
@@ -34,10 +42,15 @@ class EngineConfig:
         for name, lo, hi in (
             ("group_commit_max_commands", 1, 1_000_000),
             ("snapshot_every_events", 1, 10**12),
+            ("tick_interval_ns", 1_000_000, 3_600_000_000_000),
         ):
             value = getattr(self, name)
             if type(value) is not int or not lo <= value <= hi:
                 raise ConfigError(f"{name}: expected an int in {lo}..{hi}, got {value!r}")
+        if not isinstance(self.market_params, PerpMarketParams):
+            raise ConfigError(
+                f"market_params: expected PerpMarketParams, got {self.market_params!r}"
+            )
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> EngineConfig:
@@ -53,6 +66,11 @@ class EngineConfig:
             if not isinstance(values["data_dir"], str):
                 raise ConfigError(f"data_dir: expected a path string, got {values['data_dir']!r}")
             values["data_dir"] = Path(values["data_dir"])
+        if "market_params" in values:
+            try:
+                values["market_params"] = PerpMarketParams.from_mapping(values["market_params"])
+            except ParamsError as exc:
+                raise ConfigError(f"market_params: {exc}") from exc
         return cls(**values)
 
     @classmethod

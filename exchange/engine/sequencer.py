@@ -1,6 +1,7 @@
-"""The sequencer: command -> validate -> match -> events -> journal -> publish.
+"""The sequencer: command -> validate -> risk gate -> match -> settle -> events -> journal ->
+publish.
 
-One thread owns the ``ExchangeCore``. Commands are taken in batches; every event of a batch
+One thread owns the ``Clearinghouse`` (matching core, accounts, risk). Commands are taken in batches; every event of a batch
 is written to the journal in one transaction (group commit) and only then are the commands
 acknowledged and the events published. If the journal cannot be written the engine stops
 (the in-memory state is ahead of the durable one, which is the truth): a restart rebuilds
@@ -17,12 +18,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from exchange.core.commands import Command, MalformedCommand, check_command
+from exchange.core.commands import Command, MalformedCommand, Tick, check_command
 from exchange.core.errors import ExchangeError, JournalError, RejectCode, ReplayMismatch
 from exchange.core.events import Event
-from exchange.core.state import ExchangeCore
 from exchange.engine.config import EngineConfig
 from exchange.engine.journal import Journal
+from perp.clearinghouse import Clearinghouse
+from perp.params import PerpMarketParams
 
 Subscriber = Callable[[Sequence[Event]], None]
 
@@ -42,17 +44,23 @@ class RecoveryReport:
     seconds: float
 
 
-def recover(journal: Journal, upto_seq: int | None = None) -> tuple[ExchangeCore, RecoveryReport]:
-    """Rebuild the core from the newest usable snapshot plus the events after it.
+def recover(
+    journal: Journal,
+    upto_seq: int | None = None,
+    *,
+    default_params: PerpMarketParams | None = None,
+) -> tuple[Clearinghouse, RecoveryReport]:
+    """Rebuild the clearinghouse from the newest usable snapshot plus the events after it.
 
     A snapshot whose own hash does not match its payload is a ``ReplayMismatch``.
+    ``default_params`` only list markets created from now on (existing ones carry theirs).
     """
     started = time.perf_counter()
     snap = journal.latest_snapshot(upto_seq)
     if snap is None:
-        core, after = ExchangeCore(), 0
+        core, after = Clearinghouse(default_params=default_params), 0
     else:
-        core = ExchangeCore.from_snapshot(snap.payload)
+        core = Clearinghouse.from_snapshot(snap.payload, default_params=default_params)
         if core.state_hash() != snap.state_hash:
             raise ReplayMismatch(
                 f"snapshot at seq {snap.seq}: expected hash {snap.state_hash}, got "
@@ -80,9 +88,10 @@ class Engine:
             self.journal = Journal(config.journal_url)
         else:
             self.journal = Journal.for_data_dir(config.data_dir)
-        self.core, self.recovery = recover(self.journal)
+        self.core, self.recovery = recover(self.journal, default_params=config.market_params)
         self._clock = clock
         self._last_ts = 0
+        self._last_tick_ns = 0
         self._events_since_snapshot = self.recovery.events_replayed
         self._subscribers: list[Subscriber] = []
         self._failure: BaseException | None = None
@@ -106,9 +115,11 @@ class Engine:
         core = self.core
         events: list[Any] = []
         bounds: list[tuple[int, int]] = []
-        for cmd in commands:
-            start = len(events)
+        for i, cmd in enumerate(commands):
             ts = self._now()
+            if i == 0:
+                self._maybe_tick(ts, events)
+            start = len(events)
             try:
                 check_command(cmd)
             except MalformedCommand as exc:
@@ -116,6 +127,8 @@ class Engine:
             else:
                 core.execute(cmd, ts, events)
             bounds.append((start, len(events)))
+        if not commands:
+            self._maybe_tick(self._now(), events)
         try:
             self.journal.append(events)
         except BaseException as exc:
@@ -128,6 +141,13 @@ class Engine:
             for subscriber in self._subscribers:
                 subscriber(events)
         return [events[a:b] for a, b in bounds]
+
+    def _maybe_tick(self, ts: int, events: list[Any]) -> None:
+        # Time-driven work (funding, expiry) enters as a command from the engine's clock;
+        # its events belong to the batch but to no caller's command.
+        if ts - self._last_tick_ns >= self.config.tick_interval_ns:
+            self._last_tick_ns = ts
+            self.core.execute(Tick(), ts, events)
 
     def _reject_malformed(self, cmd: Any, ts: int, message: str, out: list[Any]) -> None:
         def field(name: str) -> int:
@@ -182,8 +202,17 @@ class EngineRunner:
     def _run(self) -> None:
         q = self._queue
         limit = self.engine.config.group_commit_max_commands
+        idle_s = self.engine.config.tick_interval_ns / 1e9
         while True:
-            item = q.get()
+            try:
+                item = q.get(timeout=idle_s)
+            except queue.Empty:  # idle: the clock still drives funding and expiry
+                try:
+                    self.engine.process([])
+                except BaseException as exc:
+                    self._fail_pending(exc)
+                    return
+                continue
             if item is self._STOP:
                 return
             batch = [item]

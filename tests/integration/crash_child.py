@@ -10,7 +10,7 @@ import random
 import sys
 from pathlib import Path
 
-from exchange.demo import demo_round, market_setup_commands
+from exchange.demo import account_setup_commands, demo_round, market_setup_commands
 from exchange.engine.config import EngineConfig
 from exchange.engine.sequencer import Engine
 
@@ -20,7 +20,8 @@ def main() -> None:
     seed = int(sys.argv[2])
     engine = Engine(EngineConfig(data_dir=data_dir, snapshot_every_events=5_000))
     existing = set(engine.core.books)
-    engine.process([c for c in market_setup_commands() if c.market_id not in existing])
+    setup = [c for c in market_setup_commands() if c.market_id not in existing]
+    engine.process(setup + (account_setup_commands() if not existing else []))
     rng = random.Random(seed)
     mids = {0: 950_000, 1: 350_000, 2: 180_000}
     batch_no = 0

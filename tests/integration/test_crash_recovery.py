@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from exchange.core.state import ExchangeCore
 from exchange.engine.config import EngineConfig
 from exchange.engine.journal import Journal
 from exchange.engine.sequencer import Engine, recover
+from perp.clearinghouse import Clearinghouse
 
 CHILD = Path(__file__).with_name("crash_child.py")
 
@@ -69,7 +69,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path: Path) -> None:
             assert core.state_hash() == expected
         # The fold from zero (no snapshot) agrees with the hash the engine reported.
         seq, expected = hashes[-1]
-        scratch = ExchangeCore()
+        scratch = Clearinghouse()
         for event in journal.read(after_seq=0, upto_seq=seq):
             scratch.apply(event)
         assert scratch.state_hash() == expected
@@ -78,7 +78,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path: Path) -> None:
         # A restarted engine resumes exactly where the journal ends and keeps working.
         engine = Engine(EngineConfig(data_dir=data_dir))
         assert engine.core.next_seq - 1 == engine.recovery.last_seq
-        full = ExchangeCore()
+        full = Clearinghouse()
         for event in engine.journal.read():
             full.apply(event)
         assert engine.core.state_hash() == full.state_hash()

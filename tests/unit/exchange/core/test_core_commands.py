@@ -12,10 +12,17 @@ from exchange.core.commands import (
     CancelAll,
     CancelOrder,
     CreateMarket,
+    Deposit,
+    DepositInsurance,
     ExpireOrders,
     MalformedCommand,
     PlaceOrder,
+    SetKillSwitch,
+    SetMarketStatus,
+    Tick,
+    UpdateOraclePrice,
     UpdateTriggerPrice,
+    Withdraw,
     check_command,
     parse_command,
 )
@@ -89,6 +96,33 @@ GOOD: list[tuple[dict[str, Any], Any]] = [
     ),
     ({"type": "trigger_price", "market_id": 1, "price": 99}, UpdateTriggerPrice(1, 99)),
     ({"type": "expire"}, ExpireOrders()),
+    (
+        {"type": "deposit", "owner_id": 7, "sub_account_id": 1, "amount_quote": 10**6},
+        Deposit(7, 1, 10**6),
+    ),
+    (
+        {"type": "withdraw", "owner_id": 7, "sub_account_id": 1, "amount_quote": 5},
+        Withdraw(7, 1, 5),
+    ),
+    (
+        {
+            "type": "oracle_price",
+            "market_id": 1,
+            "price": 150_000_000,
+            "confidence": 20_000,
+            "slot": 300,
+            "publish_time_s": 1_700_000_000,
+            "valid": True,
+        },
+        UpdateOraclePrice(1, 150_000_000, 20_000, 300, 1_700_000_000, True),
+    ),
+    ({"type": "tick"}, Tick()),
+    ({"type": "market_status", "market_id": 1, "status": 2}, SetMarketStatus(1, 2)),
+    (
+        {"type": "kill_switch", "market_id": 1, "engaged": True},
+        SetKillSwitch(1, True, False),
+    ),
+    ({"type": "insurance_deposit", "amount_quote": 9}, DepositInsurance(9)),
 ]
 
 

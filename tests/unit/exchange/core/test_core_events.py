@@ -37,6 +37,22 @@ SAMPLES = [
     (8, OrderAmended(8, 17, 7, 1, 151, 2, False)),
     (9, OrderTriggered(9, 18, 7, 4, 152)),
     (10, SelfTradeDecremented(10, 19, 7, 1, 2, 3)),
+    (21, ev.MarketParamsSet(11, 20, 7, '{"taker_fee_ppm":450}')),
+    (22, ev.CollateralDeposited(12, 21, ev.NO_MARKET_ID, 3, 1, 500, 500)),
+    (23, ev.CollateralWithdrawn(13, 22, ev.NO_MARKET_ID, 3, 1, 200, 300)),
+    (24, ev.OraclePriceUpdated(14, 23, 7, 150_000_000, 12_000, 99, 1_700_000_000, True)),
+    (25, ev.MarkPriceUpdated(15, 24, 7, 150_010_000, -5_000, 149_900_000, 150_100_000)),
+    (
+        26,
+        ev.FillSettled(
+            16, 25, 7, 5, 1, 0, 2, 0, 0, 10**9, 150_000_000, -3, 68, 13, -40, 40, 7, -7, 0
+        ),
+    ),
+    (27, ev.FundingSettled(17, 26, 7, 1, 0, -12, 1)),
+    (28, ev.FundingSampled(18, 27, 7, 150_000_000, 149_900_000, 150_100_000, -2_500)),
+    (29, ev.FundingRateApplied(19, 28, 7, 720, -2_500, 10_000, 150_000_000, 1_500_000_000_000_000)),
+    (30, ev.MarketStatusChanged(20, 29, 7, 0, 4, 1)),
+    (31, ev.InsuranceFundDeposited(21, 30, ev.NO_MARKET_ID, 1_000, 1_013)),
 ]
 IDS = [type(e).__name__ for _, e in SAMPLES]
 

@@ -22,7 +22,12 @@ from exchange.core.commands import (
     PlaceOrder,
     UpdateTriggerPrice,
 )
-from exchange.core.errors import RISK_GATE_CODES, InvariantViolation, RejectCode
+from exchange.core.errors import (
+    CLEARINGHOUSE_CODES,
+    RISK_GATE_CODES,
+    InvariantViolation,
+    RejectCode,
+)
 from exchange.core.events import (
     MarketCreated,
     OrderAccepted,
@@ -1371,8 +1376,12 @@ def test_rejection(
 def test_every_core_reject_code_is_covered() -> None:
     covered = {r[4] for r in REJECTIONS}
     # MALFORMED_COMMAND belongs to the engine (parse errors never reach the core), and the
-    # risk gate's codes to perp.risk_gate (tests/unit/perp/test_perp_risk_gate.py).
-    assert covered == set(RejectCode) - {RejectCode.MALFORMED_COMMAND} - RISK_GATE_CODES
+    # risk gate's codes to perp.risk_gate (tests/unit/perp/test_perp_risk_gate.py), the
+    # account and market-control codes to perp.clearinghouse (test_perp_clearinghouse.py).
+    assert (
+        covered
+        == set(RejectCode) - {RejectCode.MALFORMED_COMMAND} - RISK_GATE_CODES - CLEARINGHOUSE_CODES
+    )
 
 
 # ====================================================================== regressions

@@ -9,9 +9,21 @@ from typing import Any
 
 import pytest
 
-from exchange.core.commands import CancelOrder, CreateMarket, PlaceOrder
+from exchange.core.commands import (
+    CancelOrder,
+    CreateMarket,
+    Deposit,
+    PlaceOrder,
+    UpdateOraclePrice,
+)
 from exchange.core.errors import JournalError, RejectCode
-from exchange.core.events import OrderAccepted, OrderRejected, OrderRested, TradeExecuted
+from exchange.core.events import (
+    FillSettled,
+    OrderAccepted,
+    OrderRejected,
+    OrderRested,
+    TradeExecuted,
+)
 from exchange.core.orders import Side
 from exchange.engine.config import EngineConfig
 from exchange.engine.journal import Journal
@@ -30,10 +42,21 @@ class StepClock:
         return self.now
 
 
+def list_market(eng: Engine) -> None:
+    """Market 0 with an index price of 100 and collateral for owners 0..4."""
+    eng.process(
+        [
+            CreateMarket(0, "BTC-PERP", TICK, LOT),
+            UpdateOraclePrice(0, 100 * TICK, 0, 1, 1, True),
+            *[Deposit(owner, 0, 1_000_000 * 10**6) for owner in range(5)],
+        ]
+    )
+
+
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     eng = Engine(EngineConfig(data_dir=tmp_path, snapshot_every_events=50), clock=StepClock())
-    eng.process([CreateMarket(0, "BTC-PERP", TICK, LOT)])
+    list_market(eng)
     yield eng
     eng.close()
 
@@ -48,9 +71,9 @@ def test_acknowledged_events_are_in_the_journal(engine: Engine, tmp_path: Path) 
     )
     # Assert
     assert [type(e) for e in results[0]] == [OrderAccepted, OrderRested]
-    assert [type(e) for e in results[1]] == [OrderAccepted, TradeExecuted]
+    assert [type(e) for e in results[1]] == [OrderAccepted, TradeExecuted, FillSettled]
     durable = list(Journal.for_data_dir(tmp_path).read())
-    assert durable[-4:] == results[0] + results[1]
+    assert durable[-5:] == results[0] + results[1]
 
 
 def test_malformed_command_is_rejected_and_changes_nothing(engine: Engine) -> None:
@@ -61,7 +84,7 @@ def test_malformed_command_is_rejected_and_changes_nothing(engine: Engine) -> No
     assert events[0].code == RejectCode.MALFORMED_COMMAND
     assert events[0].message == "price: expected an integer, got '100'"
     after = engine.core.canonical()
-    assert after.pop("next_seq") == before.pop("next_seq") + 1
+    assert after["core"].pop("next_seq") == before["core"].pop("next_seq") + 1
     assert after == before
 
 
@@ -88,7 +111,7 @@ def test_event_time_never_runs_backwards(tmp_path: Path) -> None:
 def test_restart_recovers_identical_state_from_snapshot_and_tail(tmp_path: Path) -> None:
     # Arrange: enough events for several snapshots plus a tail after the last one.
     eng = Engine(EngineConfig(data_dir=tmp_path, snapshot_every_events=7), clock=StepClock())
-    eng.process([CreateMarket(0, "BTC-PERP", TICK, LOT)])
+    list_market(eng)
     for i in range(30):
         eng.process([PlaceOrder(0, i % 4, 0, i % 2, (100 + i % 5) * TICK, (1 + i % 3) * LOT)])
     expected = eng.core.state_hash()
@@ -136,7 +159,7 @@ def test_runner_group_commits_concurrent_submissions(engine: Engine) -> None:
     def client(owner: int) -> None:
         for i in range(200):
             futures.append(
-                runner.submit(PlaceOrder(0, owner, 0, Side.BID, (50 + i % 10) * TICK, LOT))
+                runner.submit(PlaceOrder(0, owner, 0, Side.BID, (95 + i % 5) * TICK, LOT))
             )
 
     threads = [threading.Thread(target=client, args=(o,)) for o in range(4)]

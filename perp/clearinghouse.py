@@ -1,0 +1,1282 @@
+"""The clearinghouse: the matching core plus accounts, positions, prices, funding, fees, the
+insurance fund, the pre-trade risk gate and market status, as one pure state machine.
+
+``execute(command, ts_ns, out)`` decides and appends events; ``apply(event)`` folds them back
+(restart, replay). Both paths change money through the same functions (``_settle_fill``,
+``_settle_funding`` and the appliers), so a fold of the journal reproduces the live state and
+``state_hash`` proves it. Orders go through the risk gate (``perp.risk_gate`` then the margin
+check of ``perp.margin_check``) before the matching core; every ``TradeExecuted`` the core
+emits is followed, after the command's core events, by one ``FillSettled`` carrying its money.
+
+Accounts are ``owner_id x SUB_ACCOUNTS_PER_OWNER + sub_account_id``; margin is cross within a
+sub-account (an isolated position is a sub-account of its own). Time arrives as ``ts_ns``;
+time-driven work (funding samples and intervals, expiry) comes as a ``Tick`` command.
+
+Units: money at ``QUOTE_PRECISION``, base at ``BASE_PRECISION``, prices at
+``PRICE_PRECISION``, rates at ``FUNDING_RATE_PRECISION``. Rules: ``docs/PROTOCOL.md``.
+
+Conservation, exact after every event (``check_invariants``):
+``sum(collateral) + sum(entry_quote) + fee_pool + insurance_fund + sum(funding_pool)
+== net_deposits + insurance_deposits``.
+
+Rate-limit buckets are admission state, not ledger state: they are not journaled, are left
+out of the hash, and start full after a restart (a restart can only admit more, never undo
+what was admitted; every refusal they caused is a journaled ``OrderRejected``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from exchange.core.commands import (
+    AmendOrder,
+    CancelAll,
+    CancelOrder,
+    Command,
+    CreateMarket,
+    Deposit,
+    DepositInsurance,
+    ExpireOrders,
+    PlaceOrder,
+    SetKillSwitch,
+    SetMarketStatus,
+    Tick,
+    UpdateOraclePrice,
+    UpdateTriggerPrice,
+    Withdraw,
+)
+from exchange.core.errors import InvariantViolation, RejectCode
+from exchange.core.events import (
+    NO_MARKET_ID,
+    CollateralDeposited,
+    CollateralWithdrawn,
+    Event,
+    FillSettled,
+    FundingRateApplied,
+    FundingSampled,
+    FundingSettled,
+    InsuranceFundDeposited,
+    MarketCreated,
+    MarketParamsSet,
+    MarketStatusChanged,
+    MarkPriceUpdated,
+    OraclePriceUpdated,
+    TradeExecuted,
+)
+from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER, Side, TimeInForce
+from exchange.core.state import ExchangeCore
+from exchange.core.units import BASE_PRECISION, I64_MAX, NANOS_PER_SECOND
+from perp.circuit_breaker import (
+    BreakerReason,
+    BreakerState,
+    StatusChange,
+    kill,
+    on_oracle,
+    release,
+    set_status,
+)
+from perp.margin_check import MarginSummary, OpenOrders, margin_summary, order_margin_shortfall
+from perp.math.fees import fill_fees
+from perp.math.funding import (
+    average_premium,
+    funding_rate,
+    index_delta,
+    premium_rate,
+    sweep_surplus,
+)
+from perp.math.mark import impact_price, mark_price, update_ema_basis
+from perp.params import PerpMarketParams
+from perp.position import Position, apply_fill, settle_funding
+from perp.risk_gate import AccountRiskState, MarketStatus, OrderIntent, check_order
+
+DAY_NS = 86_400 * NANOS_PER_SECOND
+_BID = int(Side.BID)
+_POST_ONLY_TIFS = frozenset({int(TimeInForce.POST_ONLY), int(TimeInForce.POST_ONLY_SLIDE)})
+_IMPACT_DEPTH_LEVELS = 64  # levels read per side for an impact price (thinner: no price)
+_NO_RATE_STATE = AccountRiskState()
+
+
+@dataclass(slots=True)
+class AccountState:
+    """One sub-account: collateral, open positions (flat ones are dropped), statistics."""
+
+    collateral_quote: int = 0
+    positions: dict[int, Position] = field(default_factory=dict)  # market -> base != 0
+    realized_pnl_quote: int = 0  # cumulative statistic (the cash is in collateral)
+    fees_paid_quote: int = 0  # cumulative, rebates negative
+    funding_paid_quote: int = 0  # cumulative, received negative
+    day: int = 0  # ts_ns // DAY_NS of day_pnl_quote
+    day_pnl_quote: int = 0  # realised PnL - fees - funding since the day began
+
+    def book_pnl(self, ts_ns: int, delta_quote: int) -> None:
+        day = ts_ns // DAY_NS
+        if day != self.day:
+            self.day, self.day_pnl_quote = day, 0
+        self.day_pnl_quote += delta_quote
+
+    def day_loss_quote(self, ts_ns: int) -> int:
+        """Loss since the day began (> 0 is a loss), for the daily loss limit."""
+        if ts_ns // DAY_NS != self.day:
+            return 0
+        return max(0, -self.day_pnl_quote)
+
+
+@dataclass(slots=True)
+class PerpMarket:
+    """A market's perpetual state: parameters, status, prices, funding."""
+
+    params: PerpMarketParams
+    listed_ns: int
+    breaker: BreakerState = field(default_factory=BreakerState)
+    index_price: int = 0  # last valid oracle price, 0 = none yet
+    index_confidence: int = 0
+    index_slot: int = 0
+    index_publish_time_s: int = 0
+    oracle_valid: bool = False  # the last reading's verdict
+    mark_price: int = 0  # 0 = none yet
+    ema_basis: int = 0
+    ema_updated_ns: int = 0
+    impact_bid: int = 0
+    impact_ask: int = 0
+    cumulative_funding: int = 0  # quote x FUNDING_RATE_PRECISION per whole base unit
+    funding_pool_quote: int = 0  # paid in - paid out - swept (0 once all have settled)
+    funding_surplus_numerator: int = 0  # rounding surplus not yet swept
+    premium_samples: list[int] = field(default_factory=list)
+    last_sample_ns: int = 0
+    last_funding_ns: int = 0
+
+    @property
+    def price_for_margin(self) -> int:
+        return self.mark_price or self.index_price
+
+
+class Clearinghouse:
+    """All markets and accounts; deterministic and I/O-free. See the module docstring."""
+
+    def __init__(self, *, default_params: PerpMarketParams | None = None) -> None:
+        self.core = ExchangeCore()
+        self.default_params = default_params if default_params is not None else PerpMarketParams()
+        self.accounts: dict[int, AccountState] = {}
+        self.markets: dict[int, PerpMarket] = {}
+        self.fee_pool_quote = 0
+        self.insurance_fund_quote = 0
+        self.net_deposits_quote = 0  # collateral deposited minus withdrawn
+        self.insurance_deposits_quote = 0  # operator top-ups of the insurance fund
+        self._rate_state: dict[tuple[int, int], AccountRiskState] = {}  # admission, not hashed
+        self._pending_breaker: StatusChange | None = None  # fold: the oracle's status change
+        self._handlers: dict[type, Any] = {
+            PlaceOrder: self._place,
+            CancelOrder: self._cancel,
+            CancelAll: self._cancel,
+            AmendOrder: self._amend,
+            UpdateTriggerPrice: self._trigger_price,
+            ExpireOrders: self._core_only,
+            CreateMarket: self._create_market,
+            Deposit: self._deposit,
+            Withdraw: self._withdraw,
+            UpdateOraclePrice: self._oracle,
+            Tick: self._tick,
+            SetMarketStatus: self._set_status,
+            SetKillSwitch: self._kill_switch,
+            DepositInsurance: self._deposit_insurance,
+        }
+
+    # ------------------------------------------------------------------ views
+    @property
+    def books(self) -> dict[int, Any]:
+        return self.core.books
+
+    @property
+    def next_seq(self) -> int:
+        return self.core.next_seq
+
+    def account(self, owner_id: int, sub_account_id: int) -> AccountState:
+        """The sub-account's state (an empty one if it never deposited or traded)."""
+        return self.accounts.get(owner_id * SUB_ACCOUNTS_PER_OWNER + sub_account_id) or (
+            AccountState()
+        )
+
+    def margin(self, owner_id: int, sub_account_id: int) -> MarginSummary:
+        """Equity, initial and maintenance margin of a sub-account at the current marks."""
+        account_id = owner_id * SUB_ACCOUNTS_PER_OWNER + sub_account_id
+        return self._summary(account_id, self.accounts.get(account_id) or AccountState())
+
+    # ================================================================== commands
+    def execute(self, cmd: Command, ts_ns: int, out: list[Any] | None = None) -> list[Any]:
+        """Run one command at ``ts_ns``; append its events to ``out`` and return it."""
+        if out is None:
+            out = []
+        handler = self._handlers.get(type(cmd))
+        if handler is None:
+            raise TypeError(f"expected a command, got {type(cmd).__name__}")
+        handler(cmd, ts_ns, out)
+        return out
+
+    def reject(
+        self,
+        out: list[Any],
+        ts_ns: int,
+        market_id: int,
+        order_id: int,
+        client_order_id: int,
+        owner_id: int,
+        sub_account_id: int,
+        code: RejectCode,
+        message: str,
+    ) -> None:
+        """Record one refused command as ``OrderRejected``; nothing else changes."""
+        self.core.reject(
+            out,
+            ts_ns,
+            market_id,
+            order_id,
+            client_order_id,
+            owner_id,
+            sub_account_id,
+            code,
+            message,
+        )
+
+    def _core_only(self, cmd: Any, ts_ns: int, out: list[Any]) -> None:
+        start = len(out)
+        self.core.execute(cmd, ts_ns, out)
+        self._settle_trades(out, start, ts_ns)
+
+    def _emit(self, out: list[Any], event: Any) -> None:
+        """Append a clearinghouse event and fold it with the same applier replay uses."""
+        self.apply(event)
+        out.append(event)
+
+    def _append(self, out: list[Any], event: Any) -> None:
+        """Append an event whose effect the caller has already made (fills, funding)."""
+        if event.seq != self.core.next_seq:
+            raise InvariantViolation(f"emit: expected seq {self.core.next_seq}, got {event.seq}")
+        self.core.next_seq += 1
+        out.append(event)
+
+    def _status_refusal(
+        self, m: PerpMarket, refused: tuple[MarketStatus, ...], what: str
+    ) -> str | None:
+        status = m.breaker.status
+        if status in refused:
+            return f"market status: expected one that takes {what}, got {status.name}"
+        return None
+
+    # ------------------------------------------------------------------ orders
+    def _place(self, cmd: PlaceOrder, ts_ns: int, out: list[Any]) -> None:
+        m = self.markets.get(cmd.market_id)
+        if m is None:  # the core refuses it as UNKNOWN_MARKET
+            self._core_only(cmd, ts_ns, out)
+            return
+        account_id = cmd.owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
+
+        def refuse(code: RejectCode, message: str) -> None:
+            self.reject(
+                out,
+                ts_ns,
+                cmd.market_id,
+                0,
+                cmd.client_order_id,
+                cmd.owner_id,
+                cmd.sub_account_id,
+                code,
+                message,
+            )
+
+        if m.index_price == 0 and m.breaker.status not in (
+            MarketStatus.HALTED,
+            MarketStatus.CANCEL_ONLY,
+        ):
+            refuse(
+                RejectCode.MARKET_NOT_ACCEPTING,
+                "index price: expected an oracle price, the market has none yet",
+            )
+            return
+        acct = self.accounts.get(account_id)
+        position = acct.positions.get(cmd.market_id) if acct is not None else None
+        position_base = position.base if position is not None else 0
+        is_bid = cmd.side == _BID
+        key = (account_id, cmd.market_id)
+        gate = check_order(
+            OrderIntent(
+                is_bid, cmd.size, cmd.price, cmd.reduce_only, cmd.time_in_force in _POST_ONLY_TIFS
+            ),
+            now_ns=ts_ns,
+            status=m.breaker.status,
+            limits=m.params.limits,
+            state=self._rate_state.get(key, _NO_RATE_STATE),
+            position_base=position_base,
+            oracle_price=m.index_price,
+            day_loss_quote=acct.day_loss_quote(ts_ns) if acct is not None else 0,
+            margin_shortfall_quote=0,  # the costly check runs below, only if all else passed
+        )
+        self._rate_state[key] = gate.state
+        if gate.code is not None:
+            refuse(gate.code, gate.message)
+            return
+        reduces = (
+            position_base != 0 and (position_base < 0) == is_bid and cmd.size <= abs(position_base)
+        )
+        if not (reduces or cmd.reduce_only) and cmd.size > 0 and cmd.price > 0:
+            if acct is not None:
+                self._touch(out, ts_ns, account_id, acct)
+            shortfall = self._order_shortfall(
+                account_id, acct, cmd.market_id, is_bid, cmd.size, cmd.price, None
+            )
+            if shortfall > 0:
+                refuse(
+                    RejectCode.INSUFFICIENT_MARGIN,
+                    f"margin: expected equity >= initial margin after the fill, short by "
+                    f"{shortfall}",
+                )
+                return
+        self._core_only(cmd, ts_ns, out)
+
+    def _amend(self, cmd: AmendOrder, ts_ns: int, out: list[Any]) -> None:
+        m = self.markets.get(cmd.market_id)
+        if m is None:
+            self._core_only(cmd, ts_ns, out)
+            return
+        account_id = cmd.owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
+        order = self.core.books[cmd.market_id].account_orders.get(account_id, {}).get(cmd.order_id)
+        problem = self._status_refusal(
+            m, (MarketStatus.HALTED, MarketStatus.CANCEL_ONLY), "order changes"
+        )
+        if problem is None and order is not None:
+            if m.breaker.status == MarketStatus.POST_ONLY and (
+                order.time_in_force not in _POST_ONLY_TIFS
+            ):
+                problem = "market status: expected a post-only order, market is POST_ONLY"
+            elif m.breaker.status == MarketStatus.REDUCE_ONLY and (
+                cmd.new_size > order.remaining_lots * self.core.books[cmd.market_id].spec.lot_size
+            ):
+                problem = "market status: expected a smaller size, market is REDUCE_ONLY"
+        if problem is not None:
+            self.reject(
+                out,
+                ts_ns,
+                cmd.market_id,
+                cmd.order_id,
+                0,
+                cmd.owner_id,
+                cmd.sub_account_id,
+                RejectCode.MARKET_NOT_ACCEPTING,
+                problem,
+            )
+            return
+        if (
+            order is not None
+            and not order.reduce_only
+            and cmd.new_size > 0
+            and cmd.new_price > 0
+            and m.index_price
+        ):
+            acct = self.accounts.get(account_id)
+            if acct is not None:
+                self._touch(out, ts_ns, account_id, acct)
+            lot = self.core.books[cmd.market_id].spec.lot_size
+            shortfall = self._order_shortfall(
+                account_id,
+                acct,
+                cmd.market_id,
+                order.side == _BID,
+                cmd.new_size,
+                cmd.new_price,
+                (order.side == _BID, order.remaining_lots * lot),
+            )
+            if shortfall > 0:
+                self.reject(
+                    out,
+                    ts_ns,
+                    cmd.market_id,
+                    cmd.order_id,
+                    0,
+                    cmd.owner_id,
+                    cmd.sub_account_id,
+                    RejectCode.INSUFFICIENT_MARGIN,
+                    f"margin: expected equity >= initial margin after the fill, short by "
+                    f"{shortfall}",
+                )
+                return
+        self._core_only(cmd, ts_ns, out)
+
+    def _cancel(self, cmd: CancelOrder | CancelAll, ts_ns: int, out: list[Any]) -> None:
+        m = self.markets.get(cmd.market_id)
+        problem = None if m is None else self._status_refusal(m, (MarketStatus.HALTED,), "cancels")
+        if problem is not None:
+            order_id = cmd.order_id if type(cmd) is CancelOrder else 0
+            client_id = cmd.client_order_id if type(cmd) is CancelOrder else 0
+            self.reject(
+                out,
+                ts_ns,
+                cmd.market_id,
+                order_id,
+                client_id,
+                cmd.owner_id,
+                cmd.sub_account_id,
+                RejectCode.MARKET_NOT_ACCEPTING,
+                problem,
+            )
+            return
+        self._core_only(cmd, ts_ns, out)
+
+    def _trigger_price(self, cmd: UpdateTriggerPrice, ts_ns: int, out: list[Any]) -> None:
+        m = self.markets.get(cmd.market_id)
+        problem = (
+            None
+            if m is None
+            else self._status_refusal(
+                m,
+                (
+                    MarketStatus.HALTED,
+                    MarketStatus.CANCEL_ONLY,
+                    MarketStatus.POST_ONLY,
+                    MarketStatus.REDUCE_ONLY,
+                ),
+                "triggered orders",
+            )
+        )
+        if problem is not None:
+            self.reject(
+                out, ts_ns, cmd.market_id, 0, 0, 0, 0, RejectCode.MARKET_NOT_ACCEPTING, problem
+            )
+            return
+        self._core_only(cmd, ts_ns, out)
+
+    def _create_market(self, cmd: CreateMarket, ts_ns: int, out: list[Any]) -> None:
+        start = len(out)
+        self.core.execute(cmd, ts_ns, out)
+        if any(type(e) is MarketCreated for e in out[start:]):
+            self._emit(
+                out,
+                MarketParamsSet(
+                    self.core.next_seq, ts_ns, cmd.market_id, self.default_params.to_json()
+                ),
+            )
+
+    # ------------------------------------------------------------------ margin
+    def _open_orders(self, account_id: int) -> dict[int, OpenOrders]:
+        """Resting and trigger-pending orders of the account, per market, in base units."""
+        out: dict[int, OpenOrders] = {}
+        for market_id, book in self.core.books.items():
+            live = book.account_orders.get(account_id)
+            if not live:
+                continue
+            bid_lots = ask_lots = 0
+            for order in live.values():
+                if order.side == _BID:
+                    bid_lots += order.remaining_lots
+                else:
+                    ask_lots += order.remaining_lots
+            lot = book.spec.lot_size
+            out[market_id] = OpenOrders(bid_lots * lot, ask_lots * lot)
+        return out
+
+    def _marks_and_schedules(self) -> tuple[dict[int, int], dict[int, Any]]:
+        marks = {mid: m.price_for_margin for mid, m in self.markets.items()}
+        schedules = {mid: m.params.margin for mid, m in self.markets.items()}
+        return marks, schedules
+
+    def _summary(self, account_id: int, acct: AccountState) -> MarginSummary:
+        marks, schedules = self._marks_and_schedules()
+        return margin_summary(
+            acct.collateral_quote, acct.positions, self._open_orders(account_id), marks, schedules
+        )
+
+    def _order_shortfall(
+        self,
+        account_id: int,
+        acct: AccountState | None,
+        market_id: int,
+        is_bid: bool,
+        base: int,
+        price: int,
+        replacing: tuple[bool, int] | None,
+    ) -> int:
+        """Initial-margin shortfall if this order filled (``replacing``: an amended order's
+        side and base, taken out of the open orders first)."""
+        orders = self._open_orders(account_id)
+        if replacing is not None:
+            old = orders.get(market_id, OpenOrders())
+            was_bid, old_base = replacing
+            orders[market_id] = (
+                OpenOrders(old.bid_base - old_base, old.ask_base)
+                if was_bid
+                else OpenOrders(old.bid_base, old.ask_base - old_base)
+            )
+        marks, schedules = self._marks_and_schedules()
+        return order_margin_shortfall(
+            acct.collateral_quote if acct is not None else 0,
+            acct.positions if acct is not None else {},
+            orders,
+            marks,
+            schedules,
+            market_id=market_id,
+            is_bid=is_bid,
+            base=base,
+            price=price,
+            taker_fee_ppm=self.markets[market_id].params.taker_fee_ppm,
+        )
+
+    # ------------------------------------------------------------------ money
+    def _account(self, account_id: int) -> AccountState:
+        acct = self.accounts.get(account_id)
+        if acct is None:
+            acct = self.accounts[account_id] = AccountState()
+        return acct
+
+    def _settle_funding(
+        self, acct: AccountState, market_id: int, m: PerpMarket, ts_ns: int
+    ) -> tuple[int, int]:
+        """Settle one position's funding to the market's index: (paid, swept to insurance)."""
+        position = acct.positions.get(market_id)
+        if position is None or position.funding_snapshot == m.cumulative_funding:
+            return 0, 0
+        result = settle_funding(position, m.cumulative_funding)
+        acct.positions[market_id] = result.position
+        payment = result.payment_quote
+        acct.collateral_quote -= payment
+        acct.funding_paid_quote += payment
+        acct.book_pnl(ts_ns, -payment)
+        m.funding_pool_quote += payment
+        swept, m.funding_surplus_numerator = sweep_surplus(
+            m.funding_surplus_numerator + result.surplus_numerator
+        )
+        m.funding_pool_quote -= swept
+        self.insurance_fund_quote += swept
+        return payment, swept
+
+    def _touch(self, out: list[Any], ts_ns: int, account_id: int, acct: AccountState) -> None:
+        """Settle the account's funding in every market it holds (lazy settlement)."""
+        owner_id, sub_account_id = divmod(account_id, SUB_ACCOUNTS_PER_OWNER)
+        for market_id in sorted(acct.positions):
+            m = self.markets[market_id]
+            if acct.positions[market_id].funding_snapshot == m.cumulative_funding:
+                continue
+            seq = self.core.next_seq
+            payment, swept = self._settle_funding(acct, market_id, m, ts_ns)
+            self._append(
+                out,
+                FundingSettled(seq, ts_ns, market_id, owner_id, sub_account_id, payment, swept),
+            )
+
+    def _settle_fill(
+        self,
+        ts_ns: int,
+        market_id: int,
+        maker_id: int,
+        taker_id: int,
+        taker_buys: bool,
+        base: int,
+        notional: int,
+        maker_fee: int,
+        taker_fee: int,
+        insurance: int,
+    ) -> tuple[int, int, int, int, int]:
+        """Book one fill (live and fold alike): funding first, then both positions, then
+        fees. Returns (maker realised, taker realised, maker funding, taker funding, swept)."""
+        m = self.markets[market_id]
+        maker, taker = self._account(maker_id), self._account(taker_id)
+        maker_funding, swept_maker = self._settle_funding(maker, market_id, m, ts_ns)
+        taker_funding, swept_taker = self._settle_funding(taker, market_id, m, ts_ns)
+        sign = 1 if taker_buys else -1
+        realized = []
+        for acct, base_delta, quote_delta in (
+            (maker, -sign * base, sign * notional),
+            (taker, sign * base, -sign * notional),
+        ):
+            position = acct.positions.get(market_id) or Position(
+                funding_snapshot=m.cumulative_funding
+            )
+            result = apply_fill(position, base_delta, quote_delta)
+            if result.position.base:
+                acct.positions[market_id] = result.position
+            else:  # a flat position has no basis left (a full close releases all of it)
+                acct.positions.pop(market_id, None)
+            acct.collateral_quote += result.realized_quote
+            acct.realized_pnl_quote += result.realized_quote
+            acct.book_pnl(ts_ns, result.realized_quote)
+            realized.append(result.realized_quote)
+        for acct, fee in ((maker, maker_fee), (taker, taker_fee)):
+            acct.collateral_quote -= fee
+            acct.fees_paid_quote += fee
+            acct.book_pnl(ts_ns, -fee)
+        self.fee_pool_quote += maker_fee + taker_fee - insurance
+        self.insurance_fund_quote += insurance
+        return realized[0], realized[1], maker_funding, taker_funding, swept_maker + swept_taker
+
+    def _settle_trades(self, out: list[Any], start: int, ts_ns: int) -> None:
+        """Follow the core's events with one ``FillSettled`` per ``TradeExecuted``."""
+        end = len(out)
+        for i in range(start, end):
+            t = out[i]
+            if type(t) is not TradeExecuted:
+                continue
+            m = self.markets[t.market_id]
+            spec = self.core.books[t.market_id].spec
+            base = t.num_base_lots * spec.lot_size
+            notional, rest = divmod(t.price_ticks * spec.tick_size * base, BASE_PRECISION)
+            if rest:
+                raise InvariantViolation(f"fill notional: expected a whole quote unit, got {t!r}")
+            fees = fill_fees(notional, m.params.fees)
+            maker_id = t.maker_owner_id * SUB_ACCOUNTS_PER_OWNER + t.maker_sub_account_id
+            taker_id = t.taker_owner_id * SUB_ACCOUNTS_PER_OWNER + t.taker_sub_account_id
+            seq = self.core.next_seq
+            results = self._settle_fill(
+                ts_ns,
+                t.market_id,
+                maker_id,
+                taker_id,
+                t.taker_side == _BID,
+                base,
+                notional,
+                fees.maker_fee_quote,
+                fees.taker_fee_quote,
+                fees.insurance_quote,
+            )
+            self._append(
+                out,
+                FillSettled(
+                    seq,
+                    ts_ns,
+                    t.market_id,
+                    t.seq,
+                    t.maker_owner_id,
+                    t.maker_sub_account_id,
+                    t.taker_owner_id,
+                    t.taker_sub_account_id,
+                    t.taker_side,
+                    base,
+                    notional,
+                    fees.maker_fee_quote,
+                    fees.taker_fee_quote,
+                    fees.insurance_quote,
+                    *results,
+                ),
+            )
+
+    # ------------------------------------------------------------------ accounts
+    def _deposit(self, cmd: Deposit, ts_ns: int, out: list[Any]) -> None:
+        held = self.account(cmd.owner_id, cmd.sub_account_id).collateral_quote
+        if cmd.amount_quote <= 0 or held + cmd.amount_quote > I64_MAX:
+            self.reject(
+                out,
+                ts_ns,
+                NO_MARKET_ID,
+                0,
+                0,
+                cmd.owner_id,
+                cmd.sub_account_id,
+                RejectCode.NON_POSITIVE_AMOUNT,
+                f"amount_quote: expected 1..{I64_MAX - held}, got {cmd.amount_quote}",
+            )
+            return
+        self._emit(
+            out,
+            CollateralDeposited(
+                self.core.next_seq,
+                ts_ns,
+                NO_MARKET_ID,
+                cmd.owner_id,
+                cmd.sub_account_id,
+                cmd.amount_quote,
+                held + cmd.amount_quote,
+            ),
+        )
+
+    def _withdraw(self, cmd: Withdraw, ts_ns: int, out: list[Any]) -> None:
+        account_id = cmd.owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
+
+        def refuse(code: RejectCode, message: str) -> None:
+            self.reject(
+                out, ts_ns, NO_MARKET_ID, 0, 0, cmd.owner_id, cmd.sub_account_id, code, message
+            )
+
+        if cmd.amount_quote <= 0:
+            refuse(RejectCode.NON_POSITIVE_AMOUNT, "amount_quote: expected > 0, got 0")
+            return
+        acct = self.accounts.get(account_id)
+        if acct is None:
+            refuse(
+                RejectCode.WITHDRAWAL_ABOVE_FREE_COLLATERAL,
+                f"amount_quote: expected <= free collateral 0, got {cmd.amount_quote}",
+            )
+            return
+        self._touch(out, ts_ns, account_id, acct)
+        free = self._summary(account_id, acct).free_collateral_quote
+        # Unrealised profit counts toward equity but is not cash: only collateral can leave.
+        allowed = max(0, min(free, acct.collateral_quote))
+        if cmd.amount_quote > allowed:
+            refuse(
+                RejectCode.WITHDRAWAL_ABOVE_FREE_COLLATERAL,
+                f"amount_quote: expected <= free collateral {allowed}, got {cmd.amount_quote}",
+            )
+            return
+        self._emit(
+            out,
+            CollateralWithdrawn(
+                self.core.next_seq,
+                ts_ns,
+                NO_MARKET_ID,
+                cmd.owner_id,
+                cmd.sub_account_id,
+                cmd.amount_quote,
+                acct.collateral_quote - cmd.amount_quote,
+            ),
+        )
+
+    def _deposit_insurance(self, cmd: DepositInsurance, ts_ns: int, out: list[Any]) -> None:
+        if cmd.amount_quote <= 0 or self.insurance_fund_quote + cmd.amount_quote > I64_MAX:
+            self.reject(
+                out,
+                ts_ns,
+                NO_MARKET_ID,
+                0,
+                0,
+                0,
+                0,
+                RejectCode.NON_POSITIVE_AMOUNT,
+                f"amount_quote: expected 1..{I64_MAX - self.insurance_fund_quote}, got "
+                f"{cmd.amount_quote}",
+            )
+            return
+        self._emit(
+            out,
+            InsuranceFundDeposited(
+                self.core.next_seq,
+                ts_ns,
+                NO_MARKET_ID,
+                cmd.amount_quote,
+                self.insurance_fund_quote + cmd.amount_quote,
+            ),
+        )
+
+    # ------------------------------------------------------------------ prices
+    def _unknown_market(self, market_id: int, ts_ns: int, out: list[Any]) -> None:
+        self.reject(
+            out,
+            ts_ns,
+            market_id,
+            0,
+            0,
+            0,
+            0,
+            RejectCode.UNKNOWN_MARKET,
+            f"market_id: expected one of {sorted(self.markets)}, got {market_id}",
+        )
+
+    def _oracle(self, cmd: UpdateOraclePrice, ts_ns: int, out: list[Any]) -> None:
+        m = self.markets.get(cmd.market_id)
+        if m is None:
+            self._unknown_market(cmd.market_id, ts_ns, out)
+            return
+        valid = cmd.valid and cmd.price > 0
+        self._emit(
+            out,
+            OraclePriceUpdated(
+                self.core.next_seq,
+                ts_ns,
+                cmd.market_id,
+                cmd.price,
+                cmd.confidence,
+                cmd.slot,
+                cmd.publish_time_s,
+                valid,
+            ),
+        )
+        change = self._pending_breaker
+        if change is not None:
+            self._emit(
+                out,
+                MarketStatusChanged(
+                    self.core.next_seq,
+                    ts_ns,
+                    cmd.market_id,
+                    int(change.old),
+                    int(change.new),
+                    int(change.reason),
+                ),
+            )
+        if not valid:
+            return
+        self._refresh_mark(out, ts_ns, cmd.market_id, m)
+        if m.breaker.status == MarketStatus.ACTIVE:
+            # Stop / take-profit orders arm on the mark price.
+            self._core_only(UpdateTriggerPrice(cmd.market_id, m.mark_price), ts_ns, out)
+
+    def _impact_prices(self, market_id: int, notional_quote: int) -> tuple[int, int]:
+        book = self.core.books[market_id]
+        tick, lot = book.spec.tick_size, book.spec.lot_size
+        prices = []
+        for side in (Side.BID, Side.ASK):
+            levels = [(p * tick, n * lot) for p, n in book.depth(side, _IMPACT_DEPTH_LEVELS)]
+            price = impact_price(levels, notional_quote, is_bid=side == Side.BID)
+            prices.append(price or 0)
+        return prices[0], prices[1]
+
+    def _refresh_mark(self, out: list[Any], ts_ns: int, market_id: int, m: PerpMarket) -> None:
+        """Recompute the mark (impact prices, basis EMA) and record it."""
+        params = m.params
+        impact_bid, impact_ask = self._impact_prices(market_id, params.impact_notional_quote)
+        book = self.core.books[market_id]
+        best_bid, best_ask = book.best_bid(), book.best_ask()
+        ema = m.ema_basis
+        if best_bid and best_ask:  # no two-sided book: the EMA holds still
+            mid_price = (best_bid + best_ask) * book.spec.tick_size // 2
+            ema = update_ema_basis(
+                ema,
+                mid_price - m.index_price,
+                max(0, ts_ns - m.ema_updated_ns),
+                params.mark_ema_window_ns,
+            )
+        mark = mark_price(
+            m.index_price,
+            ema,
+            impact_bid or None,
+            impact_ask or None,
+            params.mark_band_ppm,
+        )
+        self._emit(
+            out,
+            MarkPriceUpdated(
+                self.core.next_seq, ts_ns, market_id, mark, ema, impact_bid, impact_ask
+            ),
+        )
+
+    def _tick(self, cmd: Tick, ts_ns: int, out: list[Any]) -> None:
+        self.core.execute(ExpireOrders(), ts_ns, out)
+        for market_id in sorted(self.markets):
+            m = self.markets[market_id]
+            params = m.params
+            if not (m.oracle_valid and m.index_price):
+                continue  # no funding on a market without a valid index
+            if ts_ns - m.last_sample_ns >= params.funding_sample_interval_ns:
+                self._refresh_mark(out, ts_ns, market_id, m)
+                if m.impact_bid and m.impact_ask:
+                    self._emit(
+                        out,
+                        FundingSampled(
+                            self.core.next_seq,
+                            ts_ns,
+                            market_id,
+                            m.index_price,
+                            m.impact_bid,
+                            m.impact_ask,
+                            premium_rate(m.impact_bid, m.impact_ask, m.index_price),
+                        ),
+                    )
+            interval = params.funding_interval_ns
+            if ts_ns // interval > m.last_funding_ns // interval:
+                average = average_premium(m.premium_samples)
+                rate = funding_rate(
+                    average,
+                    interest_rate=params.funding_interest_rate,
+                    interest_band=params.funding_interest_band,
+                    cap_rate=params.funding_cap_rate,
+                )
+                self._emit(
+                    out,
+                    FundingRateApplied(
+                        self.core.next_seq,
+                        ts_ns,
+                        market_id,
+                        len(m.premium_samples),
+                        average,
+                        rate,
+                        m.index_price,
+                        m.cumulative_funding + index_delta(rate, m.index_price),
+                    ),
+                )
+
+    # ------------------------------------------------------------------ market status
+    def _set_status(self, cmd: SetMarketStatus, ts_ns: int, out: list[Any]) -> None:
+        m = self.markets.get(cmd.market_id)
+        if m is None:
+            self._unknown_market(cmd.market_id, ts_ns, out)
+            return
+        if m.breaker.killed:
+            self.reject(
+                out,
+                ts_ns,
+                cmd.market_id,
+                0,
+                0,
+                0,
+                0,
+                RejectCode.STATUS_CHANGE_REFUSED,
+                f"status: expected no kill switch, got one holding {m.breaker.status.name}",
+            )
+            return
+        _, change = set_status(m.breaker, MarketStatus(cmd.status))
+        if change is not None:
+            self._emit(
+                out,
+                MarketStatusChanged(
+                    self.core.next_seq,
+                    ts_ns,
+                    cmd.market_id,
+                    int(change.old),
+                    int(change.new),
+                    int(change.reason),
+                ),
+            )
+
+    def _kill_switch(self, cmd: SetKillSwitch, ts_ns: int, out: list[Any]) -> None:
+        if cmd.all_markets:
+            targets = sorted(self.markets)
+        elif cmd.market_id in self.markets:
+            targets = [cmd.market_id]
+        else:
+            self._unknown_market(cmd.market_id, ts_ns, out)
+            return
+        if not cmd.engaged and not any(self.markets[t].breaker.killed for t in targets):
+            self.reject(
+                out,
+                ts_ns,
+                NO_MARKET_ID if cmd.all_markets else cmd.market_id,
+                0,
+                0,
+                0,
+                0,
+                RejectCode.STATUS_CHANGE_REFUSED,
+                "kill switch: expected one engaged to release, got none",
+            )
+            return
+        for market_id in targets:
+            m = self.markets[market_id]
+            if cmd.engaged:
+                _, change = kill(m.breaker, global_switch=cmd.all_markets)
+            else:
+                _, change = release(m.breaker)
+            if change is not None:
+                self._emit(
+                    out,
+                    MarketStatusChanged(
+                        self.core.next_seq,
+                        ts_ns,
+                        market_id,
+                        int(change.old),
+                        int(change.new),
+                        int(change.reason),
+                    ),
+                )
+            if cmd.engaged:
+                book = self.core.books[market_id]
+                for account_id in sorted(book.account_orders):
+                    owner_id, sub_account_id = divmod(account_id, SUB_ACCOUNTS_PER_OWNER)
+                    self.core.execute(CancelAll(market_id, owner_id, sub_account_id), ts_ns, out)
+
+    # ================================================================== fold
+    def apply(self, e: Event) -> None:
+        """Fold one journaled event into the state (replay / recovery)."""
+        handler = self._appliers.get(type(e))
+        if handler is None:
+            self.core.apply(e)
+            return
+        if e.seq != self.core.next_seq:
+            raise InvariantViolation(f"apply: expected seq {self.core.next_seq}, got {e.seq}")
+        self.core.next_seq = e.seq + 1
+        handler(self, e)
+
+    def _apply_params(self, e: MarketParamsSet) -> None:
+        if e.market_id not in self.core.books:
+            raise InvariantViolation(f"params for an unknown market: {e!r}")
+        params = PerpMarketParams.from_json(e.params_json)
+        existing = self.markets.get(e.market_id)
+        if existing is None:
+            self.markets[e.market_id] = PerpMarket(
+                params=params,
+                listed_ns=e.ts_ns,
+                ema_updated_ns=e.ts_ns,
+                last_sample_ns=e.ts_ns,
+                last_funding_ns=e.ts_ns,
+            )
+        else:
+            existing.params = params
+
+    def _apply_deposited(self, e: CollateralDeposited) -> None:
+        acct = self._account(e.owner_id * SUB_ACCOUNTS_PER_OWNER + e.sub_account_id)
+        acct.collateral_quote += e.amount_quote
+        self.net_deposits_quote += e.amount_quote
+        if acct.collateral_quote != e.collateral_quote:
+            raise InvariantViolation(f"deposit replay disagrees with state: {e!r}")
+
+    def _apply_withdrawn(self, e: CollateralWithdrawn) -> None:
+        acct = self._account(e.owner_id * SUB_ACCOUNTS_PER_OWNER + e.sub_account_id)
+        acct.collateral_quote -= e.amount_quote
+        self.net_deposits_quote -= e.amount_quote
+        if acct.collateral_quote != e.collateral_quote or acct.collateral_quote < 0:
+            raise InvariantViolation(f"withdrawal replay disagrees with state: {e!r}")
+
+    def _apply_insurance_deposit(self, e: InsuranceFundDeposited) -> None:
+        self.insurance_fund_quote += e.amount_quote
+        self.insurance_deposits_quote += e.amount_quote
+        if self.insurance_fund_quote != e.balance_quote:
+            raise InvariantViolation(f"insurance replay disagrees with state: {e!r}")
+
+    def _apply_oracle(self, e: OraclePriceUpdated) -> None:
+        m = self.markets[e.market_id]
+        m.oracle_valid = e.valid
+        if e.valid:
+            m.index_price = e.price
+            m.index_confidence = e.confidence
+            m.index_slot = e.slot
+            m.index_publish_time_s = e.publish_time_s
+        m.breaker, self._pending_breaker = on_oracle(
+            m.breaker, m.params.breaker, e.ts_ns, e.price if e.valid else None
+        )
+
+    def _apply_mark(self, e: MarkPriceUpdated) -> None:
+        m = self.markets[e.market_id]
+        m.mark_price = e.mark_price
+        m.ema_basis = e.ema_basis
+        m.ema_updated_ns = e.ts_ns
+        m.impact_bid = e.impact_bid
+        m.impact_ask = e.impact_ask
+
+    def _apply_fill(self, e: FillSettled) -> None:
+        results = self._settle_fill(
+            e.ts_ns,
+            e.market_id,
+            e.maker_owner_id * SUB_ACCOUNTS_PER_OWNER + e.maker_sub_account_id,
+            e.taker_owner_id * SUB_ACCOUNTS_PER_OWNER + e.taker_sub_account_id,
+            e.taker_side == _BID,
+            e.base,
+            e.notional_quote,
+            e.maker_fee_quote,
+            e.taker_fee_quote,
+            e.insurance_quote,
+        )
+        if results != tuple(e[14:19]):
+            raise InvariantViolation(f"fill replay disagrees with state: {e!r} vs {results}")
+
+    def _apply_funding_settled(self, e: FundingSettled) -> None:
+        acct = self._account(e.owner_id * SUB_ACCOUNTS_PER_OWNER + e.sub_account_id)
+        got = self._settle_funding(acct, e.market_id, self.markets[e.market_id], e.ts_ns)
+        if got != (e.payment_quote, e.swept_quote):
+            raise InvariantViolation(f"funding replay disagrees with state: {e!r} vs {got}")
+
+    def _apply_sampled(self, e: FundingSampled) -> None:
+        m = self.markets[e.market_id]
+        m.premium_samples.append(e.premium_rate)
+        m.last_sample_ns = e.ts_ns
+
+    def _apply_rate(self, e: FundingRateApplied) -> None:
+        m = self.markets[e.market_id]
+        m.cumulative_funding += index_delta(e.funding_rate, e.index_price)
+        if m.cumulative_funding != e.cumulative_funding:
+            raise InvariantViolation(f"funding index replay disagrees with state: {e!r}")
+        m.premium_samples = []
+        m.last_funding_ns = e.ts_ns
+
+    def _apply_status(self, e: MarketStatusChanged) -> None:
+        m = self.markets[e.market_id]
+        reason = BreakerReason(e.reason)
+        if reason in (BreakerReason.KILL_SWITCH, BreakerReason.GLOBAL_KILL_SWITCH):
+            state, change = kill(
+                m.breaker, global_switch=reason == BreakerReason.GLOBAL_KILL_SWITCH
+            )
+        elif reason == BreakerReason.OPERATOR:
+            if m.breaker.killed:
+                state, change = release(m.breaker)
+            else:
+                state, change = set_status(m.breaker, MarketStatus(e.new_status))
+        else:  # the breaker already moved while folding the oracle reading before this
+            state, change = m.breaker, self._pending_breaker
+            self._pending_breaker = None
+        expected = StatusChange(
+            MarketStatus(e.old_status), MarketStatus(e.new_status), BreakerReason(e.reason)
+        )
+        if change != expected:
+            raise InvariantViolation(f"status replay disagrees with state: {e!r} vs {change}")
+        m.breaker = state
+
+    _appliers: dict[type, Any] = {}  # filled in below the class body
+
+    # ================================================================== state hash
+    def canonical(self) -> dict[str, Any]:
+        """Everything that defines the state (matching core and perp), JSON-ready."""
+        if self._pending_breaker is not None:
+            raise InvariantViolation("canonical: a breaker status change is still pending")
+        accounts = [
+            [
+                account_id,
+                a.collateral_quote,
+                a.realized_pnl_quote,
+                a.fees_paid_quote,
+                a.funding_paid_quote,
+                a.day,
+                a.day_pnl_quote,
+                [[mid, *a.positions[mid]] for mid in sorted(a.positions)],
+            ]
+            for account_id, a in sorted(self.accounts.items())
+        ]
+        markets = []
+        for market_id in sorted(self.markets):
+            m = self.markets[market_id]
+            b = m.breaker
+            markets.append(
+                {
+                    "market_id": market_id,
+                    "params": m.params.to_dict(),
+                    "listed_ns": m.listed_ns,
+                    "breaker": [
+                        int(b.status),
+                        int(b.reason),
+                        b.killed,
+                        b.last_breach_ns,
+                        [list(s) for s in b.samples],
+                    ],
+                    "index": [
+                        m.index_price,
+                        m.index_confidence,
+                        m.index_slot,
+                        m.index_publish_time_s,
+                        m.oracle_valid,
+                    ],
+                    "mark": [
+                        m.mark_price,
+                        m.ema_basis,
+                        m.ema_updated_ns,
+                        m.impact_bid,
+                        m.impact_ask,
+                    ],
+                    "funding": [
+                        m.cumulative_funding,
+                        m.funding_pool_quote,
+                        m.funding_surplus_numerator,
+                        list(m.premium_samples),
+                        m.last_sample_ns,
+                        m.last_funding_ns,
+                    ],
+                }
+            )
+        return {
+            "core": self.core.canonical(),
+            "accounts": accounts,
+            "perp_markets": markets,
+            "fee_pool_quote": self.fee_pool_quote,
+            "insurance_fund_quote": self.insurance_fund_quote,
+            "net_deposits_quote": self.net_deposits_quote,
+            "insurance_deposits_quote": self.insurance_deposits_quote,
+        }
+
+    def snapshot(self) -> bytes:
+        """The canonical state as bytes: enough to rebuild an identical clearinghouse."""
+        return json.dumps(self.canonical(), separators=(",", ":"), sort_keys=True).encode()
+
+    def state_hash(self) -> str:
+        """SHA-256 (hex) of the canonical state."""
+        return hashlib.sha256(self.snapshot()).hexdigest()
+
+    @classmethod
+    def from_snapshot(
+        cls, blob: bytes, *, default_params: PerpMarketParams | None = None
+    ) -> Clearinghouse:
+        """Rebuild from :meth:`snapshot`; its ``state_hash`` equals the original's."""
+        data = json.loads(blob)
+        ch = cls(default_params=default_params)
+        ch.core = ExchangeCore.from_snapshot(
+            json.dumps(data["core"], separators=(",", ":"), sort_keys=True).encode()
+        )
+        for account_id, coll, realized, fees, funding, day, day_pnl, positions in data["accounts"]:
+            ch.accounts[account_id] = AccountState(
+                collateral_quote=coll,
+                positions={p[0]: Position(*p[1:]) for p in positions},
+                realized_pnl_quote=realized,
+                fees_paid_quote=fees,
+                funding_paid_quote=funding,
+                day=day,
+                day_pnl_quote=day_pnl,
+            )
+        for md in data["perp_markets"]:
+            status, reason, killed, last_breach, samples = md["breaker"]
+            index, confidence, slot, publish, valid = md["index"]
+            mark, ema, ema_ns, impact_bid, impact_ask = md["mark"]
+            cumulative, pool, surplus, premiums, last_sample, last_funding = md["funding"]
+            ch.markets[md["market_id"]] = PerpMarket(
+                params=PerpMarketParams.from_mapping(md["params"]),
+                listed_ns=md["listed_ns"],
+                breaker=BreakerState(
+                    MarketStatus(status),
+                    BreakerReason(reason),
+                    killed,
+                    last_breach,
+                    tuple((t, p) for t, p in samples),
+                ),
+                index_price=index,
+                index_confidence=confidence,
+                index_slot=slot,
+                index_publish_time_s=publish,
+                oracle_valid=valid,
+                mark_price=mark,
+                ema_basis=ema,
+                ema_updated_ns=ema_ns,
+                impact_bid=impact_bid,
+                impact_ask=impact_ask,
+                cumulative_funding=cumulative,
+                funding_pool_quote=pool,
+                funding_surplus_numerator=surplus,
+                premium_samples=list(premiums),
+                last_sample_ns=last_sample,
+                last_funding_ns=last_funding,
+            )
+        ch.fee_pool_quote = data["fee_pool_quote"]
+        ch.insurance_fund_quote = data["insurance_fund_quote"]
+        ch.net_deposits_quote = data["net_deposits_quote"]
+        ch.insurance_deposits_quote = data["insurance_deposits_quote"]
+        return ch
+
+    def conservation_gap_quote(self) -> int:
+        """Zero when every quote unit is accounted for (see the module docstring)."""
+        held = (
+            sum(a.collateral_quote for a in self.accounts.values())
+            + sum(p.entry_quote for a in self.accounts.values() for p in a.positions.values())
+            + self.fee_pool_quote
+            + self.insurance_fund_quote
+            + sum(m.funding_pool_quote for m in self.markets.values())
+        )
+        return held - self.net_deposits_quote - self.insurance_deposits_quote
+
+    def check_invariants(self) -> None:
+        """Fail fast on a broken book, a lost quote unit, or positions that disagree with
+        the matching core's fills."""
+        self.core.check_invariants()
+        gap = self.conservation_gap_quote()
+        if gap:
+            raise InvariantViolation(f"conservation: expected a gap of 0, got {gap}")
+        open_base: dict[int, int] = {}
+        ours: dict[tuple[int, int], int] = {}
+        for account_id, a in self.accounts.items():
+            for market_id, p in a.positions.items():
+                open_base[market_id] = open_base.get(market_id, 0) + p.base
+                ours[(account_id, market_id)] = p.base
+        if any(open_base.values()):
+            raise InvariantViolation(f"positions: expected longs == shorts, got {open_base}")
+        theirs = {
+            key: lots * self.core.books[key[1]].spec.lot_size
+            for key, lots in self.core.positions.items()
+            if lots
+        }
+        if ours != theirs:
+            raise InvariantViolation(
+                f"positions: expected the core's fills {theirs}, got the ledger's {ours}"
+            )
+
+
+Clearinghouse._appliers = {
+    MarketParamsSet: Clearinghouse._apply_params,
+    CollateralDeposited: Clearinghouse._apply_deposited,
+    CollateralWithdrawn: Clearinghouse._apply_withdrawn,
+    InsuranceFundDeposited: Clearinghouse._apply_insurance_deposit,
+    OraclePriceUpdated: Clearinghouse._apply_oracle,
+    MarkPriceUpdated: Clearinghouse._apply_mark,
+    FillSettled: Clearinghouse._apply_fill,
+    FundingSettled: Clearinghouse._apply_funding_settled,
+    FundingSampled: Clearinghouse._apply_sampled,
+    FundingRateApplied: Clearinghouse._apply_rate,
+    MarketStatusChanged: Clearinghouse._apply_status,
+}

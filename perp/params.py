@@ -1,0 +1,196 @@
+"""A perpetual market's parameters: fees, margin tiers, risk limits, circuit breaker,
+funding and mark price, in one frozen, typed, keyword-only record.
+
+The clearinghouse journals them with the market (``MarketParamsSet``, canonical JSON), so a
+replay needs no config file. Units are in every name: ``*_ppm`` at ``RATIO_PRECISION``,
+``*_rate`` at ``FUNDING_RATE_PRECISION``, ``*_ns`` nanoseconds, ``*_quote`` at
+``QUOTE_PRECISION``, ``*_base`` at ``BASE_PRECISION``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from exchange.core.units import (
+    BASE_PRECISION,
+    FUNDING_RATE_PRECISION,
+    NANOS_PER_SECOND,
+    QUOTE_PRECISION,
+    RATIO_PRECISION,
+    U64_MAX,
+)
+from perp.circuit_breaker import BreakerConfig
+from perp.math.fees import FeeSchedule
+from perp.math.margin import MarginSchedule, MarginTier
+from perp.risk_gate import RiskLimits
+
+
+class ParamsError(ValueError):
+    """A market parameter is missing, unknown, mistyped or out of range."""
+
+    code = "PERP_PARAMS"
+
+
+#: Default tiers: (up to notional, initial, maintenance): 20x up to 1M, 10x to 10M, 5x above.
+DEFAULT_MARGIN_TIERS: tuple[tuple[int, int, int], ...] = (
+    (1_000_000 * QUOTE_PRECISION, 50_000, 30_000),
+    (10_000_000 * QUOTE_PRECISION, 100_000, 50_000),
+    (U64_MAX, 200_000, 100_000),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PerpMarketParams:
+    """Everything the clearinghouse needs to run one perpetual market."""
+
+    # fees (perp.math.fees)
+    maker_fee_ppm: int = -20  # a 0.2 bp rebate
+    taker_fee_ppm: int = 450  # 4.5 bp
+    insurance_share_ppm: int = 200_000  # 20 % of net fees
+    # margin (perp.math.margin): (up_to_notional_quote, initial_ppm, maintenance_ppm)
+    margin_tiers: tuple[tuple[int, int, int], ...] = DEFAULT_MARGIN_TIERS
+    # pre-trade limits (perp.risk_gate), per account and market
+    max_orders_per_second: int = 20_000
+    max_orders_per_minute: int = 1_200_000
+    max_order_base: int = 1_000_000 * BASE_PRECISION
+    max_position_base: int = 10_000_000 * BASE_PRECISION
+    max_order_notional_quote: int = 10_000_000 * QUOTE_PRECISION
+    daily_loss_limit_quote: int = 0  # 0 disables
+    price_band_ppm: int = 50_000  # limit prices within oracle +- 5 %
+    # circuit breaker (perp.circuit_breaker)
+    breaker_max_move_ppm: int = 100_000  # halt on a 10 % oracle move ...
+    breaker_window_ns: int = 60 * NANOS_PER_SECOND  # ... inside one minute
+    breaker_cooldown_ns: int = 300 * NANOS_PER_SECOND
+    # funding (perp.math.funding)
+    funding_interval_ns: int = 3600 * NANOS_PER_SECOND
+    funding_sample_interval_ns: int = 5 * NANOS_PER_SECOND
+    funding_interest_rate: int = 12_500  # 0.00125 % per hour (0.01 % per 8 h)
+    funding_interest_band: int = 500_000  # 0.05 %
+    funding_cap_rate: int = 40_000_000  # 4 % per interval
+    impact_notional_quote: int = 200 * QUOTE_PRECISION
+    # mark price (perp.math.mark)
+    mark_ema_window_ns: int = 150 * NANOS_PER_SECOND
+    mark_band_ppm: int = 50_000  # mark within oracle +- 5 %
+
+    # Derived, validated views (built in __post_init__, not parameters).
+    fees: FeeSchedule = field(init=False, repr=False, compare=False)
+    margin: MarginSchedule = field(init=False, repr=False, compare=False)
+    limits: RiskLimits = field(init=False, repr=False, compare=False)
+    breaker: BreakerConfig = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in _PARAM_NAMES:
+            value = getattr(self, name)
+            if name == "margin_tiers":
+                continue
+            if type(value) is not int:
+                raise ParamsError(f"{name}: expected an int, got {value!r}")
+        tiers = self.margin_tiers
+        if not isinstance(tiers, tuple) or not all(
+            isinstance(t, tuple) and len(t) == 3 and all(type(v) is int for v in t) for t in tiers
+        ):
+            raise ParamsError(
+                f"margin_tiers: expected (up_to_notional_quote, initial_ppm, "
+                f"maintenance_ppm) int triples, got {tiers!r}"
+            )
+        for name, lo, hi in (
+            ("funding_interval_ns", 1, 7 * 86_400 * NANOS_PER_SECOND),
+            ("funding_sample_interval_ns", 1, 7 * 86_400 * NANOS_PER_SECOND),
+            ("funding_interest_band", 0, FUNDING_RATE_PRECISION),
+            ("funding_cap_rate", 0, FUNDING_RATE_PRECISION),
+            ("impact_notional_quote", 1, U64_MAX),
+            ("mark_ema_window_ns", 1, 86_400 * NANOS_PER_SECOND),
+            ("mark_band_ppm", 0, RATIO_PRECISION - 1),
+        ):
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ParamsError(f"{name}: expected {lo}..{hi}, got {value}")
+        if abs(self.funding_interest_rate) > FUNDING_RATE_PRECISION:
+            raise ParamsError(
+                f"funding_interest_rate: expected |rate| <= {FUNDING_RATE_PRECISION}, got "
+                f"{self.funding_interest_rate}"
+            )
+        if self.funding_sample_interval_ns > self.funding_interval_ns:
+            raise ParamsError(
+                f"funding_sample_interval_ns: expected <= funding_interval_ns "
+                f"{self.funding_interval_ns}, got {self.funding_sample_interval_ns}"
+            )
+        try:
+            fees = FeeSchedule(
+                maker_ppm=self.maker_fee_ppm,
+                taker_ppm=self.taker_fee_ppm,
+                insurance_share_ppm=self.insurance_share_ppm,
+            )
+            margin = MarginSchedule(
+                tiers=tuple(
+                    MarginTier(up_to_notional_quote=u, initial_ppm=i, maintenance_ppm=m)
+                    for u, i, m in tiers
+                )
+            )
+            limits = RiskLimits(
+                max_orders_per_second=self.max_orders_per_second,
+                max_orders_per_minute=self.max_orders_per_minute,
+                max_order_base=self.max_order_base,
+                max_position_base=self.max_position_base,
+                max_order_notional_quote=self.max_order_notional_quote,
+                daily_loss_limit_quote=self.daily_loss_limit_quote,
+                price_band_ppm=self.price_band_ppm,
+            )
+            breaker = BreakerConfig(
+                max_move_ppm=self.breaker_max_move_ppm,
+                window_ns=self.breaker_window_ns,
+                cooldown_ns=self.breaker_cooldown_ns,
+            )
+        except ValueError as exc:  # each schedule's own error, with its expected/got text
+            raise ParamsError(str(exc)) from exc
+        object.__setattr__(self, "fees", fees)
+        object.__setattr__(self, "margin", margin)
+        object.__setattr__(self, "limits", limits)
+        object.__setattr__(self, "breaker", breaker)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready form (tiers as lists)."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in _PARAM_NAMES}
+        out["margin_tiers"] = [list(t) for t in self.margin_tiers]
+        return out
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no spaces): what ``MarketParamsSet`` carries."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_mapping(
+        cls, data: Mapping[str, Any], *, base: PerpMarketParams | None = None
+    ) -> PerpMarketParams:
+        """Build from a mapping (config table or journaled JSON); keys not given keep
+        ``base``'s values (the defaults if none); unknown keys are an error."""
+        if not isinstance(data, Mapping):
+            raise ParamsError(f"market params: expected a table, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(_PARAM_NAMES))
+        if unknown:
+            raise ParamsError(f"market params: unknown keys {unknown}, expected {_PARAM_NAMES}")
+        merged = base.to_dict() if base is not None else {}
+        merged.update(data)
+        if "margin_tiers" in merged:
+            raw = merged["margin_tiers"]
+            if not isinstance(raw, list | tuple) or not all(
+                isinstance(t, list | tuple) for t in raw
+            ):
+                raise ParamsError(f"margin_tiers: expected a list of triples, got {raw!r}")
+            merged["margin_tiers"] = tuple(tuple(t) for t in raw)
+        return cls(**merged)
+
+    @classmethod
+    def from_json(cls, text: str) -> PerpMarketParams:
+        """Inverse of :meth:`to_json`."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ParamsError(f"market params: expected JSON, got {text[:60]!r}") from exc
+        return cls.from_mapping(data)
+
+
+_PARAM_NAMES = [f.name for f in fields(PerpMarketParams) if f.init]
