@@ -11,8 +11,10 @@
  *  - no 128-bit `*`, `/`, `%` or variable shifts (they become __multi3/__udivti3...; the link
  *    fails naming the symbol): use pd_mul_u64_wide / pd_div_u128_u64 / pd_mul_div_u64;
  *  - at most 5 arguments per function, no struct pass-by-value, no floating point;
- *  - struct copies above 1024 bytes become `memcpy` calls, which the linker binds to the
- *    sol_memcpy_ syscall (the return value is NOT the destination pointer).
+ *  - struct copies up to 1024 bytes are inlined; larger ones fail to compile ("A call to
+ *    built-in function 'memcpy' is not supported"): use pd_memcpy. An explicit call to a
+ *    declared `memcpy`/`memmove`/`memset` is bound by the linker to the sol_mem*_ syscall
+ *    (whose return value is NOT the destination pointer).
  *
  * Structures passed to syscalls (SolPubkey, SolAccountInfo, SolAccountMeta, SolInstruction,
  * SolSignerSeed(s), SolBytes, SolClock) follow the runtime's C ABI exactly; do not reorder them.
