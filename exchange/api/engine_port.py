@@ -149,13 +149,17 @@ class EnginePort:
 
     # ------------------------------------------------------------------ commands
     async def submit(self, command: Command) -> list[Event]:
-        """Run one command; its events once durable (and folded into the read model)."""
-        return await asyncio.wrap_future(self._runner.submit(command))
+        """Run one command; its events once durable (and folded into the read model).
+
+        A caller that is cancelled (client gone) stops waiting, but the command still runs:
+        it is queued, and cancelling the engine's Future would only break the sequencer.
+        """
+        return await asyncio.shield(asyncio.wrap_future(self._runner.submit(command)))
 
     async def submit_many(self, commands: Sequence[Command]) -> list[list[Event]]:
         """Run several commands (queued together, so usually one group commit)."""
         futures = [asyncio.wrap_future(self._runner.submit(c)) for c in commands]
-        return list(await asyncio.gather(*futures))
+        return list(await asyncio.shield(asyncio.gather(*futures)))
 
     # ------------------------------------------------------------------ reads
     def markets(self) -> list[dict[str, Any]]:

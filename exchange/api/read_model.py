@@ -349,7 +349,8 @@ class ReadModel:
             return None
         for account, orders in book.account_orders.items():
             if account // SUB_ACCOUNTS_PER_OWNER == owner_id and order_id in orders:
-                return orders[order_id]
+                found: Order = orders[order_id]
+                return found
         return None
 
 
