@@ -17,10 +17,12 @@ the anchor machine that halves the per-call overhead.
   -price) with the best level at the END, so a level near the touch is found, added or
   removed with a short scan / memmove.
 * hashes (open addressing, linear probing, backward-shift deletion): order id -> slot,
-  (account, client id) -> slot, account -> account record index.
-* accounts: dense 32-byte records (position, live orders, newest live order, reduce-only
-  count) in creation order, so the records of recent accounts share cache lines; the
-  account key and the reduce-only recheck flag sit in a cold side table.
+  (account, client id) -> slot; account -> account record index in 32-bit slots (a tag
+  and the index; a tag match is confirmed against the record's key), so the table that
+  every new account dirties at a random place is small enough to stay mostly cached.
+* accounts: dense 32-byte records (position, newest live order, key, and one word of
+  live / reduce-only counts and the recheck flag) in creation order, so the records of
+  recent accounts (those of resting orders, mostly) share warm cache lines.
 * expiry: an indexed binary heap of slots keyed by (expire_at_ns, order_id), entries removed
   eagerly when an order leaves (the reference keeps stale entries; the events are the same).
 * events: rows of ``ROW_W`` int64 ``[KIND, seq, ts_ns, fields...]`` (``decode`` puts the
@@ -90,7 +92,7 @@ H_OIDH = 25
 H_OIDMASK = 26
 H_CIDH = 27
 H_CIDMASK = 28
-H_ACCH = 29  # account hash: (account + 1, record index) pairs
+H_ACCH = 29  # account hash: 32-bit slots (tag, record index + 1), see ``_acc_find``
 H_ACCMASK = 30
 H_ACC = 31  # account records, dense, in creation order
 H_ACCCAP = 32
@@ -104,7 +106,7 @@ H_NTRADES = 39  # statistics only: maker fills and lots traded since constructio
 H_TRADED = 40
 H_TOUCH = 41  # accounts whose resting reduce-only orders need a recheck
 H_NTOUCH = 42
-H_AKEY = 43  # per record (cold side table): account + 1, touched flag
+H_ACCIB = 43  # account hash: bits of a slot's record index (log2 of the slot count)
 
 NF = 24  # order fields, in three 64-byte lines: cancels and fills touch only the first two
 P_NEXT = 0
@@ -140,13 +142,16 @@ L_TOTAL = 3
 L_COUNT = 4
 L_NEXTFREE = 5
 
-AF = 4  # account record (32 bytes: only what the hot path reads)
+AF = 4  # account record, 32 bytes
 A_POS = 0
-A_LIVE = 1
-A_HEAD = 2  # newest live order; the list runs to older ones
-A_RO = 3  # live reduce-only orders
-AK_KEY1 = 0  # side table (2 words per record): account + 1
-AK_TOUCHED = 1  # listed in the reduce-only recheck of this command
+A_HEAD = 1  # newest live order; the list runs to older ones
+A_KEY1 = 2  # account + 1
+A_CNT = 3  # live orders | live reduce-only orders << CNT_RO | touched flag << CNT_TOUCHED
+CNT_RO = 31  # counts are < capacity < 2**30 (checked at allocation)
+CNT_MASK = (1 << 31) - 1
+CNT_RO1 = 1 << CNT_RO
+CNT_TOUCHED = 62  # listed in the reduce-only recheck of this command
+ACC_MAX_IB = 28  # account hash slots <= 2**28: a slot keeps >= 4 tag bits
 
 # event kinds (events.py KIND values)
 K_ACC = 2
@@ -242,6 +247,16 @@ def _i2p(typingctx, a):  # type: ignore[no-untyped-def]
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.int64)))
+
+    return sig, codegen
+
+
+@intrinsic
+def _i2p32(typingctx, a):  # type: ignore[no-untyped-def]
+    sig = types.CPointer(types.uint32)(types.int64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.uint32)))
 
     return sig, codegen
 
@@ -434,50 +449,87 @@ def _cid_del(addr, acct, cid):  # type: ignore[no-untyped-def]
     S[T + 3 * i + 1] = 0
 
 
+# The account hash has 32-bit slots: 0 = empty, else ``tag << ib | (record index + 1)``
+# (``ib`` = log2 of the slot count; the tag is other bits of the same hash). Half the bytes
+# of (key, index) pairs keeps the table, whose every new account dirties one random line,
+# mostly in the last-level cache; a tag match is confirmed against the record's key.
+@njit(cache=True, inline="always")
+def _view32(a):  # type: ignore[no-untyped-def]
+    return _i2p32(a)  # type: ignore[call-arg]
+
+
+@njit(cache=True, inline="always")
+def _acc_tag(addr, h):  # type: ignore[no-untyped-def]
+    S = _view(addr)
+    ib = S[H_ACCIB]
+    return ((h >> 32) & ((1 << (32 - ib)) - 1)) << ib
+
+
+@njit(cache=True, inline="always")
+def _acc_probe(addr, acct):  # type: ignore[no-untyped-def]
+    """(index of the account's record or -1, its slot or the empty slot ending the probe)."""
+    S = _view(addr)
+    T = _view32(addr + 8 * S[H_ACCH])
+    mask = S[H_ACCMASK]
+    h = _mix(acct)
+    tag = _acc_tag(addr, h)
+    key1 = acct + 1
+    A = S[H_ACC]
+    i = h & mask
+    while True:
+        v = np.int64(T[i])
+        if v == 0:
+            return -1, i
+        if v & ~mask == tag:
+            a = (v & mask) - 1
+            if S[A + a * AF + A_KEY1] == key1:
+                return a, i
+        i = (i + 1) & mask
+
+
 @njit(cache=True, inline="always")
 def _acc_find(addr, acct):  # type: ignore[no-untyped-def]
     """Index of the account's record, or -1."""
-    S = _view(addr)
-    T = S[H_ACCH]
-    mask = S[H_ACCMASK]
-    key1 = acct + 1
-    i = _mix(acct) & mask
-    while True:
-        k = S[T + 2 * i]
-        if k == key1:
-            return S[T + 2 * i + 1]
-        if k == 0:
-            return -1
-        i = (i + 1) & mask
+    a, _i = _acc_probe(addr, acct)
+    return a
 
 
 @njit(cache=True, inline="always")
 def _acc_get(addr, acct):  # type: ignore[no-untyped-def]
+    """Index of the account's record, created (zero) if needed."""
     S = _view(addr)
-    T = S[H_ACCH]
-    mask = S[H_ACCMASK]
-    key1 = acct + 1
-    i = _mix(acct) & mask
-    while True:
-        k = S[T + 2 * i]
-        if k == key1:
-            return S[T + 2 * i + 1]
-        if k == 0:
-            break
-        i = (i + 1) & mask
+    a, i = _acc_probe(addr, acct)
+    if a >= 0:
+        return a
     a = S[H_NACC]
     S[H_NACC] = a + 1
-    S[T + 2 * i] = key1
-    S[T + 2 * i + 1] = a
+    T = _view32(addr + 8 * S[H_ACCH])
+    T[i] = np.uint32(_acc_tag(addr, _mix(acct)) | (a + 1))
     q = S[H_ACC] + a * AF
     S[q + A_POS] = 0
-    S[q + A_LIVE] = 0
     S[q + A_HEAD] = -1
-    S[q + A_RO] = 0
-    k = S[H_AKEY] + 2 * a
-    S[k + AK_KEY1] = key1
-    S[k + AK_TOUCHED] = 0
+    S[q + A_KEY1] = acct + 1
+    S[q + A_CNT] = 0
     return a
+
+
+@njit(cache=True, inline="always")
+def _acc_guess(addr, acct):  # type: ignore[no-untyped-def]
+    """The record ``_acc_get`` will most likely return, without reading any record (for a
+    prefetch: the first slot with the account's tag, else the next new record)."""
+    S = _view(addr)
+    T = _view32(addr + 8 * S[H_ACCH])
+    mask = S[H_ACCMASK]
+    h = _mix(acct)
+    tag = _acc_tag(addr, h)
+    i = h & mask
+    while True:
+        v = np.int64(T[i])
+        if v == 0:
+            return S[H_NACC]
+        if v & ~mask == tag:
+            return (v & mask) - 1
+        i = (i + 1) & mask
 
 
 @njit(cache=True)
@@ -714,9 +766,7 @@ def _register(addr, s):  # type: ignore[no-untyped-def]
     if head >= 0:
         S[P + head * NF + P_APREV] = s
     S[q + A_HEAD] = s
-    S[q + A_LIVE] += 1
-    if S[p + P_RO] != 0:
-        S[q + A_RO] += 1
+    S[q + A_CNT] += CNT_RO1 + 1 if S[p + P_RO] != 0 else 1
     _oid_put(addr, S[p + P_OID], s)
     if S[p + P_CID] != 0:
         _cid_put(addr, S[p + P_ACCOUNT], S[p + P_CID], s)
@@ -739,9 +789,7 @@ def _forget(addr, s):  # type: ignore[no-untyped-def]
         S[P + prev * NF + P_ANEXT] = nxt
     if nxt >= 0:
         S[P + nxt * NF + P_APREV] = prev
-    S[q + A_LIVE] -= 1
-    if S[p + P_RO] != 0:
-        S[q + A_RO] -= 1
+    S[q + A_CNT] -= CNT_RO1 + 1 if S[p + P_RO] != 0 else 1
     _oid_del(addr, S[p + P_OID])
     if S[p + P_CID] != 0:
         _cid_del(addr, S[p + P_ACCOUNT], S[p + P_CID])
@@ -948,9 +996,9 @@ def _match(addr, t, ts):  # type: ignore[no-untyped-def]
             mq = A + S[q + P_ACC] * AF
             S[mq + A_POS] -= signed
             S[tq + A_POS] += signed
-            if S[mq + A_RO] != 0:
+            if (S[mq + A_CNT] >> CNT_RO) & CNT_MASK != 0:
                 _touch(addr, S[q + P_ACC])
-            if S[tq + A_RO] != 0:
+            if (S[tq + A_CNT] >> CNT_RO) & CNT_MASK != 0:
                 _touch(addr, S[pt + P_ACC])
             if after == 0:
                 _free(addr, m)
@@ -1036,9 +1084,9 @@ def _price_size_problem(addr, price, size, price_ticks, lots):  # type: ignore[n
 def _touch(addr, a):  # type: ignore[no-untyped-def]
     """Note account record ``a`` for the reduce-only recheck at the end of the command."""
     S = _view(addr)
-    q = S[H_AKEY] + 2 * a
-    if S[q + AK_TOUCHED] == 0:
-        S[q + AK_TOUCHED] = 1
+    q = S[H_ACC] + a * AF + A_CNT
+    if (S[q] >> CNT_TOUCHED) & 1 == 0:
+        S[q] |= 1 << CNT_TOUCHED
         n = S[H_NTOUCH]
         S[S[H_TOUCH] + n] = a
         S[H_NTOUCH] = n + 1
@@ -1059,13 +1107,13 @@ def _enforce_reduce_only(addr, ts):  # type: ignore[no-untyped-def]
     recs = np.empty(n, np.int64)
     for j in range(n):
         a = S[S[H_TOUCH] + j]
-        S[S[H_AKEY] + 2 * a + AK_TOUCHED] = 0
-        keys[j] = S[S[H_AKEY] + 2 * a + AK_KEY1] - 1
+        S[A + a * AF + A_CNT] &= ~(1 << CNT_TOUCHED)
+        keys[j] = S[A + a * AF + A_KEY1] - 1
         recs[j] = a
     order = np.argsort(keys)
     for j in range(n):
         q = A + recs[order[j]] * AF
-        live = S[q + A_LIVE]
+        live = S[q + A_CNT] & CNT_MASK
         if live == 0:
             continue
         position = S[q + A_POS]
@@ -1134,7 +1182,7 @@ def _place(addr, owner, sub, side, price, size, otype, tif, cid, trig, ro, stp, 
     if code == 0 and (tif == GTC or tif == PO or tif == POS):  # noqa: SIM109 (numba hot path)
         a = _acc_find(addr, acct)
         if a >= 0:
-            live = S[S[H_ACC] + a * AF + A_LIVE]
+            live = S[S[H_ACC] + a * AF + A_CNT] & CNT_MASK
             if live >= S[H_MAXOPEN]:
                 code, tmpl, p1 = C_TOO_MANY, T_TOO_MANY, live
     if code == 0 and ro != 0:
@@ -1257,7 +1305,7 @@ def _cancel_all(addr, owner, sub, ts):  # type: ignore[no-untyped-def]
     if a >= 0:
         P = S[H_POOL]
         q = S[H_ACC] + a * AF
-        n = S[q + A_LIVE]
+        n = S[q + A_CNT] & CNT_MASK
         slots = np.empty(n, np.int64)
         s = S[q + A_HEAD]  # newest first: cancel from the back, in order-id order
         for j in range(n):
@@ -1442,7 +1490,7 @@ def _prefetch_far(addr, ops, j):  # type: ignore[no-untyped-def]
     op = R[r]
     if op == OP_PLACE or op == OP_CANCEL_ALL:  # noqa: SIM109 (numba hot path)
         acct = R[r + 2] * SUB_ACCOUNTS_PER_OWNER + R[r + 3]
-        _prefetch(addr + 8 * (S[H_ACCH] + 2 * (_mix(acct) & S[H_ACCMASK])))  # type: ignore[call-arg]
+        _prefetch(addr + 8 * S[H_ACCH] + 4 * (_mix(acct) & S[H_ACCMASK]))  # type: ignore[call-arg]
     elif op == OP_CANCEL or op == OP_AMEND:  # noqa: SIM109 (numba hot path)
         _prefetch_r(addr + 8 * (S[H_OIDH] + 2 * (_mix(R[r + 4]) & S[H_OIDMASK])))  # type: ignore[call-arg]
 
@@ -1460,9 +1508,7 @@ def _prefetch_mid(addr, ops, j):  # type: ignore[no-untyped-def]
             _prefetch(p)  # type: ignore[call-arg]
             _prefetch(p + 64)
     elif op == OP_PLACE:  # the account record (its hash line is cached now)
-        a = _acc_find(addr, R[j * OP_W + 2] * SUB_ACCOUNTS_PER_OWNER + R[j * OP_W + 3])
-        if a < 0:
-            a = S[H_NACC]
+        a = _acc_guess(addr, R[j * OP_W + 2] * SUB_ACCOUNTS_PER_OWNER + R[j * OP_W + 3])
         _prefetch(addr + 8 * (S[H_ACC] + a * AF))  # type: ignore[call-arg]
     S[H_RING + (j & (PF_RING - 1))] = s
 
@@ -1568,8 +1614,8 @@ def k_copy(src, dst):  # type: ignore[no-untyped-def]
     A = S[H_ACC]
     for a in range(S[H_NACC]):
         q = A + a * AF
-        if S[q + A_POS] != 0 or S[q + A_LIVE] != 0:
-            na = _acc_get(dst, S[S[H_AKEY] + 2 * a + AK_KEY1] - 1)
+        if S[q + A_POS] != 0 or S[q + A_CNT] & CNT_MASK != 0:
+            na = _acc_get(dst, S[q + A_KEY1] - 1)
             D[D[H_ACC] + na * AF + A_POS] = S[q + A_POS]
     P = S[H_POOL]
     cap = S[H_CAP]
@@ -1728,6 +1774,11 @@ class FastMarket:
         oid_slots = _pow2(2 * cap)
         acc_slots = _pow2(-(-4 * acc_cap // 3))  # load factor <= 3/4
         acc_cap = acc_slots * 3 // 4
+        if acc_slots > 1 << ACC_MAX_IB or cap >= 1 << 30:
+            raise CapacityError(
+                f"{spec.symbol}: expected <= {(3 << ACC_MAX_IB) // 4} accounts and < 2**30 "
+                f"orders, got {acc_cap} and {cap}"
+            )
         ev_rows = 2 * cap + 16
         off = HDR
         layout = {}
@@ -1735,8 +1786,7 @@ class FastMarket:
             ("pool", cap * NF),
             ("lvl", cap * LF),
             ("acc", acc_cap * AF),
-            ("acch", 2 * acc_slots),
-            ("akey", 2 * acc_cap),
+            ("acch", acc_slots // 2),  # 32-bit slots
             ("k0", cap),
             ("k1", cap),
             ("l0", cap),
@@ -1771,7 +1821,7 @@ class FastMarket:
         S[H_OIDH], S[H_OIDMASK] = layout["oidh"], oid_slots - 1
         S[H_CIDH], S[H_CIDMASK] = layout["cidh"], oid_slots - 1
         S[H_ACC], S[H_ACCMASK], S[H_ACCCAP] = layout["acc"], acc_slots - 1, acc_cap
-        S[H_ACCH], S[H_AKEY] = layout["acch"], layout["akey"]
+        S[H_ACCH], S[H_ACCIB] = layout["acch"], acc_slots.bit_length() - 1
         S[H_HEAP] = layout["heap"]
         S[H_TOUCH] = layout["touch"]
         S[H_TOTAL] = off
@@ -2222,9 +2272,9 @@ class FastMarket:
     def positions(self) -> dict[int, int]:
         """Non-zero signed positions in lots by account (``owner * 2**16 + sub``)."""
         S = self._S
-        a0, k0, na = int(S[H_ACC]), int(S[H_AKEY]), int(S[H_NACC])
-        pos = S[a0 : a0 + na * AF].reshape(na, AF)[:, A_POS]
-        keys = S[k0 : k0 + na * 2].reshape(na, 2)[:, AK_KEY1]
+        a0, na = int(S[H_ACC]), int(S[H_NACC])
+        recs = S[a0 : a0 + na * AF].reshape(na, AF)
+        pos, keys = recs[:, A_POS], recs[:, A_KEY1]
         used = pos != 0
         return dict(zip((keys[used] - 1).tolist(), pos[used].tolist()))
 

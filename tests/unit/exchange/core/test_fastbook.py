@@ -196,3 +196,32 @@ def test_rows_leave_out_the_market_id_and_decode_restores_it() -> None:
     assert all(e.market_id == 3 for e in events)
     trade = next(i for i, e in enumerate(events) if isinstance(e, TradeExecuted))
     assert rows[trade, TRADE_LOTS_COL] == events[trade].num_base_lots == 1
+
+
+def test_many_accounts_through_growth_keep_positions_and_events() -> None:
+    """Thousands of accounts (wide owner ids, several sub-accounts) through repeated
+    growth of the account table: every event equals the reference's, and positions equal
+    the ones the trade events imply."""
+    core = ExchangeCore()
+    core.execute(CreateMarket(**SPEC), 0)
+    fm = fresh(capacity=4, accounts=2)
+    fm.seq = core.next_seq
+    rng = np.random.default_rng(11)
+    want: dict[int, int] = {}
+    for i in range(2500):
+        owner = int(rng.integers(1, 2**40)) if i % 3 else 1 + i % 50
+        sub = int(rng.integers(0, 4))
+        side = int(rng.integers(2))
+        ticks = int(rng.integers(98, 103))
+        cmd = PlaceOrder(3, owner, sub, side, ticks * TICK, int(rng.integers(1, 9)) * LOT)
+        events = fm.execute(cmd, i + 1)
+        assert events == core.execute(cmd, i + 1)
+        for e in events:
+            if isinstance(e, TradeExecuted):
+                signed = e.num_base_lots if e.taker_side == BID else -e.num_base_lots
+                taker = (e.taker_owner_id << 16) + e.taker_sub_account_id
+                maker = (e.maker_owner_id << 16) + e.maker_sub_account_id
+                want[taker] = want.get(taker, 0) + signed
+                want[maker] = want.get(maker, 0) - signed
+    assert fm.positions() == {k: v for k, v in want.items() if v != 0}
+    assert fm.canonical() == core.books[3].canonical()
