@@ -23,32 +23,13 @@
 #define PERPDEX_SOL_H
 
 /* ------------------------------------------------------------------ fixed-width types */
-typedef signed char int8_t;
-typedef unsigned char uint8_t;
-typedef short int16_t;
-typedef unsigned short uint16_t;
-typedef int int32_t;
-typedef unsigned int uint32_t;
-typedef long long int64_t;
-typedef unsigned long long uint64_t;
+/* clang's own freestanding headers (no libc needed); the same header also builds on the host
+ * (gcc/clang with the system headers), where tests run the maths natively. */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 typedef unsigned __int128 pd_u128;
 typedef __int128 pd_i128;
-typedef uint64_t uintptr_t;
-typedef uint64_t size_t;
-#ifndef __cplusplus
-typedef _Bool bool;
-#define true 1
-#define false 0
-#endif
-#ifndef NULL
-#define NULL ((void *)0)
-#endif
-
-#define UINT8_MAX 0xffu
-#define UINT32_MAX 0xffffffffu
-#define UINT64_MAX 0xffffffffffffffffull
-#define INT64_MAX 0x7fffffffffffffffll
-#define INT64_MIN (-INT64_MAX - 1)
 
 #define PD_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
 PD_STATIC_ASSERT(sizeof(uint64_t) == 8, "uint64_t is 8 bytes");
@@ -182,6 +163,9 @@ PD_INLINE void sol_log(const char *message) { sol_log_(message, pd_strlen(messag
 
 /* Abort the transaction: the runtime logs file:line:column. __FILE_NAME__ (basename) keeps
  * build paths out of the binary so builds are reproducible. */
+#ifndef __FILE_NAME__
+#define __FILE_NAME__ __FILE__
+#endif
 #define PD_PANIC() sol_panic_(__FILE_NAME__, sizeof(__FILE_NAME__) - 1, __LINE__, 0)
 #define PD_ASSERT(cond)   \
   do {                    \
