@@ -41,7 +41,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy exchange oracle_feeds perp localnet
+	$(BIN)/mypy exchange oracle_feeds perp localnet settlement/toolchain
 	$(BIN)/lint-imports
 
 # On-chain programs: clang-19 (apt, when root and missing) + our SBF linker (stdlib python).
