@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from oracle_feeds import layouts as L
 from settlement.spec import (
     ACCOUNT_DISCRIMINATOR_SIZE,
     MAX_FILLS_PER_BATCH,
@@ -287,6 +288,7 @@ def render_header(spec: ProgramSpec) -> str:
         out += _struct_lines(
             spec, f"perpdex_{ev.name}Event", ev.fields, discriminator=True, doc=ev.doc
         )
+    out += _oracle_lines()
     out += [
         f'_Static_assert(PERPDEX_MAX_FILLS_PER_BATCH == {MAX_FILLS_PER_BATCH}, "spec");',
         "",
@@ -294,6 +296,44 @@ def render_header(spec: ProgramSpec) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _key_initializer(key: bytes) -> str:
+    return "{{" + ", ".join(f"0x{b:02x}" for b in key) + "}}"
+
+
+def _oracle_lines() -> list[str]:
+    """Owner programs, sizes, discriminators and offsets of the oracle accounts the program
+    reads, from ``oracle_feeds/layouts.py`` (the Python parsers' source of truth)."""
+    return [
+        "/* ------------------------------------------------------------ oracle layouts */",
+        "/* From oracle_feeds/layouts.py. Offsets from the start of the account data. */",
+        f"#define PERPDEX_PYTH_RECEIVER_PROGRAM_ID {_key_initializer(bytes(L.PYTH_RECEIVER_PROGRAM_ID))}"
+        f" /* {L.PYTH_RECEIVER_PROGRAM_ID} */",
+        f"#define PERPDEX_PYTH_PULL_SIZE {L.PYTH_PULL_SIZE}",
+        f"#define PERPDEX_PYTH_PULL_DISCRIMINATOR {_u64_le(L.PYTH_PULL_DISCRIMINATOR)}",
+        f"#define PERPDEX_PYTH_PULL_OFF_VERIFICATION {L.PYTH_PULL_OFF_VERIFICATION}",
+        f"#define PERPDEX_PYTH_PULL_VERIFICATION_FULL {int(L.VerificationLevel.FULL)}",
+        "/* Full verification: the price message starts right after the tag. */",
+        f"#define PERPDEX_PYTH_PULL_OFF_FEED_ID {L.PYTH_PULL_OFF_VERIFICATION + 1}",
+        f"#define PERPDEX_PYTH_PULL_OFF_PRICE {L.PYTH_PULL_OFF_VERIFICATION + 33}",
+        f"#define PERPDEX_PYTH_PULL_OFF_CONF {L.PYTH_PULL_OFF_VERIFICATION + 41}",
+        f"#define PERPDEX_PYTH_PULL_OFF_EXPONENT {L.PYTH_PULL_OFF_VERIFICATION + 49}",
+        f"#define PERPDEX_PYTH_PULL_OFF_PUBLISH_TIME {L.PYTH_PULL_OFF_VERIFICATION + 53}",
+        f"#define PERPDEX_PYTH_PULL_OFF_POSTED_SLOT {L.PYTH_PULL_OFF_VERIFICATION + 85}",
+        f"#define PERPDEX_SWITCHBOARD_ON_DEMAND_PROGRAM_ID "
+        f"{_key_initializer(bytes(L.SWITCHBOARD_ON_DEMAND_PROGRAM_ID))}"
+        f" /* {L.SWITCHBOARD_ON_DEMAND_PROGRAM_ID} */",
+        f"#define PERPDEX_SB_ON_DEMAND_SIZE {L.SB_ON_DEMAND_SIZE}",
+        f"#define PERPDEX_SB_ON_DEMAND_DISCRIMINATOR {_u64_le(L.SB_ON_DEMAND_DISCRIMINATOR)}",
+        f"#define PERPDEX_SB_ON_DEMAND_DECIMALS {L.SB_ON_DEMAND_DECIMALS}",
+        f"#define PERPDEX_SB_OFF_RESULT_VALUE {L.SB_OFF_RESULT}",
+        f"#define PERPDEX_SB_OFF_RESULT_STD_DEV {L.SB_OFF_RESULT + 16}",
+        f"#define PERPDEX_SB_OFF_MIN_SAMPLE_SIZE {L.SB_OFF_MIN_SAMPLE_SIZE}",
+        f"#define PERPDEX_SB_OFF_NUM_SAMPLES {L.SB_OFF_NUM_SAMPLES}",
+        f"#define PERPDEX_SB_OFF_RESULT_SLOT {L.SB_OFF_RESULT_SLOT}",
+        "",
+    ]
 
 
 # ---------------------------------------------------------------- CLI

@@ -535,6 +535,30 @@ _Static_assert(__builtin_offsetof(perpdex_MarketStatusChangedEvent, market_index
 _Static_assert(__builtin_offsetof(perpdex_MarketStatusChangedEvent, status) == 10, "layout");
 _Static_assert(sizeof(perpdex_MarketStatusChangedEvent) == 11, "size");
 
+/* ------------------------------------------------------------ oracle layouts */
+/* From oracle_feeds/layouts.py. Offsets from the start of the account data. */
+#define PERPDEX_PYTH_RECEIVER_PROGRAM_ID {{0x0c, 0xb7, 0xfa, 0xbb, 0x52, 0xf7, 0xa6, 0x48, 0xbb, 0x5b, 0x31, 0x7d, 0x9a, 0x01, 0x8b, 0x90, 0x57, 0xcb, 0x02, 0x47, 0x74, 0xfa, 0xfe, 0x01, 0xe6, 0xc4, 0xdf, 0x98, 0xcc, 0x38, 0x58, 0x81}} /* rec5EKMGg6MxZYaMdyBfgwp4d5rB9T1VQH5pJv5LtFJ */
+#define PERPDEX_PYTH_PULL_SIZE 134
+#define PERPDEX_PYTH_PULL_DISCRIMINATOR 0xcdf47e9d6323f122ULL
+#define PERPDEX_PYTH_PULL_OFF_VERIFICATION 40
+#define PERPDEX_PYTH_PULL_VERIFICATION_FULL 1
+/* Full verification: the price message starts right after the tag. */
+#define PERPDEX_PYTH_PULL_OFF_FEED_ID 41
+#define PERPDEX_PYTH_PULL_OFF_PRICE 73
+#define PERPDEX_PYTH_PULL_OFF_CONF 81
+#define PERPDEX_PYTH_PULL_OFF_EXPONENT 89
+#define PERPDEX_PYTH_PULL_OFF_PUBLISH_TIME 93
+#define PERPDEX_PYTH_PULL_OFF_POSTED_SLOT 125
+#define PERPDEX_SWITCHBOARD_ON_DEMAND_PROGRAM_ID {{0x06, 0x73, 0xbd, 0x46, 0xf2, 0xe4, 0x7e, 0x04, 0xf1, 0x2b, 0xd9, 0x2f, 0xb7, 0x31, 0x96, 0x8e, 0xcd, 0x9d, 0x97, 0x57, 0xc2, 0x74, 0xda, 0x87, 0x47, 0x6f, 0x46, 0x5c, 0x04, 0x0c, 0x65, 0x73}} /* SBondMDrcV3K4kxZR1HNVT7osZxAHVHgYXL5Ze1oMUv */
+#define PERPDEX_SB_ON_DEMAND_SIZE 3208
+#define PERPDEX_SB_ON_DEMAND_DISCRIMINATOR 0x28dbd70ac46c1bc4ULL
+#define PERPDEX_SB_ON_DEMAND_DECIMALS 18
+#define PERPDEX_SB_OFF_RESULT_VALUE 2264
+#define PERPDEX_SB_OFF_RESULT_STD_DEV 2280
+#define PERPDEX_SB_OFF_MIN_SAMPLE_SIZE 2215
+#define PERPDEX_SB_OFF_NUM_SAMPLES 2360
+#define PERPDEX_SB_OFF_RESULT_SLOT 2368
+
 _Static_assert(PERPDEX_MAX_FILLS_PER_BATCH == 64, "spec");
 
 #endif /* PERPDEX_CLEARING_IDL_H */

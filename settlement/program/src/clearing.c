@@ -1,0 +1,781 @@
+/*
+ * clearing.c: the perpdex clearing program (instructions of settlement/spec.py).
+ *
+ * Layouts, discriminators and error codes come from the generated perpdex_clearing_idl.h;
+ * the money maths from pd_math.c (golden-tested against the Python engine). Every check
+ * returns its own IDL error; the runtime discards every account write of a failed
+ * instruction, so a rejection leaves all accounts byte-identical.
+ *
+ * Account authenticity: Exchange and Market are checked for owner, size, discriminator and
+ * PDA (stored bump) on every use; a User for owner, size and discriminator everywhere, and for
+ * its PDA where its owner acts (deposit, withdraw). The program writes a User discriminator
+ * only into an account it created at the User PDA, so a program-owned account carrying it is
+ * one; settle_fills relies on that to keep 1,500 CU per PDA derivation off the per-fill path.
+ */
+#include "perpdex_sol.h"
+#include "perpdex_clearing_idl.h"
+#include "pd_math.h"
+
+typedef struct {
+  const SolParameters *params;
+  SolAccountInfo *ka;
+} Ctx;
+
+/* ------------------------------------------------------------------ small helpers */
+static bool key_eq(const SolPubkey *a, const uint8_t *b) {
+  return pd_pubkey_eq(a, (const SolPubkey *)b);
+}
+
+static void emit(const void *event, uint64_t len) {
+  SolBytes field = {(const uint8_t *)event, len};
+  sol_log_data(&field, 1);
+}
+
+/* Each named account present, writable and signing as the instruction's masks say; the
+ * signer error is the instruction's own (who failed to sign). */
+static uint64_t check_accounts(const SolParameters *params, uint64_t num, uint64_t writable_mask,
+                               uint64_t signer_mask, uint64_t not_signer_error) {
+  if (params->ka_num < num) return PERPDEX_ERR_NOT_ENOUGH_ACCOUNTS;
+  for (uint64_t i = 0; i < num; i++) {
+    if ((signer_mask >> i) & 1u && !params->ka[i].is_signer) return not_signer_error;
+    if ((writable_mask >> i) & 1u && !params->ka[i].is_writable)
+      return PERPDEX_ERR_ACCOUNT_NOT_WRITABLE;
+  }
+  return PD_SUCCESS;
+}
+
+static bool is_system_key(const SolPubkey *key) {
+  const SolPubkey system = PD_SYSTEM_PROGRAM_ID;
+  return pd_pubkey_eq(key, &system);
+}
+
+static bool is_system_program(const SolAccountInfo *account) { return is_system_key(account->key); }
+
+static bool is_token_program(const SolAccountInfo *account) {
+  const SolPubkey token = PD_SPL_TOKEN_PROGRAM_ID;
+  return pd_pubkey_eq(account->key, &token);
+}
+
+/* ------------------------------------------------------------------ PDAs */
+static bool exchange_pda_ok(const SolAccountInfo *account, uint8_t bump,
+                            const SolPubkey *program_id) {
+  const SolSignerSeed seeds[2] = {
+      {(const uint8_t *)PERPDEX_SEED_EXCHANGE, PERPDEX_SEED_EXCHANGE_LEN}, {&bump, 1}};
+  return pd_is_program_address(account, seeds, 2, program_id);
+}
+
+static bool market_pda_ok(const SolAccountInfo *account, const uint8_t index_le[2], uint8_t bump,
+                          const SolPubkey *program_id) {
+  const SolSignerSeed seeds[3] = {
+      {(const uint8_t *)PERPDEX_SEED_MARKET, PERPDEX_SEED_MARKET_LEN}, {index_le, 2}, {&bump, 1}};
+  return pd_is_program_address(account, seeds, 3, program_id);
+}
+
+static bool user_pda_ok(const SolAccountInfo *account, const SolPubkey *owner, uint8_t bump,
+                        const SolPubkey *program_id) {
+  const SolSignerSeed seeds[3] = {
+      {(const uint8_t *)PERPDEX_SEED_USER, PERPDEX_SEED_USER_LEN}, {owner->x, 32}, {&bump, 1}};
+  return pd_is_program_address(account, seeds, 3, program_id);
+}
+
+static bool vault_authority_pda_ok(const SolAccountInfo *account, uint8_t bump,
+                                   const SolPubkey *program_id) {
+  const SolSignerSeed seeds[2] = {
+      {(const uint8_t *)PERPDEX_SEED_VAULT_AUTHORITY, PERPDEX_SEED_VAULT_AUTHORITY_LEN},
+      {&bump, 1}};
+  return pd_is_program_address(account, seeds, 2, program_id);
+}
+
+/* ------------------------------------------------------------------ account loading */
+static uint64_t load_exchange(const SolAccountInfo *account, const SolPubkey *program_id,
+                              perpdex_Exchange **out) {
+  if (!pd_pubkey_eq(account->owner, program_id)) return PERPDEX_ERR_EXCHANGE_WRONG_OWNER;
+  if (account->data_len != PERPDEX_ACCOUNT_EXCHANGE_SIZE) return PERPDEX_ERR_EXCHANGE_WRONG_SIZE;
+  perpdex_Exchange *exchange = (perpdex_Exchange *)account->data;
+  if (exchange->discriminator != PERPDEX_ACCOUNT_EXCHANGE_DISCRIMINATOR)
+    return PERPDEX_ERR_EXCHANGE_BAD_DISCRIMINATOR;
+  if (!exchange_pda_ok(account, exchange->bump, program_id)) return PERPDEX_ERR_EXCHANGE_WRONG_PDA;
+  *out = exchange;
+  return PD_SUCCESS;
+}
+
+static uint64_t load_market(const SolAccountInfo *account, const SolPubkey *program_id,
+                            perpdex_Market **out) {
+  if (!pd_pubkey_eq(account->owner, program_id)) return PERPDEX_ERR_MARKET_WRONG_OWNER;
+  if (account->data_len != PERPDEX_ACCOUNT_MARKET_SIZE) return PERPDEX_ERR_MARKET_WRONG_SIZE;
+  perpdex_Market *market = (perpdex_Market *)account->data;
+  if (market->discriminator != PERPDEX_ACCOUNT_MARKET_DISCRIMINATOR)
+    return PERPDEX_ERR_MARKET_BAD_DISCRIMINATOR;
+  if (!market_pda_ok(account, (const uint8_t *)&market->index, market->bump, program_id))
+    return PERPDEX_ERR_MARKET_WRONG_PDA;
+  *out = market;
+  return PD_SUCCESS;
+}
+
+/* Owner, size and discriminator (the PDA is checked by the callers where the owner acts). */
+static uint64_t load_user(const SolAccountInfo *account, const SolPubkey *program_id,
+                          perpdex_User **out) {
+  if (!pd_pubkey_eq(account->owner, program_id)) return PERPDEX_ERR_USER_WRONG_OWNER;
+  if (account->data_len != PERPDEX_ACCOUNT_USER_SIZE) return PERPDEX_ERR_USER_WRONG_SIZE;
+  perpdex_User *user = (perpdex_User *)account->data;
+  if (user->discriminator != PERPDEX_ACCOUNT_USER_DISCRIMINATOR)
+    return PERPDEX_ERR_USER_BAD_DISCRIMINATOR;
+  *out = user;
+  return PD_SUCCESS;
+}
+
+/* An initialised SPL token account of `mint`. */
+static uint64_t check_token_account(const SolAccountInfo *account, const uint8_t *mint) {
+  if (!pd_pubkey_eq(account->owner, &(const SolPubkey)PD_SPL_TOKEN_PROGRAM_ID))
+    return PERPDEX_ERR_TOKEN_ACCOUNT_WRONG_OWNER;
+  if (account->data_len != PD_TOKEN_ACCOUNT_LEN ||
+      account->data[PD_TOKEN_ACCOUNT_STATE_OFFSET] != PD_TOKEN_ACCOUNT_STATE_INITIALIZED)
+    return PERPDEX_ERR_TOKEN_ACCOUNT_BAD_LAYOUT;
+  if (!key_eq((const SolPubkey *)(account->data + PD_TOKEN_ACCOUNT_MINT_OFFSET), mint))
+    return PERPDEX_ERR_TOKEN_ACCOUNT_MINT_MISMATCH;
+  return PD_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ initialize */
+static uint64_t ix_initialize(const SolParameters *params) {
+  if (params->data_len != sizeof(perpdex_initialize_args))
+    return PERPDEX_ERR_INSTRUCTION_DATA_LENGTH;
+  const perpdex_initialize_args *args = (const perpdex_initialize_args *)params->data;
+  uint64_t err = check_accounts(params, PERPDEX_IX_INITIALIZE_NUM_ACCOUNTS,
+                                PERPDEX_IX_INITIALIZE_WRITABLE_MASK,
+                                PERPDEX_IX_INITIALIZE_SIGNER_MASK, PERPDEX_ERR_AUTHORITY_NOT_SIGNER);
+  if (err) return err;
+  SolAccountInfo *ka = params->ka;
+  SolAccountInfo *exchange = &ka[PERPDEX_IX_INITIALIZE_ACC_EXCHANGE];
+  SolAccountInfo *authority = &ka[PERPDEX_IX_INITIALIZE_ACC_AUTHORITY];
+  SolAccountInfo *mint = &ka[PERPDEX_IX_INITIALIZE_ACC_COLLATERAL_MINT];
+  SolAccountInfo *vault = &ka[PERPDEX_IX_INITIALIZE_ACC_VAULT];
+  SolAccountInfo *insurance = &ka[PERPDEX_IX_INITIALIZE_ACC_INSURANCE_VAULT];
+  SolAccountInfo *vault_authority = &ka[PERPDEX_IX_INITIALIZE_ACC_VAULT_AUTHORITY];
+  if (!is_system_program(&ka[PERPDEX_IX_INITIALIZE_ACC_SYSTEM_PROGRAM]))
+    return PERPDEX_ERR_SYSTEM_PROGRAM_MISMATCH;
+  if (pd_pubkey_eq(exchange->owner, params->program_id))
+    return PERPDEX_ERR_EXCHANGE_ALREADY_INITIALIZED;
+  if (!exchange_pda_ok(exchange, args->bump, params->program_id))
+    return PERPDEX_ERR_EXCHANGE_WRONG_PDA;
+  if (!vault_authority_pda_ok(vault_authority, args->vault_authority_bump, params->program_id))
+    return PERPDEX_ERR_VAULT_AUTHORITY_WRONG_PDA;
+  /* SPL mint: 82 bytes, is_initialized at 45 */
+  if (!pd_pubkey_eq(mint->owner, &(const SolPubkey)PD_SPL_TOKEN_PROGRAM_ID) ||
+      mint->data_len != 82 || mint->data[45] != 1)
+    return PERPDEX_ERR_MINT_BAD_LAYOUT;
+  if (pd_pubkey_eq(vault->key, insurance->key)) return PERPDEX_ERR_VAULT_MISMATCH;
+  const SolAccountInfo *vaults[2] = {vault, insurance};
+  for (int i = 0; i < 2; i++) {
+    err = check_token_account(vaults[i], mint->key->x);
+    if (err) return err;
+    if (!key_eq(vault_authority->key, vaults[i]->data + PD_TOKEN_ACCOUNT_OWNER_OFFSET))
+      return PERPDEX_ERR_VAULT_NOT_OWNED_BY_AUTHORITY;
+  }
+  uint8_t bump = args->bump;
+  const SolSignerSeed seeds[2] = {
+      {(const uint8_t *)PERPDEX_SEED_EXCHANGE, PERPDEX_SEED_EXCHANGE_LEN}, {&bump, 1}};
+  const SolSignerSeeds signer = {seeds, 2};
+  PdCreateAccount create = {authority,
+                            exchange,
+                            &ka[PERPDEX_IX_INITIALIZE_ACC_SYSTEM_PROGRAM],
+                            pd_rent_exempt_minimum(PERPDEX_ACCOUNT_EXCHANGE_SIZE),
+                            PERPDEX_ACCOUNT_EXCHANGE_SIZE,
+                            params->program_id};
+  err = pd_system_create_account(&create, &signer, 1);
+  if (err) return err;
+  perpdex_Exchange *state = (perpdex_Exchange *)exchange->data;
+  state->discriminator = PERPDEX_ACCOUNT_EXCHANGE_DISCRIMINATOR;
+  pd_pubkey_copy((SolPubkey *)state->authority, authority->key);
+  pd_pubkey_copy((SolPubkey *)state->operator, (const SolPubkey *)args->operator);
+  pd_pubkey_copy((SolPubkey *)state->collateral_mint, mint->key);
+  pd_pubkey_copy((SolPubkey *)state->vault, vault->key);
+  pd_pubkey_copy((SolPubkey *)state->insurance_vault, insurance->key);
+  state->bump = args->bump;
+  state->vault_authority_bump = args->vault_authority_bump;
+  return PD_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ oracles */
+static bool oracle_owner_ok(const SolAccountInfo *oracle, uint8_t source) {
+  if (source == PERPDEX_ORACLE_SOURCE_PYTH_PULL)
+    return pd_pubkey_eq(oracle->owner, &(const SolPubkey)PERPDEX_PYTH_RECEIVER_PROGRAM_ID);
+  return pd_pubkey_eq(oracle->owner, &(const SolPubkey)PERPDEX_SWITCHBOARD_ON_DEMAND_PROGRAM_ID);
+}
+
+/* Owner, size, discriminator and (Pyth) feed id of a market's oracle account. */
+static uint64_t check_oracle_layout(const SolAccountInfo *oracle, uint8_t source,
+                                    const uint8_t *feed_id) {
+  if (!oracle_owner_ok(oracle, source)) return PERPDEX_ERR_ORACLE_WRONG_OWNER;
+  if (source == PERPDEX_ORACLE_SOURCE_PYTH_PULL) {
+    if (oracle->data_len != PERPDEX_PYTH_PULL_SIZE ||
+        pd_load_u64(oracle->data) != PERPDEX_PYTH_PULL_DISCRIMINATOR)
+      return PERPDEX_ERR_ORACLE_BAD_LAYOUT;
+    if (oracle->data[PERPDEX_PYTH_PULL_OFF_VERIFICATION] != PERPDEX_PYTH_PULL_VERIFICATION_FULL)
+      return PERPDEX_ERR_ORACLE_NOT_VERIFIED;
+    if (pd_memcmp(oracle->data + PERPDEX_PYTH_PULL_OFF_FEED_ID, feed_id, 32) != 0)
+      return PERPDEX_ERR_ORACLE_FEED_MISMATCH;
+    return PD_SUCCESS;
+  }
+  if (oracle->data_len != PERPDEX_SB_ON_DEMAND_SIZE ||
+      pd_load_u64(oracle->data) != PERPDEX_SB_ON_DEMAND_DISCRIMINATOR)
+    return PERPDEX_ERR_ORACLE_BAD_LAYOUT;
+  return PD_SUCCESS;
+}
+
+/* The market's oracle price (PRICE_PRECISION) after the staleness and confidence guards. */
+static uint64_t read_oracle_price(const perpdex_Market *market, const SolAccountInfo *oracle,
+                                  const SolClock *clock, uint64_t *price_out) {
+  if (!key_eq(oracle->key, market->oracle)) return PERPDEX_ERR_ORACLE_MISMATCH;
+  uint64_t err = check_oracle_layout(oracle, market->oracle_source, market->oracle_feed_id);
+  if (err) return err;
+  const uint8_t *data = oracle->data;
+  pd_i128 mantissa, confidence_raw;
+  int64_t exponent;
+  uint64_t slot;
+  bool check_seconds = false;
+  int64_t publish_time = 0;
+  if (market->oracle_source == PERPDEX_ORACLE_SOURCE_PYTH_PULL) {
+    mantissa = (pd_i128)pd_load_i64(data + PERPDEX_PYTH_PULL_OFF_PRICE);
+    confidence_raw = (pd_i128)pd_load_u64(data + PERPDEX_PYTH_PULL_OFF_CONF);
+    exponent = (int64_t)(int32_t)pd_load_u32(data + PERPDEX_PYTH_PULL_OFF_EXPONENT);
+    publish_time = pd_load_i64(data + PERPDEX_PYTH_PULL_OFF_PUBLISH_TIME);
+    slot = pd_load_u64(data + PERPDEX_PYTH_PULL_OFF_POSTED_SLOT);
+    check_seconds = true;
+  } else {
+    /* Switchboard: freshness is result.slot (last_update_timestamp can lag by months). */
+    slot = pd_load_u64(data + PERPDEX_SB_OFF_RESULT_SLOT);
+    if (slot == 0 || data[PERPDEX_SB_OFF_NUM_SAMPLES] < data[PERPDEX_SB_OFF_MIN_SAMPLE_SIZE])
+      return PERPDEX_ERR_ORACLE_NOT_VERIFIED;
+    mantissa = pd_load_i128(data + PERPDEX_SB_OFF_RESULT_VALUE);
+    confidence_raw = pd_load_i128(data + PERPDEX_SB_OFF_RESULT_STD_DEV);
+    exponent = -(int64_t)PERPDEX_SB_ON_DEMAND_DECIMALS;
+  }
+  if (clock->slot > slot && clock->slot - slot > market->oracle_max_age_slots)
+    return PERPDEX_ERR_ORACLE_STALE_SLOTS;
+  if (check_seconds && clock->unix_timestamp > publish_time &&
+      (uint64_t)clock->unix_timestamp - (uint64_t)publish_time > market->oracle_max_age_seconds)
+    return PERPDEX_ERR_ORACLE_STALE_SECONDS;
+  uint64_t price, confidence;
+  err = pd_price_from_raw(&mantissa, exponent, &price);
+  if (err) return err;
+  err = pd_confidence_from_raw(&confidence_raw, exponent, &confidence);
+  if (err) return err;
+  /* confidence x 1e6 > max_confidence_ppm x price */
+  pd_u128 lhs = pd_mul_u64_wide(confidence, PERPDEX_RATIO_PRECISION);
+  pd_u128 rhs = pd_mul_u64_wide(market->oracle_max_confidence_ppm, price);
+  if (lhs > rhs) return PERPDEX_ERR_ORACLE_CONFIDENCE_TOO_WIDE;
+  *price_out = price;
+  return PD_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ create_market */
+static uint64_t validate_market_params(const perpdex_MarketParams *p) {
+  if (p->oracle_source != PERPDEX_ORACLE_SOURCE_PYTH_PULL &&
+      p->oracle_source != PERPDEX_ORACLE_SOURCE_SWITCHBOARD_ON_DEMAND)
+    return PERPDEX_ERR_INVALID_ORACLE_SOURCE;
+  uint64_t tick = p->tick_size, lot = p->lot_size, rem;
+  if (tick == 0 || lot == 0) return PERPDEX_ERR_INVALID_TICK_OR_LOT;
+  pd_div_u128_u64(pd_mul_u64_wide(tick, lot), PERPDEX_BASE_PRECISION, &rem);
+  if (rem != 0) return PERPDEX_ERR_INVALID_TICK_OR_LOT; /* one tick x one lot: whole quote */
+  uint64_t err = pd_validate_fee_schedule(p->maker_fee_ppm, p->taker_fee_ppm,
+                                          p->insurance_share_ppm);
+  if (err) return err;
+  perpdex_MarginTier tiers[PERPDEX_MAX_MARGIN_TIERS];
+  __builtin_memcpy(tiers, p->margin_tiers, sizeof tiers); /* unaligned in the args */
+  err = pd_validate_margin_tiers(tiers, p->num_margin_tiers);
+  if (err) return err;
+  for (uint64_t i = p->num_margin_tiers; i < PERPDEX_MAX_MARGIN_TIERS; i++)
+    if (tiers[i].up_to_notional_quote || tiers[i].initial_ppm || tiers[i].maintenance_ppm)
+      return PERPDEX_ERR_INVALID_MARGIN_TIERS; /* unused tiers must be zero */
+  if (p->oracle_max_confidence_ppm > PERPDEX_RATIO_PRECISION)
+    return PERPDEX_ERR_INVALID_GUARD_LIMITS;
+  if (p->funding_cap_rate > PERPDEX_FUNDING_RATE_PRECISION) return PERPDEX_ERR_INVALID_FUNDING_CAP;
+  return PD_SUCCESS;
+}
+
+static uint64_t ix_create_market(const SolParameters *params) {
+  if (params->data_len != sizeof(perpdex_create_market_args))
+    return PERPDEX_ERR_INSTRUCTION_DATA_LENGTH;
+  const perpdex_create_market_args *args = (const perpdex_create_market_args *)params->data;
+  uint64_t err = check_accounts(params, PERPDEX_IX_CREATE_MARKET_NUM_ACCOUNTS,
+                                PERPDEX_IX_CREATE_MARKET_WRITABLE_MASK,
+                                PERPDEX_IX_CREATE_MARKET_SIGNER_MASK,
+                                PERPDEX_ERR_AUTHORITY_NOT_SIGNER);
+  if (err) return err;
+  SolAccountInfo *ka = params->ka;
+  SolAccountInfo *market_account = &ka[PERPDEX_IX_CREATE_MARKET_ACC_MARKET];
+  SolAccountInfo *authority = &ka[PERPDEX_IX_CREATE_MARKET_ACC_AUTHORITY];
+  SolAccountInfo *oracle = &ka[PERPDEX_IX_CREATE_MARKET_ACC_ORACLE];
+  perpdex_Exchange *exchange;
+  err = load_exchange(&ka[PERPDEX_IX_CREATE_MARKET_ACC_EXCHANGE], params->program_id, &exchange);
+  if (err) return err;
+  if (!key_eq(authority->key, exchange->authority)) return PERPDEX_ERR_AUTHORITY_MISMATCH;
+  if (!is_system_program(&ka[PERPDEX_IX_CREATE_MARKET_ACC_SYSTEM_PROGRAM]))
+    return PERPDEX_ERR_SYSTEM_PROGRAM_MISMATCH;
+  const perpdex_MarketParams *p = &args->params;
+  uint16_t index = p->index;
+  if (index != exchange->num_markets) return PERPDEX_ERR_MARKET_INDEX_MISMATCH;
+  if (pd_pubkey_eq(market_account->owner, params->program_id))
+    return PERPDEX_ERR_MARKET_ALREADY_INITIALIZED;
+  uint8_t index_le[2] = {(uint8_t)(index & 0xff), (uint8_t)(index >> 8)};
+  if (!market_pda_ok(market_account, index_le, args->bump, params->program_id))
+    return PERPDEX_ERR_MARKET_WRONG_PDA;
+  err = validate_market_params(p);
+  if (err) return err;
+  err = check_oracle_layout(oracle, p->oracle_source, p->oracle_feed_id);
+  if (err) return err;
+  uint8_t bump = args->bump;
+  const SolSignerSeed seeds[3] = {
+      {(const uint8_t *)PERPDEX_SEED_MARKET, PERPDEX_SEED_MARKET_LEN}, {index_le, 2}, {&bump, 1}};
+  const SolSignerSeeds signer = {seeds, 3};
+  PdCreateAccount create = {authority,
+                            market_account,
+                            &ka[PERPDEX_IX_CREATE_MARKET_ACC_SYSTEM_PROGRAM],
+                            pd_rent_exempt_minimum(PERPDEX_ACCOUNT_MARKET_SIZE),
+                            PERPDEX_ACCOUNT_MARKET_SIZE,
+                            params->program_id};
+  err = pd_system_create_account(&create, &signer, 1);
+  if (err) return err;
+  perpdex_Market *m = (perpdex_Market *)market_account->data;
+  m->discriminator = PERPDEX_ACCOUNT_MARKET_DISCRIMINATOR;
+  pd_pubkey_copy((SolPubkey *)m->exchange, ka[PERPDEX_IX_CREATE_MARKET_ACC_EXCHANGE].key);
+  pd_pubkey_copy((SolPubkey *)m->oracle, oracle->key);
+  __builtin_memcpy(m->oracle_feed_id, p->oracle_feed_id, 32);
+  m->index = index;
+  m->status = PERPDEX_MARKET_STATUS_ACTIVE;
+  m->oracle_source = p->oracle_source;
+  m->bump = bump;
+  m->num_margin_tiers = p->num_margin_tiers;
+  m->tick_size = p->tick_size;
+  m->lot_size = p->lot_size;
+  m->maker_fee_ppm = p->maker_fee_ppm;
+  m->taker_fee_ppm = p->taker_fee_ppm;
+  m->insurance_share_ppm = p->insurance_share_ppm;
+  m->oracle_max_confidence_ppm = p->oracle_max_confidence_ppm;
+  m->oracle_max_age_slots = p->oracle_max_age_slots;
+  m->oracle_max_age_seconds = p->oracle_max_age_seconds;
+  m->funding_cap_rate = p->funding_cap_rate;
+  __builtin_memcpy(m->margin_tiers, p->margin_tiers, sizeof m->margin_tiers);
+  exchange->num_markets = (uint16_t)(index + 1);
+  return PD_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ positions and funding */
+/* The user's slot for market_index, or a fresh one (snapshot at the market's index: a new
+ * position owes no funding); NULL when every slot holds another market. */
+static perpdex_Position *position_slot(perpdex_User *user, const perpdex_Market *market) {
+  perpdex_Position *free_slot = NULL;
+  for (uint64_t i = 0; i < PERPDEX_MAX_POSITIONS; i++) {
+    perpdex_Position *p = &user->positions[i];
+    if (p->in_use && p->market_index == market->index) return p;
+    if (!p->in_use && free_slot == NULL) free_slot = p;
+  }
+  if (free_slot != NULL) {
+    pd_memset(free_slot, 0, sizeof *free_slot);
+    free_slot->in_use = 1;
+    free_slot->market_index = market->index;
+    pd_store_i128(&free_slot->funding_snapshot, pd_load_i128(&market->cumulative_funding));
+  }
+  return free_slot;
+}
+
+/* Settle the position's funding to the market index (docs/PROTOCOL.md, Positions): the
+ * payment leaves collateral into the market's funding pool; whole units of the rounding
+ * surplus move from the pool to the insurance fund. */
+static uint64_t settle_funding(perpdex_Exchange *exchange, perpdex_Market *market,
+                               perpdex_User *user, perpdex_Position *position) {
+  pd_funding_settlement s;
+  uint64_t err = pd_funding_settle(position->base, &position->funding_snapshot,
+                                   &market->cumulative_funding, &s);
+  if (err) return err;
+  int64_t collateral, pool;
+  if (!pd_sub_i64(user->collateral_quote, s.payment_quote, &collateral))
+    return PERPDEX_ERR_COLLATERAL_OVERFLOW;
+  if (!pd_add_i64(market->funding_pool_quote, s.payment_quote, &pool))
+    return PERPDEX_ERR_FUNDING_PAYMENT_OVERFLOW;
+  uint64_t swept, rest, insurance;
+  /* both < 1e18, so the sum < 2^64 */
+  pd_sweep_surplus(market->funding_surplus_numerator + s.surplus_numerator, &swept, &rest);
+  if (!pd_sub_i64(pool, (int64_t)swept, &pool)) return PERPDEX_ERR_FUNDING_PAYMENT_OVERFLOW;
+  if (!pd_add_u64(exchange->insurance_fund_quote, swept, &insurance))
+    return PERPDEX_ERR_FEE_OVERFLOW;
+  user->collateral_quote = collateral;
+  market->funding_pool_quote = pool;
+  market->funding_surplus_numerator = rest;
+  exchange->insurance_fund_quote = insurance;
+  pd_store_i128(&position->funding_snapshot, pd_load_i128(&market->cumulative_funding));
+  return PD_SUCCESS;
+}
+
+static uint64_t long_base(int64_t base) { return base > 0 ? (uint64_t)base : 0; }
+
+/* One side of a fill: position, realised PnL into collateral, open interest. */
+static uint64_t fill_side(perpdex_Market *market, perpdex_User *user, perpdex_Position *position,
+                          int64_t base_delta, int64_t quote_delta) {
+  pd_position_state state = {position->base, position->entry_quote, position->realized_pnl_quote};
+  int64_t realized, collateral;
+  uint64_t err = pd_apply_fill(&state, base_delta, quote_delta, &realized);
+  if (err) return err;
+  if (!pd_add_i64(user->collateral_quote, realized, &collateral))
+    return PERPDEX_ERR_COLLATERAL_OVERFLOW;
+  uint64_t open_interest = market->open_interest_base - long_base(position->base);
+  if (!pd_add_u64(open_interest, long_base(state.base), &open_interest))
+    return PERPDEX_ERR_OPEN_INTEREST_OVERFLOW;
+  market->open_interest_base = open_interest;
+  user->collateral_quote = collateral;
+  position->base = state.base;
+  position->entry_quote = state.entry_quote;
+  position->realized_pnl_quote = state.realized_pnl_quote;
+  if (state.base == 0 && state.entry_quote == 0) pd_memset(position, 0, sizeof *position);
+  return PD_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ deposit */
+static uint64_t ix_deposit(const SolParameters *params) {
+  if (params->data_len != sizeof(perpdex_deposit_args)) return PERPDEX_ERR_INSTRUCTION_DATA_LENGTH;
+  const perpdex_deposit_args *args = (const perpdex_deposit_args *)params->data;
+  uint64_t err = check_accounts(params, PERPDEX_IX_DEPOSIT_NUM_ACCOUNTS,
+                                PERPDEX_IX_DEPOSIT_WRITABLE_MASK, PERPDEX_IX_DEPOSIT_SIGNER_MASK,
+                                PERPDEX_ERR_OWNER_NOT_SIGNER);
+  if (err) return err;
+  SolAccountInfo *ka = params->ka;
+  SolAccountInfo *user_account = &ka[PERPDEX_IX_DEPOSIT_ACC_USER];
+  SolAccountInfo *owner = &ka[PERPDEX_IX_DEPOSIT_ACC_OWNER];
+  SolAccountInfo *vault = &ka[PERPDEX_IX_DEPOSIT_ACC_VAULT];
+  perpdex_Exchange *exchange;
+  err = load_exchange(&ka[PERPDEX_IX_DEPOSIT_ACC_EXCHANGE], params->program_id, &exchange);
+  if (err) return err;
+  if (!is_token_program(&ka[PERPDEX_IX_DEPOSIT_ACC_TOKEN_PROGRAM]))
+    return PERPDEX_ERR_TOKEN_PROGRAM_MISMATCH;
+  if (!is_system_program(&ka[PERPDEX_IX_DEPOSIT_ACC_SYSTEM_PROGRAM]))
+    return PERPDEX_ERR_SYSTEM_PROGRAM_MISMATCH;
+  if (!key_eq(vault->key, exchange->vault)) return PERPDEX_ERR_VAULT_MISMATCH;
+  uint64_t amount = args->amount_quote;
+  if (amount == 0) return PERPDEX_ERR_AMOUNT_ZERO;
+  uint8_t bump = args->user_bump;
+  bool create = !pd_pubkey_eq(user_account->owner, params->program_id);
+  perpdex_User *user = NULL;
+  if (create) {
+    if (!is_system_key(user_account->owner)) return PERPDEX_ERR_USER_WRONG_OWNER;
+    if (!user_pda_ok(user_account, owner->key, bump, params->program_id))
+      return PERPDEX_ERR_USER_WRONG_PDA;
+  } else {
+    err = load_user(user_account, params->program_id, &user);
+    if (err) return err;
+    if (!user_pda_ok(user_account, owner->key, user->bump, params->program_id))
+      return PERPDEX_ERR_USER_WRONG_PDA;
+    if (!key_eq(owner->key, user->owner)) return PERPDEX_ERR_OWNER_MISMATCH;
+  }
+  int64_t collateral = create ? 0 : user->collateral_quote;
+  uint64_t net;
+  if (amount > (uint64_t)INT64_MAX || !pd_add_i64(collateral, (int64_t)amount, &collateral))
+    return PERPDEX_ERR_COLLATERAL_OVERFLOW;
+  if (!pd_add_u64(exchange->net_deposits_quote, amount, &net)) return PERPDEX_ERR_DEPOSIT_OVERFLOW;
+  PdTokenTransferAccounts transfer = {&ka[PERPDEX_IX_DEPOSIT_ACC_OWNER_TOKEN], vault, owner,
+                                      &ka[PERPDEX_IX_DEPOSIT_ACC_TOKEN_PROGRAM]};
+  err = pd_spl_token_transfer(&transfer, amount, NULL, 0);
+  if (err) return err;
+  if (create) {
+    const SolSignerSeed seeds[3] = {
+        {(const uint8_t *)PERPDEX_SEED_USER, PERPDEX_SEED_USER_LEN}, {owner->key->x, 32}, {&bump, 1}};
+    const SolSignerSeeds signer = {seeds, 3};
+    PdCreateAccount create_args = {owner,
+                                   user_account,
+                                   &ka[PERPDEX_IX_DEPOSIT_ACC_SYSTEM_PROGRAM],
+                                   pd_rent_exempt_minimum(PERPDEX_ACCOUNT_USER_SIZE),
+                                   PERPDEX_ACCOUNT_USER_SIZE,
+                                   params->program_id};
+    err = pd_system_create_account(&create_args, &signer, 1);
+    if (err) return err;
+    user = (perpdex_User *)user_account->data;
+    user->discriminator = PERPDEX_ACCOUNT_USER_DISCRIMINATOR;
+    pd_pubkey_copy((SolPubkey *)user->owner, owner->key);
+    user->bump = bump;
+  }
+  user->collateral_quote = collateral;
+  exchange->net_deposits_quote = net;
+  perpdex_DepositedEvent event = {PERPDEX_EVENT_DEPOSITED_DISCRIMINATOR, {0}, amount, collateral};
+  pd_pubkey_copy((SolPubkey *)event.owner, owner->key);
+  emit(&event, sizeof event);
+  return PD_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ withdraw */
+#define WITHDRAW_FIXED_ACCOUNTS PERPDEX_IX_WITHDRAW_NUM_ACCOUNTS
+
+static uint64_t ix_withdraw(const SolParameters *params) {
+  if (params->data_len != sizeof(perpdex_withdraw_args))
+    return PERPDEX_ERR_INSTRUCTION_DATA_LENGTH;
+  const perpdex_withdraw_args *args = (const perpdex_withdraw_args *)params->data;
+  uint64_t err = check_accounts(params, PERPDEX_IX_WITHDRAW_NUM_ACCOUNTS,
+                                PERPDEX_IX_WITHDRAW_WRITABLE_MASK,
+                                PERPDEX_IX_WITHDRAW_SIGNER_MASK, PERPDEX_ERR_OWNER_NOT_SIGNER);
+  if (err) return err;
+  SolAccountInfo *ka = params->ka;
+  SolAccountInfo *user_account = &ka[PERPDEX_IX_WITHDRAW_ACC_USER];
+  SolAccountInfo *owner = &ka[PERPDEX_IX_WITHDRAW_ACC_OWNER];
+  SolAccountInfo *vault = &ka[PERPDEX_IX_WITHDRAW_ACC_VAULT];
+  SolAccountInfo *vault_authority = &ka[PERPDEX_IX_WITHDRAW_ACC_VAULT_AUTHORITY];
+  perpdex_Exchange *exchange;
+  err = load_exchange(&ka[PERPDEX_IX_WITHDRAW_ACC_EXCHANGE], params->program_id, &exchange);
+  if (err) return err;
+  perpdex_User *user;
+  err = load_user(user_account, params->program_id, &user);
+  if (err) return err;
+  if (!user_pda_ok(user_account, owner->key, user->bump, params->program_id))
+    return PERPDEX_ERR_USER_WRONG_PDA;
+  if (!key_eq(owner->key, user->owner)) return PERPDEX_ERR_OWNER_MISMATCH;
+  if (!is_token_program(&ka[PERPDEX_IX_WITHDRAW_ACC_TOKEN_PROGRAM]))
+    return PERPDEX_ERR_TOKEN_PROGRAM_MISMATCH;
+  if (!key_eq(vault->key, exchange->vault)) return PERPDEX_ERR_VAULT_MISMATCH;
+  if (!vault_authority_pda_ok(vault_authority, exchange->vault_authority_bump, params->program_id))
+    return PERPDEX_ERR_VAULT_AUTHORITY_WRONG_PDA;
+  uint64_t amount = args->amount_quote;
+  if (amount == 0) return PERPDEX_ERR_AMOUNT_ZERO;
+  SolClock clock;
+  err = pd_get_clock(&clock);
+  if (err) return err;
+  pd_margin_position positions[PERPDEX_MAX_POSITIONS];
+  perpdex_MarginTier tiers[PERPDEX_MAX_POSITIONS][PERPDEX_MAX_MARGIN_TIERS];
+  uint64_t num_positions = 0, next_account = WITHDRAW_FIXED_ACCOUNTS;
+  for (uint64_t i = 0; i < PERPDEX_MAX_POSITIONS; i++) {
+    perpdex_Position *position = &user->positions[i];
+    if (!position->in_use) continue;
+    if (next_account + 2 > params->ka_num) return PERPDEX_ERR_WITHDRAW_MARKET_MISSING;
+    SolAccountInfo *market_account = &ka[next_account];
+    SolAccountInfo *oracle = &ka[next_account + 1];
+    next_account += 2;
+    perpdex_Market *market;
+    err = load_market(market_account, params->program_id, &market);
+    if (err) return err;
+    if (market->index != position->market_index) return PERPDEX_ERR_WITHDRAW_MARKET_MISMATCH;
+    if (!market_account->is_writable) return PERPDEX_ERR_ACCOUNT_NOT_WRITABLE;
+    err = settle_funding(exchange, market, user, position);
+    if (err) return err;
+    uint64_t price;
+    err = read_oracle_price(market, oracle, &clock, &price);
+    if (err) return err;
+    __builtin_memcpy(tiers[num_positions], market->margin_tiers, sizeof tiers[0]);
+    positions[num_positions] = (pd_margin_position){position->base, position->entry_quote, price,
+                                                    tiers[num_positions],
+                                                    market->num_margin_tiers};
+    num_positions++;
+  }
+  if (user->collateral_quote < 0 || amount > (uint64_t)user->collateral_quote)
+    return PERPDEX_ERR_INSUFFICIENT_COLLATERAL;
+  pd_margin_result margin;
+  err = pd_margin_summary(user->collateral_quote, positions, num_positions, &margin);
+  if (err) return err;
+  if (amount > margin.free_collateral_quote) return PERPDEX_ERR_INSUFFICIENT_FREE_COLLATERAL;
+  uint64_t net;
+  if (!pd_sub_u64(exchange->net_deposits_quote, amount, &net)) return PERPDEX_ERR_DEPOSIT_OVERFLOW;
+  user->collateral_quote -= (int64_t)amount;
+  exchange->net_deposits_quote = net;
+  uint8_t vault_bump = exchange->vault_authority_bump;
+  const SolSignerSeed seeds[2] = {
+      {(const uint8_t *)PERPDEX_SEED_VAULT_AUTHORITY, PERPDEX_SEED_VAULT_AUTHORITY_LEN},
+      {&vault_bump, 1}};
+  const SolSignerSeeds signer = {seeds, 2};
+  PdTokenTransferAccounts transfer = {vault, &ka[PERPDEX_IX_WITHDRAW_ACC_OWNER_TOKEN],
+                                      vault_authority, &ka[PERPDEX_IX_WITHDRAW_ACC_TOKEN_PROGRAM]};
+  err = pd_spl_token_transfer(&transfer, amount, &signer, 1);
+  if (err) return err;
+  perpdex_WithdrawnEvent event = {PERPDEX_EVENT_WITHDRAWN_DISCRIMINATOR, {0}, amount,
+                                  user->collateral_quote};
+  pd_pubkey_copy((SolPubkey *)event.owner, owner->key);
+  emit(&event, sizeof event);
+  return PD_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ settle_fills */
+#define SETTLE_FIXED_ACCOUNTS PERPDEX_IX_SETTLE_FILLS_NUM_ACCOUNTS
+
+/* The User at remaining-account `index`, validated. */
+static uint64_t fill_user(const SolParameters *params, uint64_t index, perpdex_User **out) {
+  if (index >= params->ka_num - SETTLE_FIXED_ACCOUNTS) return PERPDEX_ERR_FILL_USER_INDEX_OUT_OF_RANGE;
+  SolAccountInfo *account = &params->ka[SETTLE_FIXED_ACCOUNTS + index];
+  if (!account->is_writable) return PERPDEX_ERR_ACCOUNT_NOT_WRITABLE;
+  return load_user(account, params->program_id, out);
+}
+
+/* Ledger.trade of perp/ledger.py for one fill. */
+static uint64_t settle_one(const SolParameters *params, perpdex_Exchange *exchange,
+                           perpdex_Market *market, const perpdex_Fill *fill) {
+  if (fill->taker_side > PERPDEX_TAKER_SIDE_SELL) return PERPDEX_ERR_FILL_BAD_SIDE;
+  if (fill->price_ticks == 0 || fill->num_base_lots == 0) return PERPDEX_ERR_FILL_ZERO_SIZE;
+  perpdex_User *maker, *taker;
+  uint64_t err = fill_user(params, fill->maker, &maker);
+  if (err) return err;
+  err = fill_user(params, fill->taker, &taker);
+  if (err) return err;
+  if (maker == taker) return PERPDEX_ERR_FILL_SELF_TRADE;
+  uint64_t price, base, notional;
+  if (!pd_mul_u64(fill->price_ticks, market->tick_size, &price)) return PERPDEX_ERR_FILL_VALUE_OVERFLOW;
+  if (!pd_mul_u64(fill->num_base_lots, market->lot_size, &base) || base > (uint64_t)INT64_MAX)
+    return PERPDEX_ERR_FILL_VALUE_OVERFLOW;
+  /* exact: one tick x one lot is a whole number of quote units (checked at creation) */
+  if (!pd_mul_div_u64(price, base, PERPDEX_BASE_PRECISION, PD_ROUND_DOWN, &notional) ||
+      notional > (uint64_t)INT64_MAX)
+    return PERPDEX_ERR_FILL_VALUE_OVERFLOW;
+  perpdex_Position *maker_position = position_slot(maker, market);
+  perpdex_Position *taker_position = position_slot(taker, market);
+  if (maker_position == NULL || taker_position == NULL) return PERPDEX_ERR_POSITION_SLOTS_FULL;
+  err = settle_funding(exchange, market, maker, maker_position);
+  if (err) return err;
+  err = settle_funding(exchange, market, taker, taker_position);
+  if (err) return err;
+  bool taker_buys = fill->taker_side == PERPDEX_TAKER_SIDE_BUY;
+  int64_t signed_base = taker_buys ? (int64_t)base : -(int64_t)base;
+  int64_t signed_notional = taker_buys ? (int64_t)notional : -(int64_t)notional;
+  err = fill_side(market, taker, taker_position, signed_base, -signed_notional);
+  if (err) return err;
+  err = fill_side(market, maker, maker_position, -signed_base, signed_notional);
+  if (err) return err;
+  pd_fill_fees fees;
+  err = pd_fill_fees_split(notional, market->maker_fee_ppm, market->taker_fee_ppm,
+                           market->insurance_share_ppm, &fees);
+  if (err) return err;
+  int64_t maker_collateral, taker_collateral;
+  uint64_t fee_pool, insurance;
+  if (!pd_sub_i64(maker->collateral_quote, fees.maker_fee_quote, &maker_collateral) ||
+      !pd_sub_i64(taker->collateral_quote, fees.taker_fee_quote, &taker_collateral))
+    return PERPDEX_ERR_COLLATERAL_OVERFLOW;
+  if (!pd_add_u64(exchange->fee_pool_quote, fees.venue_quote, &fee_pool) ||
+      !pd_add_u64(exchange->insurance_fund_quote, fees.insurance_quote, &insurance))
+    return PERPDEX_ERR_FEE_OVERFLOW;
+  maker->collateral_quote = maker_collateral;
+  taker->collateral_quote = taker_collateral;
+  exchange->fee_pool_quote = fee_pool;
+  exchange->insurance_fund_quote = insurance;
+  return PD_SUCCESS;
+}
+
+static uint64_t ix_settle_fills(const SolParameters *params) {
+  const uint64_t header = sizeof(perpdex_settle_fills_args);
+  if (params->data_len < header) return PERPDEX_ERR_INSTRUCTION_DATA_LENGTH;
+  const perpdex_settle_fills_args *args = (const perpdex_settle_fills_args *)params->data;
+  uint64_t num_fills = args->fills_len;
+  if (num_fills == 0) return PERPDEX_ERR_FILL_BATCH_EMPTY;
+  if (num_fills > PERPDEX_MAX_FILLS_PER_BATCH) return PERPDEX_ERR_FILL_BATCH_TOO_LARGE;
+  if (params->data_len != header + num_fills * sizeof(perpdex_Fill))
+    return PERPDEX_ERR_INSTRUCTION_DATA_LENGTH;
+  uint64_t err = check_accounts(params, SETTLE_FIXED_ACCOUNTS,
+                                PERPDEX_IX_SETTLE_FILLS_WRITABLE_MASK,
+                                PERPDEX_IX_SETTLE_FILLS_SIGNER_MASK,
+                                PERPDEX_ERR_OPERATOR_NOT_SIGNER);
+  if (err) return err;
+  SolAccountInfo *ka = params->ka;
+  perpdex_Exchange *exchange;
+  err = load_exchange(&ka[PERPDEX_IX_SETTLE_FILLS_ACC_EXCHANGE], params->program_id, &exchange);
+  if (err) return err;
+  if (!key_eq(ka[PERPDEX_IX_SETTLE_FILLS_ACC_OPERATOR].key, exchange->operator))
+    return PERPDEX_ERR_OPERATOR_MISMATCH;
+  perpdex_Market *market;
+  err = load_market(&ka[PERPDEX_IX_SETTLE_FILLS_ACC_MARKET], params->program_id, &market);
+  if (err) return err;
+  uint64_t sequence = args->sequence;
+  if (sequence <= market->last_settled_sequence) return PERPDEX_ERR_SEQUENCE_NOT_INCREASING;
+  for (uint64_t i = 0; i < num_fills; i++) {
+    perpdex_Fill fill;
+    __builtin_memcpy(&fill, (const uint8_t *)args->fills + i * sizeof(perpdex_Fill), sizeof fill);
+    err = settle_one(params, exchange, market, &fill);
+    if (err) return err;
+  }
+  market->last_settled_sequence = sequence;
+  perpdex_FillsSettledEvent event = {PERPDEX_EVENT_FILLS_SETTLED_DISCRIMINATOR, market->index,
+                                     sequence, (uint32_t)num_fills};
+  emit(&event, sizeof event);
+  return PD_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ update_funding */
+static uint64_t ix_update_funding(const SolParameters *params) {
+  if (params->data_len != sizeof(perpdex_update_funding_args))
+    return PERPDEX_ERR_INSTRUCTION_DATA_LENGTH;
+  const perpdex_update_funding_args *args = (const perpdex_update_funding_args *)params->data;
+  uint64_t err = check_accounts(params, PERPDEX_IX_UPDATE_FUNDING_NUM_ACCOUNTS,
+                                PERPDEX_IX_UPDATE_FUNDING_WRITABLE_MASK,
+                                PERPDEX_IX_UPDATE_FUNDING_SIGNER_MASK,
+                                PERPDEX_ERR_OPERATOR_NOT_SIGNER);
+  if (err) return err;
+  SolAccountInfo *ka = params->ka;
+  perpdex_Exchange *exchange;
+  err = load_exchange(&ka[PERPDEX_IX_UPDATE_FUNDING_ACC_EXCHANGE], params->program_id, &exchange);
+  if (err) return err;
+  if (!key_eq(ka[PERPDEX_IX_UPDATE_FUNDING_ACC_OPERATOR].key, exchange->operator))
+    return PERPDEX_ERR_OPERATOR_MISMATCH;
+  perpdex_Market *market;
+  err = load_market(&ka[PERPDEX_IX_UPDATE_FUNDING_ACC_MARKET], params->program_id, &market);
+  if (err) return err;
+  if (args->sequence <= market->last_funding_sequence) return PERPDEX_ERR_SEQUENCE_NOT_INCREASING;
+  if (pd_abs_i64(args->rate) > market->funding_cap_rate) return PERPDEX_ERR_FUNDING_RATE_ABOVE_CAP;
+  err = pd_funding_advance(&market->cumulative_funding, args->rate, args->index_price);
+  if (err) return err;
+  market->last_funding_sequence = args->sequence;
+  perpdex_FundingUpdatedEvent event = {PERPDEX_EVENT_FUNDING_UPDATED_DISCRIMINATOR, market->index,
+                                       args->sequence, args->rate, 0};
+  pd_store_i128(&event.cumulative_funding, pd_load_i128(&market->cumulative_funding));
+  emit(&event, sizeof event);
+  return PD_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ set_market_status */
+static uint64_t ix_set_market_status(const SolParameters *params) {
+  if (params->data_len != sizeof(perpdex_set_market_status_args))
+    return PERPDEX_ERR_INSTRUCTION_DATA_LENGTH;
+  const perpdex_set_market_status_args *args =
+      (const perpdex_set_market_status_args *)params->data;
+  uint64_t err = check_accounts(params, PERPDEX_IX_SET_MARKET_STATUS_NUM_ACCOUNTS,
+                                PERPDEX_IX_SET_MARKET_STATUS_WRITABLE_MASK,
+                                PERPDEX_IX_SET_MARKET_STATUS_SIGNER_MASK,
+                                PERPDEX_ERR_AUTHORITY_NOT_SIGNER);
+  if (err) return err;
+  SolAccountInfo *ka = params->ka;
+  perpdex_Exchange *exchange;
+  err = load_exchange(&ka[PERPDEX_IX_SET_MARKET_STATUS_ACC_EXCHANGE], params->program_id,
+                      &exchange);
+  if (err) return err;
+  const SolPubkey *signer = ka[PERPDEX_IX_SET_MARKET_STATUS_ACC_SIGNER].key;
+  if (!key_eq(signer, exchange->authority) && !key_eq(signer, exchange->operator))
+    return PERPDEX_ERR_STATUS_SIGNER_MISMATCH;
+  perpdex_Market *market;
+  err = load_market(&ka[PERPDEX_IX_SET_MARKET_STATUS_ACC_MARKET], params->program_id, &market);
+  if (err) return err;
+  if (args->status > PERPDEX_MARKET_STATUS_HALTED) return PERPDEX_ERR_INVALID_STATUS;
+  market->status = args->status;
+  perpdex_MarketStatusChangedEvent event = {PERPDEX_EVENT_MARKET_STATUS_CHANGED_DISCRIMINATOR,
+                                            market->index, args->status};
+  emit(&event, sizeof event);
+  return PD_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ entrypoint */
+uint64_t entrypoint(const uint8_t *input) {
+  uint64_t num_accounts = *(const uint64_t *)input;
+  /* account infos on the heap: 56 bytes each would not fit a 4 KiB stack frame */
+  SolAccountInfo *ka = (SolAccountInfo *)pd_alloc(num_accounts * sizeof(SolAccountInfo));
+  if (ka == NULL && num_accounts != 0) return PERPDEX_ERR_NOT_ENOUGH_ACCOUNTS;
+  SolParameters params;
+  params.ka = ka;
+  if (!pd_deserialize(input, &params, num_accounts)) return PD_ERROR_INVALID_ARGUMENT;
+  if (params.data_len < 8) return PERPDEX_ERR_UNKNOWN_INSTRUCTION;
+  switch (pd_load_u64(params.data)) {
+    case PERPDEX_IX_INITIALIZE_DISCRIMINATOR:
+      return ix_initialize(&params);
+    case PERPDEX_IX_CREATE_MARKET_DISCRIMINATOR:
+      return ix_create_market(&params);
+    case PERPDEX_IX_DEPOSIT_DISCRIMINATOR:
+      return ix_deposit(&params);
+    case PERPDEX_IX_WITHDRAW_DISCRIMINATOR:
+      return ix_withdraw(&params);
+    case PERPDEX_IX_SETTLE_FILLS_DISCRIMINATOR:
+      return ix_settle_fills(&params);
+    case PERPDEX_IX_UPDATE_FUNDING_DISCRIMINATOR:
+      return ix_update_funding(&params);
+    case PERPDEX_IX_SET_MARKET_STATUS_DISCRIMINATOR:
+      return ix_set_market_status(&params);
+    default:
+      return PERPDEX_ERR_UNKNOWN_INSTRUCTION;
+  }
+}
