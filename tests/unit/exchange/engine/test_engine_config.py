@@ -4,6 +4,7 @@ import pytest
 
 from exchange.core.errors import ConfigError
 from exchange.engine.config import EngineConfig
+from perp.params import PerpMarketParams
 
 
 def test_defaults_need_no_configuration() -> None:
@@ -56,3 +57,40 @@ def test_toml_with_unknown_table_or_bad_syntax_is_rejected(tmp_path: Path) -> No
     path.write_text("[engine\n")
     with pytest.raises(ConfigError, match="expected readable TOML"):
         EngineConfig.from_toml(path)
+
+
+def test_market_params_come_from_a_nested_toml_table(tmp_path: Path) -> None:
+    # Arrange
+    path = tmp_path / "perpdex.toml"
+    path.write_text(
+        "[engine]\ntick_interval_ns = 500_000_000\n"
+        "[engine.market_params]\ntaker_fee_ppm = 600\n"
+        "margin_tiers = [[1_000_000_000, 100_000, 50_000], [18446744073709551615, 200_000, 100_000]]\n"
+    )
+    # Act
+    config = EngineConfig.from_toml(path)
+    # Assert
+    assert config.tick_interval_ns == 500_000_000
+    assert config.market_params.taker_fee_ppm == 600
+    assert config.market_params.maker_fee_ppm == PerpMarketParams().maker_fee_ppm
+    assert config.market_params.margin.tiers[0].initial_ppm == 100_000
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"taker_fe_ppm": 1}, r"market_params: market params: unknown keys \['taker_fe_ppm'\]"),
+        ({"taker_fee_ppm": 20_000}, r"market_params: taker_ppm: expected 0..10000, got 20000"),
+        ({"mark_band_ppm": "5"}, r"market_params: mark_band_ppm: expected an int, got '5'"),
+        ({"margin_tiers": [[5, 10]]}, r"market_params: margin_tiers: expected \(up_to"),
+        ({"funding_sample_interval_ns": 10**13}, r"funding_sample_interval_ns: expected <="),
+    ],
+)
+def test_bad_market_params_are_config_errors(params: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        EngineConfig.from_mapping({"market_params": params})
+
+
+def test_tick_interval_is_range_checked() -> None:
+    with pytest.raises(ConfigError, match=r"tick_interval_ns: expected an int in"):
+        EngineConfig(tick_interval_ns=0)
