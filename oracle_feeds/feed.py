@@ -183,10 +183,18 @@ class IndexPriceSelector:
         src = market.primary if role == "primary" else market.fallback
         assert src is not None
         window_ns = market.config.twap_window_s * NS_PER_S
-        src.twap = time_weighted_average(src.samples, now_s * NS_PER_S, window_ns)
+        now_ns = now_s * NS_PER_S
+        # a sample matters while the next one starts inside the window: drop older ones
+        while len(src.samples) >= 2 and src.samples[1][0] <= now_ns - window_ns:
+            src.samples.popleft()
+        src.twap = time_weighted_average(src.samples, now_ns, window_ns)
         src.latest = price
         if price is not None and price.status_ok:
-            src.samples.append((price.publish_time_s * NS_PER_S, price.price))
+            sample = (price.publish_time_s * NS_PER_S, price.price)
+            if src.samples and src.samples[-1][0] == sample[0]:
+                src.samples[-1] = sample  # same instant: the earlier one held for no time
+            else:
+                src.samples.append(sample)
         update = self._decide(market, now_slot=now_slot, now_s=now_s)
         if update is None:
             return []

@@ -19,6 +19,7 @@ from solana.rpc.async_api import AsyncClient
 from solana.rpc.core import RPCException
 from solana.rpc.types import MemcmpOpts, TxOpts
 from solana.rpc.websocket_api import connect
+from solders.account import Account
 from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.message import Message
@@ -473,6 +474,39 @@ async def test_websocket_slot_subscribe_ticks(server: LocalnetServer, clock: Fak
         assert [(i.parent, i.slot) for i in got] == [(start, start + 1), (start + 1, start + 2)]
 
 
+async def test_websocket_bad_requests_get_errors_and_connection_keeps_serving(
+    server: LocalnetServer,
+) -> None:
+    cases: list[tuple[str, int]] = [
+        ("{not json", -32700),
+        ("[]", -32600),
+        ('{"jsonrpc": "2.0", "id": 1, "method": "noSuchSubscribe", "params": []}', -32601),
+        ('{"jsonrpc": "2.0", "id": 2, "method": "accountSubscribe", "params": ["bad"]}', -32602),
+        ('{"jsonrpc": "2.0", "id": 3, "method": "accountSubscribe", "params": []}', -32602),
+        ('{"jsonrpc": "2.0", "id": 4, "method": "accountUnsubscribe", "params": [999]}', -32602),
+        ('{"jsonrpc": "2.0", "id": 5, "method": "logsSubscribe", "params": [{"x": 1}]}', -32602),
+        (
+            '{"jsonrpc": "2.0", "id": 6, "method": "programSubscribe", "params": '
+            '["11111111111111111111111111111111", {"filters": [{"memcmp": '
+            '{"offset": 0, "bytes": "@@@", "encoding": "base64"}}]}]}',
+            -32602,
+        ),
+    ]
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(server.ws_url) as ws:
+            for body, code in cases:
+                await ws.send_str(body)
+                answer = json.loads((await asyncio.wait_for(ws.receive(), 3)).data)
+                assert answer["error"]["code"] == code, (body, answer)
+                assert answer["error"]["message"]
+            # the same connection still subscribes and is notified
+            await ws.send_str(
+                json.dumps({"jsonrpc": "2.0", "id": 7, "method": "slotSubscribe", "params": []})
+            )
+            answer = json.loads((await asyncio.wait_for(ws.receive(), 3)).data)
+            assert answer["id"] == 7 and isinstance(answer["result"], int)
+
+
 # ---------------------------------------------------------------- anchorpy
 async def test_anchorpy_provider_send_and_simulate(client: AsyncClient) -> None:
     from anchorpy import Provider, Wallet
@@ -486,6 +520,63 @@ async def test_anchorpy_provider_send_and_simulate(client: AsyncClient) -> None:
     sig = await provider.send(tx)
     await client.confirm_transaction(sig)
     assert (await client.get_balance(bob.pubkey())).value == SOL
+
+
+COUNTER_IDL = {
+    "version": "0.1.0",
+    "name": "counter",
+    "instructions": [],
+    "accounts": [
+        {
+            "name": "Counter",
+            "type": {
+                "kind": "struct",
+                "fields": [
+                    {"name": "authority", "type": "publicKey"},
+                    {"name": "count", "type": "u64"},
+                ],
+            },
+        }
+    ],
+}
+
+
+async def test_anchorpy_program_fetch_multiple_and_all(
+    server: LocalnetServer, client: AsyncClient
+) -> None:
+    """`account.fetch_multiple` (a JSON-RPC batch of getMultipleAccounts asking base64+zstd with
+    a gzip header) and `account.all` (getProgramAccounts + discriminator memcmp) decode
+    accounts laid out by a legacy Anchor IDL."""
+    import hashlib
+
+    from anchorpy import Idl, Program, Provider, Wallet
+
+    program_id = Keypair().pubkey()
+    provider = Provider(client, Wallet(Keypair()))
+    program = Program(Idl.from_json(json.dumps(COUNTER_IDL)), program_id, provider)
+    discriminator = hashlib.sha256(b"account:Counter").digest()[:8]
+    authority = Keypair().pubkey()
+    addresses = [Keypair().pubkey() for _ in range(3)]
+    for count, address in enumerate(addresses, start=40):
+        data = discriminator + bytes(authority) + struct.pack("<Q", count)
+        server.cluster.set_account(address, Account(lamports=10**6, data=data, owner=program_id))
+    # an account with another discriminator is not a Counter
+    wrong = Keypair().pubkey()
+    server.cluster.set_account(
+        wrong, Account(lamports=10**6, data=bytes(8) + bytes(40), owner=program_id)
+    )
+
+    missing = Keypair().pubkey()
+    fetched = await program.account["Counter"].fetch_multiple(
+        [*addresses, missing, wrong], batch_size=2
+    )
+    assert [f.count if f is not None else None for f in fetched] == [40, 41, 42, None, None]
+    assert all(f.authority == authority for f in fetched[:3] if f is not None)
+    one = await program.account["Counter"].fetch(addresses[1])
+    assert one.count == 41
+    listed = await program.account["Counter"].all()
+    assert sorted(r.account.count for r in listed) == [40, 41, 42]
+    assert {r.public_key for r in listed} == set(addresses)
 
 
 # ---------------------------------------------------------------- pythclient

@@ -174,3 +174,18 @@ def test_config_refusals() -> None:
                 MarketOracle(market_id=2, primary=OTHER, fallback=PRIMARY, guards=GUARDS),
             ]
         )
+
+
+def test_twap_covers_only_the_window_and_old_samples_are_dropped() -> None:
+    sel = selector(fallback=False)
+    for t in range(0, 100):  # 100 USD for 100 s
+        sel.observe(PRIMARY.address, reading(slot=1_000 + t, t=t), now_slot=1_000 + t, now_s=t)
+    for t in range(100, 300, 2):  # then 101 USD, small steps so every reading stays valid
+        sel.observe(
+            PRIMARY.address, reading(101 * USD, slot=1_000 + t, t=t), now_slot=1_000 + t, now_s=t
+        )
+    [update] = sel.observe(
+        PRIMARY.address, reading(101 * USD, slot=1_300, t=300), now_slot=1_300, now_s=300
+    )
+    assert update.twap == 101 * USD  # the 100 USD era is outside the last 60 s
+    assert len(sel._by_address[PRIMARY.address][0].primary.samples) <= 32
