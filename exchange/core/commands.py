@@ -174,7 +174,6 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "time_in_force": (0, len(TimeInForce) - 1),
     "stp_mode": (0, len(SelfTradePrevention) - 1),
     "status": (0, 4),  # perp.risk_gate.MarketStatus
-    "confidence": (0, I64_MAX),
     "publish_time_s": (0, I64_MAX),
     "amount_quote": (0, I64_MAX),
 }
