@@ -53,6 +53,7 @@ JOURNAL_FILE_NAME = "journal.sqlite"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
+BINARY_MAGIC = b"PDXB"  # a binary batch (exchange.engine.fastpath); JSON starts with "["
 
 _metadata = MetaData()
 
@@ -252,6 +253,40 @@ class Journal:
             ) from exc
         self._last_seq = last
 
+    def append_encoded(self, payload: bytes, event_count: int) -> None:
+        """Write one already-encoded batch of ``event_count`` events, seqs ``last_seq + 1``
+        onwards, as one durable transaction (group commit). The payload must decode (see
+        ``_decode_batch``) to exactly those events; the binary format of
+        ``exchange.engine.fastpath`` is written this way."""
+        self._check_writable()
+        if type(event_count) is not int or event_count < 1:
+            raise JournalError(f"append_encoded: expected event_count >= 1, got {event_count!r}")
+        if not isinstance(payload, bytes) or not payload:
+            raise JournalError("append_encoded: expected a non-empty bytes payload")
+        first = self._last_seq + 1
+        last = first + event_count - 1
+        row = {
+            "first_seq": first,
+            "last_seq": last,
+            "event_count": event_count,
+            "checksum": hashlib.sha256(payload).hexdigest(),
+            "payload": payload,
+        }
+        try:
+            with self._write_connection() as conn, conn.begin():
+                stored_last = self._query_last_seq(conn)
+                if stored_last != self._last_seq:
+                    raise JournalError(
+                        f"append: expected stored last_seq {self._last_seq}, got {stored_last}"
+                        " (a second writer?)"
+                    )
+                conn.execute(event_batches.insert(), row)
+        except SQLAlchemyError as exc:
+            raise JournalError(
+                f"append of seqs {first}..{last}: expected a commit, got {exc}"
+            ) from exc
+        self._last_seq = last
+
     def save_snapshot(self, seq: int, state_hash: str, payload: bytes) -> None:
         """Store a state snapshot taken after event ``seq``; durable like :meth:`append`.
 
@@ -408,7 +443,12 @@ class Journal:
     @staticmethod
     def _decode_batch(batch: RawBatch) -> list[Event]:
         try:
-            events = decode_events(batch.payload)
+            if batch.payload[:4] == BINARY_MAGIC:  # exchange.engine.fastpath groups
+                from exchange.engine.fastpath import decode_payload
+
+                events = decode_payload(batch.payload)
+            else:
+                events = decode_events(batch.payload)
         except (ValueError, TypeError) as exc:
             raise JournalError(
                 f"batch {batch.first_seq}: expected decodable events, got {exc}"
