@@ -445,7 +445,8 @@ PD_INLINE int64_t pd_div_i64_ceil(int64_t a, uint64_t divisor) {
 }
 /* Remainder of pd_div_i64_floor: always in [0, divisor). */
 PD_INLINE uint64_t pd_mod_i64_floor(int64_t a, uint64_t divisor) {
-  return (uint64_t)(a - pd_div_i64_floor(a, divisor) * (int64_t)divisor);
+  /* modulo-2^64 unsigned arithmetic: exact because the true result lies in [0, divisor) */
+  return (uint64_t)a - (uint64_t)pd_div_i64_floor(a, divisor) * divisor;
 }
 
 /* *out = a * b / divisor for signed a, rounded toward -inf (PD_ROUND_DOWN) or +inf
