@@ -123,6 +123,18 @@ def test_real_loader_v3_deploys_and_runs_the_demo() -> None:
     assert "Program log: callx ok" in result.logs()
 
 
+@pytest.mark.parametrize("so", sorted(DEMO_SO.parent.glob("*.so")), ids=lambda p: p.name)
+def test_real_loader_v3_accepts_every_committed_program(so: Path) -> None:
+    # Arrange
+    svm = loader_v3_svm()
+    payer = Keypair()
+    svm.airdrop(payer.pubkey(), 100 * SOL)
+    # Act
+    error = deploy_raw(svm, so.read_bytes(), payer, Keypair())
+    # Assert
+    assert error is None, error
+
+
 def test_real_loader_v3_rejects_a_32_bit_jump() -> None:
     # Arrange: the demo with its first instruction patched to jne32 (opcode 0x56), which our
     # linker refuses to produce: the real verifier refuses it too
