@@ -11,19 +11,23 @@ The screen is a bounded int64 over-approximation (never misses a liquidatable ac
 
 * Screen unit ``u = 2^40 / 10^9`` quote units; ``x`` quote is ``floor(x x 5^9 / 2^31)`` u.
 * Market ``m`` splits base at ``B_m`` bits: ``base = bs x 2^B + rb`` (``0 <= rb < 2^B``) and
-  keeps prices at ``Q_m = 40 - B_m`` bits: ``ps = floor(oracle / 2^Q)``; the funding-adjusted
-  price ``pe = floor((oracle x 10^9 - cumulative_funding) / (10^9 x 2^Q))`` folds unsettled
-  funding in (with ``snapshot`` in the slot's constant ``entry_u``, see ``_entry_units``).
+  keeps prices at ``Q_m = 40 - B_m`` bits: the funding-adjusted price
+  ``pe = floor((oracle x 10^9 - cumulative_funding) / (10^9 x 2^Q))`` folds unsettled funding
+  in (with ``snapshot`` in the slot's constant ``entry_u``, see ``_entry_units``), and
+  ``fe = ceil(|cumulative_funding| / (10^9 x 2^Q))`` bounds the gap to the plain oracle.
 * Value ``v = bs x pe + ((rb x pe) >> B)`` differs from ``base x pe_exact / 2^40`` by less than
   ``|bs| + 2`` u; equity's lower bound subtracts ``|bs| + 4`` u per position (that error, the
   PnL floor, the funding payment's ceiling, and one spare).
-* Notional's upper bound ``N = |bs x ps + ((rb x ps) >> B)| + |bs| + 3`` u. Maintenance is
-  convex piecewise linear in notional (ratios never fall), so it is the max of its tier lines
-  ``ratio_t x N - k_t``: slopes as ``ceil(ratio x 2^20 / 10^6)`` fixed point, intercepts
-  floored, every product split at 2^20; plus 2 u per position for the roundings.
+* Notional's upper bound ``N = |v| + (|bs| + 1) x (fe + 1) + 2`` u (the funding gap, the
+  value's error and the notional's ceiling). Maintenance is convex piecewise linear in
+  notional (ratios never fall), so it is the max of its tier lines ``ratio_t x N - k_t``:
+  slopes as ``ceil(ratio x 2^20 / 10^6)`` fixed point, intercepts floored, the product split
+  at 2^20; plus 2 u per position for the roundings. Below the first tier's end (floored to u)
+  the first line alone is the maximum, so the other lines are evaluated only above it.
 * Bounds (checked in Python when a value enters the arrays): ``|bs| <= 2^28``,
-  ``|ps|, |pe| < 2^29``, ``rb < 2^33``, ``|collateral u|, |entry u| < 2^57``, <= 16 markets.
-  Then every product is < 2^62 and each account's sums stay < 2^63: no int64 overflow.
+  ``|pe| < 2^29``, ``fe < 2^27``, ``rb < 2^33``, ``|collateral u|, |entry u| < 2^57``,
+  <= 16 markets. Then every product is < 2^62, a notional < 2^58, a line < 2^59, and each
+  account's sums stay < 2^63: no int64 overflow.
   A value outside them marks its account (or market) "exact only": always a candidate.
 """
 
@@ -47,6 +51,7 @@ UNIT_NUM = 5**9  # x quote == x * 10^9 / 2^40 u == x * 5^9 / 2^31 u
 UNIT_SHIFT = 31
 MAX_BS_BITS = 28
 MAX_PRICE_BITS = 29
+MAX_FUNDING_BITS = 27
 MAX_BASE_SHIFT = 33
 MAX_TERM = 1 << 57
 MAX_MARKETS = 16
@@ -88,7 +93,7 @@ class LiquidateIntent(NamedTuple):
 
 
 def _base_shift(market: SweeperMarket) -> int:
-    """The largest split that keeps ``|ps|, |pe| < 2^29`` up to twice ``max_price`` (room for
+    """The largest split that keeps ``|pe| < 2^29`` up to twice ``max_price`` (room for
     funding), provided ``max_position_base`` still fits ``|bs| <= 2^28``."""
     price_shift = max(0, (2 * market.max_price).bit_length() - MAX_PRICE_BITS)
     shift = min(MAX_BASE_SHIFT, SCREEN_BITS - price_shift)
@@ -144,9 +149,10 @@ def _screen_kernel(
     slot_rb: np.ndarray,
     slot_entry_u: np.ndarray,
     market_shift: np.ndarray,
-    market_ps: np.ndarray,
     market_pe: np.ndarray,
+    market_fe: np.ndarray,
     market_state: np.ndarray,
+    first_tier_end: np.ndarray,
     tier_slope: np.ndarray,
     tier_k: np.ndarray,
     tier_count: np.ndarray,
@@ -170,22 +176,21 @@ def _screen_kernel(
             if state == 2:
                 exact = True
             bs = slot_bs[i]
-            rb = slot_rb[i]
-            shift = market_shift[m]
             pe = market_pe[m]
-            ps = market_ps[m]
             abs_bs = bs if bs >= 0 else -bs
-            equity += bs * pe + ((rb * pe) >> shift) + slot_entry_u[i] - abs_bs - 4
-            value = bs * ps + ((rb * ps) >> shift)
-            notional = (value if value >= 0 else -value) + abs_bs + 3
+            value = bs * pe + ((slot_rb[i] * pe) >> market_shift[m])
+            equity += value + slot_entry_u[i] - abs_bs - 4
+            notional = (value if value >= 0 else -value) + (abs_bs + 1) * (market_fe[m] + 1) + 2
             hi = notional >> 20
             lo = notional & 0xFFFFF
-            best = 0
-            for t in range(tier_count[m]):
-                slope = tier_slope[m, t]
-                line = hi * slope + ((lo * slope) >> 20) + 1 - tier_k[m, t]
-                if line > best:
-                    best = line
+            slope = tier_slope[m, 0]
+            best = hi * slope + ((lo * slope) >> 20) + 1
+            if notional >= first_tier_end[m]:
+                for t in range(1, tier_count[m]):
+                    slope = tier_slope[m, t]
+                    line = hi * slope + ((lo * slope) >> 20) + 1 - tier_k[m, t]
+                    if line > best:
+                        best = line
             requirement += best + 1
         if not skip and (exact or equity < requirement):
             out[count] = a
@@ -215,15 +220,19 @@ class Sweeper:
         self.row_capacity = row_capacity
         n_markets = len(markets)
         self.market_shift = np.array([_base_shift(m) for m in markets], dtype=np.int64)
-        self.market_ps = np.zeros(n_markets, dtype=np.int64)
         self.market_pe = np.zeros(n_markets, dtype=np.int64)
+        self.market_fe = np.zeros(n_markets, dtype=np.int64)
         self.market_state = np.ones(n_markets, dtype=np.int8)  # no oracle yet: invalid
         self.market_price = [0] * n_markets
         self.market_funding = [0] * n_markets
         self.tier_slope = np.zeros((n_markets, MAX_TIERS), dtype=np.int64)
         self.tier_k = np.zeros((n_markets, MAX_TIERS), dtype=np.int64)
         self.tier_count = np.zeros(n_markets, dtype=np.int64)
+        self.first_tier_end = np.full(n_markets, 1 << 62, dtype=np.int64)
         for m, market in enumerate(markets):
+            if len(market.schedule.tiers) > 1:
+                end = quote_to_units(market.schedule.tiers[0].up_to_notional_quote)
+                self.first_tier_end[m] = min(end, 1 << 62)
             lines = _tier_lines(market.schedule)
             self.tier_count[m] = len(lines)
             for t, (slope, k) in enumerate(lines):
@@ -448,16 +457,15 @@ class Sweeper:
         if type(oracle_price) is not int or oracle_price <= 0:
             raise LiquidationInputError(f"oracle_price: expected an int > 0, got {oracle_price!r}")
         price_shift = SCREEN_BITS - int(self.market_shift[market_id])
-        ps = oracle_price >> price_shift
         pe = (oracle_price * FUNDING_RATE_PRECISION - cumulative_funding) // (
             FUNDING_RATE_PRECISION << price_shift
         )
+        fe = -(-abs(cumulative_funding) // (FUNDING_RATE_PRECISION << price_shift))
         self.market_price[market_id] = oracle_price
         self.market_funding[market_id] = cumulative_funding
-        limit = 1 << MAX_PRICE_BITS
-        screenable = abs(ps) < limit and abs(pe) < limit
-        self.market_ps[market_id] = ps if screenable else 0
+        screenable = abs(pe) < 1 << MAX_PRICE_BITS and fe < 1 << MAX_FUNDING_BITS
         self.market_pe[market_id] = pe if screenable else 0
+        self.market_fe[market_id] = fe if screenable else 0
         self.market_state[market_id] = 1 if not valid_for_liquidation else 0 if screenable else 2
 
     # ---------------------------------------------------------------- reading
@@ -490,9 +498,10 @@ class Sweeper:
             self.slot_rb,
             self.slot_entry_u,
             self.market_shift,
-            self.market_ps,
             self.market_pe,
+            self.market_fe,
             self.market_state,
+            self.first_tier_end,
             self.tier_slope,
             self.tier_k,
             self.tier_count,
@@ -509,9 +518,10 @@ class Sweeper:
         """The same screen in plain Python integers (the reference for the kernel)."""
         candidates = []
         shift = [int(s) for s in self.market_shift]
-        ps_m = [int(p) for p in self.market_ps]
         pe_m = [int(p) for p in self.market_pe]
+        fe_m = [int(f) for f in self.market_fe]
         state_m = [int(s) for s in self.market_state]
+        end_m = [int(e) for e in self.first_tier_end]
         lines = [
             [
                 (int(self.tier_slope[m, t]), int(self.tier_k[m, t]))
@@ -532,12 +542,12 @@ class Sweeper:
                     break
                 exact = exact or state_m[m] == 2
                 bs, rb = int(self.slot_bs[i]), int(self.slot_rb[i])
-                equity += bs * pe_m[m] + ((rb * pe_m[m]) >> shift[m]) + int(self.slot_entry_u[i])
-                equity -= abs(bs) + 4
-                notional = abs(bs * ps_m[m] + ((rb * ps_m[m]) >> shift[m])) + abs(bs) + 3
+                value = bs * pe_m[m] + ((rb * pe_m[m]) >> shift[m])
+                equity += value + int(self.slot_entry_u[i]) - abs(bs) - 4
+                notional = abs(value) + (abs(bs) + 1) * (fe_m[m] + 1) + 2
                 hi, lo = notional >> SLOPE_BITS, notional & SLOPE_MASK
-                best = max([0] + [hi * s + ((lo * s) >> SLOPE_BITS) + 1 - k for s, k in lines[m]])
-                requirement += best + 1
+                used = lines[m] if notional >= end_m[m] else lines[m][:1]
+                requirement += max(hi * s + ((lo * s) >> SLOPE_BITS) + 1 - k for s, k in used) + 1
             if not skip and (exact or equity < requirement):
                 candidates.append(a)
         return np.array(candidates, dtype=np.int64)
