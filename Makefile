@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 DEPS_HASH := $(shell cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
 STAMP     := $(VENV)/.installed-$(DEPS_HASH)
 
-.PHONY: install run test bench lint lock clean distclean program program-check
+.PHONY: install run test bench lint lock clean distclean program program-check sbf-clang
 
 install: $(STAMP)
 
@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python -m bench.matching
 	$(BIN)/python -m bench.journal
 	$(BIN)/python -m bench.risk
+	$(BIN)/python -m bench.liquidation
 
 lint: install
 	$(BIN)/ruff check .
@@ -47,17 +48,19 @@ lint: install
 # On-chain programs: clang-19 (apt, when root and missing) + our SBF linker (stdlib python).
 # Writes settlement/program/*.so and *.so.sha256; without clang the committed .so files are used.
 CLANG ?= clang-19
-program:
+program: sbf-clang
+	CLANG=$(CLANG) $(PYTHON) -m settlement.toolchain.build
+
+# Rebuild and fail if the bytes differ from the committed .so files (for CI).
+program-check: sbf-clang
+	CLANG=$(CLANG) $(PYTHON) -m settlement.toolchain.build --check
+
+sbf-clang:
 	@command -v $(CLANG) >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing clang-19"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang-19; \
 	  else echo "clang-19 missing and not root: the committed .so files are used"; fi; }
-	CLANG=$(CLANG) $(PYTHON) -m settlement.toolchain.build
-
-# Rebuild and fail if the bytes differ from the committed .so files (CI).
-program-check:
-	CLANG=$(CLANG) $(PYTHON) -m settlement.toolchain.build --check
 
 # Re-resolve the newest versions allowed by pyproject.toml in a scratch venv and
 # record every transitive pin in constraints.txt. Run after changing dependencies.
