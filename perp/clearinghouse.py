@@ -1038,6 +1038,9 @@ class Clearinghouse:
         m.impact_ask = e.impact_ask
 
     def _apply_fill(self, e: FillSettled) -> None:
+        fees = fill_fees(e.notional_quote, self.markets[e.market_id].params.fees)
+        if (fees.maker_fee_quote, fees.taker_fee_quote, fees.insurance_quote) != tuple(e[11:14]):
+            raise InvariantViolation(f"fill fees disagree with the market's schedule: {e!r}")
         results = self._settle_fill(
             e.ts_ns,
             e.market_id,

@@ -504,3 +504,17 @@ def test_a_tampered_fill_fails_the_fold() -> None:
     with pytest.raises(InvariantViolation, match="fill replay disagrees"):
         for e in journal:
             folded.apply(e)
+
+
+def test_a_fill_with_fees_off_the_schedule_fails_the_fold() -> None:
+    run = listed()
+    run(PlaceOrder(M, 1, 0, Side.ASK, 100 * TICK, 2 * LOT))
+    run(PlaceOrder(M, 2, 0, Side.BID, 100 * TICK, 2 * LOT))
+    journal = [
+        e._replace(taker_fee_quote=e.taker_fee_quote - 1) if type(e) is FillSettled else e
+        for e in run.journal
+    ]
+    folded = Clearinghouse()
+    with pytest.raises(InvariantViolation, match="fill fees disagree"):
+        for e in journal:
+            folded.apply(e)
