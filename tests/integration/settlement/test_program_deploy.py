@@ -40,6 +40,7 @@ from spl.token.instructions import (
 )
 
 from localnet.server import LocalnetServer
+from settlement.toolchain import build
 from settlement.toolchain.loader_v3 import (
     BUFFER_METADATA_BYTES,
     LOADER_V3,
@@ -48,6 +49,7 @@ from settlement.toolchain.loader_v3 import (
     deploy_steps,
     programdata_address,
 )
+from settlement.toolchain.sbf_linker import link
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -133,6 +135,45 @@ def test_real_loader_v3_accepts_every_committed_program(so: Path) -> None:
     error = deploy_raw(svm, so.read_bytes(), payer, Keypair())
     # Assert
     assert error is None, error
+
+
+@pytest.mark.skipif(build.find_clang() is None, reason="clang-19 absent: no fresh objects")
+@pytest.mark.parametrize(
+    ("source", "logs"),
+    [
+        ("unsigned long long entrypoint(const unsigned char *in) { return in[0] & 0; }", []),
+        (
+            '#include "perpdex_sol.h"\n'
+            'static const char *const WORDS[] = {"first", "second"};\n'
+            "uint64_t entrypoint(const uint8_t *in) { sol_log(WORDS[1 + (in[0] & 0)]); return 0; }",
+            ["Program log: second"],
+        ),
+    ],
+    ids=["no-syscalls-no-rodata", "rodata-pointer-table"],
+)
+def test_real_loader_v3_runs_freshly_linked_edge_cases(
+    source: str, logs: list[str], tmp_path: Path
+) -> None:
+    # Arrange
+    clang = build.find_clang()
+    assert clang is not None
+    (tmp_path / "edge.c").write_text(source)
+    obj = build.compile_source(clang, str(tmp_path / "edge.c"), tmp_path / "edge.o")
+    elf = link([("edge.o", obj)]).elf
+    svm = loader_v3_svm()
+    payer, program = Keypair(), Keypair()
+    svm.airdrop(payer.pubkey(), 100 * SOL)
+    # Act
+    error = deploy_raw(svm, elf, payer, program)
+    svm.warp_to_slot(svm.get_clock().slot + 1)
+    ix = Instruction(program.pubkey(), b"", [AccountMeta(payer.pubkey(), True, True)])
+    result = svm.send_transaction(
+        Transaction([payer], Message([ix], payer.pubkey()), svm.latest_blockhash())
+    )
+    # Assert
+    assert error is None, error
+    assert not isinstance(result, FailedTransactionMetadata), result
+    assert all(line in result.logs() for line in logs)
 
 
 def test_real_loader_v3_rejects_a_32_bit_jump() -> None:
