@@ -39,26 +39,21 @@ from pathlib import Path
 from typing import Any
 
 from bench.workload import ADD, QUICK_OPS, Op, generate
-from exchange.core.commands import CancelOrder, CreateMarket
+from exchange.core.commands import CreateMarket
 from exchange.core.errors import RejectCode
 from exchange.core.events import (
-    OrderAccepted,
-    OrderCanceled,
     OrderRejected,
-    OrderRested,
     TradeExecuted,
 )
 from exchange.core.market import MarketSpec
 from exchange.core.state import ExchangeCore
 from exchange.core.units import U64_MAX
-from exchange.engine.fastpath import FastPipeline
+from exchange.engine.fastpath import FastPipeline, ReferencePipeline
 from exchange.engine.journal import Journal
 from perp.ledger import Ledger
-from perp.margin_check import OpenOrders, order_margin_shortfall
 from perp.math.fees import FeeSchedule
 from perp.math.margin import MarginSchedule, MarginTier
-from perp.position import Position
-from perp.risk_gate import AccountRiskState, MarketStatus, OrderIntent, RiskLimits, check_order
+from perp.risk_gate import RiskLimits
 
 USD = 1_000_000
 ACCOUNTS = 1_000
@@ -212,116 +207,21 @@ def run_fast_profiled(
 
 
 # ---------------------------------------------------------------- the pure-Python pipeline
-class PythonPipeline:
-    """``ExchangeCore`` + the Python gate and margin + ``Ledger`` + ``Journal.append``."""
+class PythonPipeline(ReferencePipeline):
+    """The pure-Python pipeline on this benchmark's market and accounts."""
 
     def __init__(self, url: str, seed: int) -> None:
-        self.core = ExchangeCore()
-        self.out = self.core.execute(_create_cmd(), 0)
-        self.journal = Journal(url)
-        self.journal.append(self.out)
-        self.out = []
-        self.ledger = Ledger()
-        self.deposited = deposits(seed)
-        for account, amount in enumerate(self.deposited):
-            self.ledger.deposit(account, amount)
-        self.rate = [AccountRiskState()] * ACCOUNTS
-        self.resting: dict[int, list[int]] = {}  # order id -> [account, side, lots]
-        self.exposure = [[0, 0] for _ in range(ACCOUNTS)]
-        self.mid = SPEC.market_id
-        self.qptl = SPEC.quote_per_tick_lot
-
-    def place(self, account: int, side: int, price_ticks: int, lots: int, ts: int) -> int:
-        base, price = lots * SPEC.lot_size, price_ticks * SPEC.tick_size
-        led = self.ledger
-        position = led.position(account, self.mid)
-        bid, ask = self.exposure[account]
-        shortfall = order_margin_shortfall(
-            led.collateral[account],
-            {0: Position(position.base, position.entry_quote)},
-            {0: OpenOrders(bid, ask)},
-            {0: MARK_PRICE},
-            {0: SCHEDULE},
-            market_id=0,
-            is_bid=side == 0,
-            base=base,
-            price=price,
-            taker_fee_ppm=FEES.taker_ppm,
-        )
-        result = check_order(
-            OrderIntent(side == 0, base, price, False, False),
-            now_ns=ts,
-            status=MarketStatus.ACTIVE,
+        super().__init__(
+            SPEC,
+            accounts=ACCOUNTS,
             limits=LIMITS,
-            state=self.rate[account],
-            position_base=position.base,
+            schedule=SCHEDULE,
+            fees=FEES,
+            mark_price=MARK_PRICE,
             oracle_price=MARK_PRICE,
-            day_loss_quote=self.deposited[account] - led.collateral[account],
-            margin_shortfall_quote=shortfall,
+            journal_url=url,
+            deposits=deposits(seed),
         )
-        self.rate[account] = result.state
-        out = self.out
-        if result.code is not None:
-            self.core.reject(out, ts, self.mid, 0, 0, account + 1, 0, result.code, result.message)
-            return -int(result.code)
-        start = len(out)
-        self.core.place_order(self.mid, account + 1, 0, side, price, base, ts_ns=ts, out=out)
-        return self._apply(start)
-
-    def cancel(self, account: int, order_id: int, ts: int) -> None:
-        start = len(self.out)
-        self.core.cancel_order(CancelOrder(self.mid, account + 1, 0, order_id), ts, self.out)
-        self._apply(start)
-
-    def _apply(self, start: int) -> int:
-        accepted = 0
-        lot = SPEC.lot_size
-        for e in self.out[start:]:
-            kind = type(e)
-            if kind is OrderAccepted:
-                accepted = e.order_id
-                self.resting[e.order_id] = [e.owner_id - 1, e.side, 0]
-            elif kind is OrderRested:
-                r = self.resting[e.order_id]
-                r[2] = e.num_base_lots
-                self.exposure[r[0]][r[1]] += e.num_base_lots * lot
-            elif kind is TradeExecuted:
-                r = self.resting[e.maker_order_id]
-                r[2] -= e.num_base_lots
-                self.exposure[r[0]][r[1]] -= e.num_base_lots * lot
-                self.ledger.trade(
-                    self.mid,
-                    e.maker_owner_id - 1,
-                    e.taker_owner_id - 1,
-                    e.taker_side == 0,
-                    e.num_base_lots * lot,
-                    e.price_ticks * e.num_base_lots * self.qptl,
-                    FEES,
-                )
-            elif kind is OrderCanceled:
-                gone = self.resting.get(e.order_id)
-                if gone is not None and gone[2] > 0:
-                    self.exposure[gone[0]][gone[1]] -= gone[2] * lot
-                    gone[2] = 0
-        return accepted
-
-    def flush(self) -> None:
-        if self.out:
-            self.journal.append(self.out)
-            self.out = []
-
-
-def _create_cmd() -> CreateMarket:
-    return CreateMarket(
-        SPEC.market_id,
-        SPEC.symbol,
-        SPEC.tick_size,
-        SPEC.lot_size,
-        SPEC.min_size_lots,
-        SPEC.max_size_lots,
-        SPEC.max_price_ticks,
-        SPEC.max_open_orders_per_account,
-    )
 
 
 def run_python_ops(
@@ -342,29 +242,6 @@ def run_python_ops(
 
 
 # ---------------------------------------------------------------- checks
-def fast_state(pipe: FastPipeline) -> dict[str, Any]:
-    return {
-        "collateral": pipe.collateral(),
-        "positions": pipe.positions(),
-        "exposure": pipe.exposures(),
-        "fee_pool": pipe.fee_pool_quote,
-        "insurance": pipe.insurance_fund_quote,
-    }
-
-
-def python_state(pipe: PythonPipeline) -> dict[str, Any]:
-    led, mid = pipe.ledger, SPEC.market_id
-    return {
-        "collateral": [led.collateral[a] for a in range(ACCOUNTS)],
-        "positions": [
-            (led.position(a, mid).base, led.position(a, mid).entry_quote) for a in range(ACCOUNTS)
-        ],
-        "exposure": [tuple(x) for x in pipe.exposure],
-        "fee_pool": led.fee_pool_quote,
-        "insurance": led.insurance_fund_quote,
-    }
-
-
 def ledger_replay(url: str, seed: int) -> tuple[Ledger, int]:
     """The journal read back, its fills booked by ``perp.ledger.Ledger``."""
     ledger = Ledger()
@@ -391,7 +268,7 @@ def check_against_ledger(pipe: FastPipeline, url: str, seed: int) -> dict[str, A
     ledger, n_events = ledger_replay(url, seed)
     if ledger.conservation_gap() != 0:
         raise RuntimeError(f"ledger: expected conservation gap 0, got {ledger.conservation_gap()}")
-    fast = fast_state(pipe)
+    fast = pipe.state()
     mid = SPEC.market_id
     for a in range(ACCOUNTS):
         p = ledger.position(a, mid)
@@ -491,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             lambda: spent.update(run_fast_profiled(pipe2, w.ops, acct, ids2, start_op))
         )
         pipe2.close()
-        if fast_state(pipe2) != fast_state(pipe):
+        if pipe2.state() != pipe.state():
             raise RuntimeError("instrumented pass: expected the clean run's end state")
         total = sum(spent.values())
         figures["breakdown_us_per_op"] = {k: round(v / 1e3 / n_ops, 3) for k, v in spent.items()}
@@ -505,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ids_py = [0] * (w.n_adds + 1)
         run_python_ops(py, w.warmup, acct, ids_py, 0)
         py_s = _timed(lambda: run_python_ops(py, sub, acct, ids_py, start_op))
-        py.journal.close()
+        py.close()
         url3 = f"sqlite:///{root / 'fast-subset.sqlite'}"
         pipe3 = fast_pipeline(url3, w.n_adds, args.seed)
         ids3 = [0] * (w.n_adds + 1)
@@ -517,7 +394,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             pipe3.close()
 
         fast_sub_s = _timed(fast_subset)
-        if fast_state(pipe3) != python_state(py):
+        if pipe3.state() != py.state():
             raise RuntimeError("subset: expected the fast and Python pipelines to end equal")
         with Journal(url3, read_only=True) as j3, Journal(url_py, read_only=True) as jp:
             events_fast, events_py = list(j3.read()), list(jp.read())

@@ -48,8 +48,15 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
+from exchange.core.commands import CancelOrder, CreateMarket
 from exchange.core.errors import ExchangeError
-from exchange.core.events import OrderRejected
+from exchange.core.events import (
+    OrderAccepted,
+    OrderCanceled,
+    OrderRejected,
+    OrderRested,
+    TradeExecuted,
+)
 from exchange.core.fastbook import (
     K_ACC,
     K_CANCEL,
@@ -61,6 +68,7 @@ from exchange.core.fastbook import (
     FastMarket,
 )
 from exchange.core.market import MarketSpec
+from exchange.core.state import ExchangeCore
 from exchange.core.units import BASE_PRECISION
 from exchange.engine.journal import BINARY_MAGIC, Journal
 from perp.fastrisk import (
@@ -97,9 +105,12 @@ from perp.fastrisk import (
     risk_message,
     view,
 )
+from perp.ledger import Ledger
+from perp.margin_check import OpenOrders, order_margin_shortfall
 from perp.math.fees import FeeSchedule
 from perp.math.margin import MarginSchedule
-from perp.risk_gate import RiskLimits
+from perp.position import Position
+from perp.risk_gate import AccountRiskState, MarketStatus, OrderIntent, RiskLimits, check_order
 
 FORMAT_VERSION = 1
 _HEADER = struct.Struct("<4s10q")
@@ -695,6 +706,16 @@ class FastPipeline:
         p = self.risk.pos[:, 0]
         return list(zip(p[:, Q_BID].tolist(), p[:, Q_ASK].tolist()))
 
+    def state(self) -> dict[str, Any]:
+        """As ``ReferencePipeline.state``."""
+        return {
+            "collateral": self.collateral(),
+            "positions": self.positions(),
+            "exposure": self.exposures(),
+            "fee_pool": self.fee_pool_quote,
+            "insurance": self.insurance_fund_quote,
+        }
+
     @property
     def fee_pool_quote(self) -> int:
         return int(self.aux[X_FEE_POOL])
@@ -706,6 +727,160 @@ class FastPipeline:
     @property
     def fills(self) -> tuple[int, int]:
         return int(self.aux[X_TRADES]), int(self.aux[X_LOTS])
+
+
+class ReferencePipeline:
+    """The pure-Python pipeline ``FastPipeline`` must equal: ``ExchangeCore`` (which records
+    ``MarketCreated`` first), ``perp.margin_check`` + ``perp.risk_gate``, ``perp.ledger.Ledger``
+    and ``Journal.append`` of the events, one group per ``flush``. The day loss is the
+    account's deposits minus its collateral (fills and fees are all that move it here)."""
+
+    def __init__(
+        self,
+        spec: MarketSpec,
+        *,
+        accounts: int,
+        limits: RiskLimits,
+        schedule: MarginSchedule,
+        fees: FeeSchedule,
+        mark_price: int,
+        oracle_price: int,
+        journal_url: str,
+        deposits: Sequence[int],
+    ) -> None:
+        self.spec, self.limits, self.schedule, self.fees = spec, limits, schedule, fees
+        self.mark, self.oracle = mark_price, oracle_price
+        self.core = ExchangeCore()
+        self.out: list[Any] = []
+        self.core.execute(
+            CreateMarket(
+                spec.market_id,
+                spec.symbol,
+                spec.tick_size,
+                spec.lot_size,
+                spec.min_size_lots,
+                spec.max_size_lots,
+                spec.max_price_ticks,
+                spec.max_open_orders_per_account,
+            ),
+            0,
+            self.out,
+        )
+        self.journal = Journal(journal_url)
+        self.flush()
+        self.ledger = Ledger()
+        self.deposited = list(deposits)
+        for account, amount in enumerate(self.deposited):
+            if amount:
+                self.ledger.deposit(account, amount)
+        self.rate = [AccountRiskState()] * accounts
+        self.resting: dict[int, list[int]] = {}  # order id -> [account, side, lots]
+        self.exposure = [[0, 0] for _ in range(accounts)]
+
+    def place(self, account: int, side: int, price_ticks: int, lots: int, ts_ns: int) -> int:
+        """As ``FastPipeline.place``: the order id, or minus the gate's reject code."""
+        spec, led = self.spec, self.ledger
+        base, price = lots * spec.lot_size, price_ticks * spec.tick_size
+        position = led.position(account, spec.market_id)
+        bid, ask = self.exposure[account]
+        shortfall = order_margin_shortfall(
+            led.collateral.get(account, 0),
+            {0: Position(position.base, position.entry_quote)},
+            {0: OpenOrders(bid, ask)},
+            {0: self.mark},
+            {0: self.schedule},
+            market_id=0,
+            is_bid=side == 0,
+            base=base,
+            price=price,
+            taker_fee_ppm=self.fees.taker_ppm,
+        )
+        result = check_order(
+            OrderIntent(side == 0, base, price, False, False),
+            now_ns=ts_ns,
+            status=MarketStatus.ACTIVE,
+            limits=self.limits,
+            state=self.rate[account],
+            position_base=position.base,
+            oracle_price=self.oracle,
+            day_loss_quote=self.deposited[account] - led.collateral.get(account, 0),
+            margin_shortfall_quote=shortfall,
+        )
+        self.rate[account] = result.state
+        out = self.out
+        if result.code is not None:
+            self.core.reject(
+                out, ts_ns, spec.market_id, 0, 0, account + 1, 0, result.code, result.message
+            )
+            return -int(result.code)
+        start = len(out)
+        self.core.place_order(
+            spec.market_id, account + 1, 0, side, price, base, ts_ns=ts_ns, out=out
+        )
+        return self._apply(start)
+
+    def cancel(self, account: int, order_id: int, ts_ns: int) -> None:
+        start = len(self.out)
+        self.core.cancel_order(
+            CancelOrder(self.spec.market_id, account + 1, 0, order_id), ts_ns, self.out
+        )
+        self._apply(start)
+
+    def _apply(self, start: int) -> int:
+        accepted = 0
+        lot, mid, qptl = self.spec.lot_size, self.spec.market_id, self.spec.quote_per_tick_lot
+        for e in self.out[start:]:
+            kind = type(e)
+            if kind is OrderAccepted:
+                accepted = e.order_id
+                self.resting[e.order_id] = [e.owner_id - 1, e.side, 0]
+            elif kind is OrderRested:
+                r = self.resting[e.order_id]
+                r[2] = e.num_base_lots
+                self.exposure[r[0]][r[1]] += e.num_base_lots * lot
+            elif kind is TradeExecuted:
+                r = self.resting[e.maker_order_id]
+                r[2] -= e.num_base_lots
+                self.exposure[r[0]][r[1]] -= e.num_base_lots * lot
+                self.ledger.trade(
+                    mid,
+                    e.maker_owner_id - 1,
+                    e.taker_owner_id - 1,
+                    e.taker_side == 0,
+                    e.num_base_lots * lot,
+                    e.price_ticks * e.num_base_lots * qptl,
+                    self.fees,
+                )
+            elif kind is OrderCanceled:
+                gone = self.resting.get(e.order_id)
+                if gone is not None and gone[2] > 0:
+                    self.exposure[gone[0]][gone[1]] -= gone[2] * lot
+                    gone[2] = 0
+        return accepted
+
+    def flush(self) -> None:
+        """Journal the events since the last flush as one durable batch."""
+        if self.out:
+            self.journal.append(self.out)
+            self.out = []
+
+    def close(self) -> None:
+        self.flush()
+        self.journal.close()
+
+    def state(self) -> dict[str, Any]:
+        """Collateral, (base, entry quote), resting (bid, ask) base per account; pools."""
+        led, mid = self.ledger, self.spec.market_id
+        n = len(self.exposure)
+        return {
+            "collateral": [led.collateral.get(a, 0) for a in range(n)],
+            "positions": [
+                (led.position(a, mid).base, led.position(a, mid).entry_quote) for a in range(n)
+            ],
+            "exposure": [tuple(x) for x in self.exposure],
+            "fee_pool": led.fee_pool_quote,
+            "insurance": led.insurance_fund_quote,
+        }
 
 
 def events_of(batches: Sequence[bytes]) -> list[Any]:
@@ -720,6 +895,7 @@ __all__ = [
     "BINARY_MAGIC",
     "FastPathError",
     "FastPipeline",
+    "ReferencePipeline",
     "decode_payload",
     "events_of",
 ]
