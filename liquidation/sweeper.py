@@ -250,6 +250,7 @@ class Sweeper:
         self.row_len = np.zeros(n, dtype=np.int64)
         self.row_cap = np.zeros(n, dtype=np.int64)
         self.account_exact = np.zeros(n, dtype=np.bool_)
+        self.exact_slots = np.zeros(n, dtype=np.int64)  # slots outside the screen's bounds
         self.collateral = np.zeros(n, dtype=np.int64)
         self.collateral_u = np.zeros(n, dtype=np.int64)
 
@@ -269,6 +270,7 @@ class Sweeper:
         "row_len",
         "row_cap",
         "account_exact",
+        "exact_slots",
         "collateral",
         "collateral_u",
     )
@@ -353,12 +355,11 @@ class Sweeper:
         self.slot_entry_u[slot] = np.where(exact, 0, entry_u)
         self.slot_exact[slot] = exact
         self.collateral[:] = collateral_quote
-        collateral_u = _units_vector(self.collateral)
-        big = np.abs(collateral_u) >= MAX_TERM
-        self.collateral_u[:] = np.where(big, 0, collateral_u)
+        collateral_u = _units_vector(self.collateral)  # an i64 is < 2^53 u: always in bounds
+        self.collateral_u[:] = collateral_u
         owner = np.repeat(np.arange(n), counts)
-        self.account_exact[:] = big
-        self.account_exact[owner[exact]] = True
+        self.exact_slots[:] = np.bincount(owner[exact], minlength=n)
+        self.account_exact[:] = self.exact_slots > 0
 
     # ---------------------------------------------------------------- updates
     def set_collateral(self, account_id: int, collateral_quote: int) -> None:
@@ -366,9 +367,7 @@ class Sweeper:
         self._ensure_account(account_id)
         _check_i64("collateral_quote", collateral_quote)
         self.collateral[account_id] = collateral_quote
-        units = quote_to_units(collateral_quote)
-        self.collateral_u[account_id] = units if abs(units) < MAX_TERM else 0
-        self._refresh_exact(account_id)
+        self.collateral_u[account_id] = quote_to_units(collateral_quote)  # < 2^53 u for any i64
 
     def set_position(self, account_id: int, market_id: int, position: Position) -> None:
         """The account's position in ``market_id`` after a fill or settlement (base 0 removes)."""
@@ -381,25 +380,26 @@ class Sweeper:
         _check_i64("entry_quote", position.entry_quote)
         start = int(self.row_start[account_id])
         length = int(self.row_len[account_id])
-        slot = next(
-            (i for i in range(start, start + length) if self.slot_market[i] == market_id), -1
-        )
+        row = self.slot_market[start : start + length].tolist()
+        slot = start + row.index(market_id) if market_id in row else -1
         if not position.base:
             if slot >= 0:  # move the row's last slot into the hole
+                self._count_exact(account_id, -int(self.slot_exact[slot]))
                 last = start + length - 1
                 for name in self._SLOT_ARRAYS:
                     array = getattr(self, name)
                     array[slot] = array[last]
                 self.row_len[account_id] = length - 1
-                self._refresh_exact(account_id)
             return
         if slot < 0:
             if length == self.row_cap[account_id]:
                 start = self._move_row(account_id)
             slot = start + length
             self.row_len[account_id] = length + 1
+            self.slot_exact[slot] = False
+        was_exact = int(self.slot_exact[slot])
         self._write_slot(slot, market_id, position)
-        self._refresh_exact(account_id)
+        self._count_exact(account_id, int(self.slot_exact[slot]) - was_exact)
 
     def _move_row(self, account_id: int) -> int:
         """Give a full row twice the room at the end of the slot arrays (the old slots are
@@ -433,13 +433,10 @@ class Sweeper:
         self.slot_entry_u[slot] = 0 if exact else entry_u
         self.slot_exact[slot] = exact
 
-    def _refresh_exact(self, account_id: int) -> None:
-        start = int(self.row_start[account_id])
-        end = start + int(self.row_len[account_id])
-        self.account_exact[account_id] = (
-            bool(self.slot_exact[start:end].any())
-            or abs(quote_to_units(int(self.collateral[account_id]))) >= MAX_TERM
-        )
+    def _count_exact(self, account_id: int, delta: int) -> None:
+        if delta:
+            self.exact_slots[account_id] += delta
+            self.account_exact[account_id] = self.exact_slots[account_id] > 0
 
     def update_market(
         self,
