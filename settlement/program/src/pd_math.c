@@ -114,6 +114,11 @@ uint64_t pd_funding_settle(int64_t base, const void *snapshot_i128, const void *
   pd_u128 delta = delta_negative ? (pd_u128)snapshot - (pd_u128)index_now
                                  : (pd_u128)index_now - (pd_u128)snapshot;
   uint64_t base_mag = pd_abs_i64(base);
+  if (base_mag == 0 || delta == 0) { /* nothing owed: skip the 192-bit division */
+    out->payment_quote = 0;
+    out->surplus_numerator = 0;
+    return PD_SUCCESS;
+  }
   /* |x| = |base| x |delta| in three 64-bit limbs (w2:w1:w0) */
   pd_u128 low = pd_mul_u64_wide(base_mag, pd_u128_lo(delta));
   pd_u128 high = pd_mul_u64_wide(base_mag, pd_u128_hi(delta));
