@@ -20,8 +20,10 @@ The TWAP used by the deviation guard is over the readings before the new one
 
 :class:`OracleFeed` runs an :class:`~oracle_feeds.stream.OracleStream` (websocket, reconnects)
 for every market's accounts, feeds the selector, rechecks every ``recheck_interval_s`` with the
-cluster slot read over JSON-RPC ``getSlot``, and hands each update to ``on_update`` (the
-engine turns it into its oracle command: :meth:`IndexPriceUpdate.command_fields`).
+cluster slot read over JSON-RPC ``getSlot``, and hands each update to ``on_update``. The
+engine turns one into its ``UpdateOraclePrice`` command with
+``exchange.engine.oracle_port.oracle_command(u.market_id, u.reading, u.verdict(TRADING))``
+(the same fields as :meth:`IndexPriceUpdate.command_fields`).
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class IndexPriceUpdate:
     valid: bool
     verdicts: tuple[tuple[OracleAction, Verdict], ...]
     twap: int | None
+    reading: OraclePrice  # the parsed reading itself (what the engine's oracle port takes)
 
     def verdict(self, action: OracleAction) -> Verdict:
         return dict(self.verdicts)[action]
@@ -257,6 +260,7 @@ class IndexPriceSelector:
             valid=chosen is not None,
             verdicts=tuple(sorted(verdicts.items())),
             twap=src.twap,
+            reading=price,
         )
 
 

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from solders.pubkey import Pubkey
 
+from exchange.core.commands import CreateMarket
+from exchange.core.events import OraclePriceUpdated
+from exchange.engine.config import EngineConfig
+from exchange.engine.journal import Journal
+from exchange.engine.oracle_port import oracle_command
+from exchange.engine.sequencer import Engine
 from localnet.cluster import EmbeddedCluster
 from localnet.server import LocalnetServer
 from oracle_feeds.feed import IndexPriceUpdate, MarketOracle, OracleFeed
@@ -156,3 +163,68 @@ async def test_feed_hands_validated_index_prices_per_market_and_falls_back(
         assert again[0].role == "primary" and again[0].valid
         assert again[0].price == published[key(1)].price
         assert again[1].valid and again[1].price == published[key(3)].price
+
+
+async def test_feed_drives_the_engine_through_the_oracle_port(
+    server: LocalnetServer, cluster: EmbeddedCluster, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Publisher -> cluster -> websocket -> OracleFeed -> oracle port -> Engine.process: the
+    journaled OraclePriceUpdated carries exactly what was published; a stale oracle halts."""
+    publisher = SimulatedPublisher(
+        cluster,
+        [SimulatedFeed(key(5), OracleSource.PYTH_PULL, walk(5, 150_000_000), feed_id=FEED_ID)],
+    )
+    engine = Engine(EngineConfig(data_dir=tmp_path))
+    engine.process([CreateMarket(0, "SOL-PERP", 1_000_000, 1_000_000_000)])
+    journaled: list[OraclePriceUpdated] = []
+
+    def to_engine(update: IndexPriceUpdate) -> None:
+        command = oracle_command(
+            update.market_id, update.reading, update.verdict(OracleAction.TRADING)
+        )
+        [events] = engine.process([command])
+        journaled.extend(e for e in events if isinstance(e, OraclePriceUpdated))
+
+    market = MarketOracle(
+        market_id=0,
+        primary=StreamFeed(key(5), OracleSource.PYTH_PULL, expected_feed_id=FEED_ID),
+        guards=GUARDS,
+    )
+    feed = OracleFeed(
+        server.ws_url,
+        server.rpc_url,
+        [market],
+        on_update=to_engine,
+        now_s=clock,
+        recheck_interval_s=10.0,
+    )
+    try:
+        async with feed:
+            await asyncio.wait_for(feed.stream.subscribed.wait(), TIMEOUT)
+            published = []
+            for _ in range(3):
+                clock.advance(0.4)
+                published.extend(publisher.publish_once())
+                await wait_for_count(journaled, len(published))
+            assert [
+                (e.price, e.confidence, e.slot, e.publish_time_s, e.valid) for e in journaled
+            ] == [(p.price, p.confidence, p.slot, p.publish_time_s, True) for p in published]
+            cluster.warp(26)
+            await feed.recheck_now()
+            await wait_for_count(journaled, 4)
+            assert journaled[-1].valid is False  # the engine's breaker halts on it
+        replayed = Journal.for_data_dir(tmp_path, read_only=True)
+        try:
+            kinds = [type(e).__name__ for e in replayed.read()]
+        finally:
+            replayed.close()
+        assert kinds.count("OraclePriceUpdated") == 4
+    finally:
+        engine.close()
+
+
+async def wait_for_count(items: list[OraclePriceUpdated], n: int) -> None:
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while len(items) < n:
+        assert asyncio.get_running_loop().time() < deadline, f"{len(items)} of {n} arrived"
+        await asyncio.sleep(0.005)
