@@ -2,7 +2,8 @@
 
 create buffer + InitializeBuffer -> Write chunks -> create program account + DeployWithMaxDataLen.
 Each step is a list of instructions with the keypairs that must sign it, so any client (solana-py
-against a cluster's RPC, or a LiteSVM directly) can send them.
+against a cluster's RPC, or a LiteSVM directly) can send them; `deploy_over_rpc` sends them all
+through solana-py.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from solana.rpc.async_api import AsyncClient
+from solana.rpc.types import TxOpts
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
+from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.system_program import CreateAccountParams, create_account
 from solders.sysvar import CLOCK, RENT
+from solders.transaction import Transaction
 
 LOADER_V3 = Pubkey.from_string("BPFLoaderUpgradeab1e11111111111111111111111")
 SYSTEM_PROGRAM = Pubkey.from_string("11111111111111111111111111111111")
@@ -109,3 +114,46 @@ def deploy_steps(
     )
     steps.append(DeployStep([create_program, deploy], [payer, program]))
     return steps
+
+
+class DeployError(RuntimeError):
+    """A deploy transaction failed; the message carries its error and logs."""
+
+
+async def deploy_over_rpc(
+    client: AsyncClient,
+    elf: bytes,
+    *,
+    payer: Keypair,
+    program: Keypair,
+    max_data_len: int | None = None,
+) -> Pubkey:
+    """Deploy `elf` at `program.pubkey()` through a cluster's JSON-RPC (solana-py), like
+    `solana program deploy`: every transaction confirmed in order. Returns the program id."""
+    buffer = Keypair()
+    buffer_rent = await client.get_minimum_balance_for_rent_exemption(
+        BUFFER_METADATA_BYTES + len(elf)
+    )
+    program_rent = await client.get_minimum_balance_for_rent_exemption(PROGRAM_ACCOUNT_BYTES)
+    steps = deploy_steps(
+        elf,
+        payer=payer,
+        program=program,
+        buffer=buffer,
+        buffer_rent_lamports=buffer_rent.value,
+        program_rent_lamports=program_rent.value,
+        max_data_len=max_data_len,
+    )
+    for number, step in enumerate(steps):
+        blockhash = (await client.get_latest_blockhash()).value.blockhash
+        tx = Transaction(step.signers, Message(step.instructions, payer.pubkey()), blockhash)
+        signature = (await client.send_transaction(tx, opts=TxOpts(skip_preflight=True))).value
+        status = (await client.confirm_transaction(signature)).value[0]
+        if status is None or status.err is not None:
+            got = (await client.get_transaction(signature)).value
+            logs = got.transaction.meta.log_messages if got and got.transaction.meta else None
+            raise DeployError(
+                f"deploy step {number + 1}/{len(steps)} failed: expected success, got "
+                f"{status.err if status else 'no status'}; logs {logs}"
+            )
+    return program.pubkey()

@@ -46,6 +46,8 @@ from settlement.toolchain.loader_v3 import (
     LOADER_V3,
     PROGRAM_ACCOUNT_BYTES,
     SYSTEM_PROGRAM,
+    DeployError,
+    deploy_over_rpc,
     deploy_steps,
     programdata_address,
 )
@@ -254,25 +256,9 @@ async def demo() -> AsyncIterator[Demo]:
             await client.confirm_transaction(
                 (await client.request_airdrop(payer.pubkey(), 100 * SOL)).value
             )
-            elf = DEMO_SO.read_bytes()
             program = Keypair.from_seed(bytes([2]) * 32)
-            buffer_rent = await client.get_minimum_balance_for_rent_exemption(
-                BUFFER_METADATA_BYTES + len(elf)
-            )
-            program_rent = await client.get_minimum_balance_for_rent_exemption(
-                PROGRAM_ACCOUNT_BYTES
-            )
+            await deploy_over_rpc(client, DEMO_SO.read_bytes(), payer=payer, program=program)
             d = Demo(server, client, clock, payer, program.pubkey())
-            for step in deploy_steps(
-                elf,
-                payer=payer,
-                program=program,
-                buffer=Keypair(),
-                buffer_rent_lamports=buffer_rent.value,
-                program_rent_lamports=program_rent.value,
-            ):
-                outcome = await d.send(step.instructions, step.signers)
-                assert outcome.err is None, outcome.logs
             clock.now += 0.4  # a freshly deployed program is callable from the next slot
             yield d
         finally:
@@ -475,3 +461,13 @@ async def test_clock_heap_and_errors(demo: Demo) -> None:
     assert "MissingRequiredSignature" in str(builtin.err)
     assert any("Panicked in toolchain_demo.c" in line for line in panic.logs)
     assert "InvalidInstructionData" in str(unknown.err)
+
+
+async def test_deploy_over_rpc_reports_a_failing_step(demo: Demo) -> None:
+    # Arrange: the program account already exists (the demo's own id)
+    program = Keypair.from_seed(bytes([2]) * 32)
+    # Act
+    with pytest.raises(DeployError) as info:
+        await deploy_over_rpc(demo.client, DEMO_SO.read_bytes(), payer=demo.payer, program=program)
+    # Assert
+    assert "failed: expected success" in str(info.value)
