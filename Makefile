@@ -30,7 +30,9 @@ $(STAMP):
 run: install
 	$(BIN)/perpdex run
 
-test: install
+# The on-chain programs are rebuilt first (clang-19 from apt when missing) and must match
+# the committed bytes, so CI catches a .so that no longer follows from its sources.
+test: install program-check
 	@$(BIN)/python -m pytest -q -x --timeout=600
 
 bench: install
