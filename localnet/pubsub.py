@@ -1,7 +1,10 @@
 """Solana PubSub (websocket JSON-RPC) for an `EmbeddedCluster` (aiohttp).
 
-Supported: accountSubscribe, programSubscribe, signatureSubscribe, slotSubscribe, logsSubscribe
-and their *Unsubscribe counterparts. Notifications are sent at "processed" time (the embedded
+Supported: accountSubscribe, programSubscribe, signatureSubscribe, slotSubscribe, logsSubscribe,
+rootSubscribe, slotsUpdatesSubscribe and their *Unsubscribe counterparts. blockSubscribe and
+voteSubscribe answer "Method not found", as on a validator started without
+--rpc-pubsub-enable-block-subscription / --rpc-pubsub-enable-vote-subscription (and one node
+does not vote). Notifications are sent at "processed" time (the embedded
 cluster reports everything as finalized at once). Commitment parameters are accepted and ignored.
 """
 
@@ -69,7 +72,7 @@ class _Connection:
 @dataclass
 class _Subscription:
     sub_id: int
-    kind: str  # account | program | signature | slot | logs
+    kind: str  # one of _KINDS
     conn: _Connection
     pubkey: Pubkey | None = None
     signature: Signature | None = None
@@ -185,8 +188,37 @@ class PubSubHub:
             for sub in self._by_kind("slot"):
                 result = {"parent": event.parent, "root": event.slot, "slot": event.slot}
                 sub.conn.send(_notification("slotNotification", sub.sub_id, result))
+            self._on_slot_done(event)
             return
         self._on_transaction(event)
+
+    def _on_slot_done(self, event: SlotEvent) -> None:
+        """A new bank for ``event.slot``; its parent's block is complete: frozen and rooted
+        (one node finalizes at once)."""
+        roots, updates = self._by_kind("root"), self._by_kind("slotsUpdates")
+        if not roots and not updates:
+            return
+        done = event.parent
+        if updates:
+            now_ms = self.cluster.unix_timestamp * 1000
+            records = self.cluster.block_records(done)
+            failed = sum(1 for r in records if r.err is not None)
+            stats = {
+                "numTransactionEntries": len(records),
+                "numSuccessfulTransactions": len(records) - failed,
+                "numFailedTransactions": failed,
+                "maxTransactionsPerEntry": 1 if records else 0,
+            }
+            messages = [
+                {"type": "createdBank", "slot": event.slot, "parent": done, "timestamp": now_ms},
+                {"type": "frozen", "slot": done, "timestamp": now_ms, "stats": stats},
+                {"type": "root", "slot": done, "timestamp": now_ms},
+            ]
+            for sub in updates:
+                for result in messages:
+                    sub.conn.send(_notification("slotsUpdatesNotification", sub.sub_id, result))
+        for sub in roots:
+            sub.conn.send(_notification("rootNotification", sub.sub_id, done))
 
     def _by_kind(self, kind: str) -> list[_Subscription]:
         return [s for s in self._subs.values() if s.kind == kind]
@@ -241,7 +273,7 @@ class PubSubHub:
         self._remove(sub.sub_id)  # signature subscriptions end after one notification
 
 
-_KINDS = ("account", "program", "signature", "slot", "logs")
+_KINDS = ("account", "program", "signature", "slot", "logs", "root", "slotsUpdates")
 
 
 def _logs_filter(raw: Any) -> Pubkey | None:

@@ -474,6 +474,39 @@ async def test_websocket_slot_subscribe_ticks(server: LocalnetServer, clock: Fak
         assert [(i.parent, i.slot) for i in got] == [(start, start + 1), (start + 1, start + 2)]
 
 
+async def test_websocket_root_and_slots_updates_follow_the_clock(
+    server: LocalnetServer, client: AsyncClient, clock: FakeClock
+) -> None:
+    alice = await funded(client)
+    async with connect(server.ws_url) as ws:
+        await ws.root_subscribe()
+        await ws_recv(ws)
+        await ws.slots_updates_subscribe()
+        await ws_recv(ws)
+        tx = await transfer_tx(client, alice, Keypair().pubkey(), SOL)
+        await client.send_transaction(tx)
+        busy = server.cluster.slot
+        clock.advance(0.4)  # the server's ticker starts the next slot within ~50 ms
+        got = [m for _ in range(4) for m in await ws_recv(ws)]
+        kinds = [type(m).__name__ for m in got]
+        assert sorted(kinds) == ["RootNotification"] + ["SlotUpdateNotification"] * 3
+        root = next(m for m in got if type(m).__name__ == "RootNotification")
+        assert root.result == busy
+        updates = {type(m.result).__name__: m.result for m in got if m is not root}
+        assert updates["SlotUpdateCreatedBank"].slot == busy + 1
+        assert updates["SlotUpdateCreatedBank"].parent == busy
+        frozen = updates["SlotUpdateFrozen"]
+        assert frozen.slot == busy and frozen.stats.num_successful_transactions == 1
+        assert updates["SlotUpdateRoot"].slot == busy
+    for unsupported in ("blockSubscribe", "voteSubscribe"):
+        req = {"jsonrpc": "2.0", "id": 1, "method": unsupported, "params": ["all"]}
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(server.ws_url) as raw:
+                await raw.send_str(json.dumps(req))
+                answer = json.loads((await asyncio.wait_for(raw.receive(), 3)).data)
+        assert answer["error"]["code"] == -32601
+
+
 async def test_websocket_bad_requests_get_errors_and_connection_keeps_serving(
     server: LocalnetServer,
 ) -> None:
