@@ -25,7 +25,7 @@ The screen is a bounded int64 over-approximation (never misses a liquidatable ac
   at 2^20; plus 2 u per position for the roundings. Below the first tier's end (floored to u)
   the first line alone is the maximum, so the other lines are evaluated only above it.
 * Bounds (checked in Python when a value enters the arrays): ``|bs| <= 2^28``,
-  ``|pe| < 2^29``, ``fe < 2^27``, ``rb < 2^33``, ``|collateral u|, |entry u| < 2^57``,
+  ``|pe| < 2^29``, ``fe < 2^27``, ``rb < 2^31``, ``|collateral u|, |entry u| < 2^57``,
   <= 16 markets. Then every product is < 2^62, a notional < 2^58, a line < 2^59, and each
   account's sums stay < 2^63: no int64 overflow.
   A value outside them marks its account (or market) "exact only": always a candidate.
@@ -52,7 +52,8 @@ UNIT_SHIFT = 31
 MAX_BS_BITS = 28
 MAX_PRICE_BITS = 29
 MAX_FUNDING_BITS = 27
-MAX_BASE_SHIFT = 33
+MAX_BASE_SHIFT = 31
+RB_MASK = (1 << MAX_BASE_SHIFT) - 1
 MAX_TERM = 1 << 57
 MAX_MARKETS = 16
 MAX_TIERS = 8
@@ -140,13 +141,9 @@ def _entry_units(entry_quote: int, base: int, snapshot: int) -> int:
 
 @njit(cache=True)
 def _screen_kernel(
-    row_start: np.ndarray,
-    row_len: np.ndarray,
-    account_exact: np.ndarray,
+    account_row: np.ndarray,
     collateral_u: np.ndarray,
-    slot_market: np.ndarray,
-    slot_bs: np.ndarray,
-    slot_rb: np.ndarray,
+    slot_packed: np.ndarray,
     slot_entry_u: np.ndarray,
     market_shift: np.ndarray,
     market_pe: np.ndarray,
@@ -159,26 +156,30 @@ def _screen_kernel(
     out: np.ndarray,
 ) -> int:
     """Write the accounts that may be below maintenance to ``out``; return how many.
-    ``market_state``: 0 screenable, 1 invalid oracle (skip the account), 2 exact only."""
+    ``account_row``: ``start << 6 | exact_only << 5 | length``; ``slot_packed``:
+    ``bs << 35 | rb << 4 | market``; ``market_state``: 0 screenable, 1 invalid oracle (skip
+    the account), 2 exact only."""
     count = 0
-    for a in range(row_start.shape[0]):
+    for a in range(account_row.shape[0]):
+        row = account_row[a]
+        start = row >> 6
+        exact = (row >> 5) & 1 == 1
         equity = collateral_u[a]
         requirement = 0
-        exact = account_exact[a]
         skip = False
-        start = row_start[a]
-        for i in range(start, start + row_len[a]):
-            m = slot_market[i]
+        for i in range(start, start + (row & 31)):
+            packed = slot_packed[i]
+            m = packed & 15
             state = market_state[m]
             if state == 1:
                 skip = True
                 break
             if state == 2:
                 exact = True
-            bs = slot_bs[i]
+            bs = packed >> 35
             pe = market_pe[m]
             abs_bs = bs if bs >= 0 else -bs
-            value = bs * pe + ((slot_rb[i] * pe) >> market_shift[m])
+            value = bs * pe + ((((packed >> 4) & RB_MASK) * pe) >> market_shift[m])
             equity += value + slot_entry_u[i] - abs_bs - 4
             notional = (value if value >= 0 else -value) + (abs_bs + 1) * (market_fe[m] + 1) + 2
             hi = notional >> 20
@@ -246,6 +247,7 @@ class Sweeper:
 
     # ---------------------------------------------------------------- storage
     def _alloc_accounts(self, n: int) -> None:
+        self.account_row = np.zeros(n, dtype=np.int64)  # the kernel's packed copy of the row
         self.row_start = np.zeros(n, dtype=np.int64)
         self.row_len = np.zeros(n, dtype=np.int64)
         self.row_cap = np.zeros(n, dtype=np.int64)
@@ -260,12 +262,12 @@ class Sweeper:
         self.slot_entry = np.zeros(n, dtype=np.int64)
         self.slot_snap_hi = np.zeros(n, dtype=np.int64)
         self.slot_snap_lo = np.zeros(n, dtype=np.int64)
-        self.slot_bs = np.zeros(n, dtype=np.int64)
-        self.slot_rb = np.zeros(n, dtype=np.int64)
+        self.slot_packed = np.zeros(n, dtype=np.int64)
         self.slot_entry_u = np.zeros(n, dtype=np.int64)
         self.slot_exact = np.zeros(n, dtype=np.bool_)
 
     _ACCOUNT_ARRAYS = (
+        "account_row",
         "row_start",
         "row_len",
         "row_cap",
@@ -280,8 +282,7 @@ class Sweeper:
         "slot_entry",
         "slot_snap_hi",
         "slot_snap_lo",
-        "slot_bs",
-        "slot_rb",
+        "slot_packed",
         "slot_entry_u",
         "slot_exact",
     )
@@ -303,6 +304,7 @@ class Sweeper:
         for a in range(self.n_accounts, account_id + 1):
             self.row_start[a] = self.n_slots
             self.row_cap[a] = self.row_capacity
+            self.account_row[a] = self.n_slots << 6
             self.n_slots += self.row_capacity
         self._grow(self._SLOT_ARRAYS, self.n_slots)
         self.n_accounts = account_id + 1
@@ -346,12 +348,16 @@ class Sweeper:
         shift = self.market_shift[market]
         bs = np.right_shift(base, shift)
         entry_u = _units_vector(entry_quote)
-        exact = (np.abs(bs) > 1 << MAX_BS_BITS) | (np.abs(entry_u) >= MAX_TERM)
+        exact = (
+            (bs < -(1 << MAX_BS_BITS)) | (bs >= 1 << MAX_BS_BITS) | (np.abs(entry_u) >= MAX_TERM)
+        )
+        rb = base - np.left_shift(bs, shift)
         self.slot_market[slot] = market
         self.slot_base[slot] = base
         self.slot_entry[slot] = entry_quote
-        self.slot_bs[slot] = np.where(exact, 0, bs)
-        self.slot_rb[slot] = np.where(exact, 0, base - np.left_shift(bs, shift))
+        self.slot_packed[slot] = np.where(
+            exact, market, np.left_shift(bs, 35) | np.left_shift(rb, 4) | market
+        )
         self.slot_entry_u[slot] = np.where(exact, 0, entry_u)
         self.slot_exact[slot] = exact
         self.collateral[:] = collateral_quote
@@ -360,6 +366,11 @@ class Sweeper:
         owner = np.repeat(np.arange(n), counts)
         self.exact_slots[:] = np.bincount(owner[exact], minlength=n)
         self.account_exact[:] = self.exact_slots > 0
+        self.account_row[:] = (
+            np.left_shift(self.row_start, 6)
+            | np.left_shift(self.account_exact.astype(np.int64), 5)
+            | self.row_len
+        )
 
     # ---------------------------------------------------------------- updates
     def set_collateral(self, account_id: int, collateral_quote: int) -> None:
@@ -390,6 +401,7 @@ class Sweeper:
                     array = getattr(self, name)
                     array[slot] = array[last]
                 self.row_len[account_id] = length - 1
+                self._pack_row(account_id)
             return
         if slot < 0:
             if length == self.row_cap[account_id]:
@@ -415,6 +427,7 @@ class Sweeper:
             array[new_start : new_start + length] = array[start : start + length]
         self.row_start[account_id] = new_start
         self.row_cap[account_id] = capacity
+        self._pack_row(account_id)
         return new_start
 
     def _write_slot(self, slot: int, market_id: int, position: Position) -> None:
@@ -423,13 +436,13 @@ class Sweeper:
         shift = int(self.market_shift[market_id])
         bs = base >> shift
         entry_u = _entry_units(position.entry_quote, base, snapshot)
-        exact = abs(bs) > 1 << MAX_BS_BITS or abs(entry_u) >= MAX_TERM
+        exact = not -(1 << MAX_BS_BITS) <= bs < 1 << MAX_BS_BITS or abs(entry_u) >= MAX_TERM
+        rb = base - (bs << shift)
         self.slot_market[slot] = market_id
         self.slot_base[slot] = base
         self.slot_entry[slot] = position.entry_quote
         self.slot_snap_hi[slot], self.slot_snap_lo[slot] = _split_limbs(snapshot)
-        self.slot_bs[slot] = 0 if exact else bs
-        self.slot_rb[slot] = 0 if exact else base - (bs << shift)
+        self.slot_packed[slot] = market_id if exact else (bs << 35) | (rb << 4) | market_id
         self.slot_entry_u[slot] = 0 if exact else entry_u
         self.slot_exact[slot] = exact
 
@@ -437,6 +450,14 @@ class Sweeper:
         if delta:
             self.exact_slots[account_id] += delta
             self.account_exact[account_id] = self.exact_slots[account_id] > 0
+        self._pack_row(account_id)
+
+    def _pack_row(self, account_id: int) -> None:
+        self.account_row[account_id] = (
+            int(self.row_start[account_id]) << 6
+            | int(self.account_exact[account_id]) << 5
+            | int(self.row_len[account_id])
+        )
 
     def update_market(
         self,
@@ -486,13 +507,9 @@ class Sweeper:
     def _kernel_args(self) -> tuple[Any, ...]:
         n = self.n_accounts
         return (
-            self.row_start[:n],
-            self.row_len[:n],
-            self.account_exact[:n],
+            self.account_row[:n],
             self.collateral_u[:n],
-            self.slot_market,
-            self.slot_bs,
-            self.slot_rb,
+            self.slot_packed,
             self.slot_entry_u,
             self.market_shift,
             self.market_pe,
@@ -538,7 +555,8 @@ class Sweeper:
                     skip = True
                     break
                 exact = exact or state_m[m] == 2
-                bs, rb = int(self.slot_bs[i]), int(self.slot_rb[i])
+                packed = int(self.slot_packed[i])
+                bs, rb = packed >> 35, (packed >> 4) & RB_MASK
                 value = bs * pe_m[m] + ((rb * pe_m[m]) >> shift[m])
                 equity += value + int(self.slot_entry_u[i]) - abs(bs) - 4
                 notional = abs(value) + (abs(bs) + 1) * (fe_m[m] + 1) + 2

@@ -38,7 +38,7 @@ MARKETS = [
     SweeperMarket(
         schedule=SCHEDULES[0], max_position_base=21_000_000 * BASE, max_price=10**6 * USD
     ),
-    SweeperMarket(schedule=SCHEDULES[1], max_position_base=10**9 * BASE, max_price=1_000 * USD),
+    SweeperMarket(schedule=SCHEDULES[1], max_position_base=10**8 * BASE, max_price=1_000 * USD),
     SweeperMarket(schedule=SCHEDULES[0], max_position_base=1_000 * BASE, max_price=10**5 * USD),
 ]
 N_ACCOUNTS = 12
