@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,9 +157,16 @@ class PerpMarket:
 class Clearinghouse:
     """All markets and accounts; deterministic and I/O-free. See the module docstring."""
 
-    def __init__(self, *, default_params: PerpMarketParams | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        default_params: PerpMarketParams | None = None,
+        params_by_symbol: Mapping[str, PerpMarketParams] | None = None,
+    ) -> None:
         self.core = ExchangeCore()
+        # What new markets are listed with (journaled with them; the fold never reads these).
         self.default_params = default_params if default_params is not None else PerpMarketParams()
+        self.params_by_symbol = dict(params_by_symbol or {})
         self.accounts: dict[int, AccountState] = {}
         self.markets: dict[int, PerpMarket] = {}
         self.fee_pool_quote = 0
@@ -453,7 +461,10 @@ class Clearinghouse:
             self._emit(
                 out,
                 MarketParamsSet(
-                    self.core.next_seq, ts_ns, cmd.market_id, self.default_params.to_json()
+                    self.core.next_seq,
+                    ts_ns,
+                    cmd.market_id,
+                    self.params_by_symbol.get(cmd.symbol, self.default_params).to_json(),
                 ),
             )
 
@@ -1177,11 +1188,15 @@ class Clearinghouse:
 
     @classmethod
     def from_snapshot(
-        cls, blob: bytes, *, default_params: PerpMarketParams | None = None
+        cls,
+        blob: bytes,
+        *,
+        default_params: PerpMarketParams | None = None,
+        params_by_symbol: Mapping[str, PerpMarketParams] | None = None,
     ) -> Clearinghouse:
         """Rebuild from :meth:`snapshot`; its ``state_hash`` equals the original's."""
         data = json.loads(blob)
-        ch = cls(default_params=default_params)
+        ch = cls(default_params=default_params, params_by_symbol=params_by_symbol)
         ch.core = ExchangeCore.from_snapshot(
             json.dumps(data["core"], separators=(",", ":"), sort_keys=True).encode()
         )

@@ -21,8 +21,10 @@ class EngineConfig:
     engine issues a ``Tick`` (funding samples and intervals, expiry) when ``tick_interval_ns``
     has passed on its clock, idle or not. ``market_params`` (the ``[engine.market_params]``
     table, keys of ``perp.params.PerpMarketParams``) are the fees, margin tiers, limits,
-    breaker, funding and mark parameters a new market is listed with; they are journaled with
-    it, so changing them later does not change markets that already exist.
+    breaker, funding and mark parameters a new market is listed with, and
+    ``market_overrides`` (``[engine.market_overrides.SYMBOL]`` tables) the keys that differ for
+    one symbol. They are journaled with the market, so changing them later does not change
+    markets that already exist.
     """
 
     data_dir: Path = Path("data")
@@ -31,6 +33,7 @@ class EngineConfig:
     snapshot_every_events: int = 250_000
     tick_interval_ns: int = 1_000_000_000
     market_params: PerpMarketParams = field(default_factory=PerpMarketParams)
+    market_overrides: tuple[tuple[str, PerpMarketParams], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.data_dir, Path):
@@ -51,6 +54,20 @@ class EngineConfig:
             raise ConfigError(
                 f"market_params: expected PerpMarketParams, got {self.market_params!r}"
             )
+        overrides = self.market_overrides
+        if not isinstance(overrides, tuple) or not all(
+            isinstance(o, tuple)
+            and len(o) == 2
+            and isinstance(o[0], str)
+            and isinstance(o[1], PerpMarketParams)
+            for o in overrides
+        ):
+            raise ConfigError(
+                f"market_overrides: expected (symbol, PerpMarketParams) pairs, got {overrides!r}"
+            )
+        symbols = [symbol for symbol, _ in overrides]
+        if len(set(symbols)) != len(symbols):
+            raise ConfigError(f"market_overrides: expected distinct symbols, got {symbols}")
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> EngineConfig:
@@ -71,6 +88,20 @@ class EngineConfig:
                 values["market_params"] = PerpMarketParams.from_mapping(values["market_params"])
             except ParamsError as exc:
                 raise ConfigError(f"market_params: {exc}") from exc
+        if "market_overrides" in values:
+            table = values["market_overrides"]
+            if not isinstance(table, dict):
+                raise ConfigError(
+                    f"market_overrides: expected a table of symbols, got {type(table).__name__}"
+                )
+            base = values.get("market_params", PerpMarketParams())
+            pairs = []
+            for symbol, keys in sorted(table.items()):
+                try:
+                    pairs.append((symbol, PerpMarketParams.from_mapping(keys, base=base)))
+                except ParamsError as exc:
+                    raise ConfigError(f"market_overrides.{symbol}: {exc}") from exc
+            values["market_overrides"] = tuple(pairs)
         return cls(**values)
 
     @classmethod

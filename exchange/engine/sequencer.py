@@ -13,7 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -49,18 +49,23 @@ def recover(
     upto_seq: int | None = None,
     *,
     default_params: PerpMarketParams | None = None,
+    params_by_symbol: Mapping[str, PerpMarketParams] | None = None,
 ) -> tuple[Clearinghouse, RecoveryReport]:
     """Rebuild the clearinghouse from the newest usable snapshot plus the events after it.
 
     A snapshot whose own hash does not match its payload is a ``ReplayMismatch``.
-    ``default_params`` only list markets created from now on (existing ones carry theirs).
+    ``default_params`` / ``params_by_symbol`` only list markets created from now on (existing
+    ones carry their journaled parameters).
     """
     started = time.perf_counter()
     snap = journal.latest_snapshot(upto_seq)
     if snap is None:
-        core, after = Clearinghouse(default_params=default_params), 0
+        core = Clearinghouse(default_params=default_params, params_by_symbol=params_by_symbol)
+        after = 0
     else:
-        core = Clearinghouse.from_snapshot(snap.payload, default_params=default_params)
+        core = Clearinghouse.from_snapshot(
+            snap.payload, default_params=default_params, params_by_symbol=params_by_symbol
+        )
         if core.state_hash() != snap.state_hash:
             raise ReplayMismatch(
                 f"snapshot at seq {snap.seq}: expected hash {snap.state_hash}, got "
@@ -88,7 +93,11 @@ class Engine:
             self.journal = Journal(config.journal_url)
         else:
             self.journal = Journal.for_data_dir(config.data_dir)
-        self.core, self.recovery = recover(self.journal, default_params=config.market_params)
+        self.core, self.recovery = recover(
+            self.journal,
+            default_params=config.market_params,
+            params_by_symbol=dict(config.market_overrides),
+        )
         self._clock = clock
         self._last_ts = 0
         self._last_tick_ns = 0

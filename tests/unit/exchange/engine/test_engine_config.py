@@ -94,3 +94,37 @@ def test_bad_market_params_are_config_errors(params: dict, message: str) -> None
 def test_tick_interval_is_range_checked() -> None:
     with pytest.raises(ConfigError, match=r"tick_interval_ns: expected an int in"):
         EngineConfig(tick_interval_ns=0)
+
+
+def test_per_symbol_overrides_merge_over_market_params(tmp_path: Path) -> None:
+    # Arrange
+    path = tmp_path / "perpdex.toml"
+    path.write_text(
+        "[engine.market_params]\ntaker_fee_ppm = 600\n"
+        '[engine.market_overrides."SOL-PERP"]\nmax_order_base = 5_000_000_000\n'
+    )
+    # Act
+    config = EngineConfig.from_toml(path)
+    # Assert
+    [(symbol, sol)] = config.market_overrides
+    assert symbol == "SOL-PERP"
+    assert (sol.max_order_base, sol.taker_fee_ppm) == (5_000_000_000, 600)
+
+
+def test_a_bad_override_names_its_symbol() -> None:
+    with pytest.raises(ConfigError, match=r"market_overrides.ETH-PERP: .*unknown keys \['x'\]"):
+        EngineConfig.from_mapping({"market_overrides": {"ETH-PERP": {"x": 1}}})
+
+
+def test_an_engine_lists_each_symbol_with_its_parameters(tmp_path: Path) -> None:
+    from exchange.core.commands import CreateMarket
+    from exchange.engine.sequencer import Engine
+
+    sol = PerpMarketParams(max_order_base=7)
+    engine = Engine(EngineConfig(data_dir=tmp_path, market_overrides=(("SOL-PERP", sol),)))
+    engine.process(
+        [CreateMarket(0, "BTC-PERP", 100_000, 100_000), CreateMarket(2, "SOL-PERP", 1_000, 10**7)]
+    )
+    assert engine.core.markets[0].params == PerpMarketParams()
+    assert engine.core.markets[2].params == sol
+    engine.close()
