@@ -107,9 +107,9 @@ def make_accounts(n: int, seed: int) -> dict[str, np.ndarray]:
 
 def build(data: dict[str, np.ndarray]) -> Sweeper:
     markets = [
-        # bounds: $1bn of notional at today's price, prices up to 20x
+        # bounds: $100M of notional at today's price, prices up to 20x
         SweeperMarket(
-            schedule=SCHEDULE, max_position_base=10**9 * USD * BASE // int(p), max_price=20 * int(p)
+            schedule=SCHEDULE, max_position_base=10**8 * USD * BASE // int(p), max_price=20 * int(p)
         )
         for p in PRICES
     ]
