@@ -22,6 +22,7 @@ from oracle_feeds import layouts as L
 from settlement.spec import (
     ACCOUNT_DISCRIMINATOR_SIZE,
     MAX_FILLS_PER_BATCH,
+    SELF_ALIGNED_TYPES,
     SPEC,
     VAULT_AUTHORITY_SEED,
     Array,
@@ -172,9 +173,14 @@ def _struct_lines(
     discriminator: bool,
     doc: str,
     trailing_vec: Field | None = None,
+    aligned: bool = False,
 ) -> list[str]:
     start = ACCOUNT_DISCRIMINATOR_SIZE if discriminator else 0
-    lines = [f"/* {doc} */", f"typedef struct __attribute__((packed)) {c_name} {{"]
+    # aligned(8): accounts start 8-aligned in the runtime's input and every field sits at a
+    # multiple of its own alignment (check_spec), so clang may use whole-word loads instead of
+    # the byte-by-byte ones a packed (alignment 1) struct forces.
+    attributes = "packed, aligned(8)" if aligned else "packed"
+    lines = [f"/* {doc} */", f"typedef struct __attribute__(({attributes})) {c_name} {{"]
     if discriminator:
         lines.append("    uint64_t discriminator; /* offset 0 */")
     placed = offsets(spec, fields, start)
@@ -234,7 +240,14 @@ def render_header(spec: ProgramSpec) -> str:
         out.append(f"#define PERPDEX_ERR_{upper(e.name)} {e.code}u /* {e.msg} */")
     out += ["", "/* ------------------------------------------------------------ types */"]
     for t in spec.types:
-        out += _struct_lines(spec, f"perpdex_{t.name}", t.fields, discriminator=False, doc=t.doc)
+        out += _struct_lines(
+            spec,
+            f"perpdex_{t.name}",
+            t.fields,
+            discriminator=False,
+            doc=t.doc,
+            aligned=t.name in SELF_ALIGNED_TYPES,
+        )
     out += ["/* ------------------------------------------------------------ accounts */"]
     for a in spec.accounts:
         name = upper(a.name)
@@ -244,7 +257,12 @@ def render_header(spec: ProgramSpec) -> str:
         )
         out.append(f"#define PERPDEX_ACCOUNT_{name}_SIZE {account_size(spec, a)}")
         out += _struct_lines(
-            spec, f"perpdex_{a.name}", a.fields, discriminator=True, doc=f"{a.doc} PDA: {a.seeds}"
+            spec,
+            f"perpdex_{a.name}",
+            a.fields,
+            discriminator=True,
+            doc=f"{a.doc} PDA: {a.seeds}",
+            aligned=True,
         )
         out.insert(
             len(out) - 1,

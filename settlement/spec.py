@@ -668,6 +668,9 @@ def offsets(spec: ProgramSpec, fields: tuple[Field, ...], start: int) -> list[tu
 
 
 ACCOUNT_DISCRIMINATOR_SIZE: Final = 8
+#: Types that live inside accounts: every field at a multiple of its alignment from the
+#: struct's start, so the header declares them (and the accounts) 8-byte aligned.
+SELF_ALIGNED_TYPES: Final = ("MarginTier", "Position")
 
 
 def account_size(spec: ProgramSpec, account: AccountSpec) -> int:
@@ -682,9 +685,8 @@ def check_spec(spec: ProgramSpec) -> None:
         if struct.name in names:
             raise SpecError(f"types: expected unique names, got {struct.name!r} twice")
         names.add(struct.name)
-    aligned = ("MarginTier", "Position")  # live inside accounts: must be self-aligned
     for struct in spec.types:
-        if struct.name in aligned:
+        if struct.name in SELF_ALIGNED_TYPES:
             _check_aligned(spec, struct.name, struct.fields, 0)
             size = size_of(spec, Defined(struct.name))
             if size % align_of(spec, Defined(struct.name)):

@@ -124,7 +124,7 @@
 
 /* ------------------------------------------------------------ types */
 /* One marginal bracket of a margin schedule (docs/PROTOCOL.md, Margin). */
-typedef struct __attribute__((packed)) perpdex_MarginTier {
+typedef struct __attribute__((packed, aligned(8))) perpdex_MarginTier {
     uint64_t up_to_notional_quote; /* offset 0: upper bound of the bracket, quote (last: u64 max) */
     uint32_t initial_ppm; /* offset 8: initial margin ratio of the bracket, ppm */
     uint32_t maintenance_ppm; /* offset 12: maintenance margin ratio of the bracket, ppm */
@@ -135,7 +135,7 @@ _Static_assert(__builtin_offsetof(perpdex_MarginTier, maintenance_ppm) == 12, "l
 _Static_assert(sizeof(perpdex_MarginTier) == 16, "size");
 
 /* One market's position inside a User account (docs/PROTOCOL.md, Positions). */
-typedef struct __attribute__((packed)) perpdex_Position {
+typedef struct __attribute__((packed, aligned(8))) perpdex_Position {
     __int128 funding_snapshot; /* offset 0: cumulative funding index at the last settlement */
     int64_t base; /* offset 16: signed position, BASE_PRECISION (long > 0) */
     int64_t entry_quote; /* offset 24: signed cost basis of the open base, quote (long < 0) */
@@ -205,7 +205,7 @@ _Static_assert(sizeof(perpdex_MarketParams) == 156, "size");
 #define PERPDEX_ACCOUNT_EXCHANGE_DISCRIMINATOR 0x32683d0395dcc81eULL /* sha256("account:Exchange")[:8] */
 #define PERPDEX_ACCOUNT_EXCHANGE_SIZE 264
 /* The singleton root: keys, vaults and global balances. PDA: "exchange" */
-typedef struct __attribute__((packed)) perpdex_Exchange {
+typedef struct __attribute__((packed, aligned(8))) perpdex_Exchange {
     uint64_t discriminator; /* offset 0 */
     uint8_t authority[32]; /* offset 8: governance authority: creates markets, sets status */
     uint8_t operator[32]; /* offset 40: engine key: settles fills, updates funding */
@@ -241,7 +241,7 @@ _Static_assert(sizeof(perpdex_Exchange) == PERPDEX_ACCOUNT_EXCHANGE_SIZE, "size"
 #define PERPDEX_ACCOUNT_MARKET_DISCRIMINATOR 0x9ac6e30037d5bedbULL /* sha256("account:Market")[:8] */
 #define PERPDEX_ACCOUNT_MARKET_SIZE 352
 /* One perpetual market: parameters, funding index, settlement progress. PDA: "market", index as u16 little-endian */
-typedef struct __attribute__((packed)) perpdex_Market {
+typedef struct __attribute__((packed, aligned(8))) perpdex_Market {
     uint64_t discriminator; /* offset 0 */
     uint8_t exchange[32]; /* offset 8: the Exchange PDA */
     uint8_t oracle[32]; /* offset 40: oracle account read by withdraw */
@@ -303,7 +303,7 @@ _Static_assert(sizeof(perpdex_Market) == PERPDEX_ACCOUNT_MARKET_SIZE, "size");
 #define PERPDEX_ACCOUNT_USER_DISCRIMINATOR 0xec3a97efe35f759fULL /* sha256("account:User")[:8] */
 #define PERPDEX_ACCOUNT_USER_SIZE 472
 /* One trader's collateral and positions (cross margin). PDA: "user", owner */
-typedef struct __attribute__((packed)) perpdex_User {
+typedef struct __attribute__((packed, aligned(8))) perpdex_User {
     uint64_t discriminator; /* offset 0 */
     uint8_t owner[32]; /* offset 8: wallet that deposits and withdraws */
     int64_t collateral_quote; /* offset 40: cash, quote (realised PnL, fees and funding applied) */
