@@ -85,6 +85,7 @@ class SignatureRecord:
     post_balances: list[int]
     raw_tx: bytes | None  # wire bytes; None for airdrops
     version: str | int = "legacy"
+    inner_instructions: list[dict[str, Any]] = field(default_factory=list)  # UiInnerInstructions
 
     @property
     def err_json(self) -> Any:
@@ -125,6 +126,7 @@ class SimulationOutcome:
     compute_units: int
     post_accounts: dict[Pubkey, Account]
     return_data: tuple[Pubkey, bytes] | None = None
+    inner_instructions: list[dict[str, Any]] = field(default_factory=list)  # UiInnerInstructions
     _deploy_writes: list[tuple[Pubkey, Account]] = field(default_factory=list, repr=False)
 
     def to_rpc_result(self) -> RpcSimulateTransactionResult:
@@ -552,6 +554,7 @@ class EmbeddedCluster:
                 compute_units=meta.compute_units_consumed(),
                 post_accounts=dict(result.post_accounts()),
                 return_data=(rd.program_id, bytes(rd.data)) if rd.data else None,
+                inner_instructions=inner_instructions_json(meta),
             )
         meta = result.meta()
         return SimulationOutcome(
@@ -559,6 +562,7 @@ class EmbeddedCluster:
             logs=list(meta.logs()),
             compute_units=meta.compute_units_consumed(),
             post_accounts={},
+            inner_instructions=inner_instructions_json(meta),
         )
 
     def _simulate_deploy(
@@ -602,7 +606,7 @@ class EmbeddedCluster:
         keys = _message_keys(tx)
         before = {k: self.get_account(k) for k in keys}
         pre_balances = [a.lamports if a is not None else 0 for a in before.values()]
-        err, logs, units = self._execute(tx)
+        err, logs, units, inner = self._execute(tx)
         if error_to_json(err) in ("SignatureFailure", "AlreadyProcessed", "AccountNotFound"):
             # rejected before execution: nothing lands, like the real banking stage
             return SendOutcome(signature=sig, record=None, err=err, logs=logs)
@@ -626,6 +630,7 @@ class EmbeddedCluster:
             post_balances=post_balances,
             raw_tx=raw if raw is not None else bytes(tx),
             version="legacy" if _is_legacy(tx) else 0,
+            inner_instructions=inner,
         )
         self._remember(record)
         changed = [(k, after[k]) for k in keys if after[k] != before[k]]
@@ -638,15 +643,19 @@ class EmbeddedCluster:
             compute_units=record.compute_units,
         )
 
-    def _execute(self, tx: VersionedTransaction) -> tuple[Any, list[str], int]:
-        """Run a transaction in LiteSVM: (err or None, logs, compute units)."""
+    def _execute(
+        self, tx: VersionedTransaction
+    ) -> tuple[Any, list[str], int, list[dict[str, Any]]]:
+        """Run a transaction in LiteSVM: (err or None, logs, compute units, inner
+        instructions). A deploy's inner instructions are not reported (the deploy itself is
+        carried out here, outside the SVM)."""
         deploy = find_deploy(tx)
         if deploy is not None:
             if not all(tx.verify_with_results()):
-                return error_from_json("SignatureFailure"), [], 0
+                return error_from_json("SignatureFailure"), [], 0, []
             planned = self._simulate_deploy(tx, deploy, sig_verify=False)
             if planned.err is not None:
-                return planned.err, planned.logs, planned.compute_units
+                return planned.err, planned.logs, planned.compute_units, []
             self.svm.with_sigverify(False)
             try:
                 result = self.svm.send_transaction(strip_deploy(tx))
@@ -654,15 +663,17 @@ class EmbeddedCluster:
                 self.svm.with_sigverify(True)
             if isinstance(result, FailedTransactionMetadata):
                 meta = result.meta()
-                return result.err(), list(meta.logs()), meta.compute_units_consumed()
+                return result.err(), list(meta.logs()), meta.compute_units_consumed(), []
             for pubkey, account in planned._deploy_writes:
                 self.svm.set_account(pubkey, account)
-            return None, planned.logs, planned.compute_units
+            return None, planned.logs, planned.compute_units, []
         result = self.svm.send_transaction(tx)
         if isinstance(result, FailedTransactionMetadata):
             meta = result.meta()
-            return result.err(), list(meta.logs()), meta.compute_units_consumed()
-        return None, list(result.logs()), result.compute_units_consumed()
+            inner = inner_instructions_json(meta)
+            return result.err(), list(meta.logs()), meta.compute_units_consumed(), inner
+        inner = inner_instructions_json(result)
+        return None, list(result.logs()), result.compute_units_consumed(), inner
 
     def send_legacy(self, tx: Transaction) -> SendOutcome:
         return self.process(VersionedTransaction.from_legacy(tx))
@@ -673,6 +684,35 @@ def _return_data(meta: TransactionMetadata) -> TransactionReturnData:
     getter = getattr(meta, "return_data", None) or meta.transaction_return_data
     rd: TransactionReturnData = getter()
     return rd
+
+
+def _short_vec_items(value: Any) -> list[int]:
+    # solders' JSON of a short_vec field is [[len], item, item, ...]
+    if value and isinstance(value[0], list):
+        return [int(v) for v in value[1:]]
+    return [int(v) for v in value]
+
+
+def inner_instructions_json(meta: TransactionMetadata) -> list[dict[str, Any]]:
+    """The validator's `innerInstructions` (UiInnerInstructions, raw form) of a run."""
+    out: list[dict[str, Any]] = []
+    for index, inner in enumerate(meta.inner_instructions()):
+        if not inner:
+            continue
+        instructions = []
+        for item in inner:
+            raw = json.loads(item.to_json())
+            ix = raw["instruction"]
+            instructions.append(
+                {
+                    "programIdIndex": int(ix["programIdIndex"]),
+                    "accounts": _short_vec_items(ix["accounts"]),
+                    "data": base58.b58encode(bytes(_short_vec_items(ix["data"]))).decode(),
+                    "stackHeight": raw.get("stackHeight"),
+                }
+            )
+        out.append({"index": index, "instructions": instructions})
+    return out
 
 
 def _is_legacy(tx: VersionedTransaction) -> bool:

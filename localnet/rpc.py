@@ -326,6 +326,7 @@ def _simulation_value(
     *,
     accounts: list[Any] | None = None,
     replacement: dict[str, Any] | None = None,
+    inner_instructions: bool = False,
 ) -> dict[str, Any]:
     return_data = None
     if sim.return_data is not None:
@@ -340,7 +341,7 @@ def _simulation_value(
         "accounts": accounts,
         "unitsConsumed": sim.compute_units,
         "returnData": return_data,
-        "innerInstructions": None,
+        "innerInstructions": sim.inner_instructions if inner_instructions else None,
         "replacementBlockhash": replacement,
     }
 
@@ -376,6 +377,9 @@ def _simulate_transaction(state: RpcState, params: list[Any]) -> Any:
     check_min_context_slot(cfg, cluster.slot)
     sig_verify = bool(cfg.get("sigVerify", False))
     replace = bool(cfg.get("replaceRecentBlockhash", False))
+    inner = cfg.get("innerInstructions", False)
+    if not isinstance(inner, bool):
+        raise invalid_params("Invalid params: innerInstructions must be a boolean")
     if sig_verify and replace:
         raise invalid_params("sigVerify may not be used with replaceRecentBlockhash")
     if sig_verify and not _signatures_ok(tx):
@@ -413,7 +417,12 @@ def _simulate_transaction(state: RpcState, params: list[Any]) -> Any:
     if replace:
         bh, last_valid = cluster.latest_blockhash()
         replacement = {"blockhash": str(bh), "lastValidBlockHeight": last_valid}
-    return with_context(cluster, _simulation_value(sim, accounts=accounts, replacement=replacement))
+    return with_context(
+        cluster,
+        _simulation_value(
+            sim, accounts=accounts, replacement=replacement, inner_instructions=inner
+        ),
+    )
 
 
 def _status(record: SignatureRecord) -> dict[str, Any]:

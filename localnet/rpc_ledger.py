@@ -107,7 +107,7 @@ def transaction_meta(record: SignatureRecord) -> dict[str, Any]:
         "fee": record.fee,
         "preBalances": record.pre_balances,
         "postBalances": record.post_balances,
-        "innerInstructions": [],
+        "innerInstructions": record.inner_instructions,
         "logMessages": record.logs,
         "preTokenBalances": [],
         "postTokenBalances": [],

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -259,6 +260,42 @@ async def test_spl_token_methods_through_the_token_client(
         await client.get_token_accounts_by_owner(
             owner.pubkey(), TokenAccountOpts(program_id=payer.pubkey())
         )
+
+
+async def test_inner_instructions_of_a_cpi_in_simulation_and_history(
+    server: LocalnetServer, client: AsyncClient
+) -> None:
+    """Creating an associated token account CPIs into the token and system programs."""
+    payer = await funded(client)
+    token = await AsyncToken.create_mint(client, payer, payer.pubkey(), 6, TOKEN_PROGRAM_ID)
+    ix = spl_token.create_associated_token_account(payer.pubkey(), payer.pubkey(), token.pubkey)
+    bh = (await client.get_latest_blockhash()).value.blockhash
+    tx = Transaction([payer], Message([ix], payer.pubkey()), bh)
+
+    plain = await rpc(
+        server,
+        "simulateTransaction",
+        [base64.b64encode(bytes(tx)).decode(), {"encoding": "base64"}],
+    )
+    assert plain["result"]["value"]["innerInstructions"] is None
+    sim = await rpc(
+        server,
+        "simulateTransaction",
+        [base64.b64encode(bytes(tx)).decode(), {"encoding": "base64", "innerInstructions": True}],
+    )
+    [inner] = sim["result"]["value"]["innerInstructions"]
+    keys = [str(k) for k in tx.message.account_keys]
+    called = {keys[i["programIdIndex"]] for i in inner["instructions"]}
+    assert inner["index"] == 0 and str(TOKEN_PROGRAM_ID) in called
+    assert "11111111111111111111111111111111" in called
+    assert all(i["stackHeight"] == 2 for i in inner["instructions"])
+
+    sig = (await client.send_transaction(tx)).value
+    await client.confirm_transaction(sig)
+    got = (await client.get_transaction(sig)).value
+    assert got is not None and got.transaction.meta is not None
+    history = got.transaction.meta.inner_instructions
+    assert history is not None and len(history[0].instructions) == len(inner["instructions"])
 
 
 def test_ui_amount_string_is_exact() -> None:
