@@ -107,6 +107,10 @@ H_TRADED = 40
 H_TOUCH = 41  # accounts whose resting reduce-only orders need a recheck
 H_NTOUCH = 42
 H_ACCIB = 43  # account hash: bits of a slot's record index (log2 of the slot count)
+H_TICKM = 44  # tick_size and lot_size as (multiplier, shifts) for ``_udiv``
+H_TICKSH = 45
+H_LOTM = 46
+H_LOTSH = 47
 
 NF = 24  # order fields, in three 64-byte lines: cancels and fills touch only the first two
 P_NEXT = 0
@@ -286,6 +290,38 @@ def _prefetch(typingctx, a):  # type: ignore[no-untyped-def]
 def _prefetch_r(typingctx, a):  # type: ignore[no-untyped-def]
     """``_prefetch`` for reading only (no request for ownership)."""
     return types.void(types.int64), _prefetch_codegen(0)
+
+
+@intrinsic
+def _umulhi(typingctx, a, b):  # type: ignore[no-untyped-def]
+    """High 64 bits of the 128-bit product of two int64 bit patterns read as unsigned."""
+    sig = types.int64(types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        i128 = ir.IntType(128)
+        p = builder.mul(builder.zext(args[0], i128), builder.zext(args[1], i128))
+        return builder.trunc(builder.lshr(p, ir.Constant(i128, 64)), ir.IntType(64))
+
+    return sig, codegen
+
+
+def _magic(d: int) -> tuple[int, int]:
+    """(multiplier as an int64 bit pattern, shifts) with which ``_udiv(n, ...) == n // d``
+    for every 0 <= n < 2**63 and 1 <= d < 2**63: Granlund and Montgomery, "Division by
+    invariant integers using multiplication" (1994), figure 4.1."""
+    if not 1 <= d < 2**63:
+        raise ValueError(f"divisor: expected 1..2**63-1, got {d}")
+    bits = (d - 1).bit_length()  # ceil(log2(d))
+    m = (2**64 * (2**bits - d)) // d + 1  # < 2**64
+    return (m - 2**64 if m >= 2**63 else m), min(bits, 1) | max(bits - 1, 0) << 8
+
+
+@njit(cache=True, inline="always")
+def _udiv(n, m, sh):  # type: ignore[no-untyped-def]
+    """``n // d`` for 0 <= n < 2**63 with ``(m, sh) = _magic(d)``: a multiply and shifts
+    instead of a 64-bit divide (two per order, on the hot path). Exact integer maths."""
+    t = _umulhi(n, m)  # type: ignore[call-arg,var-annotated]
+    return (t + ((n - t) >> (sh & 0xFF))) >> (sh >> 8)
 
 
 @njit(cache=True, inline="always")
@@ -1162,9 +1198,9 @@ def _place(addr, owner, sub, side, price, size, otype, tif, cid, trig, ro, stp, 
     if S[H_NHEAP] > 0:
         _expire_due(addr, ts)
     tick = S[H_TICK]
-    lot = S[H_LOT]
-    price_ticks = price // tick
-    lots = size // lot
+    # (a non-positive price or size is rejected before its quotient is looked at)
+    price_ticks = _udiv(price, S[H_TICKM], S[H_TICKSH]) if price > 0 else 0
+    lots = _udiv(size, S[H_LOTM], S[H_LOTSH]) if size > 0 else 0
     code, tmpl, p1 = _price_size_problem(addr, price, size, price_ticks, lots)
     p2 = 0
     if code == 0 and exp != 0 and exp <= ts:
@@ -1335,8 +1371,8 @@ def _amend(addr, owner, sub, oid, new_price, new_size, ts):  # type: ignore[no-u
     if s < 0:
         _reject(addr, ts, oid, 0, owner, sub, C_UNKNOWN_ORDER, T_AMEND_UNKNOWN, oid, 0)
         return S[H_EVN] - start
-    price_ticks = new_price // S[H_TICK]
-    lots = new_size // S[H_LOT]
+    price_ticks = _udiv(new_price, S[H_TICKM], S[H_TICKSH]) if new_price > 0 else 0
+    lots = _udiv(new_size, S[H_LOTM], S[H_LOTSH]) if new_size > 0 else 0
     code, tmpl, bad = _price_size_problem(addr, new_price, new_size, price_ticks, lots)
     if code != 0:
         _reject(addr, ts, oid, 0, owner, sub, code, tmpl, bad, 1)
@@ -1807,6 +1843,8 @@ class FastMarket:
         S[H_MID] = spec.market_id
         S[H_TICK] = spec.tick_size
         S[H_LOT] = spec.lot_size
+        S[H_TICKM], S[H_TICKSH] = _magic(spec.tick_size)
+        S[H_LOTM], S[H_LOTSH] = _magic(spec.lot_size)
         S[H_MINL] = spec.min_size_lots
         S[H_MAXL] = spec.max_size_lots
         S[H_MAXT] = spec.max_price_ticks

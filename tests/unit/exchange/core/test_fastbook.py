@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from numba import njit
 
 from exchange.core.commands import CreateMarket, PlaceOrder
 from exchange.core.errors import RejectCode
@@ -17,7 +18,7 @@ from exchange.core.events import (
     SelfTradeDecremented,
     TradeExecuted,
 )
-from exchange.core.fastbook import ROW_W, TRADE_LOTS_COL, FastMarket
+from exchange.core.fastbook import ROW_W, TRADE_LOTS_COL, FastMarket, _magic, _udiv
 from exchange.core.market import MarketSpec
 from exchange.core.orders import OrderType, SelfTradePrevention, TimeInForce
 from exchange.core.state import ExchangeCore
@@ -26,6 +27,29 @@ TICK = 1_000_000
 LOT = 1_000
 SPEC = dict(market_id=3, symbol="UNIT-PERP", tick_size=TICK, lot_size=LOT)
 BID, ASK = 0, 1
+
+
+@njit(cache=True)
+def _udiv_all(ns: Any, m: int, sh: int) -> Any:
+    out = np.empty_like(ns)
+    for i in range(ns.shape[0]):
+        out[i] = _udiv(ns[i], m, sh)
+    return out
+
+
+def test_division_by_multiplication_is_exact() -> None:
+    rng = np.random.default_rng(5)
+    divisors = [1, 2, 3, 5, 7, 10, 1000, 10**6, 10**9 + 7, 2**32 + 1, 2**40, 2**62 + 3, 2**63 - 1]
+    divisors += [int(d) for d in rng.integers(1, 2**63 - 1, 20)]
+    for d in divisors:
+        ns = [0, 1, d - 1, d, d + 1, 2 * d - 1, 2 * d, 2**63 - 1, 2**63 - 2, (2**63 - 1) // d * d]
+        ns += [int(x) for x in rng.integers(0, 2**63 - 1, 200)]
+        ns += [int(x) * d for x in rng.integers(0, (2**63 - 1) // d + 1, 50)]
+        arr = np.array([n for n in ns if 0 <= n < 2**63], np.int64)
+        got = _udiv_all(arr, *_magic(d))
+        assert got.tolist() == [n // d for n in arr.tolist()], d
+    with pytest.raises(ValueError):
+        _magic(0)
 
 
 def fresh(**kw: Any) -> FastMarket:
