@@ -15,15 +15,18 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from exchange.core.commands import (
+    AmendOrder,
     CancelAll,
     CreateMarket,
     Deposit,
     PlaceOrder,
+    SetKillSwitch,
+    SetMarketStatus,
     Tick,
     UpdateOraclePrice,
     Withdraw,
 )
-from exchange.core.events import FillSettled, FundingSettled
+from exchange.core.events import FillSettled, FundingSettled, MarketStatusChanged
 from exchange.core.orders import OrderType, TimeInForce
 from exchange.core.units import NANOS_PER_SECOND
 from perp.clearinghouse import Clearinghouse
@@ -70,6 +73,24 @@ STEP = st.one_of(
     st.tuples(st.just("withdraw"), st.sampled_from(OWNERS), st.integers(1, 3_000 * USDC)),
     st.tuples(st.just("deposit"), st.sampled_from(OWNERS), st.integers(1, 3_000 * USDC)),
     st.tuples(st.just("cancel_all"), st.sampled_from(OWNERS), st.integers(0, 1)),
+    st.tuples(st.just("status"), st.integers(0, 1), st.integers(0, 4)),
+    st.tuples(st.just("kill"), st.integers(0, 1), st.booleans(), st.booleans()),
+    st.tuples(st.just("jump"), st.integers(0, 1), st.sampled_from([0, 50, 150])),  # % of index
+    st.tuples(
+        st.just("stop"),
+        st.sampled_from(OWNERS),
+        st.integers(0, 1),
+        st.integers(0, 1),
+        st.integers(1, 200),  # trigger distance, ticks
+        st.integers(1, 300),  # lots
+    ),
+    st.tuples(
+        st.just("amend"),
+        st.sampled_from(OWNERS),
+        st.integers(0, 1),
+        st.integers(-50, 50),  # new price offset, ticks
+        st.integers(1, 500),  # new lots
+    ),
 )
 
 
@@ -83,7 +104,7 @@ def _setup(ch: Clearinghouse, journal: list[Any], ts: int) -> dict[int, int]:
     return index
 
 
-@settings(derandomize=True, max_examples=150, deadline=None)
+@settings(derandomize=True, max_examples=250, deadline=None)
 @given(st.lists(STEP, min_size=5, max_size=80))
 def test_conservation_funding_zero_sum_and_replay(steps: list[tuple[Any, ...]]) -> None:
     ch = Clearinghouse(default_params=PARAMS)
@@ -134,8 +155,35 @@ def test_conservation_funding_zero_sum_and_replay(steps: list[tuple[Any, ...]]) 
             cmd = Withdraw(step[1], 0, step[2])
         elif kind == "deposit":
             cmd = Deposit(step[1], 0, step[2])
-        else:
+        elif kind == "cancel_all":
             cmd = CancelAll(step[2], step[1], 0)
+        elif kind == "status":
+            cmd = SetMarketStatus(step[1], step[2])
+        elif kind == "kill":
+            cmd = SetKillSwitch(step[1], step[2], all_markets=step[3])
+        elif kind == "jump":  # a jump (breaker) or an invalid reading (price 0)
+            _, market_id, percent = step
+            index[market_id] = index[market_id] * (100 + percent) // 100 // TICK * TICK
+            cmd = UpdateOraclePrice(market_id, index[market_id], 0, i, i, percent != 0)
+        elif kind == "stop":
+            _, owner, market_id, side, distance, lots = step
+            trigger = index[market_id] + (distance if side == 0 else -distance) * TICK
+            cmd = PlaceOrder(
+                market_id,
+                owner,
+                0,
+                side,
+                max(TICK, trigger + (5 if side == 0 else -5) * TICK),
+                lots * LOT,
+                order_type=OrderType.STOP_MARKET,
+                time_in_force=TimeInForce.IOC,
+                trigger_price=max(TICK, trigger),
+            )
+        else:  # amend the owner's oldest live order in the market, if any
+            _, owner, market_id, offset, lots = step
+            live = ch.books[market_id].account_orders.get(owner * 65536, {})
+            price = max(TICK, (index[market_id] // TICK + offset) * TICK)
+            cmd = AmendOrder(market_id, owner, 0, min(live, default=1), price, lots * LOT)
         journal += ch.execute(cmd, ts)
         assert ch.conservation_gap_quote() == 0, f"after {cmd}"
         if i == snapshot_at:
@@ -158,6 +206,7 @@ def test_conservation_funding_zero_sum_and_replay(steps: list[tuple[Any, ...]]) 
     fills = sum(type(e) is FillSettled for e in journal)
     event(f"fills: {'none' if not fills else '1-9' if fills < 10 else '10+'}")
     event(f"funding settled: {any(type(e) is FundingSettled and e.payment_quote for e in journal)}")
+    event(f"status changed: {any(type(e) is MarketStatusChanged for e in journal)}")
     # Replay from zero and from the mid-run snapshot.
     folded = Clearinghouse()
     for e in journal:
