@@ -432,3 +432,37 @@ async def test_stream_backoff_is_bounded_while_nothing_listens(cluster: Embedded
         assert stream.connects == 0 and not stream.subscribed.is_set()
         with pytest.raises(TimeoutError):
             await stream.next_event(0.01)
+
+
+async def test_pythclient_websocket_sees_every_publisher_write(
+    server: LocalnetServer, clock: FakeClock, cluster: EmbeddedCluster
+) -> None:
+    """pythclient's own websocket path (accountSubscribe + accountNotification, decoded by
+    PythPriceAccount) follows the Pyth push account the publisher writes."""
+    publisher = SimulatedPublisher(
+        cluster, [SimulatedFeed(key(1), OracleSource.PYTH_PUSH, walk(41), exponent=-8)]
+    )
+    solana = SolanaClient(ratelimit=False, endpoint=server.rpc_url, ws_endpoint=server.ws_url)
+    try:
+        account = PythPriceAccount(str(key(1)), solana)
+        sub_id = await solana.ws_account_subscribe(account.key)
+        for _ in range(3):
+            clock.advance(0.4)
+            [pub] = publisher.publish_once()
+            msg = await asyncio.wait_for(solana.get_next_update(), TIMEOUT)
+            assert msg["method"] == "accountNotification"
+            assert msg["params"]["subscription"] == sub_id
+            result = msg["params"]["result"]
+            account.update_with_rpc_response(result["context"]["slot"], result["value"])
+            info = account.aggregate_price_info
+            assert info is not None
+            assert (info.raw_price, info.raw_confidence_interval, info.pub_slot) == (
+                pub.price * 100,
+                pub.confidence * 100,
+                pub.slot,
+            )
+            assert info.price_status == PythPriceStatus.TRADING
+        assert await solana.ws_account_unsubscribe(sub_id) is True
+    finally:
+        await solana.ws_disconnect()
+        await solana.close()
