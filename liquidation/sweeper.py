@@ -226,6 +226,8 @@ class Sweeper:
         self.market_state = np.ones(n_markets, dtype=np.int8)  # no oracle yet: invalid
         self.market_price = [0] * n_markets
         self.market_funding = [0] * n_markets
+        self._oracles: dict[int, OracleReading] = {}  # the exact check's view of the oracles
+        self._schedules = {m: market.schedule for m, market in enumerate(markets)}
         self.tier_slope = np.zeros((n_markets, MAX_TIERS), dtype=np.int64)
         self.tier_k = np.zeros((n_markets, MAX_TIERS), dtype=np.int64)
         self.tier_count = np.zeros(n_markets, dtype=np.int64)
@@ -481,6 +483,7 @@ class Sweeper:
         fe = -(-abs(cumulative_funding) // (FUNDING_RATE_PRECISION << price_shift))
         self.market_price[market_id] = oracle_price
         self.market_funding[market_id] = cumulative_funding
+        self._oracles[market_id] = OracleReading(oracle_price, valid_for_liquidation)
         screenable = abs(pe) < 1 << MAX_PRICE_BITS and fe < 1 << MAX_FUNDING_BITS
         self.market_pe[market_id] = pe if screenable else 0
         self.market_fe[market_id] = fe if screenable else 0
@@ -499,9 +502,21 @@ class Sweeper:
         return Position()
 
     def positions(self, account_id: int) -> dict[int, Position]:
+        """Every exact position stored for the account, by market."""
+        if account_id >= self.n_accounts:
+            return {}
         start = int(self.row_start[account_id])
-        markets = [int(m) for m in self.slot_market[start : start + int(self.row_len[account_id])]]
-        return {m: self.position(account_id, m) for m in markets}
+        end = start + int(self.row_len[account_id])
+        return {
+            market_id: Position(base, entry, 0, (hi << 62) + lo)
+            for market_id, base, entry, hi, lo in zip(
+                self.slot_market[start:end].tolist(),
+                self.slot_base[start:end].tolist(),
+                self.slot_entry[start:end].tolist(),
+                self.slot_snap_hi[start:end].tolist(),
+                self.slot_snap_lo[start:end].tolist(),
+            )
+        }
 
     # ---------------------------------------------------------------- screening
     def _kernel_args(self) -> tuple[Any, ...]:
@@ -575,13 +590,7 @@ class Sweeper:
             settled = settle_funding(position, self.market_funding[market_id])
             collateral -= settled.payment_quote
             positions[market_id] = settled.position
-        oracles = {
-            m: OracleReading(self.market_price[m], self.market_state[m] != 1)
-            for m in range(len(self.markets))
-            if self.market_price[m] > 0
-        }
-        schedules = {m: market.schedule for m, market in enumerate(self.markets)}
-        eligibility = check_eligibility(collateral, positions, oracles, schedules)
+        eligibility = check_eligibility(collateral, positions, self._oracles, self._schedules)
         if eligibility.health != Health.LIQUIDATABLE:
             return None
         return LiquidateIntent(account_id, eligibility.equity_quote, eligibility.maintenance_quote)
