@@ -305,7 +305,9 @@ class EmbeddedCluster:
             self._blockhashes[self.svm.latest_blockhash()] = self.block_height
             self._slot_hashes[slot] = self.svm.latest_blockhash()
             while len(self._slot_hashes) > MAX_SIGNATURE_RECORDS:
-                self._slot_hashes.popitem(last=False)
+                forgotten, _ = self._slot_hashes.popitem(last=False)
+                # a block whose hash is gone is gone too
+                self._first_available_slot = max(self._first_available_slot, forgotten + 1)
             while len(self._blockhashes) > MAX_BLOCKHASH_AGE + 50:
                 self._blockhashes.popitem(last=False)
             first = max(parent + 1, slot - MAX_SLOT_EVENTS_PER_TICK + 1)
