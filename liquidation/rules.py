@@ -419,7 +419,7 @@ def plan_liquidation(
                     prices[market_id], prices, schedules, config, False,
                 )  # fmt: skip
                 transfers.append(transfer)
-        else:
+        elif order:  # (no positions: nothing to deleverage, the rest stays uncovered)
             collateral, fills = _deleverage(
                 account_id, collateral, work, order, prices, beyond_fund, adl_candidates
             )

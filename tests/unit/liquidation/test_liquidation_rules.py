@@ -166,6 +166,14 @@ def test_beyond_the_fund_positions_are_deleveraged_in_rank_order() -> None:
     assert result.uncovered_quote == 0
 
 
+def test_negative_cash_without_positions_is_covered_as_far_as_the_fund_goes() -> None:
+    result = plan(-100 * USD, {}, {0: 980 * USD}, fund=30 * USD)
+    assert isinstance(result, LiquidationPlan)
+    assert (result.transfers, result.adl_fills) == ((), ())
+    assert (result.bad_debt_quote, result.insurance_payment_quote) == (100 * USD, 30 * USD)
+    assert (result.uncovered_quote, result.collateral_after_quote) == (70 * USD, -70 * USD)
+
+
 def test_adl_with_too_little_opposite_interest_fails_fast() -> None:
     adl = {0: [AdlCandidate(7, -4 * BASE, 4_400 * USD, 1_000 * USD)]}
     with pytest.raises(LiquidationInputError, match="short by 6000000000"):
