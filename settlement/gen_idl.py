@@ -139,8 +139,8 @@ _C_PRIMITIVES = {
     "i32": "int32_t",
     "u64": "uint64_t",
     "i64": "int64_t",
-    "u128": "unsigned __int128",
-    "i128": "__int128",
+    "u128": "perpdex_u128",
+    "i128": "perpdex_i128",
 }
 
 
@@ -221,6 +221,11 @@ def render_header(spec: ProgramSpec) -> str:
         "#ifndef PERPDEX_SOL_H",
         "#include <stdint.h>",
         "#endif",
+        "",
+        "/* 128-bit fields sit at 8-aligned offsets (the spec's layout rule), not 16: the types say",
+        " * so, and a pointer to such a field is a valid pointer to them. */",
+        "typedef __int128 perpdex_i128 __attribute__((aligned(8)));",
+        "typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));",
         "",
         "/* ------------------------------------------------------------ constants */",
     ]

@@ -8,6 +8,11 @@
 #include <stdint.h>
 #endif
 
+/* 128-bit fields sit at 8-aligned offsets (the spec's layout rule), not 16: the types say
+ * so, and a pointer to such a field is a valid pointer to them. */
+typedef __int128 perpdex_i128 __attribute__((aligned(8)));
+typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));
+
 /* ------------------------------------------------------------ constants */
 #define PERPDEX_MAX_MARGIN_TIERS 4ULL /* margin tiers a market holds */
 #define PERPDEX_MAX_POSITIONS 8ULL /* position slots in one User account */
@@ -136,7 +141,7 @@ _Static_assert(sizeof(perpdex_MarginTier) == 16, "size");
 
 /* One market's position inside a User account (docs/PROTOCOL.md, Positions). */
 typedef struct __attribute__((packed, aligned(8))) perpdex_Position {
-    __int128 funding_snapshot; /* offset 0: cumulative funding index at the last settlement */
+    perpdex_i128 funding_snapshot; /* offset 0: cumulative funding index at the last settlement */
     int64_t base; /* offset 16: signed position, BASE_PRECISION (long > 0) */
     int64_t entry_quote; /* offset 24: signed cost basis of the open base, quote (long < 0) */
     int64_t realized_pnl_quote; /* offset 32: cumulative realised PnL, quote (a statistic) */
@@ -219,7 +224,8 @@ typedef struct __attribute__((packed, aligned(8))) perpdex_Exchange {
     uint8_t bump; /* offset 194: bump of this PDA */
     uint8_t vault_authority_bump; /* offset 195: bump of the vault authority PDA */
     uint8_t padding[4]; /* offset 196: zero */
-    uint8_t reserved[64]; /* offset 200: zero; room for global governance params */
+    uint8_t address[32]; /* offset 200: this account's own address (the PDA, verified at creation) */
+    uint8_t reserved[32]; /* offset 232: zero; room for global governance params */
 } perpdex_Exchange;
 _Static_assert(__builtin_offsetof(perpdex_Exchange, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Exchange, authority) == 8, "layout");
@@ -234,7 +240,8 @@ _Static_assert(__builtin_offsetof(perpdex_Exchange, num_markets) == 192, "layout
 _Static_assert(__builtin_offsetof(perpdex_Exchange, bump) == 194, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Exchange, vault_authority_bump) == 195, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Exchange, padding) == 196, "layout");
-_Static_assert(__builtin_offsetof(perpdex_Exchange, reserved) == 200, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Exchange, address) == 200, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Exchange, reserved) == 232, "layout");
 _Static_assert(sizeof(perpdex_Exchange) == 264, "size");
 _Static_assert(sizeof(perpdex_Exchange) == PERPDEX_ACCOUNT_EXCHANGE_SIZE, "size");
 
@@ -266,9 +273,10 @@ typedef struct __attribute__((packed, aligned(8))) perpdex_Market {
     uint64_t open_interest_base; /* offset 184: sum of long positions, BASE_PRECISION */
     int64_t funding_pool_quote; /* offset 192: funding paid in minus paid out minus swept, quote */
     uint64_t funding_surplus_numerator; /* offset 200: rounding surplus over BASE x 1e9, < 1e18 */
-    __int128 cumulative_funding; /* offset 208: funding index, quote x 1e9 per whole base unit */
+    perpdex_i128 cumulative_funding; /* offset 208: funding index, quote x 1e9 per whole base unit */
     perpdex_MarginTier margin_tiers[4]; /* offset 224: schedule */
-    uint8_t reserved[64]; /* offset 288: zero; room for governance params (issue 8) */
+    uint8_t address[32]; /* offset 288: this account's own address (the PDA, verified at creation) */
+    uint8_t reserved[32]; /* offset 320: zero; room for governance params (issue 8) */
 } perpdex_Market;
 _Static_assert(__builtin_offsetof(perpdex_Market, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Market, exchange) == 8, "layout");
@@ -296,7 +304,8 @@ _Static_assert(__builtin_offsetof(perpdex_Market, funding_pool_quote) == 192, "l
 _Static_assert(__builtin_offsetof(perpdex_Market, funding_surplus_numerator) == 200, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Market, cumulative_funding) == 208, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Market, margin_tiers) == 224, "layout");
-_Static_assert(__builtin_offsetof(perpdex_Market, reserved) == 288, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Market, address) == 288, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Market, reserved) == 320, "layout");
 _Static_assert(sizeof(perpdex_Market) == 352, "size");
 _Static_assert(sizeof(perpdex_Market) == PERPDEX_ACCOUNT_MARKET_SIZE, "size");
 
@@ -310,7 +319,7 @@ typedef struct __attribute__((packed, aligned(8))) perpdex_User {
     uint8_t bump; /* offset 48: bump of this PDA */
     uint8_t padding[7]; /* offset 49: zero */
     perpdex_Position positions[8]; /* offset 56: per-market positions */
-    uint8_t reserved[32]; /* offset 440: zero */
+    uint8_t address[32]; /* offset 440: this account's own address (the PDA, verified at creation) */
 } perpdex_User;
 _Static_assert(__builtin_offsetof(perpdex_User, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_User, owner) == 8, "layout");
@@ -318,7 +327,7 @@ _Static_assert(__builtin_offsetof(perpdex_User, collateral_quote) == 40, "layout
 _Static_assert(__builtin_offsetof(perpdex_User, bump) == 48, "layout");
 _Static_assert(__builtin_offsetof(perpdex_User, padding) == 49, "layout");
 _Static_assert(__builtin_offsetof(perpdex_User, positions) == 56, "layout");
-_Static_assert(__builtin_offsetof(perpdex_User, reserved) == 440, "layout");
+_Static_assert(__builtin_offsetof(perpdex_User, address) == 440, "layout");
 _Static_assert(sizeof(perpdex_User) == 472, "size");
 _Static_assert(sizeof(perpdex_User) == PERPDEX_ACCOUNT_USER_SIZE, "size");
 
@@ -514,7 +523,7 @@ typedef struct __attribute__((packed)) perpdex_FundingUpdatedEvent {
     uint16_t market_index; /* offset 8: market */
     uint64_t sequence; /* offset 10: update sequence */
     int64_t rate; /* offset 18: rate, FUNDING_RATE_PRECISION */
-    __int128 cumulative_funding; /* offset 26: index after */
+    perpdex_i128 cumulative_funding; /* offset 26: index after */
 } perpdex_FundingUpdatedEvent;
 _Static_assert(__builtin_offsetof(perpdex_FundingUpdatedEvent, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_FundingUpdatedEvent, market_index) == 8, "layout");

@@ -6,11 +6,14 @@
  * returns its own IDL error; the runtime discards every account write of a failed
  * instruction, so a rejection leaves all accounts byte-identical.
  *
- * Account authenticity: Exchange and Market are checked for owner, size, discriminator and
- * PDA (stored bump) on every use; a User for owner, size and discriminator everywhere, and for
- * its PDA where its owner acts (deposit, withdraw). The program writes a User discriminator
- * only into an account it created at the User PDA, so a program-owned account carrying it is
- * one; settle_fills relies on that to keep 1,500 CU per PDA derivation off the per-fill path.
+ * Account authenticity: every account the program creates is created at its PDA (checked with
+ * create_program_address, the bump from the instruction) and stores its own address at
+ * creation. Every later use checks owner == this program, size, discriminator and
+ * key == stored address: only this program writes data into accounts it owns, and it writes a
+ * discriminator and an address only there, so a copy of the data at any other address fails
+ * (with the account's WrongPda error). That is a 32-byte compare instead of a ~1,500 CU PDA
+ * derivation per account and instruction. Where a wallet acts on its User (deposit,
+ * withdraw) the User PDA is still derived from the signer's key, binding the two.
  */
 #include "perpdex_sol.h"
 #include "perpdex_clearing_idl.h"
@@ -22,8 +25,18 @@ typedef struct {
 } Ctx;
 
 /* ------------------------------------------------------------------ small helpers */
-static bool key_eq(const SolPubkey *a, const uint8_t *b) {
-  return pd_pubkey_eq(a, (const SolPubkey *)b);
+/* Two public keys equal. Keys and owners in the runtime's input, key fields of this program's
+ * accounts (aligned(8) structs) and the entrypoint's copy of the program id are 8-aligned:
+ * then four word compares; anything else takes the byte-wise path (a separate function, so
+ * the optimiser cannot merge the two loads into one byte-wise path). */
+static __attribute__((noinline)) bool key_eq_unaligned(const void *a, const void *b) {
+  return pd_pubkey_eq((const SolPubkey *)a, (const SolPubkey *)b);
+}
+
+static bool key_eq(const void *a, const void *b) {
+  if ((((uintptr_t)a | (uintptr_t)b) & 7u) != 0) return key_eq_unaligned(a, b);
+  const uint64_t *x = __builtin_assume_aligned(a, 8), *y = __builtin_assume_aligned(b, 8);
+  return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
 }
 
 static void emit(const void *event, uint64_t len) {
@@ -46,14 +59,14 @@ static uint64_t check_accounts(const SolParameters *params, uint64_t num, uint64
 
 static bool is_system_key(const SolPubkey *key) {
   const SolPubkey system = PD_SYSTEM_PROGRAM_ID;
-  return pd_pubkey_eq(key, &system);
+  return key_eq(key, &system);
 }
 
 static bool is_system_program(const SolAccountInfo *account) { return is_system_key(account->key); }
 
 static bool is_token_program(const SolAccountInfo *account) {
   const SolPubkey token = PD_SPL_TOKEN_PROGRAM_ID;
-  return pd_pubkey_eq(account->key, &token);
+  return key_eq(account->key, &token);
 }
 
 /* ------------------------------------------------------------------ PDAs */
@@ -89,44 +102,45 @@ static bool vault_authority_pda_ok(const SolAccountInfo *account, uint8_t bump,
 /* ------------------------------------------------------------------ account loading */
 static uint64_t load_exchange(const SolAccountInfo *account, const SolPubkey *program_id,
                               perpdex_Exchange **out) {
-  if (!pd_pubkey_eq(account->owner, program_id)) return PERPDEX_ERR_EXCHANGE_WRONG_OWNER;
+  if (!key_eq(account->owner, program_id)) return PERPDEX_ERR_EXCHANGE_WRONG_OWNER;
   if (account->data_len != PERPDEX_ACCOUNT_EXCHANGE_SIZE) return PERPDEX_ERR_EXCHANGE_WRONG_SIZE;
   perpdex_Exchange *exchange = (perpdex_Exchange *)account->data;
   if (exchange->discriminator != PERPDEX_ACCOUNT_EXCHANGE_DISCRIMINATOR)
     return PERPDEX_ERR_EXCHANGE_BAD_DISCRIMINATOR;
-  if (!exchange_pda_ok(account, exchange->bump, program_id)) return PERPDEX_ERR_EXCHANGE_WRONG_PDA;
+  if (!key_eq(account->key, exchange->address)) return PERPDEX_ERR_EXCHANGE_WRONG_PDA;
   *out = exchange;
   return PD_SUCCESS;
 }
 
 static uint64_t load_market(const SolAccountInfo *account, const SolPubkey *program_id,
                             perpdex_Market **out) {
-  if (!pd_pubkey_eq(account->owner, program_id)) return PERPDEX_ERR_MARKET_WRONG_OWNER;
+  if (!key_eq(account->owner, program_id)) return PERPDEX_ERR_MARKET_WRONG_OWNER;
   if (account->data_len != PERPDEX_ACCOUNT_MARKET_SIZE) return PERPDEX_ERR_MARKET_WRONG_SIZE;
   perpdex_Market *market = (perpdex_Market *)account->data;
   if (market->discriminator != PERPDEX_ACCOUNT_MARKET_DISCRIMINATOR)
     return PERPDEX_ERR_MARKET_BAD_DISCRIMINATOR;
-  if (!market_pda_ok(account, (const uint8_t *)&market->index, market->bump, program_id))
-    return PERPDEX_ERR_MARKET_WRONG_PDA;
+  if (!key_eq(account->key, market->address)) return PERPDEX_ERR_MARKET_WRONG_PDA;
   *out = market;
   return PD_SUCCESS;
 }
 
-/* Owner, size and discriminator (the PDA is checked by the callers where the owner acts). */
+/* Owner, size, discriminator and stored address (deposit and withdraw also derive the PDA
+ * from the signing owner). */
 static uint64_t load_user(const SolAccountInfo *account, const SolPubkey *program_id,
                           perpdex_User **out) {
-  if (!pd_pubkey_eq(account->owner, program_id)) return PERPDEX_ERR_USER_WRONG_OWNER;
+  if (!key_eq(account->owner, program_id)) return PERPDEX_ERR_USER_WRONG_OWNER;
   if (account->data_len != PERPDEX_ACCOUNT_USER_SIZE) return PERPDEX_ERR_USER_WRONG_SIZE;
   perpdex_User *user = (perpdex_User *)account->data;
   if (user->discriminator != PERPDEX_ACCOUNT_USER_DISCRIMINATOR)
     return PERPDEX_ERR_USER_BAD_DISCRIMINATOR;
+  if (!key_eq(account->key, user->address)) return PERPDEX_ERR_USER_WRONG_PDA;
   *out = user;
   return PD_SUCCESS;
 }
 
 /* An initialised SPL token account of `mint`. */
 static uint64_t check_token_account(const SolAccountInfo *account, const uint8_t *mint) {
-  if (!pd_pubkey_eq(account->owner, &(const SolPubkey)PD_SPL_TOKEN_PROGRAM_ID))
+  if (!key_eq(account->owner, &(const SolPubkey)PD_SPL_TOKEN_PROGRAM_ID))
     return PERPDEX_ERR_TOKEN_ACCOUNT_WRONG_OWNER;
   if (account->data_len != PD_TOKEN_ACCOUNT_LEN ||
       account->data[PD_TOKEN_ACCOUNT_STATE_OFFSET] != PD_TOKEN_ACCOUNT_STATE_INITIALIZED)
@@ -154,17 +168,17 @@ static uint64_t ix_initialize(const SolParameters *params) {
   SolAccountInfo *vault_authority = &ka[PERPDEX_IX_INITIALIZE_ACC_VAULT_AUTHORITY];
   if (!is_system_program(&ka[PERPDEX_IX_INITIALIZE_ACC_SYSTEM_PROGRAM]))
     return PERPDEX_ERR_SYSTEM_PROGRAM_MISMATCH;
-  if (pd_pubkey_eq(exchange->owner, params->program_id))
+  if (key_eq(exchange->owner, params->program_id))
     return PERPDEX_ERR_EXCHANGE_ALREADY_INITIALIZED;
   if (!exchange_pda_ok(exchange, args->bump, params->program_id))
     return PERPDEX_ERR_EXCHANGE_WRONG_PDA;
   if (!vault_authority_pda_ok(vault_authority, args->vault_authority_bump, params->program_id))
     return PERPDEX_ERR_VAULT_AUTHORITY_WRONG_PDA;
   /* SPL mint: 82 bytes, is_initialized at 45 */
-  if (!pd_pubkey_eq(mint->owner, &(const SolPubkey)PD_SPL_TOKEN_PROGRAM_ID) ||
+  if (!key_eq(mint->owner, &(const SolPubkey)PD_SPL_TOKEN_PROGRAM_ID) ||
       mint->data_len != 82 || mint->data[45] != 1)
     return PERPDEX_ERR_MINT_BAD_LAYOUT;
-  if (pd_pubkey_eq(vault->key, insurance->key)) return PERPDEX_ERR_VAULT_MISMATCH;
+  if (key_eq(vault->key, insurance->key)) return PERPDEX_ERR_VAULT_MISMATCH;
   const SolAccountInfo *vaults[2] = {vault, insurance};
   for (int i = 0; i < 2; i++) {
     err = check_token_account(vaults[i], mint->key->x);
@@ -193,14 +207,15 @@ static uint64_t ix_initialize(const SolParameters *params) {
   pd_pubkey_copy((SolPubkey *)state->insurance_vault, insurance->key);
   state->bump = args->bump;
   state->vault_authority_bump = args->vault_authority_bump;
+  pd_pubkey_copy((SolPubkey *)state->address, exchange->key);
   return PD_SUCCESS;
 }
 
 /* ------------------------------------------------------------------ oracles */
 static bool oracle_owner_ok(const SolAccountInfo *oracle, uint8_t source) {
   if (source == PERPDEX_ORACLE_SOURCE_PYTH_PULL)
-    return pd_pubkey_eq(oracle->owner, &(const SolPubkey)PERPDEX_PYTH_RECEIVER_PROGRAM_ID);
-  return pd_pubkey_eq(oracle->owner, &(const SolPubkey)PERPDEX_SWITCHBOARD_ON_DEMAND_PROGRAM_ID);
+    return key_eq(oracle->owner, &(const SolPubkey)PERPDEX_PYTH_RECEIVER_PROGRAM_ID);
+  return key_eq(oracle->owner, &(const SolPubkey)PERPDEX_SWITCHBOARD_ON_DEMAND_PROGRAM_ID);
 }
 
 /* Owner, size, discriminator and (Pyth) feed id of a market's oracle account. */
@@ -316,7 +331,7 @@ static uint64_t ix_create_market(const SolParameters *params) {
   const perpdex_MarketParams *p = &args->params;
   uint16_t index = p->index;
   if (index != exchange->num_markets) return PERPDEX_ERR_MARKET_INDEX_MISMATCH;
-  if (pd_pubkey_eq(market_account->owner, params->program_id))
+  if (key_eq(market_account->owner, params->program_id))
     return PERPDEX_ERR_MARKET_ALREADY_INITIALIZED;
   uint8_t index_le[2] = {(uint8_t)(index & 0xff), (uint8_t)(index >> 8)};
   if (!market_pda_ok(market_account, index_le, args->bump, params->program_id))
@@ -346,6 +361,7 @@ static uint64_t ix_create_market(const SolParameters *params) {
   m->status = PERPDEX_MARKET_STATUS_ACTIVE;
   m->oracle_source = p->oracle_source;
   m->bump = bump;
+  pd_pubkey_copy((SolPubkey *)m->address, market_account->key);
   m->num_margin_tiers = p->num_margin_tiers;
   m->tick_size = p->tick_size;
   m->lot_size = p->lot_size;
@@ -375,7 +391,7 @@ static perpdex_Position *position_slot(perpdex_User *user, const perpdex_Market 
     pd_memset(free_slot, 0, sizeof *free_slot);
     free_slot->in_use = 1;
     free_slot->market_index = market->index;
-    pd_store_i128(&free_slot->funding_snapshot, pd_load_i128(&market->cumulative_funding));
+    free_slot->funding_snapshot = market->cumulative_funding;
   }
   return free_slot;
 }
@@ -404,7 +420,7 @@ static uint64_t settle_funding(perpdex_Exchange *exchange, perpdex_Market *marke
   market->funding_pool_quote = pool;
   market->funding_surplus_numerator = rest;
   exchange->insurance_fund_quote = insurance;
-  pd_store_i128(&position->funding_snapshot, pd_load_i128(&market->cumulative_funding));
+  position->funding_snapshot = market->cumulative_funding;
   return PD_SUCCESS;
 }
 
@@ -454,7 +470,7 @@ static uint64_t ix_deposit(const SolParameters *params) {
   uint64_t amount = args->amount_quote;
   if (amount == 0) return PERPDEX_ERR_AMOUNT_ZERO;
   uint8_t bump = args->user_bump;
-  bool create = !pd_pubkey_eq(user_account->owner, params->program_id);
+  bool create = !key_eq(user_account->owner, params->program_id);
   perpdex_User *user = NULL;
   if (create) {
     if (!is_system_key(user_account->owner)) return PERPDEX_ERR_USER_WRONG_OWNER;
@@ -492,6 +508,7 @@ static uint64_t ix_deposit(const SolParameters *params) {
     user->discriminator = PERPDEX_ACCOUNT_USER_DISCRIMINATOR;
     pd_pubkey_copy((SolPubkey *)user->owner, owner->key);
     user->bump = bump;
+    pd_pubkey_copy((SolPubkey *)user->address, user_account->key);
   }
   user->collateral_quote = collateral;
   exchange->net_deposits_quote = net;
@@ -715,7 +732,7 @@ static uint64_t ix_update_funding(const SolParameters *params) {
   market->last_funding_sequence = args->sequence;
   perpdex_FundingUpdatedEvent event = {PERPDEX_EVENT_FUNDING_UPDATED_DISCRIMINATOR, market->index,
                                        args->sequence, args->rate, 0};
-  pd_store_i128(&event.cumulative_funding, pd_load_i128(&market->cumulative_funding));
+  pd_store_i128(&event.cumulative_funding, market->cumulative_funding);
   emit(&event, sizeof event);
   return PD_SUCCESS;
 }
@@ -759,6 +776,10 @@ uint64_t entrypoint(const uint8_t *input) {
   SolParameters params;
   params.ka = ka;
   if (!pd_deserialize(input, &params, num_accounts)) return PD_ERROR_INVALID_ARGUMENT;
+  /* the program id follows the instruction data: unaligned; an aligned copy for key_eq */
+  uint64_t program_id_words[4];
+  pd_memcpy(program_id_words, params.program_id, sizeof program_id_words);
+  params.program_id = (const SolPubkey *)program_id_words;
   if (params.data_len < 8) return PERPDEX_ERR_UNKNOWN_INSTRUCTION;
   switch (pd_load_u64(params.data)) {
     case PERPDEX_IX_INITIALIZE_DISCRIMINATOR:

@@ -104,10 +104,10 @@ uint64_t pd_fill_fees_split(uint64_t notional_quote, int64_t maker_ppm, int64_t 
 }
 
 /* ------------------------------------------------------------------ funding */
-uint64_t pd_funding_settle(int64_t base, const void *snapshot_i128, const void *index_now_i128,
+uint64_t pd_funding_settle(int64_t base, const pd_i128_a8 *snapshot_at, const pd_i128_a8 *index_now_at,
                            pd_funding_settlement *out) {
-  pd_i128 snapshot = pd_load_i128(snapshot_i128);
-  pd_i128 index_now = pd_load_i128(index_now_i128);
+  pd_i128 snapshot = *snapshot_at;
+  pd_i128 index_now = *index_now_at;
   /* delta = index_now - snapshot as (sign, magnitude): the magnitude of any difference of
    * two i128 values fits u128 exactly (modular subtraction of the larger minus the smaller). */
   bool delta_negative = index_now < snapshot;
@@ -155,14 +155,13 @@ void pd_sweep_surplus(uint64_t surplus_numerator, uint64_t *swept_quote_out,
   *rest_numerator_out = surplus_numerator - swept * PD_FUNDING_SETTLEMENT_DENOMINATOR;
 }
 
-uint64_t pd_funding_advance(void *cumulative_i128, int64_t rate, uint64_t index_price) {
+uint64_t pd_funding_advance(pd_i128_a8 *cumulative, int64_t rate, uint64_t index_price) {
   if (index_price == 0) return PERPDEX_ERR_INDEX_PRICE_ZERO;
   pd_u128 magnitude = pd_mul_u64_wide(pd_abs_i64(rate), index_price); /* < 2^127 */
   pd_i128 delta = rate < 0 ? -(pd_i128)magnitude : (pd_i128)magnitude;
   pd_i128 next;
-  if (!add_i128(pd_load_i128(cumulative_i128), delta, &next))
-    return PERPDEX_ERR_FUNDING_INDEX_OVERFLOW;
-  pd_store_i128(cumulative_i128, next);
+  if (!add_i128(*cumulative, delta, &next)) return PERPDEX_ERR_FUNDING_INDEX_OVERFLOW;
+  *cumulative = next;
   return PD_SUCCESS;
 }
 
@@ -310,8 +309,8 @@ uint64_t pd_apply_fill(pd_position_state *position, int64_t base_delta, int64_t 
 #define PD_MAX_EXPONENT 38
 #define PD_PRICE_EXPONENT 6 /* PRICE_PRECISION = 10^6 */
 
-uint64_t pd_price_from_raw(const void *mantissa_i128, int64_t exponent, uint64_t *price_out) {
-  pd_i128 mantissa = pd_load_i128(mantissa_i128);
+uint64_t pd_price_from_raw(const pd_i128_a8 *mantissa_at, int64_t exponent, uint64_t *price_out) {
+  pd_i128 mantissa = *mantissa_at;
   if (mantissa <= 0) return PERPDEX_ERR_ORACLE_NON_POSITIVE_PRICE;
   if (exponent < PD_MIN_EXPONENT || exponent > PD_MAX_EXPONENT)
     return PERPDEX_ERR_ORACLE_EXPONENT_OUT_OF_RANGE;
@@ -332,9 +331,9 @@ uint64_t pd_price_from_raw(const void *mantissa_i128, int64_t exponent, uint64_t
   return PD_SUCCESS;
 }
 
-uint64_t pd_confidence_from_raw(const void *mantissa_i128, int64_t exponent,
+uint64_t pd_confidence_from_raw(const pd_i128_a8 *mantissa_at, int64_t exponent,
                                 uint64_t *confidence_out) {
-  pd_i128 mantissa = pd_load_i128(mantissa_i128);
+  pd_i128 mantissa = *mantissa_at;
   if (mantissa < 0) return PERPDEX_ERR_ORACLE_CONFIDENCE_OUT_OF_RANGE;
   if (exponent < PD_MIN_EXPONENT || exponent > PD_MAX_EXPONENT)
     return PERPDEX_ERR_ORACLE_EXPONENT_OUT_OF_RANGE;

@@ -6,7 +6,7 @@
  * 128-bit and 192-bit intermediates use only 64-bit multiplies and divides (pd_mul_u64_wide,
  * pd_div_2by1 from the SDK), so the same source builds for SBPF v0 and for the host, where
  * tests run it against golden vectors generated from the Python engine (tests/fixtures/golden).
- * i128 values are passed by pointer and read with memcpy: they live in packed accounts.
+ * i128 values are passed by pointer (pd_i128_a8: 8-aligned, as account fields are).
  */
 #ifndef PD_MATH_H
 #define PD_MATH_H
@@ -54,7 +54,11 @@ typedef struct {
   uint64_t free_collateral_quote; /* max(0, equity - initial) */
 } pd_margin_result;
 
-/* 128-bit values in (possibly packed) memory; inline because BPF calls cannot return them. */
+/* 128-bit values in memory; inline because BPF calls cannot return them. pd_i128_a8 is an
+ * i128 at an 8-aligned address: every i128 field of the program's accounts (aligned(8)
+ * structs in 8-aligned account data) and every local. Loads through it are two word loads;
+ * pd_load_i128 is the byte-wise one for anything else (an oracle's layout). */
+typedef perpdex_i128 pd_i128_a8;
 PD_INLINE pd_i128 pd_load_i128(const void *p) {
   pd_i128 v;
   __builtin_memcpy(&v, p, sizeof v);
@@ -70,11 +74,11 @@ uint64_t pd_validate_fee_schedule(int64_t maker_ppm, int64_t taker_ppm,
                                   uint64_t insurance_share_ppm);
 
 /* Funding: settle base from snapshot to index_now; advance an index by rate x price. */
-uint64_t pd_funding_settle(int64_t base, const void *snapshot_i128, const void *index_now_i128,
+uint64_t pd_funding_settle(int64_t base, const pd_i128_a8 *snapshot, const pd_i128_a8 *index_now,
                            pd_funding_settlement *out);
 void pd_sweep_surplus(uint64_t surplus_numerator, uint64_t *swept_quote_out,
                       uint64_t *rest_numerator_out);
-uint64_t pd_funding_advance(void *cumulative_i128, int64_t rate, uint64_t index_price);
+uint64_t pd_funding_advance(pd_i128_a8 *cumulative, int64_t rate, uint64_t index_price);
 
 /* Margin. */
 uint64_t pd_notional_quote(int64_t base, uint64_t price, uint64_t *out);
@@ -92,8 +96,8 @@ uint64_t pd_apply_fill(pd_position_state *position, int64_t base_delta, int64_t 
 
 /* Oracle values (mantissa x 10^exponent) to PRICE_PRECISION: price rounds half away from
  * zero and must be 1..i64 max; confidence rounds up and must fit u64. */
-uint64_t pd_price_from_raw(const void *mantissa_i128, int64_t exponent, uint64_t *price_out);
-uint64_t pd_confidence_from_raw(const void *mantissa_i128, int64_t exponent,
+uint64_t pd_price_from_raw(const pd_i128_a8 *mantissa, int64_t exponent, uint64_t *price_out);
+uint64_t pd_confidence_from_raw(const pd_i128_a8 *mantissa, int64_t exponent,
                                 uint64_t *confidence_out);
 
 #endif /* PD_MATH_H */

@@ -574,22 +574,33 @@ def test_an_unknown_instruction_is_refused(traded: Chain) -> None:
 # ------------------------------------------------------------------ capacity and compute
 
 
-def test_twenty_fills_fit_one_transaction_and_report_compute_units(traded: Chain) -> None:
+def test_twenty_fills_fit_one_transaction_at_3000_cu_per_fill_at_most(traded: Chain) -> None:
+    # Arrange: six users; 1 fill, 20 fills, and the most fills that fit a 1,232-byte transaction
     for i in range(2, 6):
         traded.new_user(i, 10_000 * USD)
-    fills = [(i % 6, (i + 1) % 6, i % 2 == 0, 10_000 + i, 1 + i % 3) for i in range(20)]
-    single = traded.ok([traded.settle_ix(2, fills[:1])], [traded.operator]).compute_units_consumed()
-    ix = traded.settle_ix(3, fills)
-    tx = Transaction(
-        [traded.operator], Message([ix], traded.operator.pubkey()), traded.svm.latest_blockhash()
-    )
-    result = traded.ok([ix], [traded.operator])
-    units = result.compute_units_consumed()
-    marginal = (units - single) / 19
-    print(f"settle_fills: 1 fill {single} CU; 20 fills {len(bytes(tx))} bytes, {units} CU, "
-          f"{units / 20:.0f} CU per fill, {marginal:.0f} CU per extra fill")  # fmt: skip
-    assert len(bytes(tx)) <= 1232
-    assert units / 20 <= 10_000
+
+    def fills(n: int) -> list[tuple[int, int, bool, int, int]]:
+        return [(i % 6, (i + 1) % 6, i % 2 == 0, 10_000 + i, 1 + i % 3) for i in range(n)]
+
+    def size(ix: Instruction) -> int:
+        message = Message([ix], traded.operator.pubkey())
+        return len(bytes(Transaction([traded.operator], message, traded.svm.latest_blockhash())))
+
+    most = 20
+    while size(traded.settle_ix(4, fills(most + 1))) <= 1232:
+        most += 1
+    # Act
+    single = traded.ok([traded.settle_ix(2, fills(1))], [traded.operator]).compute_units_consumed()
+    twenty = traded.ok([traded.settle_ix(3, fills(20))], [traded.operator]).compute_units_consumed()
+    full = traded.ok([traded.settle_ix(4, fills(most))], [traded.operator]).compute_units_consumed()
+    # Assert
+    marginal = (twenty - single) / 19
+    print(f"settle_fills: 1 fill {single} CU; 20 fills {size(traded.settle_ix(3, fills(20)))} bytes, "
+          f"{twenty} CU, {twenty / 20:.0f} CU per fill, {marginal:.0f} CU per extra fill; "
+          f"{most} fills (the most in 1,232 bytes) {full} CU, {full / most:.0f} CU per fill")  # fmt: skip
+    assert size(traded.settle_ix(3, fills(20))) <= 1232
+    assert twenty / 20 <= 3_000  # issue 5's target
+    assert full / most <= 3_000 and most <= 64
 
 
 # ------------------------------------------------------------------ the strict loader
