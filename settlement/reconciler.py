@@ -1,0 +1,203 @@
+"""Reconciler: the engine's clearinghouse (the read model) against the clearing program's
+accounts, to the unit.
+
+Compared, for every mapped sub-account and configured market:
+
+* the position: ``base`` and ``entry_quote`` of the engine position vs the User's slot for the
+  market (a missing one on either side counts as zero);
+* collateral with funding settled to each side's own index: the engine settles funding on
+  more occasions than the program (every order, withdrawal, ...), so both sides are compared as
+  if every position had just settled to its market's index (``collateral - pending funding``);
+* per market the cumulative funding index and the open interest, and the Exchange's fee pool.
+
+Call it with the engine state at a point settlement has reached (``recover(journal,
+service.cursor)`` or the live clearinghouse once the service is caught up). Every difference
+is a ``Mismatch`` record: logged at ERROR, counted in ``metrics.mismatches``, kept in
+``mismatches``, and, when ``halt_on_mismatch``, answered with ``SetMarketStatus(HALTED)`` into
+the engine for the market concerned (every configured market for a collateral or global
+difference) through the ``halt`` callable, where it becomes a journaled
+``MarketStatusChanged``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
+
+from anchorpy import Program
+from solana.rpc.commitment import Confirmed
+
+from exchange.core.commands import SetMarketStatus
+from exchange.core.events import NO_MARKET_ID
+from perp.clearinghouse import Clearinghouse
+from perp.math.funding import settle
+from perp.risk_gate import MarketStatus
+from settlement.errors import SettlementConfigError, UnmappedAccount
+from settlement.onchain import AccountMap, ClearingAddresses
+
+log = logging.getLogger(__name__)
+
+NO_ACCOUNT: Final = (-1, -1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReconcilerConfig:
+    market_ids: tuple[int, ...]
+    halt_on_mismatch: bool = True
+
+    def __post_init__(self) -> None:
+        ids = self.market_ids
+        if (
+            not isinstance(ids, tuple)
+            or not ids
+            or len(set(ids)) != len(ids)
+            or not all(type(i) is int and 0 <= i <= 0xFFFF for i in ids)
+        ):
+            raise SettlementConfigError(
+                f"market_ids: expected a non-empty tuple of distinct 0..65535, got {ids!r}"
+            )
+        if type(self.halt_on_mismatch) is not bool:
+            raise SettlementConfigError(
+                f"halt_on_mismatch: expected a bool, got {self.halt_on_mismatch!r}"
+            )
+
+
+class Mismatch(NamedTuple):
+    """One value on which the engine and the chain disagree."""
+
+    owner_id: int  # -1 for a market or exchange value
+    sub_account_id: int
+    market_id: int  # NO_MARKET_ID for collateral and exchange values
+    field: str  # e.g. "base", "entry_quote", "settled_collateral_quote"
+    engine_value: int
+    onchain_value: int
+
+
+@dataclass(slots=True)
+class ReconcilerMetrics:
+    runs: int = 0
+    accounts_checked: int = 0
+    mismatches: int = 0
+    halts_sent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationReport:
+    accounts_checked: int
+    mismatches: tuple[Mismatch, ...]
+    halted_markets: tuple[int, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+def _pending_payment(base: int, snapshot: int, index_now: int) -> int:
+    return settle(base, snapshot, index_now).payment_quote if base else 0
+
+
+class Reconciler:
+    """Compares engine and chain; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        program: Program,
+        accounts: AccountMap,
+        config: ReconcilerConfig,
+        halt: Callable[[SetMarketStatus], Any] | None = None,
+    ) -> None:
+        if config.halt_on_mismatch and halt is None:
+            raise SettlementConfigError("halt: expected a callable when halt_on_mismatch is set")
+        self.program = program
+        self.accounts = accounts
+        self.config = config
+        self.halt = halt
+        addresses = ClearingAddresses(program.program_id)
+        self.exchange = addresses.exchange()[0]
+        self.markets = {i: addresses.market(i)[0] for i in config.market_ids}
+        self.metrics = ReconcilerMetrics()
+        self.mismatches: list[Mismatch] = []
+
+    async def reconcile(self, engine: Clearinghouse) -> ReconciliationReport:
+        """One comparison of ``engine`` with the chain's current (confirmed) accounts."""
+        keys = self.accounts.keys()
+        users = await self.program.account["User"].fetch_multiple(
+            [self.accounts.user(*k) for k in keys], commitment=Confirmed
+        )
+        ids = list(self.markets)
+        markets = await self.program.account["Market"].fetch_multiple(
+            [self.markets[i] for i in ids], commitment=Confirmed
+        )
+        exchange = await self.program.account["Exchange"].fetch(self.exchange, Confirmed)
+        chain_markets = {}
+        for market_id, market in zip(ids, markets, strict=True):
+            if market is None:
+                raise UnmappedAccount(f"market {market_id}: expected a Market account on-chain")
+            chain_markets[market_id] = market
+        found: list[Mismatch] = []
+
+        def compare(
+            key: tuple[int, int], market_id: int, name: str, mine: int, theirs: int
+        ) -> None:
+            if mine != theirs:
+                found.append(Mismatch(key[0], key[1], market_id, name, mine, theirs))
+
+        open_interest = dict.fromkeys(ids, 0)
+        for key, user in zip(keys, users, strict=True):
+            acct = engine.account(*key)
+            slots = {}
+            if user is not None:
+                slots = {p.market_index: p for p in user.positions if p.in_use}
+            engine_settled = acct.collateral_quote
+            chain_settled = user.collateral_quote if user is not None else 0
+            for market_id in ids:
+                mine = acct.positions.get(market_id)
+                theirs = slots.get(market_id)
+                base = mine.base if mine else 0
+                compare(key, market_id, "base", base, theirs.base if theirs else 0)
+                compare(key, market_id, "entry_quote", mine.entry_quote if mine else 0,
+                        theirs.entry_quote if theirs else 0)  # fmt: skip
+                open_interest[market_id] += max(base, 0)
+                if mine:
+                    index = engine.markets[market_id].cumulative_funding
+                    engine_settled -= _pending_payment(mine.base, mine.funding_snapshot, index)
+                if theirs:
+                    index = chain_markets[market_id].cumulative_funding
+                    chain_settled -= _pending_payment(theirs.base, theirs.funding_snapshot, index)
+            compare(key, NO_MARKET_ID, "settled_collateral_quote", engine_settled, chain_settled)
+        for market_id in ids:
+            chain = chain_markets[market_id]
+            compare(NO_ACCOUNT, market_id, "cumulative_funding",
+                    engine.markets[market_id].cumulative_funding, chain.cumulative_funding)  # fmt: skip
+            compare(NO_ACCOUNT, market_id, "open_interest_base", open_interest[market_id],
+                    chain.open_interest_base)  # fmt: skip
+        compare(NO_ACCOUNT, NO_MARKET_ID, "fee_pool_quote", engine.fee_pool_quote,
+                exchange.fee_pool_quote)  # fmt: skip
+        self.metrics.runs += 1
+        self.metrics.accounts_checked += len(keys)
+        halted = self._answer(found)
+        return ReconciliationReport(len(keys), tuple(found), halted)
+
+    def _answer(self, found: list[Mismatch]) -> tuple[int, ...]:
+        if not found:
+            return ()
+        self.metrics.mismatches += len(found)
+        self.mismatches.extend(found)
+        for m in found:
+            log.error("reconciliation mismatch: %s", m._asdict())
+        if not self.config.halt_on_mismatch:
+            return ()
+        markets: set[int] = set()
+        for m in found:
+            markets.update(
+                self.config.market_ids if m.market_id == NO_MARKET_ID else (m.market_id,)
+            )
+        assert self.halt is not None
+        for market_id in sorted(markets):
+            self.halt(SetMarketStatus(market_id, int(MarketStatus.HALTED)))
+            self.metrics.halts_sent += 1
+        log.error("reconciliation: halted markets %s", sorted(markets))
+        return tuple(sorted(markets))
