@@ -131,6 +131,10 @@ class SettlementStack:
         assert self.engine is not None
         return self.engine.process(list(commands))
 
+    def process_one(self, command: Any) -> list[Any]:
+        """One command through the engine; its events once durable."""
+        return self.process([command])[0]
+
     async def start(self) -> None:
         await self.server.start()
         # One Tick per hour of the engine clock: funding intervals come when a test or the
