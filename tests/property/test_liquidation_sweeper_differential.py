@@ -68,6 +68,11 @@ STEP = st.one_of(
         st.booleans(),
         st.one_of(st.just(0), st.integers(-(10**20), 10**20)),
     ),
+    # small moves (ppm of the price; funding in price units x 1e9) keep the cheap test in play
+    st.tuples(
+        st.just("nudge"), MARKET, st.integers(-20_000, 20_000), st.integers(-(10**15), 10**15)
+    ),
+    st.tuples(st.just("screen")),
 )
 
 
@@ -104,6 +109,7 @@ def test_screen_is_identical_conservative_and_confirmed_exactly(steps: list[tupl
     oracles: dict[int, tuple[int, bool, int]] = {}
     for account in range(N_ACCOUNTS):
         sweeper.set_collateral(account, 0)
+    cheap_passes = 0
     # Act
     for step in steps:
         if step[0] == "collateral":
@@ -115,7 +121,7 @@ def test_screen_is_identical_conservative_and_confirmed_exactly(steps: list[tupl
             position = Position(base, entry, 0, snapshot) if base else Position()
             sweeper.set_position(account, market_id, position)
             positions[(account, market_id)] = position
-        else:
+        elif step[0] == "market":
             _, market_id, price, valid, funding = step
             sweeper.update_market(
                 market_id,
@@ -124,8 +130,24 @@ def test_screen_is_identical_conservative_and_confirmed_exactly(steps: list[tupl
                 cumulative_funding=funding,
             )
             oracles[market_id] = (price, valid, funding)
+        elif step[0] == "nudge" and step[1] in oracles:
+            _, market_id, move_ppm, funding_move = step
+            price, valid, funding = oracles[market_id]
+            price = max(1, price + price * move_ppm // 10**6)
+            funding += funding_move
+            sweeper.update_market(
+                market_id,
+                oracle_price=price,
+                valid_for_liquidation=valid,
+                cumulative_funding=funding,
+            )
+            oracles[market_id] = (price, valid, funding)
+        elif step[0] == "screen":  # the two-level screen equals the full one at every step
+            assert np.array_equal(sweeper.screen(), sweeper.screen_full())
+            cheap_passes += not sweeper.last_screen_rebased
     # Assert
     compiled = sweeper.screen()
+    assert np.array_equal(compiled, sweeper.screen_full())
     assert np.array_equal(compiled, sweeper.screen_python())
     truth = exact_liquidatable(collateral, positions, oracles)
     assert {i.account_id for i in truth} <= set(compiled.tolist())
@@ -134,6 +156,7 @@ def test_screen_is_identical_conservative_and_confirmed_exactly(steps: list[tupl
     )
     event(f"exact-only accounts: {bool(sweeper.account_exact.any())}")
     event(f"exact-only markets: {bool((sweeper.market_state == 2).any())}")
+    event(f"cheap-test passes: {min(cheap_passes, 3)}+")
     assert sweeper.sweep() == truth
     for (account, market_id), pos in positions.items():
         stored = sweeper.position(account, market_id)
@@ -147,7 +170,9 @@ def test_screen_is_identical_conservative_and_confirmed_exactly(steps: list[tupl
     st.dictionaries(
         MARKET,
         st.tuples(
-            st.one_of(SMALL_BASE, st.integers(-(2**56), 2**56)).filter(bool),
+            st.one_of(
+                st.integers(-(10**13), -1), st.integers(1, 10**13), st.integers(-(2**56), 2**56)
+            ),
             st.integers(-(10**15), 10**15),
             st.integers(-(10**20), 10**20),
         ),
@@ -192,3 +217,62 @@ def test_one_unit_below_maintenance_is_always_a_candidate(
     assert [i.account_id for i in below_truth] == [0]
     assert below_truth[0].equity_quote == below_truth[0].maintenance_quote - 1
     assert at == []
+
+
+@settings(derandomize=True, max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(ACCOUNT, MARKET, SMALL_BASE, st.integers(-(10**13), 10**13)),
+        min_size=1,
+        max_size=30,
+    ),
+    st.lists(st.integers(0, 10**11), min_size=N_ACCOUNTS, max_size=N_ACCOUNTS),
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("nudge"), MARKET, st.integers(-5_000, 5_000), st.integers(-(10**14), 10**14)
+            ),
+            st.tuples(st.just("collateral"), ACCOUNT, st.integers(-(10**10), 10**11)),
+        ),
+        min_size=10,
+        max_size=40,
+    ),
+)
+def test_the_cheap_test_never_changes_the_candidates(
+    held: list[tuple[int, int, int, int]], cash: list[int], moves: list[tuple]
+) -> None:
+    # Arrange: accounts near their limits, one rebase
+    sweeper = Sweeper(markets=MARKETS)
+    prices = [60_000 * USD, 150 * USD, 3 * USD]
+    for market_id, price in enumerate(prices):
+        sweeper.update_market(
+            market_id, oracle_price=price, valid_for_liquidation=True, cumulative_funding=0
+        )
+    for account, amount in enumerate(cash):
+        sweeper.set_collateral(account, amount)
+    for account, market_id, base, entry in held:
+        sweeper.set_position(account, market_id, Position(base, entry))
+    sweeper.screen()
+    funding = [0, 0, 0]
+    cheap = skipped = 0
+    # Act / Assert: after every move, the two-level screen equals the full screen
+    for move in moves:
+        if move[0] == "nudge":
+            _, market_id, move_ppm, funding_move = move
+            prices[market_id] = max(1, prices[market_id] + prices[market_id] * move_ppm // 10**6)
+            funding[market_id] += funding_move
+            sweeper.update_market(
+                market_id,
+                oracle_price=prices[market_id],
+                valid_for_liquidation=True,
+                cumulative_funding=funding[market_id],
+            )
+        else:
+            sweeper.set_collateral(move[1], move[2])
+        assert np.array_equal(sweeper.screen(), sweeper.screen_full())
+        if not sweeper.last_screen_rebased:
+            cheap += 1
+            skipped += sweeper.n_accounts - sweeper.last_screen_checked
+    assert np.array_equal(sweeper.screen(), sweeper.screen_python())
+    event(f"cheap-test passes: {min(cheap // 10, 3) * 10}+")
+    event(f"accounts cleared by the cheap test: {min(skipped // 50, 3) * 50}+")
