@@ -88,6 +88,7 @@ from perp.math.funding import (
     premium_rate,
     sweep_surplus,
 )
+from perp.math.margin import worst_case_base
 from perp.math.mark import impact_price, mark_price, update_ema_basis
 from perp.params import PerpMarketParams
 from perp.position import Position, apply_fill, settle_funding
@@ -325,10 +326,11 @@ class Clearinghouse:
         if gate.code is not None:
             refuse(gate.code, gate.message)
             return
-        reduces = (
-            position_base != 0 and (position_base < 0) == is_bid and cmd.size <= abs(position_base)
-        )
-        if not (reduces or cmd.reduce_only) and cmd.size > 0 and cmd.price > 0:
+        if (
+            cmd.size > 0
+            and cmd.price > 0
+            and self._worst_case_grows(account_id, cmd.market_id, position_base, is_bid, cmd.size)
+        ):
             if acct is not None:
                 self._touch(out, ts_ns, account_id, acct)
             shortfall = self._order_shortfall(
@@ -375,17 +377,27 @@ class Clearinghouse:
                 problem,
             )
             return
+        acct = self.accounts.get(account_id)
+        position = acct.positions.get(cmd.market_id) if acct is not None else None
+        lot = self.core.books[cmd.market_id].spec.lot_size
+        replacing = None if order is None else (order.side == _BID, order.remaining_lots * lot)
         if (
             order is not None
-            and not order.reduce_only
+            and replacing is not None
             and cmd.new_size > 0
             and cmd.new_price > 0
             and m.index_price
+            and self._worst_case_grows(
+                account_id,
+                cmd.market_id,
+                position.base if position is not None else 0,
+                order.side == _BID,
+                cmd.new_size,
+                replacing,
+            )
         ):
-            acct = self.accounts.get(account_id)
             if acct is not None:
                 self._touch(out, ts_ns, account_id, acct)
-            lot = self.core.books[cmd.market_id].spec.lot_size
             shortfall = self._order_shortfall(
                 account_id,
                 acct,
@@ -393,7 +405,7 @@ class Clearinghouse:
                 order.side == _BID,
                 cmd.new_size,
                 cmd.new_price,
-                (order.side == _BID, order.remaining_lots * lot),
+                replacing,
             )
             if shortfall > 0:
                 self.reject(
@@ -485,6 +497,35 @@ class Clearinghouse:
             lot = book.spec.lot_size
             out[market_id] = OpenOrders(bid_lots * lot, ask_lots * lot)
         return out
+
+    def _worst_case_grows(
+        self,
+        account_id: int,
+        market_id: int,
+        position_base: int,
+        is_bid: bool,
+        base: int,
+        replacing: tuple[bool, int] | None = None,
+    ) -> bool:
+        """Whether this order (an amended order: in place of its old side and base) raises
+        the market's worst-case base. One that does not cannot raise the initial requirement,
+        so it skips the margin check: an account under initial margin can always reduce (and
+        close) its position."""
+        book = self.core.books[market_id]
+        bid_lots = ask_lots = 0
+        for order in book.account_orders.get(account_id, {}).values():
+            if order.side == _BID:
+                bid_lots += order.remaining_lots
+            else:
+                ask_lots += order.remaining_lots
+        lot = book.spec.lot_size
+        bids, asks = bid_lots * lot, ask_lots * lot
+        before = worst_case_base(position_base, bids, asks)
+        if replacing is not None:
+            was_bid, old_base = replacing
+            bids, asks = (bids - old_base, asks) if was_bid else (bids, asks - old_base)
+        bids, asks = (bids + base, asks) if is_bid else (bids, asks + base)
+        return worst_case_base(position_base, bids, asks) > before
 
     def _marks_and_schedules(self) -> tuple[dict[int, int], dict[int, Any]]:
         marks = {mid: m.price_for_margin for mid, m in self.markets.items()}

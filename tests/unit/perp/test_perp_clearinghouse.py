@@ -308,6 +308,43 @@ def test_an_amend_that_grows_past_margin_is_refused() -> None:
     assert type(events[0]) is not OrderRejected
 
 
+def test_an_amend_that_does_not_grow_the_worst_case_skips_margin() -> None:
+    # Arrange: account 4 long 5 with a resting ask of 3, then under initial margin
+    run = listed()
+    run(Deposit(4, 0, 30 * USDC))
+    run(PlaceOrder(M, 3, 0, Side.ASK, 100 * TICK, 5 * LOT))
+    run(PlaceOrder(M, 4, 0, Side.BID, 100 * TICK, 5 * LOT, time_in_force=TimeInForce.IOC))
+    [ask, _] = run(PlaceOrder(M, 4, 0, Side.ASK, 97 * TICK, 3 * LOT))
+    run(UpdateOraclePrice(M, 96 * TICK, 0, 11, 2, True))
+    # Act / Assert: re-pricing it (same size) and growing it to the position are accepted
+    assert type(run(AmendOrder(M, 4, 0, ask.order_id, 96 * TICK, 3 * LOT))[0]) is not (
+        OrderRejected
+    )
+    assert type(run(AmendOrder(M, 4, 0, ask.order_id, 96 * TICK, 10 * LOT))[0]) is not (
+        OrderRejected
+    )
+    run.rejected(
+        AmendOrder(M, 4, 0, ask.order_id, 96 * TICK, 11 * LOT), RejectCode.INSUFFICIENT_MARGIN
+    )
+
+
+def test_orders_that_do_not_grow_the_worst_case_skip_margin_others_do_not() -> None:
+    # Arrange: account 4 long 5 @ 100 on 30 USDC, then the index falls to 96: equity
+    # 29.75 - 20 = 9.75 against an initial requirement of 5 x 96 x 5 % = 24.
+    run = listed()
+    run(Deposit(4, 0, 30 * USDC))
+    run(PlaceOrder(M, 3, 0, Side.ASK, 100 * TICK, 5 * LOT))
+    run(PlaceOrder(M, 4, 0, Side.BID, 100 * TICK, 5 * LOT, time_in_force=TimeInForce.IOC))
+    run(UpdateOraclePrice(M, 96 * TICK, 0, 11, 2, True))
+    summary = run.ch.margin(4, 0)
+    assert summary.equity_quote < summary.initial_quote
+    # Act / Assert: asks up to twice the position leave the worst case at 5: accepted
+    assert type(run(PlaceOrder(M, 4, 0, Side.ASK, 96 * TICK, 3 * LOT))[0]) is OrderAccepted
+    assert type(run(PlaceOrder(M, 4, 0, Side.ASK, 96 * TICK, 5 * LOT))[0]) is OrderAccepted
+    # one more would make the worst case a short of 8: the margin check runs and refuses
+    run.rejected(PlaceOrder(M, 4, 0, Side.ASK, 96 * TICK, 5 * LOT), RejectCode.INSUFFICIENT_MARGIN)
+
+
 def test_the_price_band_and_size_limits_apply() -> None:
     run = listed(params=PerpMarketParams(max_order_base=5 * LOT, max_position_base=8 * LOT))
     run.rejected(PlaceOrder(M, 1, 0, Side.BID, 110 * TICK, LOT), RejectCode.PRICE_OUTSIDE_BAND)
