@@ -93,6 +93,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def localnet_programs(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """``--bpf-program`` preloads, led by the clearing program at its localnet address unless
+    ``--no-clearing-program`` (the same .so for the embedded cluster and the validator)."""
+    programs = [(address, Path(path)) for address, path in args.bpf_program]
+    if not args.no_clearing_program:
+        from settlement.onchain import LOCALNET_PROGRAM_ID, PROGRAM_SO
+
+        programs.insert(0, (str(LOCALNET_PROGRAM_ID), PROGRAM_SO))
+    return programs
+
+
 def cmd_localnet(args: argparse.Namespace) -> int:
     """Serve a local Solana cluster: solana-test-validator when on PATH (or asked for), else
     the embedded LiteSVM cluster; both with the same programs and accounts preloaded."""
@@ -106,7 +117,7 @@ def cmd_localnet(args: argparse.Namespace) -> int:
     )
 
     accounts = [(address, Path(path)) for address, path in args.account]
-    programs = [(address, Path(path)) for address, path in args.bpf_program]
+    programs = localnet_programs(args)
     use_validator = args.validator is not None or (
         not args.embedded and find_validator(VALIDATOR) is not None
     )
@@ -199,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar=("ADDRESS", "SO"),
         help="preload a program",
+    )
+    net.add_argument(
+        "--no-clearing-program",
+        action="store_true",
+        help="do not deploy settlement/program/perpdex_clearing.so at its localnet address",
     )
     net.set_defaults(func=cmd_localnet)
     return parser
