@@ -76,10 +76,18 @@ def int_field(what: str, value: Any, lo: int = 0, hi: int = U64_MAX) -> int:
     return value
 
 
+_ENUM_VALUES: dict[Any, dict[str, int]] = {
+    e: {name: int(member) for name, member in e.__members__.items()}
+    for e in (Side, OrderType, TimeInForce, SelfTradePrevention)
+}
+
+
 def _enum(what: str, value: Any, enum: Any) -> int:
-    if not isinstance(value, str) or value not in enum.__members__:
-        raise MalformedRequest(f"{what}: expected one of {list(enum.__members__)}, got {value!r}")
-    return int(enum.__members__[value])
+    values = _ENUM_VALUES[enum]
+    got = values.get(value) if isinstance(value, str) else None
+    if got is None:
+        raise MalformedRequest(f"{what}: expected one of {list(values)}, got {value!r}")
+    return got
 
 
 def _checked(cmd: Any, what: str) -> Any:

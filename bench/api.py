@@ -1,0 +1,346 @@
+"""API benchmark: ``python -m bench.api [--quick]``.
+
+A real engine (SQLite journal in a temporary directory, group commit) behind the real
+aiohttp app on a loopback port; clients are aiohttp websockets in the same process and
+event loop as the server (so every figure also pays for its own load generator):
+
+* acks/s over the websocket with batches: ``place_batch`` of 50 IOC orders (each accepted,
+  then its unfilled rest canceled: the full validation and journal path), a window of
+  batches in flight. Same-run baseline: the same orders through the engine port directly
+  (``EnginePort.submit_many``, no HTTP, no JSON), the ceiling the API can approach.
+* p50 / p99 acknowledgement latency of single ``place`` messages paced at a fixed rate
+  (10k orders/s by default), send to answer, on the client.
+* book-delta fan-out: 100 websocket subscribers of one market's book while orders rest and
+  cancel; latency from the command's submit to the last subscriber's receipt of its delta,
+  and frames delivered per second.
+
+Targets (issue 7): >= 50k acks/s with batches; p99 <= 2 ms at 10k orders/s.
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from solders.keypair import Keypair
+
+from exchange.api.app import PORT_KEY, create_app
+from exchange.api.auth import canonical_message
+from exchange.api.config import ApiConfig
+from exchange.api.ws import login_body
+from exchange.core import commands
+from exchange.core.commands import CreateMarket, PlaceOrder
+from exchange.engine.config import EngineConfig
+from exchange.engine.sequencer import Engine, EngineRunner
+
+TICK = 1_000_000
+LOT = 1_000_000_000
+MARKET = 1
+OWNER = 1
+SUB_ACCOUNTS = 16  # spread orders so the engine's per-account order rate is never the limit
+KEY = Keypair.from_seed(bytes([42]) * 32)
+TARGET_ACKS_PER_S = 50_000
+WINDOW_BATCHES = 40  # batches in flight: 2000 orders queued, so group commits stay large
+TARGET_P99_MS = 2.0
+
+
+def ioc_order(i: int) -> dict[str, Any]:
+    """A buy IOC below every ask: accepted, nothing to fill, remainder canceled."""
+    return {
+        "market_id": MARKET,
+        "sub_account_id": i % SUB_ACCOUNTS,
+        "side": "BID",
+        "price": 99 * TICK,
+        "size_base": LOT,
+        "time_in_force": "IOC",
+    }
+
+
+def start_engine(data_dir: Path) -> EngineRunner:
+    engine = Engine(EngineConfig(data_dir=data_dir))
+    engine.process([CreateMarket(MARKET, "BENCH-PERP", TICK, LOT)])
+    if hasattr(commands, "UpdateOraclePrice"):  # the perp clearinghouse needs an index price
+        engine.process(
+            [
+                commands.UpdateOraclePrice(MARKET, 100 * TICK, 0, 1, time.time_ns() // 10**9, True),
+                *(commands.Deposit(OWNER, sub, 10**15) for sub in range(SUB_ACCOUNTS)),
+            ]
+        )
+    return EngineRunner(engine)
+
+
+async def login(ws: aiohttp.ClientWebSocketResponse, nonce: str) -> None:
+    ts = time.time_ns() // 1_000_000
+    message = canonical_message("WS", "/ws", login_body(False), ts, nonce)
+    await ws.send_str(
+        orjson.dumps(
+            {
+                "op": "login",
+                "id": 0,
+                "pubkey": str(KEY.pubkey()),
+                "timestamp_ms": ts,
+                "nonce": nonce,
+                "signature": str(KEY.sign_message(message)),
+            }
+        ).decode()
+    )
+    answer = orjson.loads((await ws.receive()).data)
+    assert "result" in answer, answer
+
+
+async def engine_baseline(app: web.Application, n: int, batch: int, window: int) -> float:
+    """Orders/s through the engine port alone, batches of ``batch``, ``window`` in flight."""
+    port = app[PORT_KEY]
+    cmds = [
+        PlaceOrder(MARKET, OWNER, i % SUB_ACCOUNTS, 0, 99 * TICK, LOT, time_in_force=1)
+        for i in range(n)
+    ]
+    chunks = [cmds[i : i + batch] for i in range(0, n, batch)]
+    started = time.perf_counter()
+    pending: set[asyncio.Task[Any]] = set()
+    for chunk in chunks:
+        pending.add(asyncio.ensure_future(port.submit_many(chunk)))
+        if len(pending) >= window:
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.gather(*pending)
+    return n / (time.perf_counter() - started)
+
+
+async def ws_batch_acks(url: str, n: int, batch: int, window: int) -> tuple[float, int]:
+    """Acks/s for ``place_batch`` over one websocket; also the number accepted."""
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        await login(ws, "bench-batch")
+        orders = [ioc_order(i) for i in range(n)]
+        frames = [
+            orjson.dumps(
+                {"op": "place_batch", "id": k + 1, "params": {"orders": orders[i : i + batch]}}
+            ).decode()
+            for k, i in enumerate(range(0, n, batch))
+        ]
+        accepted = 0
+        received = 0
+        sent = 0
+        started = time.perf_counter()
+        while sent < min(window, len(frames)):
+            await ws.send_str(frames[sent])
+            sent += 1
+        while received < len(frames):
+            msg = orjson.loads((await ws.receive()).data)
+            if "result" not in msg:
+                raise RuntimeError(f"bench: expected results, got {msg}")
+            received += 1
+            accepted += sum(r["status"] == "ACCEPTED" for r in msg["result"]["results"])
+            if sent < len(frames):
+                await ws.send_str(frames[sent])
+                sent += 1
+        return n / (time.perf_counter() - started), accepted
+
+
+async def ws_paced_latency(url: str, rate_per_s: int, seconds: float) -> dict[str, float]:
+    """Single ``place`` messages at ``rate_per_s``; ack latency percentiles (ms)."""
+    n = int(rate_per_s * seconds)
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        await login(ws, "bench-latency")
+        frames = [
+            orjson.dumps({"op": "place", "id": i + 1, "params": ioc_order(i)}).decode()
+            for i in range(n)
+        ]
+        sent_at = [0] * (n + 1)
+        latencies_ns: list[int] = []
+
+        async def reader() -> None:
+            while len(latencies_ns) < n:
+                data = (await ws.receive()).data
+                now = time.perf_counter_ns()
+                msg = orjson.loads(data)
+                latencies_ns.append(now - sent_at[msg["id"]])
+
+        read_task = asyncio.ensure_future(reader())
+        started = time.perf_counter_ns()
+        period_ns = 1_000_000_000 // rate_per_s
+        for i in range(n):
+            due = started + i * period_ns
+            now = time.perf_counter_ns()
+            if due > now + 200_000:  # sleep only when more than 0.2 ms early
+                await asyncio.sleep((due - now) / 1e9)
+            sent_at[i + 1] = time.perf_counter_ns()
+            await ws.send_str(frames[i])
+        await read_task
+        elapsed_s = (time.perf_counter_ns() - started) / 1e9
+    latencies_ns.sort()
+    return {
+        "offered_per_s": rate_per_s,
+        "achieved_per_s": n / elapsed_s,
+        "p50_ms": latencies_ns[n // 2] / 1e6,
+        "p99_ms": latencies_ns[int(n * 0.99)] / 1e6,
+        "max_ms": latencies_ns[-1] / 1e6,
+    }
+
+
+async def fan_out(
+    app: web.Application, url: str, subscribers: int, orders: int
+) -> dict[str, float]:
+    """Deltas to ``subscribers`` book subscribers: last-receipt latency and frames/s."""
+    port = app[PORT_KEY]
+    async with aiohttp.ClientSession() as session:
+        sockets = [await session.ws_connect(url) for _ in range(subscribers)]
+        subscribe = orjson.dumps({"op": "subscribe", "channel": "book", "market_id": MARKET})
+        for ws in sockets:
+            await ws.send_str(subscribe.decode())
+            await ws.receive()  # ack
+            await ws.receive()  # snapshot
+        submit_ns: dict[int, int] = {}  # book_seq -> when its command was submitted
+        last_seen_ns: dict[int, int] = {}  # book_seq -> latest receipt over all subscribers
+        seen_upto = [0] * subscribers
+        frames = 0
+
+        async def consume(k: int, ws: aiohttp.ClientWebSocketResponse) -> None:
+            nonlocal frames
+            while True:
+                msg = orjson.loads((await ws.receive()).data)
+                now = time.perf_counter_ns()
+                seq = msg["book_seq"]
+                frames += 1
+                if now > last_seen_ns.get(seq, 0):
+                    last_seen_ns[seq] = now
+                seen_upto[k] = seq
+
+        consumers = [asyncio.ensure_future(consume(k, ws)) for k, ws in enumerate(sockets)]
+        started = time.perf_counter()
+        for i in range(orders):
+            # resting bids over five prices: each command changes one level (one delta)
+            price = (95 + i % 5) * TICK
+            cmd = PlaceOrder(MARKET, OWNER, i % SUB_ACCOUNTS, 0, price, LOT)
+            t0 = time.perf_counter_ns()
+            await port.submit(cmd)  # returns after the read model folded it (and fanned out)
+            submit_ns[port.model.book_seq[MARKET]] = t0
+        final = port.model.book_seq[MARKET]
+        deadline = time.perf_counter() + 60
+        while min(seen_upto) < final and time.perf_counter() < deadline:
+            await asyncio.sleep(0.001)
+        elapsed = time.perf_counter() - started
+        for task in consumers:
+            task.cancel()
+        await asyncio.gather(*consumers, return_exceptions=True)
+        for ws in sockets:
+            await ws.close()
+    if min(seen_upto) < final:
+        raise RuntimeError(
+            f"fan-out: expected every subscriber at seq {final}, got {min(seen_upto)}"
+        )
+    lat = sorted(last_seen_ns[s] - t for s, t in submit_ns.items() if s in last_seen_ns)
+    return {
+        "subscribers": subscribers,
+        "deltas": len(lat),
+        "frames_per_s": frames / elapsed,
+        "last_receipt_p50_ms": lat[len(lat) // 2] / 1e6,
+        "last_receipt_p99_ms": lat[int(len(lat) * 0.99)] / 1e6,
+    }
+
+
+async def run(quick: bool) -> dict[str, Any]:
+    n_batch = 20_000 if quick else 100_000
+    latency_s = 1.0 if quick else 3.0
+    fan_orders = 200 if quick else 1_000
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = start_engine(Path(tmp))
+        config = ApiConfig(
+            port=0,
+            owners=((str(KEY.pubkey()), OWNER),),
+            rate_limit_burst=10**9,
+            rate_limit_per_second=10**9,
+            public_rate_limit_burst=10**9,
+            public_rate_limit_per_second=10**9,
+            ws_send_queue_max=10**6,
+        )
+        app = create_app(config, runner)
+        web_runner = web.AppRunner(app)
+        await web_runner.setup()
+        site = web.TCPSite(web_runner, "127.0.0.1", 0)
+        await site.start()
+        port = web_runner.addresses[0][1]
+        url = f"http://127.0.0.1:{port}/ws"
+        try:
+            baseline = await engine_baseline(app, n_batch, 50, WINDOW_BATCHES)
+            acks_per_s, accepted = await ws_batch_acks(url, n_batch, 50, WINDOW_BATCHES)
+            latency = await ws_paced_latency(url, 10_000, latency_s)
+            fan = await fan_out(app, url, 100, fan_orders)
+        finally:
+            await web_runner.cleanup()
+            runner.close()
+            runner.engine.close()
+    return {
+        "quick": quick,
+        "ws_batch_acks_per_s": round(acks_per_s),
+        "ws_batch_accepted": accepted,
+        "ws_batch_orders": n_batch,
+        "engine_port_baseline_per_s": round(baseline),
+        "ratio_ws_vs_engine_port": round(acks_per_s / baseline, 3),
+        "target_acks_per_s": TARGET_ACKS_PER_S,
+        "latency_offered_per_s": latency["offered_per_s"],
+        "latency_achieved_per_s": round(latency["achieved_per_s"]),
+        "latency_p50_ms": round(latency["p50_ms"], 3),
+        "latency_p99_ms": round(latency["p99_ms"], 3),
+        "latency_max_ms": round(latency["max_ms"], 3),
+        "target_p99_ms": TARGET_P99_MS,
+        "fanout_subscribers": fan["subscribers"],
+        "fanout_deltas": fan["deltas"],
+        "fanout_frames_per_s": round(fan["frames_per_s"]),
+        "fanout_last_receipt_p50_ms": round(fan["last_receipt_p50_ms"], 3),
+        "fanout_last_receipt_p99_ms": round(fan["last_receipt_p99_ms"], 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller runs for development")
+    args = parser.parse_args(argv)
+    figures = asyncio.run(run(args.quick))
+
+    def ok(good: bool) -> str:
+        return "met" if good else "NOT met"
+
+    rows = [
+        (
+            "engine port, batches of 50 (baseline)",
+            f"{figures['engine_port_baseline_per_s']:,} orders/s",
+            "",
+        ),
+        (
+            "websocket place_batch of 50",
+            f"{figures['ws_batch_acks_per_s']:,} acks/s",
+            f"{ok(figures['ws_batch_acks_per_s'] >= TARGET_ACKS_PER_S)} (target >= {TARGET_ACKS_PER_S:,})",
+        ),
+        ("  ratio vs engine port", f"{figures['ratio_ws_vs_engine_port']:.2f}x", ""),
+        (
+            f"single place at {figures['latency_offered_per_s']:,}/s",
+            f"p50 {figures['latency_p50_ms']:.3f} ms, p99 {figures['latency_p99_ms']:.3f} ms",
+            f"{ok(figures['latency_p99_ms'] <= TARGET_P99_MS)} (target p99 <= {TARGET_P99_MS} ms; "
+            f"achieved {figures['latency_achieved_per_s']:,}/s)",
+        ),
+        (
+            f"fan-out to {figures['fanout_subscribers']} subscribers",
+            f"{figures['fanout_frames_per_s']:,} frames/s",
+            f"last receipt p50 {figures['fanout_last_receipt_p50_ms']:.3f} ms, "
+            f"p99 {figures['fanout_last_receipt_p99_ms']:.3f} ms",
+        ),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for label, value, note in rows:
+        sys.stdout.write(f"{label:<{width}}  {value:>36}  {note}\n".rstrip() + "\n")
+    sys.stdout.write(json.dumps(figures) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
