@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python -m bench.risk
 	$(BIN)/python -m bench.clearinghouse
 	$(BIN)/python -m bench.liquidation
+	$(BIN)/python -m bench.settlement
 
 lint: install
 	$(BIN)/ruff check .
