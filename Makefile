@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python -m bench.matching
 	$(BIN)/python -m bench.journal
 	$(BIN)/python -m bench.risk
+	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.clearinghouse
 	$(BIN)/python -m bench.liquidation
 	$(BIN)/python -m bench.settlement
