@@ -226,6 +226,11 @@ def render_header(spec: ProgramSpec) -> str:
         " * so, and a pointer to such a field is a valid pointer to them. */",
         "typedef __int128 perpdex_i128 __attribute__((aligned(8)));",
         "typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));",
+        "/* Instruction args are Borsh (packed) and may embed an aligned(8) account type at any",
+        " * offset; the static assertions below pin every offset, so gcc's note is noise. */",
+        "#if defined(__GNUC__) && !defined(__clang__)",
+        '#pragma GCC diagnostic ignored "-Wpacked-not-aligned"',
+        "#endif",
         "",
         "/* ------------------------------------------------------------ constants */",
     ]

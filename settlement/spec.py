@@ -169,6 +169,7 @@ KEY = "publicKey"
 MAX_MARGIN_TIERS: Final = 4
 MAX_POSITIONS: Final = 8
 MAX_FILLS_PER_BATCH: Final = 64
+MAX_COUNCIL: Final = 7
 #: First seed of the PDA that owns the vault and insurance-fund token accounts.
 VAULT_AUTHORITY_SEED: Final = "vault"
 
@@ -190,6 +191,18 @@ CONSTANTS: Final = (
     Constant("ORACLE_SOURCE_SWITCHBOARD_ON_DEMAND", 3, "oracle_source: Switchboard pull feed"),
     Constant("TAKER_SIDE_BUY", 0, "Fill.taker_side: the taker bought"),
     Constant("TAKER_SIDE_SELL", 1, "Fill.taker_side: the taker sold"),
+    Constant("MAX_COUNCIL", MAX_COUNCIL, "council keys Governance holds (approvals: a u8 mask)"),
+    Constant("GLOBAL_TARGET", 0xFFFF, "Proposal.market_index of a global change"),
+    Constant("PROPOSAL_PENDING", 0, "Proposal.status: awaiting approvals / the timelock"),
+    Constant("PROPOSAL_EXECUTED", 1, "Proposal.status: applied (exactly once)"),
+    Constant("PROPOSAL_CANCELLED", 2, "Proposal.status: cancelled"),
+    Constant("MIN_TIMELOCK_SECONDS", 3_600, "hard bound: timelock >= 1 hour"),
+    Constant("MAX_TIMELOCK_SECONDS", 30 * 86_400, "hard bound: timelock <= 30 days"),
+    Constant("MAX_LEVERAGE", 100, "hard bound: max_leverage and max_leverage_cap <= 100"),
+    Constant("MAX_LIQUIDATION_FEE_PPM", 100_000, "hard bound: liquidation fee <= 10 %"),
+    Constant("MAX_ORACLE_AGE_SLOTS", 9_000, "hard bound: oracle_max_age_slots (~1 hour)"),
+    Constant("MAX_ORACLE_AGE_SECONDS", 3_600, "hard bound: oracle_max_age_seconds"),
+    Constant("MAX_MARGIN_FALL_PPM", 200_000, "rate limit: a margin ratio falls <= 20 % per change"),
 )
 
 # ---------------------------------------------------------------- types
@@ -248,6 +261,35 @@ TYPES: Final = (
         ),
         "Risk and trading parameters of a new market.",
     ),
+    Struct(
+        "RiskParams",
+        (
+            f("funding_cap_rate", "u64", "|rate| cap per interval, FUNDING_RATE_PRECISION"),
+            f("oracle_max_age_slots", "u64", "oracle older than this many slots is stale"),
+            f("oracle_max_age_seconds", "u64", "oracle older than this many seconds is stale"),
+            f("max_position_base", "u64", "largest |position| of one account, BASE_PRECISION"),
+            f("max_open_interest_base", "u64", "largest open interest, BASE_PRECISION"),
+            f("maker_fee_ppm", "i32", "maker fee, ppm (negative: rebate)"),
+            f("taker_fee_ppm", "u32", "taker fee, ppm"),
+            f("insurance_share_ppm", "u32", "share of every fee for the insurance fund, ppm"),
+            f("oracle_max_confidence_ppm", "u32", "confidence / price above this is refused"),
+            f("liquidation_fee_ppm", "u32", "fee on liquidated notional, ppm"),
+            f("max_leverage", "u32", "largest leverage an order may open at, 1..100"),
+            f("num_margin_tiers", "u8", "tiers in use (unchanged by governance)"),
+            f("padding", Array("u8", 7), "zero"),
+            f("margin_tiers", Array(Defined("MarginTier"), MAX_MARGIN_TIERS), "schedule"),
+        ),
+        "The governable risk parameters of one market (a proposal's new values).",
+    ),
+    Struct(
+        "GlobalParams",
+        (
+            f("timelock_seconds", "u64", "delay from proposal to earliest execution, seconds"),
+            f("max_leverage_cap", "u32", "ceiling of every market's max_leverage, 1..100"),
+            f("padding", Array("u8", 4), "zero"),
+        ),
+        "The governable exchange-wide parameters.",
+    ),
 )
 
 # ---------------------------------------------------------------- accounts
@@ -304,7 +346,11 @@ ACCOUNTS: Final = (
             f("cumulative_funding", "i128", "funding index, quote x 1e9 per whole base unit"),
             f("margin_tiers", Array(Defined("MarginTier"), MAX_MARGIN_TIERS), "schedule"),
             f("address", KEY, "this account's own address (the PDA, verified at creation)"),
-            f("reserved", Array("u8", 32), "zero; room for governance params (issue 8)"),
+            f("max_position_base", "u64", "largest |position| of one account (engine-enforced)"),
+            f("max_open_interest_base", "u64", "largest open interest (engine-enforced)"),
+            f("liquidation_fee_ppm", "u32", "fee on liquidated notional, ppm"),
+            f("max_leverage", "u32", "largest leverage an order may open at (engine-enforced)"),
+            f("reserved", Array("u8", 8), "zero"),
         ),
         "One perpetual market: parameters, funding index, settlement progress.",
         seeds='"market", index as u16 little-endian',
@@ -323,6 +369,45 @@ ACCOUNTS: Final = (
         "One trader's collateral and positions (cross margin).",
         seeds='"user", owner',
         seed_prefix="user",
+    ),
+    AccountSpec(
+        "Governance",
+        (
+            f("exchange", KEY, "the Exchange PDA"),
+            f("guardian", KEY, "may only make markets safer, without a timelock"),
+            f("council", Array(KEY, MAX_COUNCIL), "council keys (first num_council in use)"),
+            f("address", KEY, "this account's own address (the PDA, verified at creation)"),
+            f("next_proposal_id", "u64", "id of the next proposal (its PDA seed)"),
+            f("params", Defined("GlobalParams"), "exchange-wide governable parameters"),
+            f("num_council", "u8", "council keys in use, 1..MAX_COUNCIL"),
+            f("threshold", "u8", "approvals an execution needs, 1..num_council"),
+            f("bump", "u8", "bump of this PDA"),
+            f("padding", Array("u8", 5), "zero"),
+            f("reserved", Array("u8", 24), "zero"),
+        ),
+        "The council (N keys, threshold M), the guardian and the global parameters.",
+        seeds='"governance"',
+        seed_prefix="governance",
+    ),
+    AccountSpec(
+        "Proposal",
+        (
+            f("proposer", KEY, "council member who proposed (and approved) it"),
+            f("address", KEY, "this account's own address (the PDA, verified at creation)"),
+            f("id", "u64", "Governance.next_proposal_id at creation"),
+            f("created_unix_s", "i64", "Clock unix_timestamp at proposal"),
+            f("earliest_execution_unix_s", "i64", "created + Governance timelock"),
+            f("market_index", "u16", "market changed, or GLOBAL_TARGET"),
+            f("status", "u8", "PROPOSAL_*"),
+            f("approvals_mask", "u8", "bit i: council[i] approved"),
+            f("bump", "u8", "bump of this PDA"),
+            f("padding", Array("u8", 3), "zero"),
+            f("risk", Defined("RiskParams"), "new market parameters (zero for a global change)"),
+            f("global_params", Defined("GlobalParams"), "new global parameters (zero otherwise)"),
+        ),
+        "One parameter change: approvals, timelock, outcome.",
+        seeds='"proposal", id as u64 little-endian',
+        seed_prefix="proposal",
     ),
 )
 
@@ -436,6 +521,82 @@ INSTRUCTIONS: Final = (
         (f("status", "u8", "MARKET_STATUS_*"),),
         "Set a market's status.",
     ),
+    Instruction(
+        "initialize_governance",
+        (
+            acc("exchange", doc="Exchange PDA"),
+            acc("governance", mut=True, doc='Governance PDA ["governance"], created here'),
+            acc("authority", mut=True, signer=True, doc="Exchange.authority; pays rent"),
+            SYSTEM,
+        ),
+        (
+            f("council", Array(KEY, MAX_COUNCIL), "council keys (first num_council used)"),
+            f("num_council", "u8", "1..MAX_COUNCIL"),
+            f("threshold", "u8", "1..num_council"),
+            f("guardian", KEY, "guardian key"),
+            f("params", Defined("GlobalParams"), "initial global parameters"),
+            f("bump", "u8", "bump of the Governance PDA"),
+        ),
+        "Create the Governance account once (council, threshold, guardian, timelock).",
+    ),
+    Instruction(
+        "propose_param_change",
+        (
+            acc("governance", mut=True, doc="Governance PDA"),
+            acc("proposal", mut=True, doc='Proposal PDA ["proposal", id], created here'),
+            acc("proposer", mut=True, signer=True, doc="a council member; pays rent"),
+            SYSTEM,
+        ),
+        (
+            f("id", "u64", "== Governance.next_proposal_id"),
+            f("market_index", "u16", "market to change, or GLOBAL_TARGET"),
+            f("risk", Defined("RiskParams"), "new market parameters (zero for a global change)"),
+            f("global_params", Defined("GlobalParams"), "new global parameters (zero otherwise)"),
+            f("bump", "u8", "bump of the Proposal PDA"),
+        ),
+        "Propose new values; earliest execution = now + timelock; the proposer approves.",
+    ),
+    Instruction(
+        "approve",
+        (
+            acc("governance", doc="Governance PDA"),
+            acc("proposal", mut=True, doc="the pending proposal"),
+            acc("member", signer=True, doc="a council member who has not approved it"),
+        ),
+        (),
+        "Add one council approval.",
+    ),
+    Instruction(
+        "execute",
+        (
+            acc("governance", mut=True, doc="Governance PDA"),
+            acc("proposal", mut=True, doc="the pending proposal"),
+        ),
+        (),
+        "Apply a proposal once: approvals >= threshold, timelock elapsed, bounds and "
+        "rate limits against the current values. Anyone may send it.",
+        remaining="for a market change: its Market (writable)",
+    ),
+    Instruction(
+        "cancel",
+        (
+            acc("governance", doc="Governance PDA"),
+            acc("proposal", mut=True, doc="the pending proposal"),
+            acc("signer", signer=True, doc="the proposer or a council member"),
+        ),
+        (),
+        "Cancel a pending proposal.",
+    ),
+    Instruction(
+        "guardian_set_status",
+        (
+            acc("governance", doc="Governance PDA"),
+            acc("market", mut=True, doc="the market"),
+            acc("guardian", signer=True, doc="Governance.guardian"),
+        ),
+        (f("status", "u8", "REDUCE_ONLY, CANCEL_ONLY or HALTED, stricter than now"),),
+        "The guardian makes a market stricter at once (no timelock, never looser).",
+    ),
 )
 
 # ---------------------------------------------------------------- errors (append only)
@@ -532,6 +693,46 @@ _ERRORS: Final = (
     ("MathDivideByZero", "maths: division by zero"),
     ("DepositOverflow", "deposit: balances do not fit"),
     ("PdaDerivationFailed", "pda: seeds do not give a valid program address"),
+    ("GovernanceWrongOwner", "governance: expected an account owned by this program"),
+    ("GovernanceWrongPda", 'governance: expected the PDA of ["governance"] and its bump'),
+    ("GovernanceBadDiscriminator", "governance: expected the Governance discriminator"),
+    ("GovernanceWrongSize", "governance: expected the Governance size"),
+    ("GovernanceAlreadyInitialized", "governance: already initialised"),
+    ("ProposalWrongOwner", "proposal: expected an account owned by this program"),
+    ("ProposalWrongPda", 'proposal: expected the PDA of ["proposal", id] and its bump'),
+    ("ProposalBadDiscriminator", "proposal: expected the Proposal discriminator"),
+    ("ProposalWrongSize", "proposal: expected the Proposal size"),
+    ("InvalidCouncil", "council: expected 1..MAX_COUNCIL distinct non-zero keys, rest zero"),
+    ("InvalidThreshold", "council: expected 1 <= threshold <= num_council"),
+    ("InvalidGuardian", "guardian: expected a non-zero key"),
+    ("InvalidTimelock", "params: expected MIN_TIMELOCK_SECONDS <= timelock <= MAX"),
+    ("InvalidMaxLeverageCap", "params: expected 1 <= max_leverage_cap <= MAX_LEVERAGE"),
+    ("CouncilNotSigner", "council member: expected a signature"),
+    ("NotCouncilMember", "signer: expected a Governance council key"),
+    ("ProposalIdMismatch", "proposal: expected id == Governance.next_proposal_id"),
+    ("ProposalTargetMismatch", "proposal: expected zero values for the side not targeted"),
+    ("ProposalNotPending", "proposal: expected a pending proposal (not executed/cancelled)"),
+    ("AlreadyApproved", "approve: this council member already approved"),
+    ("NotEnoughApprovals", "execute: expected approvals >= Governance.threshold"),
+    ("TimelockNotElapsed", "execute: expected now >= Proposal.earliest_execution_unix_s"),
+    ("ProposalMarketMissing", "execute: expected the proposal's Market after the accounts"),
+    ("ProposalMarketMismatch", "execute: expected the Market of Proposal.market_index"),
+    ("CancelNotAllowed", "cancel: expected the proposer or a council member"),
+    ("GuardianNotSigner", "guardian: expected a signature"),
+    ("GuardianMismatch", "guardian: expected Governance.guardian"),
+    ("GuardianStatusNotSafer", "guardian: expected REDUCE_ONLY/CANCEL_ONLY/HALTED above now"),
+    ("InvalidMaxLeverage", "params: expected 1 <= max_leverage <= Governance max_leverage_cap"),
+    ("LeverageAboveMargin", "params: expected max_leverage x first initial_ppm >= 1e6"),
+    ("InvalidLiquidationFee", "params: expected liquidation fee < first maintenance, <= 1e5"),
+    ("InvalidOracleAge", "params: expected oracle ages in 1..MAX_ORACLE_AGE_*"),
+    ("InvalidPositionCaps", "params: expected 0 < max_position_base <= max_open_interest"),
+    ("MarginTierCountChanged", "params: expected num_margin_tiers unchanged"),
+    ("MarginFallsTooFast", "rate limit: a margin ratio falls > MAX_MARGIN_FALL_PPM at once"),
+    ("TierBoundRisesTooFast", "rate limit: a tier bound more than doubles at once"),
+    ("LeverageRisesTooFast", "rate limit: max leverage rises > 25 % (or 1) at once"),
+    ("OracleLimitsLoosenTooFast", "rate limit: an oracle limit more than doubles at once"),
+    ("CapsRiseTooFast", "rate limit: a position/OI cap or funding cap more than doubles"),
+    ("TimelockFallsTooFast", "rate limit: the timelock falls > 50 % at once"),
 )
 
 ERROR_BASE: Final = 6000
@@ -581,6 +782,34 @@ EVENTS: Final = (
         "MarketStatusChanged",
         (f("market_index", "u16", "market"), f("status", "u8", "MARKET_STATUS_* after")),
         "A market's status changed.",
+    ),
+    Event(
+        "ParamChangeProposed",
+        (
+            f("proposal_id", "u64", "proposal"),
+            f("market_index", "u16", "market or GLOBAL_TARGET"),
+            f("earliest_execution_unix_s", "i64", "created + timelock"),
+        ),
+        "A proposal was created.",
+    ),
+    Event(
+        "ProposalApproved",
+        (f("proposal_id", "u64", "proposal"), f("approvals_mask", "u8", "after")),
+        "A council member approved.",
+    ),
+    Event(
+        "RiskParamsChanged",
+        (
+            f("proposal_id", "u64", "proposal executed"),
+            f("market_index", "u16", "market or GLOBAL_TARGET"),
+            f("slot", "u64", "Clock slot of the execution"),
+        ),
+        "A proposal was executed: the new values are in the Market / Governance account.",
+    ),
+    Event(
+        "ProposalCancelled",
+        (f("proposal_id", "u64", "proposal"),),
+        "A proposal was cancelled.",
     ),
 )
 
@@ -672,7 +901,7 @@ def offsets(spec: ProgramSpec, fields: tuple[Field, ...], start: int) -> list[tu
 ACCOUNT_DISCRIMINATOR_SIZE: Final = 8
 #: Types that live inside accounts: every field at a multiple of its alignment from the
 #: struct's start, so the header declares them (and the accounts) 8-byte aligned.
-SELF_ALIGNED_TYPES: Final = ("MarginTier", "Position")
+SELF_ALIGNED_TYPES: Final = ("MarginTier", "Position", "RiskParams", "GlobalParams")
 
 
 def account_size(spec: ProgramSpec, account: AccountSpec) -> int:

@@ -12,6 +12,11 @@
  * so, and a pointer to such a field is a valid pointer to them. */
 typedef __int128 perpdex_i128 __attribute__((aligned(8)));
 typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));
+/* Instruction args are Borsh (packed) and may embed an aligned(8) account type at any
+ * offset; the static assertions below pin every offset, so gcc's note is noise. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpacked-not-aligned"
+#endif
 
 /* ------------------------------------------------------------ constants */
 #define PERPDEX_MAX_MARGIN_TIERS 4ULL /* margin tiers a market holds */
@@ -31,6 +36,18 @@ typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));
 #define PERPDEX_ORACLE_SOURCE_SWITCHBOARD_ON_DEMAND 3ULL /* oracle_source: Switchboard pull feed */
 #define PERPDEX_TAKER_SIDE_BUY 0ULL /* Fill.taker_side: the taker bought */
 #define PERPDEX_TAKER_SIDE_SELL 1ULL /* Fill.taker_side: the taker sold */
+#define PERPDEX_MAX_COUNCIL 7ULL /* council keys Governance holds (approvals: a u8 mask) */
+#define PERPDEX_GLOBAL_TARGET 65535ULL /* Proposal.market_index of a global change */
+#define PERPDEX_PROPOSAL_PENDING 0ULL /* Proposal.status: awaiting approvals / the timelock */
+#define PERPDEX_PROPOSAL_EXECUTED 1ULL /* Proposal.status: applied (exactly once) */
+#define PERPDEX_PROPOSAL_CANCELLED 2ULL /* Proposal.status: cancelled */
+#define PERPDEX_MIN_TIMELOCK_SECONDS 3600ULL /* hard bound: timelock >= 1 hour */
+#define PERPDEX_MAX_TIMELOCK_SECONDS 2592000ULL /* hard bound: timelock <= 30 days */
+#define PERPDEX_MAX_LEVERAGE 100ULL /* hard bound: max_leverage and max_leverage_cap <= 100 */
+#define PERPDEX_MAX_LIQUIDATION_FEE_PPM 100000ULL /* hard bound: liquidation fee <= 10 % */
+#define PERPDEX_MAX_ORACLE_AGE_SLOTS 9000ULL /* hard bound: oracle_max_age_slots (~1 hour) */
+#define PERPDEX_MAX_ORACLE_AGE_SECONDS 3600ULL /* hard bound: oracle_max_age_seconds */
+#define PERPDEX_MAX_MARGIN_FALL_PPM 200000ULL /* rate limit: a margin ratio falls <= 20 % per change */
 #define PERPDEX_ERROR_BASE 6000u
 
 /* PDA seed prefixes (the first seed of each program address) */
@@ -40,6 +57,10 @@ typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));
 #define PERPDEX_SEED_MARKET_LEN 6
 #define PERPDEX_SEED_USER "user" /* "user", owner */
 #define PERPDEX_SEED_USER_LEN 4
+#define PERPDEX_SEED_GOVERNANCE "governance" /* "governance" */
+#define PERPDEX_SEED_GOVERNANCE_LEN 10
+#define PERPDEX_SEED_PROPOSAL "proposal" /* "proposal", id as u64 little-endian */
+#define PERPDEX_SEED_PROPOSAL_LEN 8
 #define PERPDEX_SEED_VAULT_AUTHORITY "vault"
 #define PERPDEX_SEED_VAULT_AUTHORITY_LEN 5
 
@@ -126,6 +147,46 @@ typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));
 #define PERPDEX_ERR_MATH_DIVIDE_BY_ZERO 6079u /* maths: division by zero */
 #define PERPDEX_ERR_DEPOSIT_OVERFLOW 6080u /* deposit: balances do not fit */
 #define PERPDEX_ERR_PDA_DERIVATION_FAILED 6081u /* pda: seeds do not give a valid program address */
+#define PERPDEX_ERR_GOVERNANCE_WRONG_OWNER 6082u /* governance: expected an account owned by this program */
+#define PERPDEX_ERR_GOVERNANCE_WRONG_PDA 6083u /* governance: expected the PDA of ["governance"] and its bump */
+#define PERPDEX_ERR_GOVERNANCE_BAD_DISCRIMINATOR 6084u /* governance: expected the Governance discriminator */
+#define PERPDEX_ERR_GOVERNANCE_WRONG_SIZE 6085u /* governance: expected the Governance size */
+#define PERPDEX_ERR_GOVERNANCE_ALREADY_INITIALIZED 6086u /* governance: already initialised */
+#define PERPDEX_ERR_PROPOSAL_WRONG_OWNER 6087u /* proposal: expected an account owned by this program */
+#define PERPDEX_ERR_PROPOSAL_WRONG_PDA 6088u /* proposal: expected the PDA of ["proposal", id] and its bump */
+#define PERPDEX_ERR_PROPOSAL_BAD_DISCRIMINATOR 6089u /* proposal: expected the Proposal discriminator */
+#define PERPDEX_ERR_PROPOSAL_WRONG_SIZE 6090u /* proposal: expected the Proposal size */
+#define PERPDEX_ERR_INVALID_COUNCIL 6091u /* council: expected 1..MAX_COUNCIL distinct non-zero keys, rest zero */
+#define PERPDEX_ERR_INVALID_THRESHOLD 6092u /* council: expected 1 <= threshold <= num_council */
+#define PERPDEX_ERR_INVALID_GUARDIAN 6093u /* guardian: expected a non-zero key */
+#define PERPDEX_ERR_INVALID_TIMELOCK 6094u /* params: expected MIN_TIMELOCK_SECONDS <= timelock <= MAX */
+#define PERPDEX_ERR_INVALID_MAX_LEVERAGE_CAP 6095u /* params: expected 1 <= max_leverage_cap <= MAX_LEVERAGE */
+#define PERPDEX_ERR_COUNCIL_NOT_SIGNER 6096u /* council member: expected a signature */
+#define PERPDEX_ERR_NOT_COUNCIL_MEMBER 6097u /* signer: expected a Governance council key */
+#define PERPDEX_ERR_PROPOSAL_ID_MISMATCH 6098u /* proposal: expected id == Governance.next_proposal_id */
+#define PERPDEX_ERR_PROPOSAL_TARGET_MISMATCH 6099u /* proposal: expected zero values for the side not targeted */
+#define PERPDEX_ERR_PROPOSAL_NOT_PENDING 6100u /* proposal: expected a pending proposal (not executed/cancelled) */
+#define PERPDEX_ERR_ALREADY_APPROVED 6101u /* approve: this council member already approved */
+#define PERPDEX_ERR_NOT_ENOUGH_APPROVALS 6102u /* execute: expected approvals >= Governance.threshold */
+#define PERPDEX_ERR_TIMELOCK_NOT_ELAPSED 6103u /* execute: expected now >= Proposal.earliest_execution_unix_s */
+#define PERPDEX_ERR_PROPOSAL_MARKET_MISSING 6104u /* execute: expected the proposal's Market after the accounts */
+#define PERPDEX_ERR_PROPOSAL_MARKET_MISMATCH 6105u /* execute: expected the Market of Proposal.market_index */
+#define PERPDEX_ERR_CANCEL_NOT_ALLOWED 6106u /* cancel: expected the proposer or a council member */
+#define PERPDEX_ERR_GUARDIAN_NOT_SIGNER 6107u /* guardian: expected a signature */
+#define PERPDEX_ERR_GUARDIAN_MISMATCH 6108u /* guardian: expected Governance.guardian */
+#define PERPDEX_ERR_GUARDIAN_STATUS_NOT_SAFER 6109u /* guardian: expected REDUCE_ONLY/CANCEL_ONLY/HALTED above now */
+#define PERPDEX_ERR_INVALID_MAX_LEVERAGE 6110u /* params: expected 1 <= max_leverage <= Governance max_leverage_cap */
+#define PERPDEX_ERR_LEVERAGE_ABOVE_MARGIN 6111u /* params: expected max_leverage x first initial_ppm >= 1e6 */
+#define PERPDEX_ERR_INVALID_LIQUIDATION_FEE 6112u /* params: expected liquidation fee < first maintenance, <= 1e5 */
+#define PERPDEX_ERR_INVALID_ORACLE_AGE 6113u /* params: expected oracle ages in 1..MAX_ORACLE_AGE_* */
+#define PERPDEX_ERR_INVALID_POSITION_CAPS 6114u /* params: expected 0 < max_position_base <= max_open_interest */
+#define PERPDEX_ERR_MARGIN_TIER_COUNT_CHANGED 6115u /* params: expected num_margin_tiers unchanged */
+#define PERPDEX_ERR_MARGIN_FALLS_TOO_FAST 6116u /* rate limit: a margin ratio falls > MAX_MARGIN_FALL_PPM at once */
+#define PERPDEX_ERR_TIER_BOUND_RISES_TOO_FAST 6117u /* rate limit: a tier bound more than doubles at once */
+#define PERPDEX_ERR_LEVERAGE_RISES_TOO_FAST 6118u /* rate limit: max leverage rises > 25 % (or 1) at once */
+#define PERPDEX_ERR_ORACLE_LIMITS_LOOSEN_TOO_FAST 6119u /* rate limit: an oracle limit more than doubles at once */
+#define PERPDEX_ERR_CAPS_RISE_TOO_FAST 6120u /* rate limit: a position/OI cap or funding cap more than doubles */
+#define PERPDEX_ERR_TIMELOCK_FALLS_TOO_FAST 6121u /* rate limit: the timelock falls > 50 % at once */
 
 /* ------------------------------------------------------------ types */
 /* One marginal bracket of a margin schedule (docs/PROTOCOL.md, Margin). */
@@ -206,6 +267,50 @@ _Static_assert(__builtin_offsetof(perpdex_MarketParams, num_margin_tiers) == 91,
 _Static_assert(__builtin_offsetof(perpdex_MarketParams, margin_tiers) == 92, "layout");
 _Static_assert(sizeof(perpdex_MarketParams) == 156, "size");
 
+/* The governable risk parameters of one market (a proposal's new values). */
+typedef struct __attribute__((packed, aligned(8))) perpdex_RiskParams {
+    uint64_t funding_cap_rate; /* offset 0: |rate| cap per interval, FUNDING_RATE_PRECISION */
+    uint64_t oracle_max_age_slots; /* offset 8: oracle older than this many slots is stale */
+    uint64_t oracle_max_age_seconds; /* offset 16: oracle older than this many seconds is stale */
+    uint64_t max_position_base; /* offset 24: largest |position| of one account, BASE_PRECISION */
+    uint64_t max_open_interest_base; /* offset 32: largest open interest, BASE_PRECISION */
+    int32_t maker_fee_ppm; /* offset 40: maker fee, ppm (negative: rebate) */
+    uint32_t taker_fee_ppm; /* offset 44: taker fee, ppm */
+    uint32_t insurance_share_ppm; /* offset 48: share of every fee for the insurance fund, ppm */
+    uint32_t oracle_max_confidence_ppm; /* offset 52: confidence / price above this is refused */
+    uint32_t liquidation_fee_ppm; /* offset 56: fee on liquidated notional, ppm */
+    uint32_t max_leverage; /* offset 60: largest leverage an order may open at, 1..100 */
+    uint8_t num_margin_tiers; /* offset 64: tiers in use (unchanged by governance) */
+    uint8_t padding[7]; /* offset 65: zero */
+    perpdex_MarginTier margin_tiers[4]; /* offset 72: schedule */
+} perpdex_RiskParams;
+_Static_assert(__builtin_offsetof(perpdex_RiskParams, funding_cap_rate) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParams, oracle_max_age_slots) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParams, oracle_max_age_seconds) == 16, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParams, max_position_base) == 24, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParams, max_open_interest_base) == 32, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParams, maker_fee_ppm) == 40, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParams, taker_fee_ppm) == 44, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParams, insurance_share_ppm) == 48, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParams, oracle_max_confidence_ppm) == 52, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParams, liquidation_fee_ppm) == 56, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParams, max_leverage) == 60, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParams, num_margin_tiers) == 64, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParams, padding) == 65, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParams, margin_tiers) == 72, "layout");
+_Static_assert(sizeof(perpdex_RiskParams) == 136, "size");
+
+/* The governable exchange-wide parameters. */
+typedef struct __attribute__((packed, aligned(8))) perpdex_GlobalParams {
+    uint64_t timelock_seconds; /* offset 0: delay from proposal to earliest execution, seconds */
+    uint32_t max_leverage_cap; /* offset 8: ceiling of every market's max_leverage, 1..100 */
+    uint8_t padding[4]; /* offset 12: zero */
+} perpdex_GlobalParams;
+_Static_assert(__builtin_offsetof(perpdex_GlobalParams, timelock_seconds) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_GlobalParams, max_leverage_cap) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_GlobalParams, padding) == 12, "layout");
+_Static_assert(sizeof(perpdex_GlobalParams) == 16, "size");
+
 /* ------------------------------------------------------------ accounts */
 #define PERPDEX_ACCOUNT_EXCHANGE_DISCRIMINATOR 0x32683d0395dcc81eULL /* sha256("account:Exchange")[:8] */
 #define PERPDEX_ACCOUNT_EXCHANGE_SIZE 264
@@ -276,7 +381,11 @@ typedef struct __attribute__((packed, aligned(8))) perpdex_Market {
     perpdex_i128 cumulative_funding; /* offset 208: funding index, quote x 1e9 per whole base unit */
     perpdex_MarginTier margin_tiers[4]; /* offset 224: schedule */
     uint8_t address[32]; /* offset 288: this account's own address (the PDA, verified at creation) */
-    uint8_t reserved[32]; /* offset 320: zero; room for governance params (issue 8) */
+    uint64_t max_position_base; /* offset 320: largest |position| of one account (engine-enforced) */
+    uint64_t max_open_interest_base; /* offset 328: largest open interest (engine-enforced) */
+    uint32_t liquidation_fee_ppm; /* offset 336: fee on liquidated notional, ppm */
+    uint32_t max_leverage; /* offset 340: largest leverage an order may open at (engine-enforced) */
+    uint8_t reserved[8]; /* offset 344: zero */
 } perpdex_Market;
 _Static_assert(__builtin_offsetof(perpdex_Market, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Market, exchange) == 8, "layout");
@@ -305,7 +414,11 @@ _Static_assert(__builtin_offsetof(perpdex_Market, funding_surplus_numerator) == 
 _Static_assert(__builtin_offsetof(perpdex_Market, cumulative_funding) == 208, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Market, margin_tiers) == 224, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Market, address) == 288, "layout");
-_Static_assert(__builtin_offsetof(perpdex_Market, reserved) == 320, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Market, max_position_base) == 320, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Market, max_open_interest_base) == 328, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Market, liquidation_fee_ppm) == 336, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Market, max_leverage) == 340, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Market, reserved) == 344, "layout");
 _Static_assert(sizeof(perpdex_Market) == 352, "size");
 _Static_assert(sizeof(perpdex_Market) == PERPDEX_ACCOUNT_MARKET_SIZE, "size");
 
@@ -330,6 +443,72 @@ _Static_assert(__builtin_offsetof(perpdex_User, positions) == 56, "layout");
 _Static_assert(__builtin_offsetof(perpdex_User, address) == 440, "layout");
 _Static_assert(sizeof(perpdex_User) == 472, "size");
 _Static_assert(sizeof(perpdex_User) == PERPDEX_ACCOUNT_USER_SIZE, "size");
+
+#define PERPDEX_ACCOUNT_GOVERNANCE_DISCRIMINATOR 0x312fd9490d588f12ULL /* sha256("account:Governance")[:8] */
+#define PERPDEX_ACCOUNT_GOVERNANCE_SIZE 384
+/* The council (N keys, threshold M), the guardian and the global parameters. PDA: "governance" */
+typedef struct __attribute__((packed, aligned(8))) perpdex_Governance {
+    uint64_t discriminator; /* offset 0 */
+    uint8_t exchange[32]; /* offset 8: the Exchange PDA */
+    uint8_t guardian[32]; /* offset 40: may only make markets safer, without a timelock */
+    uint8_t council[7][32]; /* offset 72: council keys (first num_council in use) */
+    uint8_t address[32]; /* offset 296: this account's own address (the PDA, verified at creation) */
+    uint64_t next_proposal_id; /* offset 328: id of the next proposal (its PDA seed) */
+    perpdex_GlobalParams params; /* offset 336: exchange-wide governable parameters */
+    uint8_t num_council; /* offset 352: council keys in use, 1..MAX_COUNCIL */
+    uint8_t threshold; /* offset 353: approvals an execution needs, 1..num_council */
+    uint8_t bump; /* offset 354: bump of this PDA */
+    uint8_t padding[5]; /* offset 355: zero */
+    uint8_t reserved[24]; /* offset 360: zero */
+} perpdex_Governance;
+_Static_assert(__builtin_offsetof(perpdex_Governance, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Governance, exchange) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Governance, guardian) == 40, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Governance, council) == 72, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Governance, address) == 296, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Governance, next_proposal_id) == 328, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Governance, params) == 336, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Governance, num_council) == 352, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Governance, threshold) == 353, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Governance, bump) == 354, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Governance, padding) == 355, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Governance, reserved) == 360, "layout");
+_Static_assert(sizeof(perpdex_Governance) == 384, "size");
+_Static_assert(sizeof(perpdex_Governance) == PERPDEX_ACCOUNT_GOVERNANCE_SIZE, "size");
+
+#define PERPDEX_ACCOUNT_PROPOSAL_DISCRIMINATOR 0x21358874bbbd5e1aULL /* sha256("account:Proposal")[:8] */
+#define PERPDEX_ACCOUNT_PROPOSAL_SIZE 256
+/* One parameter change: approvals, timelock, outcome. PDA: "proposal", id as u64 little-endian */
+typedef struct __attribute__((packed, aligned(8))) perpdex_Proposal {
+    uint64_t discriminator; /* offset 0 */
+    uint8_t proposer[32]; /* offset 8: council member who proposed (and approved) it */
+    uint8_t address[32]; /* offset 40: this account's own address (the PDA, verified at creation) */
+    uint64_t id; /* offset 72: Governance.next_proposal_id at creation */
+    int64_t created_unix_s; /* offset 80: Clock unix_timestamp at proposal */
+    int64_t earliest_execution_unix_s; /* offset 88: created + Governance timelock */
+    uint16_t market_index; /* offset 96: market changed, or GLOBAL_TARGET */
+    uint8_t status; /* offset 98: PROPOSAL_* */
+    uint8_t approvals_mask; /* offset 99: bit i: council[i] approved */
+    uint8_t bump; /* offset 100: bump of this PDA */
+    uint8_t padding[3]; /* offset 101: zero */
+    perpdex_RiskParams risk; /* offset 104: new market parameters (zero for a global change) */
+    perpdex_GlobalParams global_params; /* offset 240: new global parameters (zero otherwise) */
+} perpdex_Proposal;
+_Static_assert(__builtin_offsetof(perpdex_Proposal, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Proposal, proposer) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Proposal, address) == 40, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Proposal, id) == 72, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Proposal, created_unix_s) == 80, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Proposal, earliest_execution_unix_s) == 88, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Proposal, market_index) == 96, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Proposal, status) == 98, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Proposal, approvals_mask) == 99, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Proposal, bump) == 100, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Proposal, padding) == 101, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Proposal, risk) == 104, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Proposal, global_params) == 240, "layout");
+_Static_assert(sizeof(perpdex_Proposal) == 256, "size");
+_Static_assert(sizeof(perpdex_Proposal) == PERPDEX_ACCOUNT_PROPOSAL_SIZE, "size");
 
 /* ------------------------------------------------------------ instructions */
 #define PERPDEX_IX_INITIALIZE_DISCRIMINATOR 0xed9b980d1f6dafafULL /* sha256("global:initialize")[:8] */
@@ -473,6 +652,115 @@ _Static_assert(__builtin_offsetof(perpdex_set_market_status_args, discriminator)
 _Static_assert(__builtin_offsetof(perpdex_set_market_status_args, status) == 8, "layout");
 _Static_assert(sizeof(perpdex_set_market_status_args) == 9, "size");
 
+#define PERPDEX_IX_INITIALIZE_GOVERNANCE_DISCRIMINATOR 0x39c96b1bed6557abULL /* sha256("global:initialize_governance")[:8] */
+#define PERPDEX_IX_INITIALIZE_GOVERNANCE_NUM_ACCOUNTS 4
+#define PERPDEX_IX_INITIALIZE_GOVERNANCE_WRITABLE_MASK 0x6u
+#define PERPDEX_IX_INITIALIZE_GOVERNANCE_SIGNER_MASK 0x4u
+#define PERPDEX_IX_INITIALIZE_GOVERNANCE_ACC_EXCHANGE 0 /*  */
+#define PERPDEX_IX_INITIALIZE_GOVERNANCE_ACC_GOVERNANCE 1 /* writable */
+#define PERPDEX_IX_INITIALIZE_GOVERNANCE_ACC_AUTHORITY 2 /* writable signer */
+#define PERPDEX_IX_INITIALIZE_GOVERNANCE_ACC_SYSTEM_PROGRAM 3 /*  */
+/* instruction data of initialize_governance: Create the Governance account once (council, threshold, guardian, timelock). */
+typedef struct __attribute__((packed)) perpdex_initialize_governance_args {
+    uint64_t discriminator; /* offset 0 */
+    uint8_t council[7][32]; /* offset 8: council keys (first num_council used) */
+    uint8_t num_council; /* offset 232: 1..MAX_COUNCIL */
+    uint8_t threshold; /* offset 233: 1..num_council */
+    uint8_t guardian[32]; /* offset 234: guardian key */
+    perpdex_GlobalParams params; /* offset 266: initial global parameters */
+    uint8_t bump; /* offset 282: bump of the Governance PDA */
+} perpdex_initialize_governance_args;
+_Static_assert(__builtin_offsetof(perpdex_initialize_governance_args, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_initialize_governance_args, council) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_initialize_governance_args, num_council) == 232, "layout");
+_Static_assert(__builtin_offsetof(perpdex_initialize_governance_args, threshold) == 233, "layout");
+_Static_assert(__builtin_offsetof(perpdex_initialize_governance_args, guardian) == 234, "layout");
+_Static_assert(__builtin_offsetof(perpdex_initialize_governance_args, params) == 266, "layout");
+_Static_assert(__builtin_offsetof(perpdex_initialize_governance_args, bump) == 282, "layout");
+_Static_assert(sizeof(perpdex_initialize_governance_args) == 283, "size");
+
+#define PERPDEX_IX_PROPOSE_PARAM_CHANGE_DISCRIMINATOR 0x9c86d9cb9f094d53ULL /* sha256("global:propose_param_change")[:8] */
+#define PERPDEX_IX_PROPOSE_PARAM_CHANGE_NUM_ACCOUNTS 4
+#define PERPDEX_IX_PROPOSE_PARAM_CHANGE_WRITABLE_MASK 0x7u
+#define PERPDEX_IX_PROPOSE_PARAM_CHANGE_SIGNER_MASK 0x4u
+#define PERPDEX_IX_PROPOSE_PARAM_CHANGE_ACC_GOVERNANCE 0 /* writable */
+#define PERPDEX_IX_PROPOSE_PARAM_CHANGE_ACC_PROPOSAL 1 /* writable */
+#define PERPDEX_IX_PROPOSE_PARAM_CHANGE_ACC_PROPOSER 2 /* writable signer */
+#define PERPDEX_IX_PROPOSE_PARAM_CHANGE_ACC_SYSTEM_PROGRAM 3 /*  */
+/* instruction data of propose_param_change: Propose new values; earliest execution = now + timelock; the proposer approves. */
+typedef struct __attribute__((packed)) perpdex_propose_param_change_args {
+    uint64_t discriminator; /* offset 0 */
+    uint64_t id; /* offset 8: == Governance.next_proposal_id */
+    uint16_t market_index; /* offset 16: market to change, or GLOBAL_TARGET */
+    perpdex_RiskParams risk; /* offset 18: new market parameters (zero for a global change) */
+    perpdex_GlobalParams global_params; /* offset 154: new global parameters (zero otherwise) */
+    uint8_t bump; /* offset 170: bump of the Proposal PDA */
+} perpdex_propose_param_change_args;
+_Static_assert(__builtin_offsetof(perpdex_propose_param_change_args, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_propose_param_change_args, id) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_propose_param_change_args, market_index) == 16, "layout");
+_Static_assert(__builtin_offsetof(perpdex_propose_param_change_args, risk) == 18, "layout");
+_Static_assert(__builtin_offsetof(perpdex_propose_param_change_args, global_params) == 154, "layout");
+_Static_assert(__builtin_offsetof(perpdex_propose_param_change_args, bump) == 170, "layout");
+_Static_assert(sizeof(perpdex_propose_param_change_args) == 171, "size");
+
+#define PERPDEX_IX_APPROVE_DISCRIMINATOR 0x4c61757324d94a45ULL /* sha256("global:approve")[:8] */
+#define PERPDEX_IX_APPROVE_NUM_ACCOUNTS 3
+#define PERPDEX_IX_APPROVE_WRITABLE_MASK 0x2u
+#define PERPDEX_IX_APPROVE_SIGNER_MASK 0x4u
+#define PERPDEX_IX_APPROVE_ACC_GOVERNANCE 0 /*  */
+#define PERPDEX_IX_APPROVE_ACC_PROPOSAL 1 /* writable */
+#define PERPDEX_IX_APPROVE_ACC_MEMBER 2 /* signer */
+/* instruction data of approve: Add one council approval. */
+typedef struct __attribute__((packed)) perpdex_approve_args {
+    uint64_t discriminator; /* offset 0 */
+} perpdex_approve_args;
+_Static_assert(__builtin_offsetof(perpdex_approve_args, discriminator) == 0, "layout");
+_Static_assert(sizeof(perpdex_approve_args) == 8, "size");
+
+#define PERPDEX_IX_EXECUTE_DISCRIMINATOR 0x1dbdc10d9af2dd82ULL /* sha256("global:execute")[:8] */
+#define PERPDEX_IX_EXECUTE_NUM_ACCOUNTS 2
+#define PERPDEX_IX_EXECUTE_WRITABLE_MASK 0x3u
+#define PERPDEX_IX_EXECUTE_SIGNER_MASK 0x0u
+#define PERPDEX_IX_EXECUTE_ACC_GOVERNANCE 0 /* writable */
+#define PERPDEX_IX_EXECUTE_ACC_PROPOSAL 1 /* writable */
+/* instruction data of execute: Apply a proposal once: approvals >= threshold, timelock elapsed, bounds and rate limits against the current values. Anyone may send it. Remaining accounts: for a market change: its Market (writable). */
+typedef struct __attribute__((packed)) perpdex_execute_args {
+    uint64_t discriminator; /* offset 0 */
+} perpdex_execute_args;
+_Static_assert(__builtin_offsetof(perpdex_execute_args, discriminator) == 0, "layout");
+_Static_assert(sizeof(perpdex_execute_args) == 8, "size");
+
+#define PERPDEX_IX_CANCEL_DISCRIMINATOR 0xbedcecdb29dfdbe8ULL /* sha256("global:cancel")[:8] */
+#define PERPDEX_IX_CANCEL_NUM_ACCOUNTS 3
+#define PERPDEX_IX_CANCEL_WRITABLE_MASK 0x2u
+#define PERPDEX_IX_CANCEL_SIGNER_MASK 0x4u
+#define PERPDEX_IX_CANCEL_ACC_GOVERNANCE 0 /*  */
+#define PERPDEX_IX_CANCEL_ACC_PROPOSAL 1 /* writable */
+#define PERPDEX_IX_CANCEL_ACC_SIGNER 2 /* signer */
+/* instruction data of cancel: Cancel a pending proposal. */
+typedef struct __attribute__((packed)) perpdex_cancel_args {
+    uint64_t discriminator; /* offset 0 */
+} perpdex_cancel_args;
+_Static_assert(__builtin_offsetof(perpdex_cancel_args, discriminator) == 0, "layout");
+_Static_assert(sizeof(perpdex_cancel_args) == 8, "size");
+
+#define PERPDEX_IX_GUARDIAN_SET_STATUS_DISCRIMINATOR 0x4595b4abbbf5d6dcULL /* sha256("global:guardian_set_status")[:8] */
+#define PERPDEX_IX_GUARDIAN_SET_STATUS_NUM_ACCOUNTS 3
+#define PERPDEX_IX_GUARDIAN_SET_STATUS_WRITABLE_MASK 0x2u
+#define PERPDEX_IX_GUARDIAN_SET_STATUS_SIGNER_MASK 0x4u
+#define PERPDEX_IX_GUARDIAN_SET_STATUS_ACC_GOVERNANCE 0 /*  */
+#define PERPDEX_IX_GUARDIAN_SET_STATUS_ACC_MARKET 1 /* writable */
+#define PERPDEX_IX_GUARDIAN_SET_STATUS_ACC_GUARDIAN 2 /* signer */
+/* instruction data of guardian_set_status: The guardian makes a market stricter at once (no timelock, never looser). */
+typedef struct __attribute__((packed)) perpdex_guardian_set_status_args {
+    uint64_t discriminator; /* offset 0 */
+    uint8_t status; /* offset 8: REDUCE_ONLY, CANCEL_ONLY or HALTED, stricter than now */
+} perpdex_guardian_set_status_args;
+_Static_assert(__builtin_offsetof(perpdex_guardian_set_status_args, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_guardian_set_status_args, status) == 8, "layout");
+_Static_assert(sizeof(perpdex_guardian_set_status_args) == 9, "size");
+
 /* ------------------------------------------------------------ events */
 #define PERPDEX_EVENT_DEPOSITED_DISCRIMINATOR 0x396423a12d1a8d6fULL /* sha256("event:Deposited")[:8] */
 /* A deposit landed. */
@@ -543,6 +831,56 @@ _Static_assert(__builtin_offsetof(perpdex_MarketStatusChangedEvent, discriminato
 _Static_assert(__builtin_offsetof(perpdex_MarketStatusChangedEvent, market_index) == 8, "layout");
 _Static_assert(__builtin_offsetof(perpdex_MarketStatusChangedEvent, status) == 10, "layout");
 _Static_assert(sizeof(perpdex_MarketStatusChangedEvent) == 11, "size");
+
+#define PERPDEX_EVENT_PARAM_CHANGE_PROPOSED_DISCRIMINATOR 0x3f06f32de28b46a6ULL /* sha256("event:ParamChangeProposed")[:8] */
+/* A proposal was created. */
+typedef struct __attribute__((packed)) perpdex_ParamChangeProposedEvent {
+    uint64_t discriminator; /* offset 0 */
+    uint64_t proposal_id; /* offset 8: proposal */
+    uint16_t market_index; /* offset 16: market or GLOBAL_TARGET */
+    int64_t earliest_execution_unix_s; /* offset 18: created + timelock */
+} perpdex_ParamChangeProposedEvent;
+_Static_assert(__builtin_offsetof(perpdex_ParamChangeProposedEvent, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_ParamChangeProposedEvent, proposal_id) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_ParamChangeProposedEvent, market_index) == 16, "layout");
+_Static_assert(__builtin_offsetof(perpdex_ParamChangeProposedEvent, earliest_execution_unix_s) == 18, "layout");
+_Static_assert(sizeof(perpdex_ParamChangeProposedEvent) == 26, "size");
+
+#define PERPDEX_EVENT_PROPOSAL_APPROVED_DISCRIMINATOR 0x31582b9de49b3146ULL /* sha256("event:ProposalApproved")[:8] */
+/* A council member approved. */
+typedef struct __attribute__((packed)) perpdex_ProposalApprovedEvent {
+    uint64_t discriminator; /* offset 0 */
+    uint64_t proposal_id; /* offset 8: proposal */
+    uint8_t approvals_mask; /* offset 16: after */
+} perpdex_ProposalApprovedEvent;
+_Static_assert(__builtin_offsetof(perpdex_ProposalApprovedEvent, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_ProposalApprovedEvent, proposal_id) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_ProposalApprovedEvent, approvals_mask) == 16, "layout");
+_Static_assert(sizeof(perpdex_ProposalApprovedEvent) == 17, "size");
+
+#define PERPDEX_EVENT_RISK_PARAMS_CHANGED_DISCRIMINATOR 0x6085aca225b6fa2eULL /* sha256("event:RiskParamsChanged")[:8] */
+/* A proposal was executed: the new values are in the Market / Governance account. */
+typedef struct __attribute__((packed)) perpdex_RiskParamsChangedEvent {
+    uint64_t discriminator; /* offset 0 */
+    uint64_t proposal_id; /* offset 8: proposal executed */
+    uint16_t market_index; /* offset 16: market or GLOBAL_TARGET */
+    uint64_t slot; /* offset 18: Clock slot of the execution */
+} perpdex_RiskParamsChangedEvent;
+_Static_assert(__builtin_offsetof(perpdex_RiskParamsChangedEvent, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParamsChangedEvent, proposal_id) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParamsChangedEvent, market_index) == 16, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParamsChangedEvent, slot) == 18, "layout");
+_Static_assert(sizeof(perpdex_RiskParamsChangedEvent) == 26, "size");
+
+#define PERPDEX_EVENT_PROPOSAL_CANCELLED_DISCRIMINATOR 0x0e094e812e683bfdULL /* sha256("event:ProposalCancelled")[:8] */
+/* A proposal was cancelled. */
+typedef struct __attribute__((packed)) perpdex_ProposalCancelledEvent {
+    uint64_t discriminator; /* offset 0 */
+    uint64_t proposal_id; /* offset 8: proposal */
+} perpdex_ProposalCancelledEvent;
+_Static_assert(__builtin_offsetof(perpdex_ProposalCancelledEvent, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_ProposalCancelledEvent, proposal_id) == 8, "layout");
+_Static_assert(sizeof(perpdex_ProposalCancelledEvent) == 16, "size");
 
 /* ------------------------------------------------------------ oracle layouts */
 /* From oracle_feeds/layouts.py. Offsets from the start of the account data. */

@@ -18,6 +18,7 @@
 #include "perpdex_sol.h"
 #include "perpdex_clearing_idl.h"
 #include "pd_math.h"
+#include "clearing.h"
 
 typedef struct {
   const SolParameters *params;
@@ -33,21 +34,21 @@ static __attribute__((noinline)) bool key_eq_unaligned(const void *a, const void
   return pd_pubkey_eq((const SolPubkey *)a, (const SolPubkey *)b);
 }
 
-static bool key_eq(const void *a, const void *b) {
+bool key_eq(const void *a, const void *b) {
   if ((((uintptr_t)a | (uintptr_t)b) & 7u) != 0) return key_eq_unaligned(a, b);
   const uint64_t *x = __builtin_assume_aligned(a, 8), *y = __builtin_assume_aligned(b, 8);
   return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
 }
 
-static void emit(const void *event, uint64_t len) {
+void emit(const void *event, uint64_t len) {
   SolBytes field = {(const uint8_t *)event, len};
   sol_log_data(&field, 1);
 }
 
 /* Each named account present, writable and signing as the instruction's masks say; the
  * signer error is the instruction's own (who failed to sign). */
-static uint64_t check_accounts(const SolParameters *params, uint64_t num, uint64_t writable_mask,
-                               uint64_t signer_mask, uint64_t not_signer_error) {
+uint64_t check_accounts(const SolParameters *params, uint64_t num, uint64_t writable_mask,
+                        uint64_t signer_mask, uint64_t not_signer_error) {
   if (params->ka_num < num) return PERPDEX_ERR_NOT_ENOUGH_ACCOUNTS;
   for (uint64_t i = 0; i < num; i++) {
     if ((signer_mask >> i) & 1u && !params->ka[i].is_signer) return not_signer_error;
@@ -62,7 +63,7 @@ static bool is_system_key(const SolPubkey *key) {
   return key_eq(key, &system);
 }
 
-static bool is_system_program(const SolAccountInfo *account) { return is_system_key(account->key); }
+bool is_system_program(const SolAccountInfo *account) { return is_system_key(account->key); }
 
 static bool is_token_program(const SolAccountInfo *account) {
   const SolPubkey token = PD_SPL_TOKEN_PROGRAM_ID;
@@ -100,8 +101,8 @@ static bool vault_authority_pda_ok(const SolAccountInfo *account, uint8_t bump,
 }
 
 /* ------------------------------------------------------------------ account loading */
-static uint64_t load_exchange(const SolAccountInfo *account, const SolPubkey *program_id,
-                              perpdex_Exchange **out) {
+uint64_t load_exchange(const SolAccountInfo *account, const SolPubkey *program_id,
+                       perpdex_Exchange **out) {
   if (!key_eq(account->owner, program_id)) return PERPDEX_ERR_EXCHANGE_WRONG_OWNER;
   if (account->data_len != PERPDEX_ACCOUNT_EXCHANGE_SIZE) return PERPDEX_ERR_EXCHANGE_WRONG_SIZE;
   perpdex_Exchange *exchange = (perpdex_Exchange *)account->data;
@@ -112,8 +113,8 @@ static uint64_t load_exchange(const SolAccountInfo *account, const SolPubkey *pr
   return PD_SUCCESS;
 }
 
-static uint64_t load_market(const SolAccountInfo *account, const SolPubkey *program_id,
-                            perpdex_Market **out) {
+uint64_t load_market(const SolAccountInfo *account, const SolPubkey *program_id,
+                     perpdex_Market **out) {
   if (!key_eq(account->owner, program_id)) return PERPDEX_ERR_MARKET_WRONG_OWNER;
   if (account->data_len != PERPDEX_ACCOUNT_MARKET_SIZE) return PERPDEX_ERR_MARKET_WRONG_SIZE;
   perpdex_Market *market = (perpdex_Market *)account->data;
@@ -373,6 +374,17 @@ static uint64_t ix_create_market(const SolParameters *params) {
   m->oracle_max_age_seconds = p->oracle_max_age_seconds;
   m->funding_cap_rate = p->funding_cap_rate;
   __builtin_memcpy(m->margin_tiers, p->margin_tiers, sizeof m->margin_tiers);
+  /* governable limits start at what the margin schedule implies (docs/PROTOCOL.md, Governance) */
+  uint64_t first_initial = m->margin_tiers[0].initial_ppm;
+  uint64_t first_maintenance = m->margin_tiers[0].maintenance_ppm;
+  uint64_t leverage = PERPDEX_RATIO_PRECISION / first_initial; /* >= 1: initial <= 1e6 */
+  m->max_leverage = (uint32_t)(leverage < PERPDEX_MAX_LEVERAGE ? leverage : PERPDEX_MAX_LEVERAGE);
+  uint64_t liquidation_fee = first_maintenance / 2;
+  m->liquidation_fee_ppm = (uint32_t)(liquidation_fee < PERPDEX_MAX_LIQUIDATION_FEE_PPM
+                                          ? liquidation_fee
+                                          : PERPDEX_MAX_LIQUIDATION_FEE_PPM);
+  m->max_position_base = UINT64_MAX;
+  m->max_open_interest_base = UINT64_MAX;
   exchange->num_markets = (uint16_t)(index + 1);
   return PD_SUCCESS;
 }
@@ -796,6 +808,18 @@ uint64_t entrypoint(const uint8_t *input) {
       return ix_update_funding(&params);
     case PERPDEX_IX_SET_MARKET_STATUS_DISCRIMINATOR:
       return ix_set_market_status(&params);
+    case PERPDEX_IX_INITIALIZE_GOVERNANCE_DISCRIMINATOR:
+      return ix_initialize_governance(&params);
+    case PERPDEX_IX_PROPOSE_PARAM_CHANGE_DISCRIMINATOR:
+      return ix_propose_param_change(&params);
+    case PERPDEX_IX_APPROVE_DISCRIMINATOR:
+      return ix_approve(&params);
+    case PERPDEX_IX_EXECUTE_DISCRIMINATOR:
+      return ix_execute(&params);
+    case PERPDEX_IX_CANCEL_DISCRIMINATOR:
+      return ix_cancel(&params);
+    case PERPDEX_IX_GUARDIAN_SET_STATUS_DISCRIMINATOR:
+      return ix_guardian_set_status(&params);
     default:
       return PERPDEX_ERR_UNKNOWN_INSTRUCTION;
   }

@@ -160,9 +160,12 @@ def read(buf: bytes, at: int, type_: TypeRef) -> Any:
 def test_anchorpy_parses_the_idl_with_every_instruction_account_and_error(program: Program) -> None:
     assert [ix.name for ix in program.idl.instructions] == [
         "initialize", "createMarket", "deposit", "withdraw", "settleFills", "updateFunding",
-        "setMarketStatus",
+        "setMarketStatus", "initializeGovernance", "proposeParamChange", "approve", "execute",
+        "cancel", "guardianSetStatus",
     ]  # fmt: skip
-    assert [a.name for a in program.idl.accounts] == ["Exchange", "Market", "User"]
+    assert [a.name for a in program.idl.accounts] == [
+        "Exchange", "Market", "User", "Governance", "Proposal",
+    ]  # fmt: skip
     codes = {e.code: (e.name, e.msg) for e in program.idl.errors}
     assert codes == {e.code: (e.name, e.msg) for e in SPEC.errors}
     assert min(codes) == 6000 and len(codes) == len(SPEC.errors)
