@@ -31,17 +31,20 @@ The screen is a bounded int64 over-approximation (never misses a liquidatable ac
   A value outside them marks its account (or market) "exact only": always a candidate.
 
 Two levels, so most updates touch 16 bytes per account instead of every position: a rebase
-screens everyone and keeps per account ``headroom = equity_lb - R_all - 2 x positions``
+screens everyone and keeps per account ``headroom = equity_lb - R_all - 3 x positions``
 (``R_all`` the requirement bound taking every tier line, clamped to +-2^61; a sentinel for
-exact-only or invalid-oracle accounts) and ``exposure = sum(|bs| + 1)``. Between rebases a
-position's equity bound falls by at most ``(|bs| + 1) |dpe| + 1`` and its notional bound rises
-by at most ``(|bs| + 1)(|dpe| + |dfe|) + 1``; every tier line has slope <= 1, so its
-requirement bound rises by no more. With ``delta = max over markets of 2 |dpe| + |dfe|``, an
-account with ``headroom - exposure x delta >= 0`` is therefore not a candidate of the full
-screen, and only the others are screened in full: the result is exactly the full screen's
-(property-tested). An account changed since the rebase is always screened in full. A new
-rebase comes with a market state change, ``delta >= 2^29`` (so ``exposure x delta < 2^62``),
-or a pass that had to screen more than 1/8 of the accounts in full.
+exact-only or invalid-oracle accounts) and ``exposure = sum((|bs| + 1) x max(1, |pe_ref|))``
+(< 2^61). Between rebases a position's equity bound falls by at most ``(|bs| + 1) |dpe| + 1``
+and its notional bound rises by at most ``dN = (|bs| + 1)(|dpe| + |dfe|) + 1``, so its
+requirement bound (the max of the tier lines) by at most ``dN x s / 2^20 + 1``, ``s`` the
+market's steepest slope (<= 2^20). With the relative move ``delta = max over markets of
+ceil((|dpe| (2^20 + s) + |dfe| s) / max(1, |pe_ref|))`` (at 2^-20), the per-position loss is
+at most ``(|bs| + 1) max(1, |pe_ref|) x delta / 2^20 + 3``, so an
+account with ``headroom - ceil(exposure x delta / 2^20) >= 0`` (the product split at 2^20)
+is not a candidate of the full screen, and only the others are screened in full: the result
+is exactly the full screen's (property-tested). An account changed since the rebase is always
+screened in full. A new rebase comes with a market state change, ``delta >= 2^20`` (a 100 %
+move), or a pass that had to screen more than 1/8 of the accounts in full.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ MAX_TERM = 1 << 57
 MAX_MARKETS = 16
 MAX_TIERS = 8
 SLOPE_BITS = 20
-MAX_DELTA = 1 << 29  # the cheap test's delta stays below: exposure x delta < 2^62
+MAX_DELTA = 1 << SLOPE_BITS  # a relative move of 100 % since the rebase forces a new one
 HEADROOM_CLAMP = 1 << 61
 HEADROOM_DIRTY = -(1 << 62)  # always screened in full (changed since the rebase, or exact)
 HEADROOM_NEVER = 1 << 61  # holds an invalid oracle: never a candidate until the next rebase
@@ -177,7 +180,7 @@ def _account_bounds(
     exposure)``; verdict 0 screened, 1 holds an invalid oracle (skip), 2 exact only.
     ``account_row``: ``start << 6 | exact_only << 5 | length``; ``slot_packed``:
     ``bs << 35 | rb << 4 | market``. ``requirement_all_lines`` (only when asked) takes every
-    tier line, with no first-tier shortcut; ``exposure`` is ``sum(|bs| + 1)``."""
+    tier line, with no first-tier shortcut; ``exposure`` is ``sum((|bs| + 1) x max(1, |pe|))``."""
     row = account_row[a]
     start = row >> 6
     verdict = 2 if (row >> 5) & 1 == 1 else 0
@@ -214,7 +217,7 @@ def _account_bounds(
             if notional >= first_tier_end[m]:
                 best = top
         requirement += best + 1
-        exposure += abs_bs + 1
+        exposure += (abs_bs + 1) * (pe if pe > 0 else (1 if pe == 0 else -pe))
     return verdict, equity, requirement, requirement_all, exposure
 
 
@@ -245,14 +248,16 @@ def _screen_kernel(
     ``full``: screen every account; with ``record`` also keep its ``headroom`` (``equity_lb -
     requirement_all_lines - 2 x positions``, clamped, or a sentinel) and ``exposure`` at the
     current market values (a rebase). Otherwise first the cheap test: an account with
-    ``headroom - exposure x delta >= 0`` cannot be a candidate (``delta = max over markets of
-    2 |pe - pe_ref| + |fe - fe_ref|`` since the rebase; see the module docstring), the rest
-    get the full screen. Both give exactly the candidates of the full screen."""
+    ``headroom - exposure x delta / 2^20 >= 0`` (rounded up) cannot be a candidate (``delta``:
+    the largest relative move since the rebase, see the module docstring); the rest get the
+    full screen. Both give exactly the candidates of the full screen."""
     count = 0
     checked = 0
     for a in range(account_row.shape[0]):
-        if not full and headroom[a] - exposure[a] * delta >= 0:
-            continue
+        if not full:
+            e = exposure[a]
+            if headroom[a] - ((e >> 20) * delta + (((e & 0xFFFFF) * delta) >> 20) + 1) >= 0:
+                continue
         checked += 1
         verdict, equity, requirement, requirement_all, k = _account_bounds(
             a, account_row, collateral_u, slot_packed, slot_entry_u, market_shift, market_pe,
@@ -269,7 +274,7 @@ def _screen_kernel(
                 headroom[a] = HEADROOM_DIRTY
             else:
                 headroom[a] = (
-                    min(equity, HEADROOM_CLAMP) - requirement_all - 2 * (account_row[a] & 31)
+                    min(equity, HEADROOM_CLAMP) - requirement_all - 3 * (account_row[a] & 31)
                 )
     return count, checked
 
@@ -307,6 +312,7 @@ class Sweeper:
         self.tier_k = np.zeros((n_markets, MAX_TIERS), dtype=np.int64)
         self.tier_count = np.zeros(n_markets, dtype=np.int64)
         self.first_tier_end = np.full(n_markets, 1 << 62, dtype=np.int64)
+        self._max_slope = [max(slope for slope, _ in _tier_lines(m.schedule)) for m in markets]
         for m, market in enumerate(markets):
             if len(market.schedule.tiers) > 1:
                 end = quote_to_units(market.schedule.tiers[0].up_to_notional_quote)
@@ -650,16 +656,25 @@ class Sweeper:
         return self._out[:count].copy()
 
     def _delta(self) -> int | None:
-        """``max over markets of 2 |pe - pe_ref| + |fe - fe_ref|``, or None if a rebase is due."""
+        """The largest relative move since the rebase, at 2^-20, rounded up: over markets,
+        ``ceil((|dpe| x (2^20 + s) + |dfe| x s) / max(1, |pe_ref|))`` with ``s`` the market's
+        steepest tier slope (at 2^-20); None if a rebase is due."""
         if self._reference is None:
             return None
         pe_ref, fe_ref, states_ref = self._reference
         if self.market_state.tobytes() != states_ref:
             return None
         delta = max(
-            2 * abs(pe - ref) + abs(fe - ref_fe)
-            for pe, ref, fe, ref_fe in zip(
-                self.market_pe.tolist(), pe_ref, self.market_fe.tolist(), fe_ref
+            -(
+                -(abs(pe - ref) * ((1 << SLOPE_BITS) + slope) + abs(fe - ref_fe) * slope)
+                // max(1, abs(ref))
+            )
+            for pe, ref, fe, ref_fe, slope in zip(
+                self.market_pe.tolist(),
+                pe_ref,
+                self.market_fe.tolist(),
+                fe_ref,
+                self._max_slope,
             )
         )
         return delta if delta < MAX_DELTA else None
