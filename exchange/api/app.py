@@ -38,7 +38,6 @@ from exchange.api.openapi import openapi_document
 from exchange.api.ratelimit import RateLimiter
 from exchange.api.service import OrderService, public_trade_json
 from exchange.core.errors import ExchangeError
-from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
 from exchange.engine.sequencer import EngineRunner
 
 Clock = Callable[[], int]  # nanoseconds since the epoch
@@ -310,20 +309,42 @@ async def get_fills(request: web.Request) -> web.Response:
 
 
 async def get_positions(request: web.Request) -> web.Response:
-    """Fill-derived positions in signed lots per sub-account and market."""
     principal, _ = await authenticate(request)
-    positions = [
-        {
-            "sub_account_id": account % SUB_ACCOUNTS_PER_OWNER,
-            "market_id": market_id,
-            "position_lots": lots,
-        }
-        for (account, market_id), lots in sorted(
-            request.app[PORT_KEY].model.matching.positions.items()
-        )
-        if lots and account // SUB_ACCOUNTS_PER_OWNER == principal.owner_id
-    ]
-    return json_response({"positions": positions})
+    return json_response({"positions": request.app[PORT_KEY].positions(principal.owner_id)})
+
+
+def _needs_clearinghouse(value: Any, what: str) -> Any:
+    if value is None:
+        raise NotFound(f"{what}: expected an engine running the perp clearinghouse, got none")
+    return value
+
+
+async def get_balances(request: web.Request) -> web.Response:
+    principal, _ = await authenticate(request)
+    balances = _needs_clearinghouse(request.app[PORT_KEY].balances(principal.owner_id), "balances")
+    return json_response({"balances": balances})
+
+
+async def get_margin(request: web.Request) -> web.Response:
+    principal, _ = await authenticate(request)
+    port = request.app[PORT_KEY]
+    summaries = _needs_clearinghouse(port.margin_summaries(principal.owner_id), "margin")
+    return json_response({"margin": summaries})
+
+
+async def get_funding_payments(request: web.Request) -> web.Response:
+    principal, _ = await authenticate(request)
+    cfg = request.app[CONFIG_KEY]
+    limit = codec.int_query(request.query, "limit", 100, 1, cfg.history_kept_per_owner)
+    payments = request.app[PORT_KEY].funding_payments(principal.owner_id)
+    return json_response({"funding_payments": list(reversed(payments[-limit:]))})
+
+
+async def get_prices(request: web.Request) -> web.Response:
+    public_limit(request)
+    market_id = _market_id(request)
+    prices = request.app[PORT_KEY].market_prices(market_id)
+    return json_response(_needs_clearinghouse(prices, "prices"))
 
 
 # ---------------------------------------------------------------------- factory
@@ -376,5 +397,9 @@ def create_app(
     r.add_get("/v1/orders/history", get_order_history)
     r.add_get("/v1/fills", get_fills)
     r.add_get("/v1/positions", get_positions)
+    r.add_get("/v1/balances", get_balances)
+    r.add_get("/v1/margin", get_margin)
+    r.add_get("/v1/funding-payments", get_funding_payments)
+    r.add_get("/v1/markets/{market_id}/prices", get_prices)
     r.add_get("/ws", ws.websocket_handler)
     return app

@@ -28,6 +28,7 @@ from typing import Any
 from exchange.api.read_model import ReadModel, ReadUpdate
 from exchange.core.commands import Command, ExpireOrders
 from exchange.core.events import Event
+from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
 from exchange.engine.sequencer import EngineRunner
 
 Listener = Callable[[list[Event], ReadUpdate], None]
@@ -193,3 +194,104 @@ class EnginePort:
         """``(tick_size, lot_size)`` of a market (it must exist)."""
         spec = self.model.core.books[market_id].spec
         return spec.tick_size, spec.lot_size
+
+    # ------------------------------------------------------------------ accounts and prices
+    # The clearinghouse's read models (accounts, margin, perp market state). An engine
+    # running the bare matching core has none: these return ``None``.
+    def _clearinghouse(self) -> Any:
+        core = self.model.core
+        return core if hasattr(core, "accounts") and hasattr(core, "margin") else None
+
+    def _sub_accounts(self, ch: Any, owner_id: int) -> list[int]:
+        lo = owner_id * SUB_ACCOUNTS_PER_OWNER
+        return sorted(a - lo for a in ch.accounts if lo <= a < lo + SUB_ACCOUNTS_PER_OWNER)
+
+    def balances(self, owner_id: int) -> list[dict[str, Any]] | None:
+        """Collateral and cumulative statistics per sub-account (QUOTE_PRECISION)."""
+        ch = self._clearinghouse()
+        if ch is None:
+            return None
+        out = []
+        for sub in self._sub_accounts(ch, owner_id):
+            acct = ch.account(owner_id, sub)
+            out.append(
+                {
+                    "sub_account_id": sub,
+                    "collateral_quote": acct.collateral_quote,
+                    "realized_pnl_quote": acct.realized_pnl_quote,
+                    "fees_paid_quote": acct.fees_paid_quote,
+                    "funding_paid_quote": acct.funding_paid_quote,
+                }
+            )
+        return out
+
+    def margin_summaries(self, owner_id: int) -> list[dict[str, Any]] | None:
+        """Cross-margin summary per sub-account at the current marks (QUOTE_PRECISION)."""
+        ch = self._clearinghouse()
+        if ch is None:
+            return None
+        out = []
+        for sub in self._sub_accounts(ch, owner_id):
+            summary = ch.margin(owner_id, sub)
+            out.append(
+                {
+                    "sub_account_id": sub,
+                    "equity_quote": summary.equity_quote,
+                    "initial_margin_quote": summary.initial_quote,
+                    "maintenance_margin_quote": summary.maintenance_quote,
+                    "free_collateral_quote": summary.free_collateral_quote,
+                    "below_maintenance": summary.below_maintenance,
+                }
+            )
+        return out
+
+    def positions(self, owner_id: int) -> list[dict[str, Any]]:
+        """Open positions per sub-account and market: the clearinghouse's (signed base at
+        ``BASE_PRECISION`` and cost basis), or the matching core's fill-derived lots."""
+        ch = self._clearinghouse()
+        if ch is None:
+            lo = owner_id * SUB_ACCOUNTS_PER_OWNER
+            return [
+                {"sub_account_id": a - lo, "market_id": m, "position_lots": lots}
+                for (a, m), lots in sorted(self.model.matching.positions.items())
+                if lots and lo <= a < lo + SUB_ACCOUNTS_PER_OWNER
+            ]
+        out = []
+        for sub in self._sub_accounts(ch, owner_id):
+            for market_id, pos in sorted(ch.account(owner_id, sub).positions.items()):
+                out.append(
+                    {
+                        "sub_account_id": sub,
+                        "market_id": market_id,
+                        "base": pos.base,
+                        "entry_quote": pos.entry_quote,
+                        "realized_pnl_quote": pos.realized_pnl,
+                        "funding_snapshot": pos.funding_snapshot,
+                    }
+                )
+        return out
+
+    def funding_payments(self, owner_id: int) -> list[dict[str, Any]]:
+        """The owner's settled funding (``FundingSettled``), oldest first, bounded."""
+        return list(self.model.owner_funding.get(owner_id, ()))
+
+    def market_prices(self, market_id: int) -> dict[str, Any] | None:
+        """Index (oracle), mark and funding state of a market (``PRICE_PRECISION``)."""
+        ch = self._clearinghouse()
+        if ch is None or market_id not in ch.markets:
+            return None
+        m = ch.markets[market_id]
+        last = self.model.last_funding.get(market_id)
+        return {
+            "market_id": market_id,
+            "index_price": m.index_price,
+            "index_confidence": m.index_confidence,
+            "index_publish_time_s": m.index_publish_time_s,
+            "oracle_valid": m.oracle_valid,
+            "mark_price": m.mark_price,
+            "cumulative_funding": m.cumulative_funding,
+            "last_funding_rate": last["funding_rate"] if last else 0,
+            "last_funding_ts_ns": last["ts_ns"] if last else 0,
+            "status": m.breaker.status.name,
+            "kill_switch": m.breaker.killed,
+        }

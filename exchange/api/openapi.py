@@ -326,8 +326,39 @@ def openapi_document() -> dict[str, Any]:
             },
             [_query("limit", {"type": "integer", "minimum": 1}, "how many")],
         ),
+        "/v1/markets/{market_id}/prices": {
+            "get": {
+                "summary": "Index (oracle), mark and funding of a market",
+                "parameters": [_MARKET_PATH],
+                "responses": {"200": _json({"type": "object"}, "ok"), **_errors(400, 404, 429)},
+            }
+        },
+        "/v1/balances": _private_get(
+            "Collateral and cumulative PnL, fees, funding per sub-account (QUOTE_PRECISION)",
+            {
+                "type": "object",
+                "properties": {"balances": {"type": "array", "items": {"type": "object"}}},
+            },
+            [],
+        ),
+        "/v1/margin": _private_get(
+            "Cross-margin summary per sub-account: equity, initial, maintenance, free collateral",
+            {
+                "type": "object",
+                "properties": {"margin": {"type": "array", "items": {"type": "object"}}},
+            },
+            [],
+        ),
+        "/v1/funding-payments": _private_get(
+            "Settled funding, newest first (payment_quote > 0 paid, < 0 received)",
+            {
+                "type": "object",
+                "properties": {"funding_payments": {"type": "array", "items": {"type": "object"}}},
+            },
+            [_query("limit", {"type": "integer", "minimum": 1}, "how many")],
+        ),
         "/v1/positions": _private_get(
-            "Fill-derived positions in signed lots",
+            "Open positions (signed base at BASE_PRECISION, cost basis at QUOTE_PRECISION)",
             {
                 "type": "object",
                 "properties": {"positions": {"type": "array", "items": {"type": "object"}}},

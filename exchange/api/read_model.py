@@ -176,6 +176,8 @@ class ReadModel:
         }
         self.owner_history: dict[int, deque[Event]] = {}
         self.owner_fills: dict[int, deque[dict[str, Any]]] = {}
+        self.owner_funding: dict[int, deque[dict[str, Any]]] = {}  # FundingSettled per owner
+        self.last_funding: dict[int, dict[str, Any]] = {}  # market -> last FundingRateApplied
         # live order id -> (owner_id, market_id): events after OrderAccepted name only the id
         self._order_owner: dict[int, int] = {}
         for book in core.books.values():
@@ -224,6 +226,11 @@ class ReadModel:
             elif kind not in _MATCHING_KINDS:
                 # account events of the engine's other parts (collateral, settlement...)
                 owners = _owner_fields(e)
+                name = kind.__name__
+                if name == "FundingRateApplied":
+                    self.last_funding[market_id] = event_json(e)
+                elif name == "FundingSettled":
+                    self._keep(self.owner_funding, e.owner_id, event_json(e))  # type: ignore[union-attr]
             core.apply(e)
             if kind is OrderRested or kind is OrderAmended:
                 self._touch_resting(books.get(market_id), e.order_id, touched)  # type: ignore[union-attr]
@@ -276,6 +283,12 @@ class ReadModel:
             for fill in fills_of(e):
                 if fill["owner_id"] == owner_id:
                     fills.append(fill)
+
+    def _keep(self, table: dict[int, deque[Any]], owner_id: int, item: Any) -> None:
+        kept = table.get(owner_id)
+        if kept is None:
+            kept = table[owner_id] = deque(maxlen=self.history_kept_per_owner)
+        kept.append(item)
 
     def _delta(self, market_id: int, levels: set[tuple[int, int]]) -> BookDelta:
         book = self.core.books[market_id]

@@ -48,7 +48,10 @@ async def test_place_rests_then_taker_fills_and_reads_agree(api: Api, runner: En
         (100, 2, "BID")
     ]
     status, positions = await api.get(TAKER_KEY, "/v1/positions")
-    assert positions["positions"] == [{"sub_account_id": 0, "market_id": BTC, "position_lots": 2}]
+    assert [(p["sub_account_id"], p["market_id"], p["base"]) for p in positions["positions"]] == [
+        (0, BTC, 2 * 10**9)
+    ]
+    assert positions["positions"][0]["entry_quote"] == -200 * 10**6  # signed: quote paid
     status, history = await api.get(MAKER_KEY, "/v1/orders/history")
     order_events = [e["type"] for e in history["events"] if e["type"].startswith(("Order", "Fill"))]
     assert order_events[:3] == ["OrderAccepted", "OrderRested", "Fill"]
@@ -235,3 +238,27 @@ async def test_public_market_data_needs_no_key(api: Api) -> None:
     status, body = await api.get(None, "/v1/orders/open")
     assert (status, body["code"]) == (401, "AUTH_MISSING")
     assert MAKER_OWNER  # bound in the config used by the fixture
+
+
+async def test_balances_margin_funding_and_prices(api: Api) -> None:
+    # Arrange: a trade gives both owners a position and fees
+    await api.post(MAKER_KEY, "/v1/orders", order("ASK", 100, 1))
+    await api.post(TAKER_KEY, "/v1/orders", order("BID", 100, 1, time_in_force="IOC"))
+    # Act
+    status, balances = await api.get(TAKER_KEY, "/v1/balances")
+    _, margin = await api.get(TAKER_KEY, "/v1/margin")
+    _, funding = await api.get(TAKER_KEY, "/v1/funding-payments")
+    _, prices = await api.get(None, f"/v1/markets/{BTC}/prices")
+    # Assert
+    assert status == 200
+    by_sub = {b["sub_account_id"]: b for b in balances["balances"]}
+    assert set(by_sub) == {0, 3}
+    assert by_sub[3]["collateral_quote"] == 10**12  # untouched sub-account
+    assert by_sub[0]["fees_paid_quote"] > 0
+    assert by_sub[0]["collateral_quote"] == 10**12 - by_sub[0]["fees_paid_quote"]
+    sub0 = next(m for m in margin["margin"] if m["sub_account_id"] == 0)
+    assert sub0["initial_margin_quote"] > 0 and not sub0["below_maintenance"]
+    assert sub0["free_collateral_quote"] == sub0["equity_quote"] - sub0["initial_margin_quote"]
+    assert funding == {"funding_payments": []}  # no funding interval has closed yet
+    assert prices["index_price"] == 100 * 10**6 and prices["oracle_valid"] is True
+    assert prices["status"] == "ACTIVE"
