@@ -612,7 +612,11 @@ class FastPipeline:
 
     # ------------------------------------------------------------ plumbing
     def _rows_address(self) -> int:
-        return int(self.market.rows().ctypes.data)
+        """Address of the book's event rows. The view is kept: when the book grows it moves
+        its rows to a new buffer, and the old one must stay readable (``k_after`` then sees
+        old seqs, reports ``ERR_STALE`` and is called again with the new address)."""
+        self._rows_view = self.market.rows()
+        return int(self._rows_view.ctypes.data)
 
     def _new_group(self) -> None:
         a = self.aux

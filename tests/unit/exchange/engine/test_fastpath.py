@@ -54,13 +54,21 @@ CONFIG: dict[str, Any] = dict(
 DEPOSITS = [0, 5 * USD, 40 * USD, 400 * USD, 4_000 * USD, 40_000 * USD]
 
 
-def pipelines(tmp_path: Path) -> tuple[FastPipeline, ReferencePipeline, str, str]:
+def pipelines(
+    tmp_path: Path, book_capacity: int = 1 << 12
+) -> tuple[FastPipeline, ReferencePipeline, str, str]:
     fast_url, ref_url = f"sqlite:///{tmp_path / 'fast.db'}", f"sqlite:///{tmp_path / 'ref.db'}"
     ref = ReferencePipeline(SPEC, journal_url=ref_url, deposits=DEPOSITS, **CONFIG)
     with Journal(fast_url) as j, Journal(ref_url, read_only=True) as r:
         j.append(list(r.read()))  # MarketCreated, seq 1, as ExchangeCore records it
     fast = FastPipeline(
-        SPEC, journal_url=fast_url, max_orders=5_000, group_orders=64, start_seq=2, **CONFIG
+        SPEC,
+        journal_url=fast_url,
+        max_orders=5_000,
+        group_orders=64,
+        start_seq=2,
+        book_capacity=book_capacity,
+        **CONFIG,
     )
     for account, amount in enumerate(DEPOSITS):
         if amount:
@@ -88,9 +96,11 @@ def drive(pipe: Any, seed: int, n: int) -> None:
             pipe.flush()
 
 
-def test_fast_pipeline_equals_the_reference_pipeline(tmp_path: Path) -> None:
+@pytest.mark.parametrize("book_capacity", [1 << 12, 2])  # 2: the book grows (rows move)
+def test_fast_pipeline_equals_the_reference_pipeline(tmp_path: Path, book_capacity: int) -> None:
     # Arrange
-    fast, ref, fast_url, ref_url = pipelines(tmp_path)
+    fast, ref, fast_url, ref_url = pipelines(tmp_path, book_capacity)
+    rows_at_start = fast._rows_addr
     # Act
     drive(fast, 7, 1_500)
     drive(ref, 7, 1_500)
@@ -110,6 +120,7 @@ def test_fast_pipeline_equals_the_reference_pipeline(tmp_path: Path) -> None:
     } <= codes
     assert sum(type(e) is TradeExecuted for e in events_fast) > 100
     assert ref.ledger.conservation_gap() == 0
+    assert (fast._rows_addr != rows_at_start) == (book_capacity == 2)
 
 
 def test_a_cut_binary_batch_is_refused(tmp_path: Path) -> None:
