@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python -m bench.clearinghouse
 	$(BIN)/python -m bench.liquidation
 	$(BIN)/python -m bench.settlement
+	$(BIN)/python -m bench.api
 
 lint: install
 	$(BIN)/ruff check .
