@@ -106,7 +106,7 @@ def _now_ns(request: web.Request) -> int:
     return now
 
 
-def _limit(limiter: RateLimiter, key: str, cost: int, now_ns: int) -> None:
+def spend_tokens(limiter: RateLimiter, key: str, cost: int, now_ns: int) -> None:
     wait_ns = limiter.take(key, cost, now_ns)
     if wait_ns:
         seconds = -(-wait_ns // 1_000_000_000)
@@ -119,7 +119,7 @@ def _limit(limiter: RateLimiter, key: str, cost: int, now_ns: int) -> None:
 
 def public_limit(request: web.Request) -> None:
     """Unsigned requests: one token from the remote address's bucket."""
-    _limit(request.app[PUBLIC_LIMITER_KEY], request.remote or "?", 1, _now_ns(request))
+    spend_tokens(request.app[PUBLIC_LIMITER_KEY], request.remote or "?", 1, _now_ns(request))
 
 
 def authenticate_parts(
@@ -161,7 +161,7 @@ async def authenticate(request: web.Request, cost: int = 1) -> tuple[Principal, 
         path=request.raw_path,
         body=body,
     )
-    _limit(request.app[KEY_LIMITER_KEY], principal.pubkey, cost, _now_ns(request))
+    spend_tokens(request.app[KEY_LIMITER_KEY], principal.pubkey, cost, _now_ns(request))
     return principal, body
 
 

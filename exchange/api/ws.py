@@ -45,8 +45,8 @@ from exchange.api.app import (
     PORT_KEY,
     SERVICE_KEY,
     Principal,
-    _limit,
     authenticate_parts,
+    spend_tokens,
 )
 from exchange.api.errors import ApiError, MalformedRequest, MissingAuth, UnknownMarket
 from exchange.api.read_model import ReadUpdate
@@ -364,7 +364,7 @@ def _order_op(session: WsSession, op: str, msg: dict[str, Any], request_id: Any)
     if op in ("place_batch", "cancel_batch") and isinstance(params, dict):
         items = params.get("orders" if op == "place_batch" else "cancels")
         cost = max(1, len(items)) if isinstance(items, list) else 1
-    _limit(session.app[KEY_LIMITER_KEY], principal.pubkey, cost, session.app[CLOCK_KEY]())
+    spend_tokens(session.app[KEY_LIMITER_KEY], principal.pubkey, cost, session.app[CLOCK_KEY]())
     # The coroutine's synchronous part (checks, submit to the engine queue) runs in frame
     # order, because tasks start in the order they are created.
     if op == "place":
