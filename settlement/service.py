@@ -325,12 +325,13 @@ class SettlementMetrics:
     rpc_retries: int = 0
     found_landed: int = 0  # actions an ambiguous failure had in fact landed
     last_seq_read: int = 0
-    signatures: list[Signature] = field(default_factory=list)  # of the last run, bounded
+    # (signature, fills; 0 for a funding update) of recent transactions, bounded
+    posted: list[tuple[Signature, int]] = field(default_factory=list)
 
-    def note_signature(self, sig: Signature) -> None:
-        self.signatures.append(sig)
-        if len(self.signatures) > 10_000:
-            del self.signatures[:5_000]
+    def note_posted(self, sig: Signature, num_fills: int) -> None:
+        self.posted.append((sig, num_fills))
+        if len(self.posted) > 100_000:
+            del self.posted[:50_000]
 
 
 _TRANSIENT = (
@@ -388,6 +389,7 @@ class SettlementService:
         self.halt: SettlementRejection | None = None
         self.metrics = SettlementMetrics()
         self._sleep = sleep
+        self._outcome_unknown = False  # an action was posted but its outcome not recorded
         # Test seam: awaited after an action landed and before the progress records it.
         self.after_landed: Callable[[Action], Awaitable[None]] | None = None
 
@@ -426,7 +428,10 @@ class SettlementService:
     async def settle_available(self) -> int:
         """Settle everything journaled so far; returns the number of actions that landed."""
         self._check_not_halted()
-        if self.state is ServiceState.NEW:
+        if self.state is ServiceState.NEW or self._outcome_unknown:
+            # After an action whose outcome was never recorded (an exception between posting
+            # and recording), only the chain knows where settlement is: a re-plan from stale
+            # progress could merge landed fills into a larger, acceptable batch.
             await self.resume()
         last = self.journal.refresh()
         landed = 0
@@ -450,6 +455,7 @@ class SettlementService:
 
     # ------------------------------------------------------------ one action
     async def _settle(self, action: Action) -> None:
+        self._outcome_unknown = True
         delay = self.config.retry_initial_s
         attempts = 0
         while True:
@@ -460,7 +466,9 @@ class SettlementService:
                 if not landed:
                     # confirmed but not applied: a failed transaction is a rejection
                     self._reject(action, None, "confirmed, but the Market sequence did not move")
-                self.metrics.note_signature(sig)
+                self.metrics.note_posted(
+                    sig, len(action.fills) if isinstance(action, FillBatch) else 0
+                )
                 break
             except (ProgramError, RPCException) as exc:
                 refusal = rejection_of(exc)
@@ -489,6 +497,7 @@ class SettlementService:
         if self.after_landed is not None:
             await self.after_landed(action)
         self._record(action)
+        self._outcome_unknown = False
 
     async def _post(self, action: Action) -> Signature:
         market = self.markets[action.market_id]

@@ -187,6 +187,31 @@ async def test_crash_after_landing_before_recording_resumes_from_the_chain(
     await assert_chain_equals_engine(stack)
 
 
+async def test_the_same_service_resyncs_from_the_chain_after_an_unrecorded_landing(
+    stack: SettlementStack,
+) -> None:
+    # Arrange: one batch lands but the service fails before recording it; meanwhile the
+    # journal grows, so a re-plan from stale progress would post a larger batch the program
+    # accepts (the landed fills twice)
+    rng = random.Random(31)
+    stack.process(crossing_flow(rng, MARKETS[:1], OWNERS, 10))
+    service = stack.service()
+
+    async def fail_once(action: object) -> None:
+        service.after_landed = None
+        raise ConnectionError("lost before recording")
+
+    service.after_landed = fail_once
+    with pytest.raises(ConnectionError):
+        await service.settle_available()
+    stack.process(crossing_flow(rng, MARKETS[:1], OWNERS, 10))
+    # Act
+    await service.settle_available()
+    # Assert
+    assert service.metrics.fills_settled == 10  # only the new ones
+    await assert_chain_equals_engine(stack)
+
+
 async def test_sigkilled_service_process_restarts_without_repeating_or_skipping(
     stack: SettlementStack, tmp_path: Path
 ) -> None:
