@@ -722,7 +722,7 @@ _ERRORS: Final = (
     ("GuardianMismatch", "guardian: expected Governance.guardian"),
     ("GuardianStatusNotSafer", "guardian: expected REDUCE_ONLY/CANCEL_ONLY/HALTED above now"),
     ("InvalidMaxLeverage", "params: expected 1 <= max_leverage <= Governance max_leverage_cap"),
-    ("LeverageAboveMargin", "params: expected max_leverage x first initial_ppm >= 1e6"),
+    ("LeverageAboveMargin", "params: expected max_leverage x first initial_ppm <= 1e6"),
     ("InvalidLiquidationFee", "params: expected liquidation fee < first maintenance, <= 1e5"),
     ("InvalidOracleAge", "params: expected oracle ages in 1..MAX_ORACLE_AGE_*"),
     ("InvalidPositionCaps", "params: expected 0 < max_position_base <= max_open_interest"),

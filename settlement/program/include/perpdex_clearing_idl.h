@@ -176,7 +176,7 @@ typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));
 #define PERPDEX_ERR_GUARDIAN_MISMATCH 6108u /* guardian: expected Governance.guardian */
 #define PERPDEX_ERR_GUARDIAN_STATUS_NOT_SAFER 6109u /* guardian: expected REDUCE_ONLY/CANCEL_ONLY/HALTED above now */
 #define PERPDEX_ERR_INVALID_MAX_LEVERAGE 6110u /* params: expected 1 <= max_leverage <= Governance max_leverage_cap */
-#define PERPDEX_ERR_LEVERAGE_ABOVE_MARGIN 6111u /* params: expected max_leverage x first initial_ppm >= 1e6 */
+#define PERPDEX_ERR_LEVERAGE_ABOVE_MARGIN 6111u /* params: expected max_leverage x first initial_ppm <= 1e6 */
 #define PERPDEX_ERR_INVALID_LIQUIDATION_FEE 6112u /* params: expected liquidation fee < first maintenance, <= 1e5 */
 #define PERPDEX_ERR_INVALID_ORACLE_AGE 6113u /* params: expected oracle ages in 1..MAX_ORACLE_AGE_* */
 #define PERPDEX_ERR_INVALID_POSITION_CAPS 6114u /* params: expected 0 < max_position_base <= max_open_interest */

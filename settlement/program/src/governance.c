@@ -126,8 +126,9 @@ static uint64_t validate_risk(const perpdex_RiskParams *p, const perpdex_GlobalP
     return PERPDEX_ERR_INVALID_LIQUIDATION_FEE;
   if (p->max_leverage < 1 || p->max_leverage > global->max_leverage_cap)
     return PERPDEX_ERR_INVALID_MAX_LEVERAGE;
-  /* an order at max leverage must still meet the first tier's initial margin */
-  if ((uint64_t)p->max_leverage * p->margin_tiers[0].initial_ppm < PERPDEX_RATIO_PRECISION)
+  /* an order at max leverage (margin 1 / max_leverage) must still meet the first tier's
+   * initial margin: max_leverage x initial_ppm <= 1e6 */
+  if ((uint64_t)p->max_leverage * p->margin_tiers[0].initial_ppm > PERPDEX_RATIO_PRECISION)
     return PERPDEX_ERR_LEVERAGE_ABOVE_MARGIN;
   return PD_SUCCESS;
 }

@@ -276,6 +276,11 @@ def custom_error(result: Any) -> int:
 
 @pytest.fixture
 def chain() -> Chain:
+    return make_chain()
+
+
+def make_chain() -> Chain:
+    """SPL mint and vaults, the program, ``initialize`` and market 0 on a fresh LiteSVM."""
     svm = LiteSVM().with_sigverify(True)
     program_id = key(1).pubkey()
     svm.add_program(program_id, PROGRAM_SO.read_bytes())
