@@ -177,7 +177,7 @@ def run_fast_profiled(
 
     pc = time.perf_counter_ns
     spent = {"risk": 0, "match": 0, "update": 0, "journal": 0}
-    raddr, aaddr, jaddr = pipe._raddr, pipe._aaddr, pipe._jaddr
+    raddr, aaddr = pipe._raddr, pipe._aaddr
     place_limit, book_cancel = pipe.market.place_limit, pipe.market.cancel
     lot, tick = SPEC.lot_size, SPEC.tick_size
     i = t0_op
@@ -200,7 +200,7 @@ def run_fast_profiled(
                 t1 = pc()
                 n = book_cancel(a + 1, 0, ids[wid], 0, ts)
             t2 = pc()
-            status = _E_AFTER(raddr, aaddr, pipe._rows_addr, jaddr, n)
+            status = _E_AFTER(aaddr, n)
             if status < 0:
                 status = pipe._settle(status, n)
             if kind == ADD and status > 0:

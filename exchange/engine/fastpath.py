@@ -128,6 +128,9 @@ X_INSURANCE = 7  # quote
 X_OIDCAP = 8  # order ids the table holds
 X_TRADES = 9  # statistics: fills, lots
 X_LOTS = 10
+X_RADDR = 11  # addresses: the gate's state, the book's event rows, the group's bytes
+X_EADDR = 12
+X_JADDR = 13
 X_OID = 16
 
 ROW_BYTES_MAX = 1 + 15 * 10  # the longest encoded row
@@ -253,11 +256,11 @@ def _charge(S, a, amount):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _after(raddr, aaddr, eaddr, jaddr, n):  # type: ignore[no-untyped-def]
-    S = view(raddr)
+def _after(aaddr, n):  # type: ignore[no-untyped-def]
     A = view(aaddr)
-    R = view(eaddr)
-    J = _bytes(jaddr)
+    S = view(A[X_RADDR])
+    R = view(A[X_EADDR])
+    J = _bytes(A[X_JADDR])
     seq = A[X_SEQ]
     for r in range(n):
         if R[r * ROW_W + 1] != seq + r:
@@ -344,15 +347,15 @@ def _after(raddr, aaddr, eaddr, jaddr, n):  # type: ignore[no-untyped-def]
     return accepted
 
 
-_SIG_AFTER = types.int64(types.int64, types.int64, types.int64, types.int64, types.int64)
+_SIG_AFTER = types.int64(types.int64, types.int64)
 
 
 @njit(_SIG_AFTER, cache=True)
-def k_after(raddr, aaddr, eaddr, jaddr, n):  # type: ignore[no-untyped-def]
+def k_after(aaddr, n):  # type: ignore[no-untyped-def]
     """Apply and journal the last command's ``n`` event rows; returns the accepted order
     id (0: none) or an ``ERR_*`` status (only ``ERR_JOURNAL_FULL`` and ``ERR_STALE`` leave
     nothing applied)."""
-    return _after(raddr, aaddr, eaddr, jaddr, n)
+    return _after(aaddr, n)
 
 
 _SIG_RISK_ROW = types.int64(*([types.int64] * 7))
@@ -600,6 +603,9 @@ class FastPipeline:
         self._group_first = self.market.seq
         self._new_group()
         self._rows_addr = self._rows_address()
+        self.aux[X_EADDR] = self._rows_addr
+        self.aux[X_RADDR] = self.risk.addr
+        self.aux[X_JADDR] = int(self.jbuf.ctypes.data)
         self._raddr = self.risk.addr
         self._aaddr = int(self.aux.ctypes.data)
         self._jaddr = int(self.jbuf.ctypes.data)
@@ -663,9 +669,10 @@ class FastPipeline:
                 if addr == self._rows_addr:
                     raise FastPathError("event rows: expected this command's seqs, got others")
                 self._rows_addr = addr
+                self.aux[X_EADDR] = addr
             else:
                 self.flush()
-            status = _E_AFTER(self._raddr, self._aaddr, self._rows_addr, self._jaddr, n)
+            status = _E_AFTER(self._aaddr, n)
         if status < 0:
             raise FastPathError(f"event rows: expected rows this path applies, got status {status}")
         return status
@@ -679,11 +686,10 @@ class FastPipeline:
     def _bind(self) -> None:
         """Build ``place`` and ``cancel`` as closures over the kernels' addresses: the hot
         loop then pays no attribute lookups and no bound-method frames."""
-        raddr, aaddr, jaddr = self._raddr, self._aaddr, self._jaddr
+        raddr, aaddr = self._raddr, self._aaddr
         lot, tick = self._lot, self._tick
         place_limit, book_cancel, after, check = self._place_limit, self._cancel, _E_AFTER, _E_CHECK
         refused, settle = self._refused, self._settle
-        pipe = self
 
         def place(account: int, side: int, price_ticks: int, lots: int, ts_ns: int) -> int:
             """One GTC limit order: the order id (> 0, 0 if it was refused by the book), or
@@ -694,7 +700,7 @@ class FastPipeline:
             if code:
                 return -refused(account, code, ts_ns)
             n = place_limit(account + 1, 0, side, price, base, ts_ns)
-            status = after(raddr, aaddr, pipe._rows_addr, jaddr, n)
+            status = after(aaddr, n)
             if status < 0:
                 status = settle(status, n)
             return status  # type: ignore[no-any-return]
@@ -702,7 +708,7 @@ class FastPipeline:
         def cancel(account: int, order_id: int, ts_ns: int) -> None:
             """Cancel ``order_id`` of ``account`` (an unknown id is journaled as rejected)."""
             n = book_cancel(account + 1, 0, order_id, 0, ts_ns)
-            status = after(raddr, aaddr, pipe._rows_addr, jaddr, n)
+            status = after(aaddr, n)
             if status < 0:
                 settle(status, n)
 
