@@ -84,7 +84,7 @@ _ENUM_VALUES: dict[Any, dict[str, int]] = {
 
 def _enum(what: str, value: Any, enum: Any) -> int:
     values = _ENUM_VALUES[enum]
-    got = values.get(value) if isinstance(value, str) else None
+    got = values.get(value) if type(value) is str else None
     if got is None:
         raise MalformedRequest(f"{what}: expected one of {list(values)}, got {value!r}")
     return got
@@ -98,29 +98,47 @@ def _checked(cmd: Any, what: str) -> Any:
     return cmd
 
 
+# (request field, command field, kind, lo, hi): kind "int", "bool" or an enum class.
+_PLACE_SPEC: tuple[tuple[str, str, Any, int, int], ...] = (
+    ("market_id", "market_id", "int", 0, 65535),
+    ("sub_account_id", "sub_account_id", "int", 0, 65535),
+    ("side", "side", Side, 0, 0),
+    ("price", "price", "int", 0, U64_MAX),
+    ("size_base", "size", "int", 0, U64_MAX),
+    ("order_type", "order_type", OrderType, 0, 0),
+    ("time_in_force", "time_in_force", TimeInForce, 0, 0),
+    ("client_order_id", "client_order_id", "int", 0, U64_MAX),
+    ("trigger_price", "trigger_price", "int", 0, U64_MAX),
+    ("reduce_only", "reduce_only", "bool", 0, 0),
+    ("stp_mode", "stp_mode", SelfTradePrevention, 0, 0),
+    ("expire_at_ns", "expire_at_ns", "int", 0, U64_MAX),
+)
+_PLACE_KEYS = frozenset(_PLACE_FIELDS)
+_PLACE_REQUIRED = frozenset(k for k, v in _PLACE_FIELDS.items() if v is _REQUIRED)
+
+
 def place_command(obj: Any, owner_id: int, what: str = "order") -> PlaceOrder:
-    """A ``PlaceOrder`` for ``owner_id`` from a request object."""
-    f = _fields(obj, _PLACE_FIELDS, what)
-    if not isinstance(f["reduce_only"], bool):
-        raise MalformedRequest(
-            f"{what}.reduce_only: expected true or false, got {f['reduce_only']!r}"
-        )
-    cmd = PlaceOrder(
-        market_id=int_field(f"{what}.market_id", f["market_id"], 0, 65535),
-        owner_id=owner_id,
-        sub_account_id=int_field(f"{what}.sub_account_id", f["sub_account_id"], 0, 65535),
-        side=_enum(f"{what}.side", f["side"], Side),
-        price=int_field(f"{what}.price", f["price"]),
-        size=int_field(f"{what}.size_base", f["size_base"]),
-        order_type=_enum(f"{what}.order_type", f["order_type"], OrderType),
-        time_in_force=_enum(f"{what}.time_in_force", f["time_in_force"], TimeInForce),
-        client_order_id=int_field(f"{what}.client_order_id", f["client_order_id"]),
-        trigger_price=int_field(f"{what}.trigger_price", f["trigger_price"]),
-        reduce_only=f["reduce_only"],
-        stp_mode=_enum(f"{what}.stp_mode", f["stp_mode"], SelfTradePrevention),
-        expire_at_ns=int_field(f"{what}.expire_at_ns", f["expire_at_ns"]),
-    )
-    return _checked(cmd, what)  # type: ignore[no-any-return]
+    """A ``PlaceOrder`` for ``owner_id`` from a request object.
+
+    One pass over a field table; messages are built only on a refusal (this is the hot
+    path of order entry).
+    """
+    if type(obj) is not dict or not obj.keys() <= _PLACE_KEYS or not obj.keys() >= _PLACE_REQUIRED:
+        _fields(obj, _PLACE_FIELDS, what)  # raises with the precise message
+    values: dict[str, Any] = {"owner_id": owner_id}
+    get = obj.get
+    for name, field, kind, lo, hi in _PLACE_SPEC:
+        value = get(name, _PLACE_FIELDS[name])
+        if kind == "int":
+            if type(value) is not int or not lo <= value <= hi:
+                int_field(f"{what}.{name}", value, lo, hi)
+        elif kind == "bool":
+            if type(value) is not bool:
+                raise MalformedRequest(f"{what}.{name}: expected true or false, got {value!r}")
+        else:
+            value = _enum(f"{what}.{name}", value, kind)
+        values[field] = value
+    return _checked(PlaceOrder(**values), what)  # type: ignore[no-any-return]
 
 
 def cancel_command(obj: Any, owner_id: int, what: str = "cancel") -> CancelOrder:

@@ -149,13 +149,28 @@ class EnginePort:
         return remove
 
     # ------------------------------------------------------------------ commands
-    async def submit(self, command: Command) -> list[Event]:
-        """Run one command; its events once durable (and folded into the read model).
+    def _loop_future(self, done: Future[list[Event]]) -> asyncio.Future[list[Event]]:
+        """An asyncio Future that follows ``done`` one way: cancelling it (caller gone)
+        leaves the engine's Future alone, since the command is queued and runs anyway (and
+        a cancelled engine Future would only break the sequencer)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[list[Event]] = loop.create_future()
 
-        A caller that is cancelled (client gone) stops waiting, but the command still runs:
-        it is queued, and cancelling the engine's Future would only break the sequencer.
-        """
-        return await asyncio.shield(asyncio.wrap_future(self._runner.submit(command)))
+        def copy() -> None:
+            if waiter.cancelled():
+                return
+            exc = done.exception()
+            if exc is not None:
+                waiter.set_exception(exc)
+            else:
+                waiter.set_result(done.result())
+
+        done.add_done_callback(lambda _: loop.call_soon_threadsafe(copy))
+        return waiter
+
+    async def submit(self, command: Command) -> list[Event]:
+        """Run one command; its events once durable (and folded into the read model)."""
+        return await self._loop_future(self._runner.submit(command))
 
     async def submit_many(self, commands: Sequence[Command]) -> list[list[Event]]:
         """Run several commands (queued together, so usually one group commit)."""
@@ -164,7 +179,7 @@ class EnginePort:
             return []
         # The runner resolves Futures in queue order, so once the last is done all are:
         # one wake-up of the loop per batch instead of one per command.
-        await asyncio.shield(asyncio.wrap_future(futures[-1]))
+        await self._loop_future(futures[-1])
         return [f.result() for f in futures]
 
     # ------------------------------------------------------------------ reads

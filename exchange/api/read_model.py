@@ -116,21 +116,27 @@ class ReadUpdate:
     markets_created: list[int] = field(default_factory=list)
 
 
+_SIDE_NAMES = tuple(s.name for s in Side)
+_REJECT_NAMES = {int(c): c.name for c in RejectCode}
+_CANCEL_REASON_NAMES = {int(r): r.name for r in CancelReason}
+
+
 def event_json(event: Event) -> dict[str, Any]:
     """An event as a JSON object: ``{"type": ClassName, **fields}`` (ints stay ints).
 
     Enum fields also get their name (``side_name``, ``code_name``...), for humans.
     """
-    out: dict[str, Any] = {"type": type(event).__name__, **event._asdict()}
     kind = type(event)
+    out: dict[str, Any] = dict(zip(kind._fields, event))
+    out["type"] = kind.__name__
     if kind is OrderRejected:
-        out["code_name"] = RejectCode(event.code).name  # type: ignore[union-attr]
+        out["code_name"] = _REJECT_NAMES.get(event.code, "?")  # type: ignore[union-attr]
     elif kind is OrderCanceled:
-        out["reason_name"] = CancelReason(event.reason).name  # type: ignore[union-attr]
+        out["reason_name"] = _CANCEL_REASON_NAMES.get(event.reason, "?")  # type: ignore[union-attr]
     elif kind is OrderAccepted:
-        out["side_name"] = Side(event.side).name  # type: ignore[union-attr]
+        out["side_name"] = _SIDE_NAMES[event.side]  # type: ignore[union-attr]
     elif kind is TradeExecuted:
-        out["taker_side_name"] = Side(event.taker_side).name  # type: ignore[union-attr]
+        out["taker_side_name"] = _SIDE_NAMES[event.taker_side]  # type: ignore[union-attr]
     return out
 
 

@@ -33,9 +33,9 @@ def private_json(owner_id: int, event: Event) -> list[dict[str, Any]]:
     the owner's side with the prefix dropped and a ``liquidity`` field."""
     if type(event) is TradeExecuted:
         return [{"type": "Fill", **f} for f in fills_of(event) if f["owner_id"] == owner_id]
-    fields = event._asdict()
-    if "maker_owner_id" not in fields:
+    if "maker_owner_id" not in type(event)._fields:
         return [event_json(event)]
+    fields = event._asdict()
     out = []
     for side in ("maker", "taker"):
         if fields[f"{side}_owner_id"] != owner_id:

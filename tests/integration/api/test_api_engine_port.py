@@ -1,0 +1,53 @@
+"""The engine port on a real engine: consistent start, read-your-writes, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import BTC, LOT, MAKER_OWNER, TICK
+
+from exchange.api.engine_port import EnginePort
+from exchange.core.commands import PlaceOrder
+from exchange.core.events import OrderAccepted
+from exchange.engine.sequencer import EngineRunner
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+def bid(price_units: int) -> PlaceOrder:
+    return PlaceOrder(BTC, MAKER_OWNER, 0, 0, price_units * TICK, LOT)
+
+
+async def test_start_mirrors_the_engine_and_submit_reads_its_own_writes(
+    runner: EngineRunner,
+) -> None:
+    # Arrange: state that exists before the port starts
+    await asyncio.wrap_future(runner.submit(bid(97)))
+    port = EnginePort(runner)
+    # Act
+    await port.start()
+    events = await port.submit(bid(98))
+    # Assert: the read model already holds the command's events when submit returns
+    assert port.model.last_seq == events[-1].seq
+    assert port.model.book(BTC, 10).bids == ((98, 1), (97, 1))  # type: ignore[union-attr]
+    assert port.model.core.state_hash() == runner.engine.core.state_hash()
+    port.close()
+
+
+async def test_a_cancelled_caller_does_not_break_the_sequencer(runner: EngineRunner) -> None:
+    port = EnginePort(runner)
+    await port.start()
+    waiting = asyncio.ensure_future(port.submit(bid(96)))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    # the cancelled command still ran; the engine keeps serving
+    events = await port.submit(bid(99))
+    assert type(events[0]) is OrderAccepted
+    batch = await port.submit_many([bid(98), bid(97)])
+    assert [type(evs[0]) for evs in batch] == [OrderAccepted, OrderAccepted]
+    prices = [p for p, _ in port.model.book(BTC, 10).bids]  # type: ignore[union-attr]
+    assert prices == [99, 98, 97, 96]
+    port.close()
