@@ -91,6 +91,7 @@ from perp.fastrisk import (
     M_TAKER_PPM,
     M_TICK,
     MAX_BASE,
+    MAX_PRICE,
     MAX_QUOTE,
     PW,
     Q_ASK,
@@ -568,6 +569,17 @@ class FastPipeline:
                 f"lot_size: expected >= {MAX_BASE // _MAX_LOTS_SPAN} (positions below 2**31 "
                 f"lots), got {spec.lot_size}"
             )
+        for what, value, bound in (
+            ("max_price_ticks x tick_size", spec.max_price_ticks * spec.tick_size, MAX_PRICE),
+            ("max_size_lots x lot_size", spec.max_size_lots * spec.lot_size, MAX_BASE),
+            (
+                "the largest fill's notional",
+                spec.max_price_ticks * spec.max_size_lots * spec.quote_per_tick_lot,
+                MAX_QUOTE,
+            ),
+        ):
+            if value > bound:
+                raise FastPathError(f"{spec.symbol}: expected {what} <= {bound}, got {value}")
         self.spec = spec
         self.accounts = accounts
         self.group_orders = group_orders

@@ -27,7 +27,12 @@ from perp.risk_gate import RiskLimits
 
 USD = 1_000_000
 SPEC = MarketSpec(
-    market_id=3, symbol="ETH-PERP", tick_size=USD, lot_size=1_000_000, max_price_ticks=10**6
+    market_id=3,
+    symbol="ETH-PERP",
+    tick_size=USD,
+    lot_size=1_000_000,
+    max_price_ticks=10**6,
+    max_size_lots=10**7,
 )
 MARK = 2_000 * USD
 CONFIG: dict[str, Any] = dict(
@@ -157,7 +162,27 @@ def test_append_encoded_with_a_wrong_count_fails_on_read(tmp_path: Path) -> None
             j.append_encoded(payload, 0)
 
 
-def test_a_lot_too_small_for_exact_basis_shares_is_refused(tmp_path: Path) -> None:
-    tiny = MarketSpec(market_id=1, symbol="X", tick_size=USD, lot_size=1_000, max_price_ticks=10)
-    with pytest.raises(FastPathError, match="lot_size: expected >= 32768"):
-        FastPipeline(tiny, journal_url=f"sqlite:///{tmp_path / 'x.db'}", max_orders=10, **CONFIG)
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            MarketSpec(market_id=1, symbol="X", tick_size=USD, lot_size=1_000, max_price_ticks=10),
+            "lot_size: expected >= 32768",
+        ),
+        (
+            MarketSpec(
+                market_id=1, symbol="X", tick_size=USD, lot_size=10**6, max_price_ticks=10**5
+            ),
+            "expected max_size_lots x lot_size <= 70368744177664",
+        ),
+        (
+            MarketSpec(market_id=1, symbol="X", tick_size=10**9, lot_size=10**6, max_size_lots=10),
+            "expected max_price_ticks x tick_size <= 1099511627776",
+        ),
+    ],
+)
+def test_markets_beyond_the_compiled_bounds_are_refused(
+    tmp_path: Path, spec: MarketSpec, message: str
+) -> None:
+    with pytest.raises(FastPathError, match=message):
+        FastPipeline(spec, journal_url=f"sqlite:///{tmp_path / 'x.db'}", max_orders=10, **CONFIG)
