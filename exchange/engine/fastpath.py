@@ -543,7 +543,9 @@ class FastPipeline:
     sub-account 0, is account ``i``), journaled to ``journal_url``.
 
     ``place(account, side, price_ticks, lots, ts_ns)`` -> order id or minus the gate's code;
-    ``cancel(account, order_id, ts_ns)``; ``flush()`` ends a group; ``close()``."""
+    ``cancel(account, order_id, ts_ns)``; ``flush()`` ends a group; ``sync()`` waits until
+    every group so far is durable; ``close()``. A result is provisional until its group is
+    durable: an engine acknowledges a command only after ``sync()`` covers it."""
 
     place: Callable[[int, int, int, int, int], int]
     cancel: Callable[[int, int, int], None]
