@@ -196,6 +196,17 @@ def openapi_document() -> dict[str, Any]:
     }
     header = {"type": "apiKey", "in": "header"}
     paths: dict[str, Any] = {
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text exposition format 0.0.4)",
+                "responses": {
+                    "200": {
+                        "description": "ok",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
         "/v1/markets": {
             "get": {
                 "summary": "Markets and their specs",
