@@ -375,6 +375,57 @@ def entry_point(dispatcher: Any) -> Any:
         return dispatcher
 
 
+# numba's cache keys on this file only: constants imported from other modules (reject codes,
+# statuses) are frozen into cached machine code. Recompile when they no longer match.
+_IMPORTED = (
+    ST_HALTED,
+    ST_CANCEL_ONLY,
+    ST_POST_ONLY,
+    ST_REDUCE_ONLY,
+    C_STATUS,
+    C_RATE_S,
+    C_RATE_M,
+    C_SIZE,
+    C_BAND,
+    C_NOTIONAL,
+    C_POSITION,
+    C_LOSS,
+    C_MARGIN,
+    BP,
+    RP,
+)
+
+
+@njit(cache=True)
+def k_imported():  # type: ignore[no-untyped-def]
+    return (
+        ST_HALTED,
+        ST_CANCEL_ONLY,
+        ST_POST_ONLY,
+        ST_REDUCE_ONLY,
+        C_STATUS,
+        C_RATE_S,
+        C_RATE_M,
+        C_SIZE,
+        C_BAND,
+        C_NOTIONAL,
+        C_POSITION,
+        C_LOSS,
+        C_MARGIN,
+        BP,
+        RP,
+    )
+
+
+def recompile_if_stale(probe: Any, expected: tuple[int, ...], kernels: tuple[Any, ...]) -> None:
+    """Recompile ``kernels`` (and ``probe``) when ``probe()``, a cached kernel returning the
+    imported constants it was compiled with, disagrees with their current ``expected``."""
+    if tuple(probe()) != expected:
+        for kernel in (probe, *kernels):
+            kernel.recompile()
+
+
+recompile_if_stale(k_imported, _IMPORTED, (k_check, k_shortfall))
 _E_CHECK = entry_point(k_check)
 
 

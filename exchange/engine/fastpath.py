@@ -103,6 +103,7 @@ from perp.fastrisk import (
     entry_point,
     fee,
     mul_div_floor_pow,
+    recompile_if_stale,
     risk_message,
     view,
 )
@@ -429,6 +430,74 @@ def k_decode(payload, pos, n_rows, prev_seq, out):  # type: ignore[no-untyped-de
     return pos
 
 
+_IMPORTED = (
+    K_ACC,
+    K_REJ,
+    K_REST,
+    K_TRADE,
+    K_CANCEL,
+    ROW_W,
+    T_PYTHON,
+    AW,
+    PW,
+    A_COLLATERAL,
+    A_DAY_LOSS,
+    Q_BASE,
+    Q_ENTRY,
+    Q_BID,
+    Q_ASK,
+    Q_REALIZED,
+    H_MKT,
+    H_POS,
+    H_ACC,
+    H_NACC,
+    M_LOT,
+    M_TICK,
+    M_MAKER_PPM,
+    M_TAKER_PPM,
+    M_INSURANCE_PPM,
+    H_P1,
+    H_P4,
+    MAX_QUOTE,
+)
+
+
+@njit(cache=True)
+def k_imported():  # type: ignore[no-untyped-def]
+    """The imported constants these kernels were compiled with (see ``recompile_if_stale``)."""
+    return (
+        K_ACC,
+        K_REJ,
+        K_REST,
+        K_TRADE,
+        K_CANCEL,
+        ROW_W,
+        T_PYTHON,
+        AW,
+        PW,
+        A_COLLATERAL,
+        A_DAY_LOSS,
+        Q_BASE,
+        Q_ENTRY,
+        Q_BID,
+        Q_ASK,
+        Q_REALIZED,
+        H_MKT,
+        H_POS,
+        H_ACC,
+        H_NACC,
+        M_LOT,
+        M_TICK,
+        M_MAKER_PPM,
+        M_TAKER_PPM,
+        M_INSURANCE_PPM,
+        H_P1,
+        H_P4,
+        MAX_QUOTE,
+    )
+
+
+recompile_if_stale(k_imported, _IMPORTED, (k_after, k_risk_row, k_decode))
 _E_AFTER = entry_point(k_after)
 _E_RISK_ROW = entry_point(k_risk_row)
 
