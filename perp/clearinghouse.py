@@ -41,6 +41,7 @@ from exchange.core.commands import (
     Deposit,
     DepositInsurance,
     ExpireOrders,
+    Liquidate,
     PlaceOrder,
     SetKillSwitch,
     SetMarketStatus,
@@ -52,6 +53,7 @@ from exchange.core.commands import (
 from exchange.core.errors import InvariantViolation, RejectCode
 from exchange.core.events import (
     NO_MARKET_ID,
+    AccountLiquidated,
     CollateralDeposited,
     CollateralWithdrawn,
     Event,
@@ -60,16 +62,29 @@ from exchange.core.events import (
     FundingSampled,
     FundingSettled,
     InsuranceFundDeposited,
+    InsuranceFundPaidBadDebt,
+    LiquidationExecuted,
     MarketCreated,
     MarketParamsSet,
     MarketStatusChanged,
     MarkPriceUpdated,
     OraclePriceUpdated,
+    PositionDeleveraged,
     TradeExecuted,
 )
 from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER, Side, TimeInForce
 from exchange.core.state import ExchangeCore
 from exchange.core.units import BASE_PRECISION, I64_MAX, NANOS_PER_SECOND
+from liquidation.rules import (
+    AdlCandidate,
+    Health,
+    LiquidationConfig,
+    LiquidationPlan,
+    OracleReading,
+    check_eligibility,
+    plan_liquidation,
+)
+from liquidation.rules import adl_ranks as rank_adl_candidates
 from perp.circuit_breaker import (
     BreakerReason,
     BreakerState,
@@ -88,7 +103,7 @@ from perp.math.funding import (
     premium_rate,
     sweep_surplus,
 )
-from perp.math.margin import worst_case_base
+from perp.math.margin import unrealized_pnl_quote, worst_case_base
 from perp.math.mark import impact_price, mark_price, update_ema_basis
 from perp.params import PerpMarketParams
 from perp.position import Position, apply_fill, settle_funding
@@ -99,6 +114,15 @@ _BID = int(Side.BID)
 _POST_ONLY_TIFS = frozenset({int(TimeInForce.POST_ONLY), int(TimeInForce.POST_ONLY_SLIDE)})
 _IMPACT_DEPTH_LEVELS = 64  # levels read per side for an impact price (thinner: no price)
 _NO_RATE_STATE = AccountRiskState()
+#: Venue-wide liquidation parameters unless the clearinghouse is given others: a 1 % fee of
+#: the closed notional, half to the liquidator, half to the insurance fund; target
+#: maintenance + 1 % of notional.
+DEFAULT_LIQUIDATION_CONFIG = LiquidationConfig(
+    liquidation_fee_ppm=10_000, liquidator_share_ppm=500_000, buffer_ppm=10_000
+)
+#: An oracle reading older than this (engine time since the last valid reading) is stale:
+#: no liquidation on it.
+DEFAULT_LIQUIDATION_MAX_ORACLE_AGE_NS = 30 * NANOS_PER_SECOND
 
 
 @dataclass(slots=True)
@@ -138,6 +162,7 @@ class PerpMarket:
     index_slot: int = 0
     index_publish_time_s: int = 0
     oracle_valid: bool = False  # the last reading's verdict
+    index_updated_ns: int = 0  # engine time of the last valid reading (liquidation staleness)
     mark_price: int = 0  # 0 = none yet
     ema_basis: int = 0
     ema_updated_ns: int = 0
@@ -163,8 +188,19 @@ class Clearinghouse:
         *,
         default_params: PerpMarketParams | None = None,
         params_by_symbol: Mapping[str, PerpMarketParams] | None = None,
+        liquidation: LiquidationConfig | None = None,
+        liquidation_max_oracle_age_ns: int = DEFAULT_LIQUIDATION_MAX_ORACLE_AGE_NS,
     ) -> None:
         self.core = ExchangeCore()
+        # Liquidation parameters decide; the journaled events carry the amounts they decided,
+        # so the fold never reads these (like the listing parameters below).
+        self.liquidation = liquidation if liquidation is not None else DEFAULT_LIQUIDATION_CONFIG
+        if type(liquidation_max_oracle_age_ns) is not int or liquidation_max_oracle_age_ns < 0:
+            raise ValueError(
+                f"liquidation_max_oracle_age_ns: expected an int >= 0, got "
+                f"{liquidation_max_oracle_age_ns!r}"
+            )
+        self.liquidation_max_oracle_age_ns = liquidation_max_oracle_age_ns
         # What new markets are listed with (journaled with them; the fold never reads these).
         self.default_params = default_params if default_params is not None else PerpMarketParams()
         self.params_by_symbol = dict(params_by_symbol or {})
@@ -191,6 +227,7 @@ class Clearinghouse:
             SetMarketStatus: self._set_status,
             SetKillSwitch: self._kill_switch,
             DepositInsurance: self._deposit_insurance,
+            Liquidate: self._liquidate,
         }
 
     # ------------------------------------------------------------------ views
@@ -1021,6 +1058,464 @@ class Clearinghouse:
                     owner_id, sub_account_id = divmod(account_id, SUB_ACCOUNTS_PER_OWNER)
                     self.core.execute(CancelAll(market_id, owner_id, sub_account_id), ts_ns, out)
 
+    # ================================================================== liquidation
+    def _liquidation_oracles(self, ts_ns: int) -> dict[int, OracleReading]:
+        """Each priced market's index and whether liquidation may use it: the last reading
+        was valid and is at most ``liquidation_max_oracle_age_ns`` old (engine time)."""
+        age = self.liquidation_max_oracle_age_ns
+        return {
+            market_id: OracleReading(
+                m.index_price, m.oracle_valid and ts_ns - m.index_updated_ns <= age
+            )
+            for market_id, m in self.markets.items()
+            if m.index_price > 0
+        }
+
+    def _settled_copy(self, acct: AccountState | None) -> tuple[int, dict[int, Position]]:
+        """(collateral, positions) with funding settled to every index, on copies: what
+        ``_touch`` would leave, without changing anything."""
+        if acct is None:
+            return 0, {}
+        collateral = acct.collateral_quote
+        positions = {}
+        for market_id, position in acct.positions.items():
+            result = settle_funding(position, self.markets[market_id].cumulative_funding)
+            collateral -= result.payment_quote
+            positions[market_id] = result.position
+        return collateral, positions
+
+    def _oracle_equity(self, acct: AccountState) -> int:
+        """Collateral plus unrealised PnL at the index prices (unsettled funding left out):
+        the equity ADL ranks by."""
+        return acct.collateral_quote + sum(
+            unrealized_pnl_quote(p.base, p.entry_quote, self.markets[mid].index_price)
+            for mid, p in acct.positions.items()
+        )
+
+    def _adl_candidates(
+        self, market_ids: list[int] | tuple[int, ...], exclude_account_id: int = -1
+    ) -> dict[int, list[AdlCandidate]]:
+        """Every open position in ``market_ids`` (but ``exclude_account_id``'s) as an ADL
+        candidate, with its account's equity at the index prices."""
+        wanted = set(market_ids)
+        out: dict[int, list[AdlCandidate]] = {m: [] for m in wanted}
+        for account_id, acct in self.accounts.items():
+            if account_id == exclude_account_id or wanted.isdisjoint(acct.positions):
+                continue
+            equity = self._oracle_equity(acct)
+            for market_id in wanted.intersection(acct.positions):
+                p = acct.positions[market_id]
+                out[market_id].append(AdlCandidate(account_id, p.base, p.entry_quote, equity))
+        return out
+
+    def adl_ranks(self, market_id: int) -> dict[int, int]:
+        """Every open position's current ADL rank in ``market_id`` (account id -> rank,
+        1 = deleveraged first) within its side: the published order of ``docs/PROTOCOL.md``."""
+        m = self.markets.get(market_id)
+        if m is None or not m.index_price:
+            return {}
+        candidates = self._adl_candidates((market_id,))[market_id]
+        return rank_adl_candidates(candidates, oracle_price=m.index_price)
+
+    def adl_rank(self, owner_id: int, sub_account_id: int, market_id: int) -> int | None:
+        """The sub-account's ADL rank in ``market_id`` (None without a position there)."""
+        account_id = owner_id * SUB_ACCOUNTS_PER_OWNER + sub_account_id
+        return self.adl_ranks(market_id).get(account_id)
+
+    def liquidation_health(self, owner_id: int, sub_account_id: int, ts_ns: int) -> Health:
+        """What a ``Liquidate`` of the sub-account at ``ts_ns`` would find (funding settled
+        on copies, oracles valid and fresh): a read-model query for keepers."""
+        account_id = owner_id * SUB_ACCOUNTS_PER_OWNER + sub_account_id
+        collateral, positions = self._settled_copy(self.accounts.get(account_id))
+        schedules = {mid: m.params.margin for mid, m in self.markets.items()}
+        if not positions and collateral >= 0:
+            return Health.HEALTHY
+        return check_eligibility(
+            collateral, positions, self._liquidation_oracles(ts_ns), schedules
+        ).health
+
+    def _liquidate(self, cmd: Liquidate, ts_ns: int, out: list[Any]) -> None:
+        """Decide the whole liquidation on copies (refusals change nothing), then: cancel
+        the target's orders, settle funding of every account it moves, book the slices,
+        ADL fills and the fund's payment as events, and keep reduce-only orders reducing."""
+        liquidator_id = cmd.owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
+        target_id = cmd.target_owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.target_sub_account_id
+
+        def refuse(code: RejectCode, message: str) -> None:
+            self.reject(
+                out, ts_ns, cmd.market_id, 0, 0, cmd.owner_id, cmd.sub_account_id, code, message
+            )
+
+        if cmd.market_id != NO_MARKET_ID and cmd.market_id not in self.markets:
+            refuse(
+                RejectCode.UNKNOWN_MARKET,
+                f"market_id: expected one of {sorted(self.markets)} or {NO_MARKET_ID} (all), "
+                f"got {cmd.market_id}",
+            )
+            return
+        if cmd.owner_id == cmd.target_owner_id:
+            refuse(
+                RejectCode.LIQUIDATION_SELF,
+                f"target_owner_id: expected another owner than the liquidator {cmd.owner_id}, "
+                f"got {cmd.target_owner_id}",
+            )
+            return
+        target = self.accounts.get(target_id)
+        collateral, positions = self._settled_copy(target)
+        if target is None or (not positions and collateral >= 0):
+            refuse(
+                RejectCode.LIQUIDATION_NOT_ELIGIBLE,
+                f"target {cmd.target_owner_id}/{cmd.target_sub_account_id}: expected an account "
+                f"below maintenance, got one with no positions",
+            )
+            return
+        oracles = self._liquidation_oracles(ts_ns)
+        schedules = {mid: m.params.margin for mid, m in self.markets.items()}
+        eligibility = check_eligibility(collateral, positions, oracles, schedules)
+        if eligibility.health == Health.ORACLE_INVALID:
+            refuse(
+                RejectCode.LIQUIDATION_ORACLE_INVALID,
+                f"oracle: expected fresh valid prices in markets "
+                f"{list(eligibility.invalid_markets)}, got invalid or stale ones",
+            )
+            return
+        if eligibility.health == Health.HEALTHY:
+            refuse(
+                RejectCode.LIQUIDATION_NOT_ELIGIBLE,
+                f"equity: expected < maintenance {eligibility.maintenance_quote}, got "
+                f"{eligibility.equity_quote}",
+            )
+            return
+        held = sorted(positions)
+        deficit = -eligibility.equity_quote
+        candidates = (
+            self._adl_candidates(held, target_id) if deficit > self.insurance_fund_quote else {}
+        )
+        plan = plan_liquidation(
+            account_id=target_id,
+            collateral_quote=collateral,
+            positions=positions,
+            open_order_markets=self._open_orders(target_id).keys(),
+            oracles=oracles,
+            schedules=schedules,
+            lot_sizes={mid: self.core.books[mid].spec.lot_size for mid in held},
+            config=self.liquidation,
+            insurance_fund_quote=self.insurance_fund_quote,
+            adl_candidates=candidates,
+        )
+        if not isinstance(plan, LiquidationPlan):  # check_eligibility said LIQUIDATABLE
+            raise InvariantViolation(f"liquidation plan: expected a plan, got {plan!r}")
+        transfers = plan.transfers
+        insurance_payment = plan.insurance_payment_quote
+        if cmd.market_id != NO_MARKET_ID and not plan.bankrupt:
+            transfers = tuple(t for t in plan.transfers if t.market_id == cmd.market_id)
+            if not transfers:
+                refuse(
+                    RejectCode.LIQUIDATION_NOT_ELIGIBLE,
+                    f"market_id: expected a market the liquidation closes "
+                    f"{sorted({t.market_id for t in plan.transfers})}, got {cmd.market_id}",
+                )
+                return
+            if len(transfers) != len(plan.transfers):
+                insurance_payment = 0  # positions are left: no rounding deficit to cover
+        if transfers:
+            shortfall = self._liquidator_shortfall(liquidator_id, transfers)
+            if shortfall > 0:
+                refuse(
+                    RejectCode.LIQUIDATOR_INSUFFICIENT_MARGIN,
+                    f"liquidator margin: expected equity >= initial margin after the "
+                    f"takeover, short by {shortfall}",
+                )
+                return
+        # Decided: from here on every step applies.
+        for market_id in plan.cancel_orders_in_markets:
+            self.core.execute(
+                CancelAll(market_id, cmd.target_owner_id, cmd.target_sub_account_id), ts_ns, out
+            )
+        self._touch(out, ts_ns, target_id, self._account(target_id))
+        moved: set[tuple[int, int]] = set()  # (market, account) whose position moves
+        if transfers:
+            self._touch(out, ts_ns, liquidator_id, self._account(liquidator_id))
+            moved.update((t.market_id, liquidator_id) for t in transfers)
+        for counterparty_id in sorted({f.counterparty_account_id for f in plan.adl_fills}):
+            self._touch(out, ts_ns, counterparty_id, self._account(counterparty_id))
+        moved.update((f.market_id, f.counterparty_account_id) for f in plan.adl_fills)
+        for t in transfers:
+            seq = self.core.next_seq
+            results = self._book_liquidation(
+                ts_ns,
+                t.market_id,
+                liquidator_id,
+                target_id,
+                t.base_delta,
+                t.quote_delta,
+                t.fee_quote,
+                t.liquidator_fee_quote,
+                t.insurance_fee_quote,
+            )
+            self._append(
+                out,
+                LiquidationExecuted(
+                    seq,
+                    ts_ns,
+                    t.market_id,
+                    cmd.owner_id,
+                    cmd.sub_account_id,
+                    cmd.target_owner_id,
+                    cmd.target_sub_account_id,
+                    t.base_delta,
+                    t.quote_delta,
+                    t.price,
+                    t.fee_quote,
+                    t.liquidator_fee_quote,
+                    t.insurance_fee_quote,
+                    *results,
+                ),
+            )
+        for f in plan.adl_fills:
+            counterparty_owner, counterparty_sub = divmod(
+                f.counterparty_account_id, SUB_ACCOUNTS_PER_OWNER
+            )
+            seq = self.core.next_seq
+            results = self._book_deleverage(
+                ts_ns,
+                f.market_id,
+                target_id,
+                f.counterparty_account_id,
+                f.base_delta,
+                f.quote_delta,
+            )
+            self._append(
+                out,
+                PositionDeleveraged(
+                    seq,
+                    ts_ns,
+                    f.market_id,
+                    cmd.target_owner_id,
+                    cmd.target_sub_account_id,
+                    counterparty_owner,
+                    counterparty_sub,
+                    f.base_delta,
+                    f.quote_delta,
+                    f.bankruptcy_price,
+                    *results,
+                ),
+            )
+        if plan.bankrupt or insurance_payment:
+            self._emit(
+                out,
+                InsuranceFundPaidBadDebt(
+                    self.core.next_seq,
+                    ts_ns,
+                    NO_MARKET_ID,
+                    cmd.target_owner_id,
+                    cmd.target_sub_account_id,
+                    insurance_payment,
+                    plan.bad_debt_quote,
+                    plan.uncovered_quote,
+                    self.insurance_fund_quote - insurance_payment,
+                ),
+            )
+        after_collateral, after_positions = self._settled_copy(self.accounts.get(target_id))
+        after = check_eligibility(after_collateral, after_positions, oracles, schedules)
+        self._emit(
+            out,
+            AccountLiquidated(
+                self.core.next_seq,
+                ts_ns,
+                cmd.market_id,
+                cmd.owner_id,
+                cmd.sub_account_id,
+                cmd.target_owner_id,
+                cmd.target_sub_account_id,
+                eligibility.equity_quote,
+                eligibility.maintenance_quote,
+                after.equity_quote,
+                after.maintenance_quote,
+                len(transfers),
+                len(plan.adl_fills),
+                plan.bad_debt_quote,
+            ),
+        )
+        # Positions moved outside the matcher: the liquidator's and the ADL counterparties'
+        # resting reduce-only orders must still only reduce (the target has none left).
+        core = self.core
+        for market_id, account_id in sorted(moved):
+            if account_id in core.books[market_id].reduce_only_live:
+                core._reduce_only_touched.add((market_id, account_id))
+        if core._reduce_only_touched:
+            core._enforce_reduce_only(ts_ns, out)
+
+    def _liquidator_shortfall(self, liquidator_id: int, transfers: Any) -> int:
+        """Initial-margin shortfall of the liquidator after taking ``transfers`` over (and
+        its fee share), at the current marks with its open orders: 0 when it can."""
+        collateral, positions = self._settled_copy(self.accounts.get(liquidator_id))
+        for t in transfers:
+            position = positions.get(t.market_id) or Position(
+                funding_snapshot=self.markets[t.market_id].cumulative_funding
+            )
+            result = apply_fill(position, -t.base_delta, -t.quote_delta)
+            positions[t.market_id] = result.position
+            collateral += result.realized_quote + t.liquidator_fee_quote
+        positions = {mid: p for mid, p in positions.items() if p.base}
+        marks, schedules = self._marks_and_schedules()
+        summary = margin_summary(
+            collateral, positions, self._open_orders(liquidator_id), marks, schedules
+        )
+        return max(0, summary.initial_quote - summary.equity_quote)
+
+    def _book_position(
+        self,
+        acct: AccountState,
+        market_id: int,
+        base_delta: int,
+        quote_delta: int,
+        ts_ns: int,
+        must_reduce: bool,
+    ) -> int:
+        """Book a position change off the matcher (liquidation, ADL) on one account, its
+        funding already settled: returns the realised PnL (into collateral)."""
+        m = self.markets[market_id]
+        position = acct.positions.get(market_id)
+        if position is not None and position.funding_snapshot != m.cumulative_funding:
+            raise InvariantViolation(
+                f"liquidation: expected funding settled in market {market_id}, got snapshot "
+                f"{position.funding_snapshot} vs index {m.cumulative_funding}"
+            )
+        held = position.base if position is not None else 0
+        if must_reduce and (
+            not held or (held > 0) == (base_delta > 0) or abs(base_delta) > abs(held)
+        ):
+            raise InvariantViolation(
+                f"liquidation: expected a position reduced by {abs(base_delta)} in market "
+                f"{market_id}, got base {held}"
+            )
+        result = apply_fill(
+            position or Position(funding_snapshot=m.cumulative_funding), base_delta, quote_delta
+        )
+        if result.position.base:
+            acct.positions[market_id] = result.position
+        else:
+            acct.positions.pop(market_id, None)
+        acct.collateral_quote += result.realized_quote
+        acct.realized_pnl_quote += result.realized_quote
+        acct.book_pnl(ts_ns, result.realized_quote)
+        return result.realized_quote
+
+    def _move_core_position(
+        self, market_id: int, from_id: int, to_id: int, base_delta: int
+    ) -> None:
+        """Mirror a liquidation / ADL move on the matching core's fill-derived positions
+        (``from_id`` changes by ``base_delta``, ``to_id`` by its opposite)."""
+        lots, rest = divmod(base_delta, self.core.books[market_id].spec.lot_size)
+        if rest or not lots:
+            raise InvariantViolation(
+                f"liquidation: expected whole lots in market {market_id}, got base {base_delta}"
+            )
+        self.core._add_position(from_id, market_id, lots)
+        self.core._add_position(to_id, market_id, -lots)
+
+    def _book_liquidation(
+        self,
+        ts_ns: int,
+        market_id: int,
+        liquidator_id: int,
+        target_id: int,
+        base_delta: int,
+        quote_delta: int,
+        fee: int,
+        liquidator_fee: int,
+        insurance_fee: int,
+    ) -> tuple[int, int]:
+        """Book one slice (live and fold alike): both positions, the fee and its split.
+        Returns (target realised, liquidator realised)."""
+        if min(fee, liquidator_fee, insurance_fee) < 0 or fee != liquidator_fee + insurance_fee:
+            raise InvariantViolation(
+                f"liquidation fee: expected {liquidator_fee} + {insurance_fee} >= 0, got {fee}"
+            )
+        if liquidator_id == target_id:
+            raise InvariantViolation(f"liquidation: liquidator is the target {target_id}")
+        target, liquidator = self._account(target_id), self._account(liquidator_id)
+        realized_target = self._book_position(
+            target, market_id, base_delta, quote_delta, ts_ns, True
+        )
+        realized_liquidator = self._book_position(
+            liquidator, market_id, -base_delta, -quote_delta, ts_ns, False
+        )
+        target.collateral_quote -= fee
+        target.fees_paid_quote += fee
+        target.book_pnl(ts_ns, -fee)
+        liquidator.collateral_quote += liquidator_fee
+        liquidator.fees_paid_quote -= liquidator_fee  # received, like a rebate
+        liquidator.book_pnl(ts_ns, liquidator_fee)
+        self.insurance_fund_quote += insurance_fee
+        self._move_core_position(market_id, target_id, liquidator_id, base_delta)
+        return realized_target, realized_liquidator
+
+    def _book_deleverage(
+        self,
+        ts_ns: int,
+        market_id: int,
+        target_id: int,
+        counterparty_id: int,
+        base_delta: int,
+        quote_delta: int,
+    ) -> tuple[int, int]:
+        """Book one ADL fill (live and fold alike): both positions reduce. Returns
+        (bankrupt account realised, counterparty realised)."""
+        if counterparty_id == target_id:
+            raise InvariantViolation(f"ADL: counterparty is the bankrupt account {target_id}")
+        realized_target = self._book_position(
+            self._account(target_id), market_id, base_delta, quote_delta, ts_ns, True
+        )
+        realized_counterparty = self._book_position(
+            self._account(counterparty_id), market_id, -base_delta, -quote_delta, ts_ns, True
+        )
+        self._move_core_position(market_id, target_id, counterparty_id, base_delta)
+        return realized_target, realized_counterparty
+
+    def _apply_liquidation(self, e: LiquidationExecuted) -> None:
+        results = self._book_liquidation(
+            e.ts_ns,
+            e.market_id,
+            e.liquidator_owner_id * SUB_ACCOUNTS_PER_OWNER + e.liquidator_sub_account_id,
+            e.owner_id * SUB_ACCOUNTS_PER_OWNER + e.sub_account_id,
+            e.base_delta,
+            e.quote_delta,
+            e.fee_quote,
+            e.liquidator_fee_quote,
+            e.insurance_fee_quote,
+        )
+        if results != (e.realized_quote, e.liquidator_realized_quote):
+            raise InvariantViolation(f"liquidation replay disagrees with state: {e!r}")
+
+    def _apply_deleveraged(self, e: PositionDeleveraged) -> None:
+        results = self._book_deleverage(
+            e.ts_ns,
+            e.market_id,
+            e.owner_id * SUB_ACCOUNTS_PER_OWNER + e.sub_account_id,
+            e.counterparty_owner_id * SUB_ACCOUNTS_PER_OWNER + e.counterparty_sub_account_id,
+            e.base_delta,
+            e.quote_delta,
+        )
+        if results != (e.realized_quote, e.counterparty_realized_quote):
+            raise InvariantViolation(f"ADL replay disagrees with state: {e!r}")
+
+    def _apply_bad_debt(self, e: InsuranceFundPaidBadDebt) -> None:
+        if e.amount_quote < 0 or e.amount_quote > self.insurance_fund_quote:
+            raise InvariantViolation(
+                f"insurance fund: expected a payment of 0..{self.insurance_fund_quote}, got {e!r}"
+            )
+        self.insurance_fund_quote -= e.amount_quote
+        self._account(
+            e.owner_id * SUB_ACCOUNTS_PER_OWNER + e.sub_account_id
+        ).collateral_quote += e.amount_quote
+        if self.insurance_fund_quote != e.balance_quote:
+            raise InvariantViolation(f"insurance replay disagrees with state: {e!r}")
+
+    def _apply_account_liquidated(self, e: AccountLiquidated) -> None:
+        """A record of the liquidation just booked: nothing left to change."""
+
     # ================================================================== fold
     def apply(self, e: Event) -> None:
         """Fold one journaled event into the state (replay / recovery)."""
@@ -1077,6 +1572,7 @@ class Clearinghouse:
             m.index_confidence = e.confidence
             m.index_slot = e.slot
             m.index_publish_time_s = e.publish_time_s
+            m.index_updated_ns = e.ts_ns
         m.breaker, self._pending_breaker = on_oracle(
             m.breaker, m.params.breaker, e.ts_ns, e.price if e.valid else None
         )
@@ -1191,6 +1687,7 @@ class Clearinghouse:
                         m.index_slot,
                         m.index_publish_time_s,
                         m.oracle_valid,
+                        m.index_updated_ns,
                     ],
                     "mark": [
                         m.mark_price,
@@ -1234,10 +1731,17 @@ class Clearinghouse:
         *,
         default_params: PerpMarketParams | None = None,
         params_by_symbol: Mapping[str, PerpMarketParams] | None = None,
+        liquidation: LiquidationConfig | None = None,
+        liquidation_max_oracle_age_ns: int = DEFAULT_LIQUIDATION_MAX_ORACLE_AGE_NS,
     ) -> Clearinghouse:
         """Rebuild from :meth:`snapshot`; its ``state_hash`` equals the original's."""
         data = json.loads(blob)
-        ch = cls(default_params=default_params, params_by_symbol=params_by_symbol)
+        ch = cls(
+            default_params=default_params,
+            params_by_symbol=params_by_symbol,
+            liquidation=liquidation,
+            liquidation_max_oracle_age_ns=liquidation_max_oracle_age_ns,
+        )
         ch.core = ExchangeCore.from_snapshot(
             json.dumps(data["core"], separators=(",", ":"), sort_keys=True).encode()
         )
@@ -1253,7 +1757,7 @@ class Clearinghouse:
             )
         for md in data["perp_markets"]:
             status, reason, killed, last_breach, samples = md["breaker"]
-            index, confidence, slot, publish, valid = md["index"]
+            index, confidence, slot, publish, valid, *updated = md["index"]
             mark, ema, ema_ns, impact_bid, impact_ask = md["mark"]
             cumulative, pool, surplus, premiums, last_sample, last_funding = md["funding"]
             ch.markets[md["market_id"]] = PerpMarket(
@@ -1271,6 +1775,7 @@ class Clearinghouse:
                 index_slot=slot,
                 index_publish_time_s=publish,
                 oracle_valid=valid,
+                index_updated_ns=updated[0] if updated else 0,
                 mark_price=mark,
                 ema_basis=ema,
                 ema_updated_ns=ema_ns,
@@ -1338,4 +1843,8 @@ Clearinghouse._appliers = {
     FundingSampled: Clearinghouse._apply_sampled,
     FundingRateApplied: Clearinghouse._apply_rate,
     MarketStatusChanged: Clearinghouse._apply_status,
+    LiquidationExecuted: Clearinghouse._apply_liquidation,
+    PositionDeleveraged: Clearinghouse._apply_deleveraged,
+    InsuranceFundPaidBadDebt: Clearinghouse._apply_bad_debt,
+    AccountLiquidated: Clearinghouse._apply_account_liquidated,
 }

@@ -131,6 +131,30 @@ class DepositInsurance(NamedTuple):
     amount_quote: int
 
 
+class Liquidate(NamedTuple):
+    """Liquidate the target sub-account into the submitter's (the liquidator's): all the
+    target's markets, or only the slices of ``market_id`` (``NO_MARKET_ID`` = all; a bankrupt
+    account is always liquidated whole). Refused unless the target is below maintenance at
+    fresh, valid oracles in every market it holds."""
+
+    owner_id: int  # the liquidator
+    sub_account_id: int
+    target_owner_id: int
+    target_sub_account_id: int
+    market_id: int = 0xFFFF  # exchange.core.events.NO_MARKET_ID: every market
+
+
+class SetRiskParams(NamedTuple):
+    """Change a listed market's parameters (an executed governance proposal, issue 8).
+    ``params_json`` is a JSON object of the ``perp.params.PerpMarketParams`` keys that change
+    (the others keep their values); the clearinghouse checks hard bounds and per-change
+    limits (``perp.params.check_params_change``) and records ``RiskParamsChanged``."""
+
+    market_id: int
+    params_json: str
+    proposal_id: int = 0  # the clearing program's Proposal.id (0: none, operator)
+
+
 Command = (
     CreateMarket
     | PlaceOrder
@@ -146,6 +170,8 @@ Command = (
     | SetMarketStatus
     | SetKillSwitch
     | DepositInsurance
+    | Liquidate
+    | SetRiskParams
 )
 
 COMMAND_TYPES: dict[str, Any] = {
@@ -163,12 +189,16 @@ COMMAND_TYPES: dict[str, Any] = {
     "market_status": SetMarketStatus,
     "kill_switch": SetKillSwitch,
     "insurance_deposit": DepositInsurance,
+    "liquidate": Liquidate,
+    "risk_params": SetRiskParams,
 }
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
     "market_id": (0, 65535),
     "owner_id": (0, 2**47 - 1),
     "sub_account_id": (0, 65535),
+    "target_owner_id": (0, 2**47 - 1),
+    "target_sub_account_id": (0, 65535),
     "side": (0, len(Side) - 1),
     "order_type": (0, len(OrderType) - 1),
     "time_in_force": (0, len(TimeInForce) - 1),

@@ -48,6 +48,14 @@ class RejectCode(IntEnum):
     NON_POSITIVE_AMOUNT = 31  # a deposit / withdrawal of 0, or one past the i64 range
     WITHDRAWAL_ABOVE_FREE_COLLATERAL = 32  # only equity above initial margin may leave
     STATUS_CHANGE_REFUSED = 33  # a kill switch holds the market
+    # Liquidation (perp.clearinghouse, Liquidate).
+    LIQUIDATION_NOT_ELIGIBLE = 34  # the target is at or above maintenance (or already done)
+    LIQUIDATION_ORACLE_INVALID = 35  # a held market's oracle is invalid or stale
+    LIQUIDATION_SELF = 36  # liquidator and target belong to one owner
+    LIQUIDATOR_INSUFFICIENT_MARGIN = 37  # the takeover would leave the liquidator short
+    # Governance (perp.clearinghouse, SetRiskParams; perp.params.check_params_change).
+    RISK_PARAMS_OUT_OF_BOUNDS = 38  # malformed, or outside a hard bound
+    RISK_PARAMS_CHANGE_TOO_LARGE = 39  # beyond the per-change limit against the values in force
 
 
 class ExchangeError(Exception):
@@ -109,4 +117,21 @@ CLEARINGHOUSE_CODES = frozenset(
         RejectCode.WITHDRAWAL_ABOVE_FREE_COLLATERAL,
         RejectCode.STATUS_CHANGE_REFUSED,
     }
+)
+
+#: Codes the clearinghouse emits for a refused ``Liquidate`` (the rejection is addressed to
+#: the liquidator, who sent the command).
+LIQUIDATION_CODES = frozenset(
+    {
+        RejectCode.LIQUIDATION_NOT_ELIGIBLE,
+        RejectCode.LIQUIDATION_ORACLE_INVALID,
+        RejectCode.LIQUIDATION_SELF,
+        RejectCode.LIQUIDATOR_INSUFFICIENT_MARGIN,
+    }
+)
+
+
+#: Codes the clearinghouse emits for a refused ``SetRiskParams`` (market parameter change).
+GOVERNANCE_CODES = frozenset(
+    {RejectCode.RISK_PARAMS_OUT_OF_BOUNDS, RejectCode.RISK_PARAMS_CHANGE_TOO_LARGE}
 )

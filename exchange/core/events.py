@@ -282,6 +282,90 @@ class InsuranceFundDeposited(NamedTuple):
     balance_quote: int  # the fund after the deposit
 
 
+class LiquidationExecuted(NamedTuple):
+    """A slice of a liquidated account's position moved to the liquidator at the oracle
+    price (funding of both already settled), with the liquidation fee and its split."""
+
+    seq: int
+    ts_ns: int
+    market_id: int
+    liquidator_owner_id: int
+    liquidator_sub_account_id: int
+    owner_id: int  # the liquidated account
+    sub_account_id: int
+    base_delta: int  # BASE_PRECISION: the liquidated account's change (liquidator: -base_delta)
+    quote_delta: int  # QUOTE_PRECISION: quote to the liquidated account (liquidator: -quote)
+    price: int  # PRICE_PRECISION, the oracle price
+    fee_quote: int  # paid by the liquidated account
+    liquidator_fee_quote: int  # its share paid to the liquidator
+    insurance_fee_quote: int  # the rest, to the insurance fund
+    realized_quote: int  # the liquidated account's realised PnL on the slice
+    liquidator_realized_quote: int
+
+
+class PositionDeleveraged(NamedTuple):
+    """Auto-deleveraging: a bankrupt account's position slice closed against a ranked
+    opposite position at the bankruptcy price (funding of both already settled)."""
+
+    seq: int
+    ts_ns: int
+    market_id: int
+    owner_id: int  # the bankrupt account
+    sub_account_id: int
+    counterparty_owner_id: int
+    counterparty_sub_account_id: int
+    base_delta: int  # BASE_PRECISION: the bankrupt account's change (counterparty: -base_delta)
+    quote_delta: int  # QUOTE_PRECISION: quote to the bankrupt account
+    bankruptcy_price: int  # PRICE_PRECISION
+    realized_quote: int
+    counterparty_realized_quote: int
+
+
+class InsuranceFundPaidBadDebt(NamedTuple):
+    """The insurance fund paid (part of) a bankrupt account's deficit into its collateral."""
+
+    seq: int
+    ts_ns: int
+    market_id: int  # NO_MARKET_ID
+    owner_id: int
+    sub_account_id: int
+    amount_quote: int  # QUOTE_PRECISION, paid by the fund, >= 0
+    bad_debt_quote: int  # the deficit at the oracle
+    uncovered_quote: int  # left neither the fund nor ADL could cover (stays on the account)
+    balance_quote: int  # the fund after the payment, >= 0
+
+
+class AccountLiquidated(NamedTuple):
+    """A liquidation finished (the record of the slices, ADL fills and payment before it)."""
+
+    seq: int
+    ts_ns: int
+    market_id: int  # NO_MARKET_ID, or the one market the command asked for
+    liquidator_owner_id: int
+    liquidator_sub_account_id: int
+    owner_id: int
+    sub_account_id: int
+    equity_before_quote: int  # at the oracles
+    maintenance_before_quote: int
+    equity_after_quote: int  # at the oracles, after
+    maintenance_after_quote: int
+    num_transfers: int
+    num_deleveraged: int
+    bad_debt_quote: int
+
+
+class RiskParamsChanged(NamedTuple):
+    """A listed market's parameters changed (an executed governance proposal, issue 8): from
+    this event on, orders, margin checks, fees, funding and the breaker use the new values.
+    ``params_json`` is the whole new ``perp.params.PerpMarketParams`` as canonical JSON."""
+
+    seq: int
+    ts_ns: int
+    market_id: int
+    proposal_id: int  # the clearing program's Proposal.id executed (0: none, operator)
+    params_json: str
+
+
 Event = (
     MarketCreated
     | OrderAccepted
@@ -304,6 +388,11 @@ Event = (
     | FundingRateApplied
     | MarketStatusChanged
     | InsuranceFundDeposited
+    | LiquidationExecuted
+    | PositionDeleveraged
+    | InsuranceFundPaidBadDebt
+    | AccountLiquidated
+    | RiskParamsChanged
 )
 
 #: Stable numeric kind of each event type: never renumber, only append.
@@ -329,6 +418,11 @@ EVENT_KINDS: dict[type, int] = {
     FundingRateApplied: 29,
     MarketStatusChanged: 30,
     InsuranceFundDeposited: 31,
+    LiquidationExecuted: 32,
+    PositionDeleveraged: 33,
+    InsuranceFundPaidBadDebt: 34,
+    AccountLiquidated: 35,
+    RiskParamsChanged: 36,
 }
 EVENT_TYPES: dict[int, Any] = {kind: cls for cls, kind in EVENT_KINDS.items()}
 assert len(EVENT_TYPES) == len(EVENT_KINDS), "duplicate event kind"

@@ -15,10 +15,12 @@ from exchange.core.commands import (
     Deposit,
     DepositInsurance,
     ExpireOrders,
+    Liquidate,
     MalformedCommand,
     PlaceOrder,
     SetKillSwitch,
     SetMarketStatus,
+    SetRiskParams,
     Tick,
     UpdateOraclePrice,
     UpdateTriggerPrice,
@@ -123,6 +125,20 @@ GOOD: list[tuple[dict[str, Any], Any]] = [
         SetKillSwitch(1, True, False),
     ),
     ({"type": "insurance_deposit", "amount_quote": 9}, DepositInsurance(9)),
+    (
+        {
+            "type": "liquidate",
+            "owner_id": 4,
+            "sub_account_id": 0,
+            "target_owner_id": 7,
+            "target_sub_account_id": 1,
+        },
+        Liquidate(4, 0, 7, 1, 0xFFFF),
+    ),
+    (
+        {"type": "risk_params", "market_id": 1, "params_json": '{"taker_fee_ppm":500}'},
+        SetRiskParams(1, '{"taker_fee_ppm":500}', 0),
+    ),
 ]
 
 

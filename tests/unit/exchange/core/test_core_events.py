@@ -53,6 +53,40 @@ SAMPLES = [
     (29, ev.FundingRateApplied(19, 28, 7, 720, -2_500, 10_000, 150_000_000, 1_500_000_000_000_000)),
     (30, ev.MarketStatusChanged(20, 29, 7, 0, 4, 1)),
     (31, ev.InsuranceFundDeposited(21, 30, ev.NO_MARKET_ID, 1_000, 1_013)),
+    (
+        32,
+        ev.LiquidationExecuted(
+            22,
+            31,
+            7,
+            4,
+            0,
+            3,
+            1,
+            -(10**9),
+            150_000_000,
+            150_000_000,
+            1_500_000,
+            750_000,
+            750_000,
+            -2_000_000,
+            0,
+        ),
+    ),
+    (
+        33,
+        ev.PositionDeleveraged(
+            23, 32, 7, 3, 1, 5, 0, -(10**9), 151_000_000, 151_000_000, -1_000_000, 900_000
+        ),
+    ),
+    (34, ev.InsuranceFundPaidBadDebt(24, 33, ev.NO_MARKET_ID, 3, 1, 500_000, 1_500_000, 0, 513)),
+    (
+        35,
+        ev.AccountLiquidated(
+            25, 34, ev.NO_MARKET_ID, 4, 0, 3, 1, -1_500_000, 4_500_000, 0, 0, 1, 1, 1_500_000
+        ),
+    ),
+    (36, ev.RiskParamsChanged(26, 35, 7, 12, '{"taker_fee_ppm":500}')),
 ]
 IDS = [type(e).__name__ for _, e in SAMPLES]
 

@@ -24,6 +24,7 @@ from exchange.core.commands import (
 )
 from exchange.core.errors import (
     CLEARINGHOUSE_CODES,
+    LIQUIDATION_CODES,
     RISK_GATE_CODES,
     InvariantViolation,
     RejectCode,
@@ -1377,10 +1378,15 @@ def test_every_core_reject_code_is_covered() -> None:
     covered = {r[4] for r in REJECTIONS}
     # MALFORMED_COMMAND belongs to the engine (parse errors never reach the core), and the
     # risk gate's codes to perp.risk_gate (tests/unit/perp/test_perp_risk_gate.py), the
-    # account and market-control codes to perp.clearinghouse (test_perp_clearinghouse.py).
+    # account and market-control codes to perp.clearinghouse (test_perp_clearinghouse.py),
+    # the liquidation codes to its Liquidate (test_clearinghouse_liquidation.py).
     assert (
         covered
-        == set(RejectCode) - {RejectCode.MALFORMED_COMMAND} - RISK_GATE_CODES - CLEARINGHOUSE_CODES
+        == set(RejectCode)
+        - {RejectCode.MALFORMED_COMMAND}
+        - RISK_GATE_CODES
+        - CLEARINGHOUSE_CODES
+        - LIQUIDATION_CODES
     )
 
 
