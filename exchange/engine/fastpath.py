@@ -41,7 +41,9 @@ import queue
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,6 +73,7 @@ from exchange.core.market import MarketSpec
 from exchange.core.state import ExchangeCore
 from exchange.core.units import BASE_PRECISION
 from exchange.engine.journal import BINARY_MAGIC, Journal
+from perp import fastrisk
 from perp.fastrisk import (
     _E_CHECK,
     A_COLLATERAL,
@@ -430,7 +433,10 @@ def k_decode(payload, pos, n_rows, prev_seq, out):  # type: ignore[no-untyped-de
     return pos
 
 
+# The kernels inline perp.fastrisk's helpers: a change there must recompile them too.
+_FASTRISK_CRC = zlib.crc32(Path(fastrisk.__file__).read_bytes())
 _IMPORTED = (
+    _FASTRISK_CRC,
     K_ACC,
     K_REJ,
     K_REST,
@@ -466,6 +472,7 @@ _IMPORTED = (
 def k_imported():  # type: ignore[no-untyped-def]
     """The imported constants these kernels were compiled with (see ``recompile_if_stale``)."""
     return (
+        _FASTRISK_CRC,
         K_ACC,
         K_REJ,
         K_REST,
