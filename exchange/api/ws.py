@@ -43,6 +43,7 @@ from exchange.api.app import (
     CONFIG_KEY,
     KEY_LIMITER_KEY,
     PORT_KEY,
+    PUBLIC_LIMITER_KEY,
     SERVICE_KEY,
     Principal,
     authenticate_parts,
@@ -62,9 +63,10 @@ _MARKET_CHANNELS = ("book", "trades", "ticker")
 class WsSession:
     """One websocket connection: its subscriptions, its login and its outgoing queue."""
 
-    def __init__(self, ws: web.WebSocketResponse, app: web.Application) -> None:
+    def __init__(self, ws: web.WebSocketResponse, app: web.Application, remote: str) -> None:
         self.ws = ws
         self.app = app
+        self.remote = remote  # rate-limit key before login
         self.principal: Principal | None = None
         self.cancel_on_disconnect = False
         self.subscriptions: set[tuple[str, int]] = set()  # (channel, market_id or owner_id)
@@ -182,7 +184,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     app = request.app
     hub = app[HUB_KEY]
-    session = WsSession(ws, app)
+    session = WsSession(ws, app, request.remote or "?")
     hub.sessions.add(session)
     writer = asyncio.ensure_future(session.writer())
     try:
@@ -239,6 +241,8 @@ def _dispatch(session: WsSession, hub: WsHub, text: str) -> None:
 
 
 def _subscribe(session: WsSession, hub: WsHub, msg: dict[str, Any], request_id: Any) -> None:
+    # a book subscription sends a whole snapshot: charged like a public REST request
+    spend_tokens(session.app[PUBLIC_LIMITER_KEY], session.remote, 1, session.app[CLOCK_KEY]())
     channel = msg.get("channel")
     fields = set(msg) - {"op", "id", "channel", "market_id"}
     if fields:

@@ -100,3 +100,21 @@ async def test_oversized_body_is_refused(api: Api) -> None:
         MAKER_KEY, "/v1/orders", None, raw_body=b"{" + b" " * 300_000 + b"}"
     )
     assert (status, body["code"]) == (413, "BODY_TOO_LARGE")
+
+
+async def test_websocket_subscriptions_spend_the_public_bucket(
+    slow_api: tuple[Api, FrozenClock],
+) -> None:
+    api, _ = slow_api
+    ws = await api.client.ws_connect("/ws")
+    answers = []
+    for i in range(3):
+        await ws.send_json({"op": "subscribe", "channel": "ticker", "market_id": BTC, "id": i})
+        while True:
+            msg = await ws.receive_json()
+            if msg.get("id") == i:
+                answers.append(msg)
+                break
+    assert [("result" in a) for a in answers] == [True, True, False]
+    assert answers[2]["error"]["code"] == "RATE_LIMITED"
+    await ws.close()
