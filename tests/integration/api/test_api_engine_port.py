@@ -51,3 +51,19 @@ async def test_a_cancelled_caller_does_not_break_the_sequencer(runner: EngineRun
     prices = [p for p, _ in port.model.book(BTC, 10).bids]  # type: ignore[union-attr]
     assert prices == [99, 98, 97, 96]
     port.close()
+
+
+async def test_start_api_serves_on_a_real_port_and_closes(runner: EngineRunner) -> None:
+    from exchange.api.config import ApiConfig
+    from exchange.api.server import start_api
+    from exchange.client import PerpdexRest
+
+    server = await start_api(ApiConfig(port=0), runner)
+    try:
+        async with PerpdexRest(server.url) as client:
+            assert [m.market_id for m in await client.markets()] == [BTC, 2]
+    finally:
+        await server.close()
+    # the engine is the caller's: still serving after the API closed
+    events = await asyncio.wrap_future(runner.submit(bid(99)))
+    assert type(events[0]) is OrderAccepted
