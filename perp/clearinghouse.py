@@ -45,6 +45,7 @@ from exchange.core.commands import (
     PlaceOrder,
     SetKillSwitch,
     SetMarketStatus,
+    SetRiskParams,
     Tick,
     UpdateOraclePrice,
     UpdateTriggerPrice,
@@ -70,6 +71,7 @@ from exchange.core.events import (
     MarkPriceUpdated,
     OraclePriceUpdated,
     PositionDeleveraged,
+    RiskParamsChanged,
     TradeExecuted,
 )
 from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER, Side, TimeInForce
@@ -105,9 +107,16 @@ from perp.math.funding import (
 )
 from perp.math.margin import unrealized_pnl_quote, worst_case_base
 from perp.math.mark import impact_price, mark_price, update_ema_basis
-from perp.params import PerpMarketParams
+from perp.params import PerpMarketParams, check_params_change
 from perp.position import Position, apply_fill, settle_funding
-from perp.risk_gate import AccountRiskState, MarketStatus, OrderIntent, check_order
+from perp.risk_gate import (
+    AccountRiskState,
+    MarketStatus,
+    OrderIntent,
+    check_limits,
+    check_order,
+    spend_request_tokens,
+)
 
 DAY_NS = 86_400 * NANOS_PER_SECOND
 _BID = int(Side.BID)
@@ -227,6 +236,7 @@ class Clearinghouse:
             SetMarketStatus: self._set_status,
             SetKillSwitch: self._kill_switch,
             DepositInsurance: self._deposit_insurance,
+            SetRiskParams: self._set_risk_params,
             Liquidate: self._liquidate,
         }
 
@@ -401,6 +411,46 @@ class Clearinghouse:
                 cmd.new_size > order.remaining_lots * self.core.books[cmd.market_id].spec.lot_size
             ):
                 problem = "market status: expected a smaller size, market is REDUCE_ONLY"
+        code = RejectCode.MARKET_NOT_ACCEPTING
+        acct = self.accounts.get(account_id)
+        position = acct.positions.get(cmd.market_id) if acct is not None else None
+        if problem is None:
+            # An amend spends a rate-limit token like a new order, then passes the gate's
+            # limits on its new size and price (its own status rules replaced step 1).
+            key = (account_id, cmd.market_id)
+            gate = spend_request_tokens(
+                self._rate_state.get(key, _NO_RATE_STATE), ts_ns, m.params.limits
+            )
+            self._rate_state[key] = gate.state
+            if (
+                gate.code is None
+                and order is not None
+                and cmd.new_size > 0
+                and cmd.new_price > 0
+                and m.index_price
+            ):
+                position_base = position.base if position is not None else 0
+                is_bid = order.side == _BID
+                gate = check_limits(
+                    OrderIntent(
+                        is_bid,
+                        cmd.new_size,
+                        cmd.new_price,
+                        order.reduce_only,
+                        order.time_in_force in _POST_ONLY_TIFS,
+                    ),
+                    limits=m.params.limits,
+                    state=gate.state,
+                    position_base=position_base,
+                    oracle_price=m.index_price,
+                    day_loss_quote=acct.day_loss_quote(ts_ns) if acct is not None else 0,
+                    margin_shortfall_quote=0,  # the margin check runs below
+                    reduces=position_base != 0
+                    and (position_base < 0) == is_bid
+                    and cmd.new_size <= abs(position_base),
+                )
+            if gate.code is not None:
+                code, problem = gate.code, gate.message
         if problem is not None:
             self.reject(
                 out,
@@ -410,12 +460,10 @@ class Clearinghouse:
                 0,
                 cmd.owner_id,
                 cmd.sub_account_id,
-                RejectCode.MARKET_NOT_ACCEPTING,
+                code,
                 problem,
             )
             return
-        acct = self.accounts.get(account_id)
-        position = acct.positions.get(cmd.market_id) if acct is not None else None
         lot = self.core.books[cmd.market_id].spec.lot_size
         replacing = None if order is None else (order.side == _BID, order.remaining_lots * lot)
         if (
@@ -979,6 +1027,31 @@ class Clearinghouse:
                         m.cumulative_funding + index_delta(rate, m.index_price),
                     ),
                 )
+
+    # ------------------------------------------------------------------ parameters
+    def _set_risk_params(self, cmd: SetRiskParams, ts_ns: int, out: list[Any]) -> None:
+        """A parameter change takes effect at its ``RiskParamsChanged``: every later order,
+        margin check, fill, funding interval and oracle reading uses the new values."""
+        m = self.markets.get(cmd.market_id)
+        if m is None:
+            self._unknown_market(cmd.market_id, ts_ns, out)
+            return
+        refusal: tuple[RejectCode, str] | None
+        try:
+            proposed = PerpMarketParams.from_mapping(json.loads(cmd.params_json), base=m.params)
+        except ValueError as exc:  # bad JSON, unknown keys, wrong types, a broken record
+            refusal = (RejectCode.RISK_PARAMS_OUT_OF_BOUNDS, f"params: {exc}")
+        else:
+            refusal = check_params_change(m.params, proposed)
+        if refusal is not None:
+            self.reject(out, ts_ns, cmd.market_id, 0, 0, 0, 0, refusal[0], refusal[1])
+            return
+        self._emit(
+            out,
+            RiskParamsChanged(
+                self.core.next_seq, ts_ns, cmd.market_id, cmd.proposal_id, proposed.to_json()
+            ),
+        )
 
     # ------------------------------------------------------------------ market status
     def _set_status(self, cmd: SetMarketStatus, ts_ns: int, out: list[Any]) -> None:
@@ -1623,6 +1696,12 @@ class Clearinghouse:
         m.premium_samples = []
         m.last_funding_ns = e.ts_ns
 
+    def _apply_risk_params(self, e: RiskParamsChanged) -> None:
+        m = self.markets.get(e.market_id)
+        if m is None:
+            raise InvariantViolation(f"params change for an unknown market: {e!r}")
+        m.params = PerpMarketParams.from_json(e.params_json)
+
     def _apply_status(self, e: MarketStatusChanged) -> None:
         m = self.markets[e.market_id]
         reason = BreakerReason(e.reason)
@@ -1843,6 +1922,7 @@ Clearinghouse._appliers = {
     FundingSampled: Clearinghouse._apply_sampled,
     FundingRateApplied: Clearinghouse._apply_rate,
     MarketStatusChanged: Clearinghouse._apply_status,
+    RiskParamsChanged: Clearinghouse._apply_risk_params,
     LiquidationExecuted: Clearinghouse._apply_liquidation,
     PositionDeleveraged: Clearinghouse._apply_deleveraged,
     InsuranceFundPaidBadDebt: Clearinghouse._apply_bad_debt,

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
+from exchange.core.errors import RejectCode
 from exchange.core.units import (
     BASE_PRECISION,
     FUNDING_RATE_PRECISION,
@@ -194,3 +195,97 @@ class PerpMarketParams:
 
 
 _PARAM_NAMES = [f.name for f in fields(PerpMarketParams) if f.init]
+
+
+# ---------------------------------------------------------------- changes (governance)
+#: Hard bound on leverage: the first tier's initial ratio is at least 1 / MAX_LEVERAGE (the
+#: clearing program's ``1 <= max_leverage <= 100`` with ``max_leverage x initial <= 1e6``).
+MAX_LEVERAGE = 100
+MIN_FIRST_INITIAL_PPM = RATIO_PRECISION // MAX_LEVERAGE
+#: A margin ratio falls by at most 20 % in one change (the program's MAX_MARGIN_FALL_PPM).
+MAX_MARGIN_FALL_PPM = 200_000
+#: Caps that may at most double in one change (``new <= old + max(old, 1)``): the program's
+#: position and funding caps, and the engine's other loosening limits by the same rule.
+_DOUBLING_CAPS = (
+    "max_position_base",
+    "funding_cap_rate",
+    "max_order_base",
+    "max_order_notional_quote",
+    "max_orders_per_second",
+    "max_orders_per_minute",
+    "price_band_ppm",
+    "mark_band_ppm",
+    "breaker_max_move_ppm",
+)
+
+
+class ParamsChangeRefusal(NamedTuple):
+    """Why a parameter change is refused: the ``RejectCode`` and an expected/got message."""
+
+    code: RejectCode
+    message: str
+
+
+def _at_most_doubles(old: int, new: int) -> bool:
+    return new <= old + max(old, 1)
+
+
+def check_params_change(
+    current: PerpMarketParams, proposed: PerpMarketParams
+) -> ParamsChangeRefusal | None:
+    """Whether a listed market may move from ``current`` to ``proposed`` in one change.
+
+    ``proposed`` is already a valid record (tiers monotone, ``0 < maintenance < initial``,
+    fees in range, ...). On top of that, mirroring the clearing program's ``execute``:
+    the hard bound ``first initial_ppm >= 10^6 / MAX_LEVERAGE`` (``RISK_PARAMS_OUT_OF_BOUNDS``)
+    and the rate limits against the values in force, only in the riskier direction
+    (``RISK_PARAMS_CHANGE_TOO_LARGE``): the number of tiers stays, each tier's initial and
+    maintenance ratio falls by at most 20 %, each tier bound and each cap in
+    ``_DOUBLING_CAPS`` at most doubles, and a daily loss limit in force is neither lifted
+    (0) nor more than doubled. Tightening is never limited.
+    """
+    first_initial = proposed.margin_tiers[0][1]
+    if first_initial < MIN_FIRST_INITIAL_PPM:
+        return ParamsChangeRefusal(
+            RejectCode.RISK_PARAMS_OUT_OF_BOUNDS,
+            f"margin_tiers[0] initial_ppm: expected >= {MIN_FIRST_INITIAL_PPM} (leverage <= "
+            f"{MAX_LEVERAGE}), got {first_initial}",
+        )
+    too_large = RejectCode.RISK_PARAMS_CHANGE_TOO_LARGE
+    old_tiers, new_tiers = current.margin_tiers, proposed.margin_tiers
+    if len(new_tiers) != len(old_tiers):
+        return ParamsChangeRefusal(
+            too_large, f"margin_tiers: expected {len(old_tiers)} tiers, got {len(new_tiers)}"
+        )
+    floor_ppm = RATIO_PRECISION - MAX_MARGIN_FALL_PPM
+    for i, (old, new) in enumerate(zip(old_tiers, new_tiers, strict=True)):
+        for j, name in ((1, "initial_ppm"), (2, "maintenance_ppm")):
+            if new[j] * RATIO_PRECISION < old[j] * floor_ppm:
+                return ParamsChangeRefusal(
+                    too_large,
+                    f"margin_tiers[{i}] {name}: expected >= {old[j]} x {floor_ppm} / "
+                    f"{RATIO_PRECISION} (a fall of at most {MAX_MARGIN_FALL_PPM} ppm), got "
+                    f"{new[j]}",
+                )
+        if not _at_most_doubles(old[0], new[0]):
+            return ParamsChangeRefusal(
+                too_large,
+                f"margin_tiers[{i}] up_to_notional_quote: expected <= "
+                f"{old[0] + max(old[0], 1)} (at most double), got {new[0]}",
+            )
+    for name in _DOUBLING_CAPS:
+        old_value, new_value = getattr(current, name), getattr(proposed, name)
+        if not _at_most_doubles(old_value, new_value):
+            return ParamsChangeRefusal(
+                too_large,
+                f"{name}: expected <= {old_value + max(old_value, 1)} (at most double), got "
+                f"{new_value}",
+            )
+    old_loss, new_loss = current.daily_loss_limit_quote, proposed.daily_loss_limit_quote
+    if old_loss and not 0 < new_loss <= 2 * old_loss:
+        return ParamsChangeRefusal(
+            too_large,
+            f"daily_loss_limit_quote: expected 1..{2 * old_loss} while a limit is in force, "
+            f"got {new_loss}",
+        )
+    return None

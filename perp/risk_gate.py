@@ -92,18 +92,43 @@ class AccountRiskState(NamedTuple):
     per_minute: TokenBucket | None = None
 
 
+class GateResult(NamedTuple):
+    code: RejectCode | None  # None: accepted
+    message: str
+    state: AccountRiskState  # the account's rate-limit state after this request
+
+
+def spend_request_tokens(state: AccountRiskState, now_ns: int, limits: RiskLimits) -> GateResult:
+    """Gate step 2 alone: one token from the per-second and the per-minute bucket. Every
+    order request spends it, new orders and amends alike, accepted or refused later."""
+    ok_s, per_second = take_token(
+        state.per_second, now_ns, limits.max_orders_per_second, NANOS_PER_SECOND
+    )
+    ok_m, per_minute = take_token(
+        state.per_minute, now_ns, limits.max_orders_per_minute, 60 * NANOS_PER_SECOND
+    )
+    state = AccountRiskState(per_second, per_minute)
+    if not ok_s:
+        return GateResult(
+            RejectCode.RATE_LIMITED_PER_SECOND,
+            f"rate: expected <= {limits.max_orders_per_second} orders per second",
+            state,
+        )
+    if not ok_m:
+        return GateResult(
+            RejectCode.RATE_LIMITED_PER_MINUTE,
+            f"rate: expected <= {limits.max_orders_per_minute} orders per minute",
+            state,
+        )
+    return GateResult(None, "", state)
+
+
 class OrderIntent(NamedTuple):
     is_bid: bool
     base: int  # BASE_PRECISION, > 0
     price: int  # PRICE_PRECISION: limit or protection price
     reduce_only: bool
     post_only: bool
-
-
-class GateResult(NamedTuple):
-    code: RejectCode | None  # None: accepted
-    message: str
-    state: AccountRiskState  # the account's rate-limit state after this request
 
 
 def check_order(
@@ -146,25 +171,35 @@ def check_order(
             state,
         )
     # 2. rate limits: every request that reaches here counts, accepted or not
-    ok_s, per_second = take_token(
-        state.per_second, now_ns, limits.max_orders_per_second, NANOS_PER_SECOND
+    tokens = spend_request_tokens(state, now_ns, limits)
+    if tokens.code is not None:
+        return tokens
+    return check_limits(
+        order,
+        limits=limits,
+        state=tokens.state,
+        position_base=position_base,
+        oracle_price=oracle_price,
+        day_loss_quote=day_loss_quote,
+        margin_shortfall_quote=margin_shortfall_quote,
+        reduces=reduces,
     )
-    ok_m, per_minute = take_token(
-        state.per_minute, now_ns, limits.max_orders_per_minute, 60 * NANOS_PER_SECOND
-    )
-    state = AccountRiskState(per_second, per_minute)
-    if not ok_s:
-        return GateResult(
-            RejectCode.RATE_LIMITED_PER_SECOND,
-            f"rate: expected <= {limits.max_orders_per_second} orders per second",
-            state,
-        )
-    if not ok_m:
-        return GateResult(
-            RejectCode.RATE_LIMITED_PER_MINUTE,
-            f"rate: expected <= {limits.max_orders_per_minute} orders per minute",
-            state,
-        )
+
+
+def check_limits(
+    order: OrderIntent,
+    *,
+    limits: RiskLimits,
+    state: AccountRiskState,
+    position_base: int,
+    oracle_price: int,
+    day_loss_quote: int,
+    margin_shortfall_quote: int,
+    reduces: bool,
+) -> GateResult:
+    """Gate steps 3-8 (after status and rate limits): size, price band, notional, position,
+    daily loss, margin. An amend runs these on its new size and price once it has passed
+    its own status rules and spent its token. ``reduces``: the order cannot add risk."""
     # 3. static size and price checks
     if order.base > limits.max_order_base:
         return GateResult(

@@ -24,6 +24,7 @@ from exchange.core.commands import (
 )
 from exchange.core.errors import (
     CLEARINGHOUSE_CODES,
+    GOVERNANCE_CODES,
     LIQUIDATION_CODES,
     RISK_GATE_CODES,
     InvariantViolation,
@@ -1379,7 +1380,8 @@ def test_every_core_reject_code_is_covered() -> None:
     # MALFORMED_COMMAND belongs to the engine (parse errors never reach the core), and the
     # risk gate's codes to perp.risk_gate (tests/unit/perp/test_perp_risk_gate.py), the
     # account and market-control codes to perp.clearinghouse (test_perp_clearinghouse.py),
-    # the liquidation codes to its Liquidate (test_clearinghouse_liquidation.py).
+    # the liquidation codes to its Liquidate (test_clearinghouse_liquidation.py), the
+    # governance codes to its SetRiskParams (test_perp_clearinghouse_risk.py).
     assert (
         covered
         == set(RejectCode)
@@ -1387,6 +1389,7 @@ def test_every_core_reject_code_is_covered() -> None:
         - RISK_GATE_CODES
         - CLEARINGHOUSE_CODES
         - LIQUIDATION_CODES
+        - GOVERNANCE_CODES
     )
 
 
