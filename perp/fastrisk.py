@@ -25,10 +25,11 @@ is bounded when it enters (``FastRiskRangeError`` otherwise):
 
 With these, a worst-case base is < 2**48, a notional < 2**58.2, the initial margin of 8
 markets < 2**61.2 and an equity > -2**60.3, so the shortfall sum stays below 2**62. An order
-whose own base or price is outside ``1..MAX_BASE`` / ``1..MAX_PRICE``, or whose ``now_ns`` is
-outside ``0..MAX_NOW_NS``, is checked by the exact Python gate on the same state instead
-(``check`` does this transparently). Limits above int64 are stored as ``I64_MAX`` (every
-compared value is < 2**62, so no comparison changes).
+whose own base or price is outside ``1..MAX_BASE`` / ``1..MAX_PRICE`` is checked by the exact
+Python gate on the same state instead (``check`` does this transparently); a ``now_ns``
+outside ``0..MAX_NOW_NS`` is refused with ``FastRiskRangeError`` (the buckets store it, and -1
+marks a bucket never used). Limits above int64 are stored as ``I64_MAX`` (every compared value
+is < 2**62, so no comparison changes).
 """
 
 from __future__ import annotations

@@ -256,3 +256,9 @@ def test_rate_limits_that_overflow_the_bucket_are_refused() -> None:
             mark_price=1,
             oracle_price=1,
         )
+
+
+def test_a_time_before_the_epoch_is_refused() -> None:
+    fast = make()
+    with pytest.raises(FastRiskRangeError, match="now_ns: expected an int in 0"):
+        fast.check(0, 0, True, BASE, 100 * USD, now_ns=-1)
