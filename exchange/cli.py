@@ -8,19 +8,43 @@ import sys
 from pathlib import Path
 
 from exchange.core.errors import ExchangeError
+from exchange.liquidation_cli import register as register_liquidation_commands
+
+
+def _node_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """``--config`` (tables ``[engine]``, ``[api]``, ``[node]``) and the command-line overrides."""
+    from dataclasses import replace
+
+    from exchange.node import NodeConfig
+
+    config = NodeConfig.from_toml(args.config) if args.config else NodeConfig()
+    if args.data_dir is not None:
+        config = replace(config, engine=replace(config.engine, data_dir=args.data_dir))
+    if args.api_port is not None:
+        config = replace(config, api=replace(config.api, port=args.api_port))
+    overrides = {
+        k: v
+        for k, v in (
+            ("rpc_port", args.rpc_port),
+            ("ws_port", args.ws_port),
+            ("market_makers", args.makers),
+            ("takers", args.takers),
+            ("seed", args.seed),
+        )
+        if v is not None
+    }
+    return replace(config, **overrides) if overrides else config
 
 
 def _engine_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
-    from exchange.engine.config import EngineConfig
-
-    base = EngineConfig.from_toml(args.config) if args.config else EngineConfig()
-    return base if args.data_dir is None else replace(base, data_dir=args.data_dir)
+    return _node_config(args).engine
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The main job. At this stage: the engine on a seeded demo order flow."""
+    """The main job: the whole exchange on this machine (``--demo-only``: the engine alone on
+    a seeded in-memory order flow)."""
+    if not args.demo_only:
+        return _run_node(args)
     from exchange.demo import run_demo
     from exchange.engine.sequencer import Engine
 
@@ -33,7 +57,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{rec.seconds * 1000:.1f} ms; state {rec.state_hash[:16]} at seq {rec.last_seq}"
     )
     try:
-        report = run_demo(engine, rounds=args.rounds, seed=args.seed + rec.last_seq)
+        seed = 7 if args.seed is None else args.seed
+        report = run_demo(engine, rounds=args.rounds, seed=seed + rec.last_seq)
     except KeyboardInterrupt:
         print("\ninterrupted: every acknowledged command is in the journal")
         engine.close()
@@ -51,6 +76,72 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"verify with: perpdex replay {config.data_dir}")
     return 0
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    """``perpdex run``: start the node, print where to look, run until Ctrl+C / SIGTERM."""
+    import asyncio
+    import logging
+
+    from exchange.node import Node, NodeError
+
+    if args.validator is not None:
+        print(
+            "perpdex run: NODE: --validator: expected the embedded cluster for now (the "
+            "simulated oracle writes accounts directly), got a validator request",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = _node_config(args)
+
+    async def main() -> int:
+        node = Node(config)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, node.request_stop)
+        try:
+            await node.start()
+        except BaseException:
+            await node.stop()
+            raise
+        _print_where_to_look(node)
+        await node.wait()
+        print("stopping: traders, oracle, settlement, API, engine, chain ...", flush=True)
+        await node.stop()
+        print(f"stopped: state hash {node.final_hash} at seq {node.final_seq}", flush=True)
+        print(f"verify with: perpdex replay {config.data_dir}", flush=True)
+        return 0
+
+    try:
+        return asyncio.run(main())
+    except NodeError as exc:
+        print(f"perpdex run: {exc.code}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _print_where_to_look(node) -> None:  # type: ignore[no-untyped-def]
+    from exchange.demo import DEMO_MARKETS
+    from settlement.onchain import LOCALNET_PROGRAM_ID
+
+    e = node.endpoints
+    print(
+        f"perpdex node: engine data in {e.data_dir} (recovered state {node.recovered_hash} "
+        f"at seq {node.recovered_seq})\n"
+        f"  API        {e.api_url}  (OpenAPI {e.api_url}/openapi.json, websocket {e.ws_url})\n"
+        f"  metrics    {e.metrics_url}\n"
+        f"  Solana     RPC {e.rpc_url}, PubSub {e.rpc_ws_url}; clearing program "
+        f"{LOCALNET_PROGRAM_ID}\n"
+        f"  markets    {', '.join(f'{m.market_id}={m.symbol}' for m in DEMO_MARKETS)}\n"
+        f"  traders    "
+        + ", ".join(f"{name} (owner {owner})" for name, owner in node.wallet_names())
+        + f"\n  endpoints  {e.data_dir}/node.json; verify the journal: perpdex replay "
+        f"{e.data_dir}\nperpdex ready (Ctrl+C stops)",
+        flush=True,
+    )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -168,11 +259,27 @@ def _mismatch(seq: int) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perpdex", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="start the exchange (now: engine + demo order flow)")
+    run = sub.add_parser(
+        "run", help="start the exchange: cluster, program, oracle, engine, API, settlement, bots"
+    )
     run.add_argument("--data-dir", type=Path, default=None, help="state directory (./data)")
-    run.add_argument("--config", type=Path, default=None, help="TOML file with an [engine] table")
-    run.add_argument("--rounds", type=int, default=400, help="demo flow rounds")
-    run.add_argument("--seed", type=int, default=7)
+    run.add_argument(
+        "--config", type=Path, default=None, help="TOML file: [engine], [api], [node] tables"
+    )
+    run.add_argument("--seed", type=int, default=None, help="oracle walk and taker seed (7)")
+    run.add_argument("--api-port", type=int, default=None, help="API port (8080; 0: any free)")
+    run.add_argument("--rpc-port", type=int, default=None, help="Solana RPC port (8899)")
+    run.add_argument("--ws-port", type=int, default=None, help="Solana PubSub port (rpc + 1)")
+    run.add_argument("--makers", type=int, default=None, help="demo market makers (2)")
+    run.add_argument("--takers", type=int, default=None, help="demo takers (1)")
+    run.add_argument("--validator", metavar="EXECUTABLE", default=None, help=argparse.SUPPRESS)
+    run.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
+    run.add_argument(
+        "--demo-only",
+        action="store_true",
+        help="only the engine on a seeded in-memory order flow (no cluster, API or bots)",
+    )
+    run.add_argument("--rounds", type=int, default=400, help="--demo-only: flow rounds")
     run.set_defaults(func=cmd_run)
     replay = sub.add_parser("replay", help="verify a journal and print its state hash")
     replay.add_argument("data_dir", type=Path)
@@ -217,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not deploy settlement/program/perpdex_clearing.so at its localnet address",
     )
     net.set_defaults(func=cmd_localnet)
+    register_liquidation_commands(sub)
     return parser
 
 

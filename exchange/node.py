@@ -1,0 +1,846 @@
+"""The main job (``perpdex run``): the whole exchange in one process, asyncio at the edge.
+
+Start-up, in order (``Node.start``):
+
+1. the embedded Solana cluster (LiteSVM behind JSON-RPC + PubSub) with the clearing program
+   preloaded at ``LOCALNET_PROGRAM_ID`` and, on a restart, the accounts saved at the last clean
+   stop (``DATA_DIR/chain``);
+2. the engine on its SQLite journal (``DATA_DIR/journal.sqlite``) behind an ``EngineRunner``;
+   BTC-PERP, ETH-PERP and SOL-PERP are listed once (``CreateMarket``, journaled);
+3. on a fresh data directory: keys (``DATA_DIR/keys``), airdrops, the collateral mint and
+   vaults, ``initialize``, and per market a simulated Pyth pull oracle account and
+   ``create_market`` with the engine's own tick, lot, fees, margin tiers and funding cap;
+4. the simulated oracle publisher (seeded random walk, continuing from the engine's last index
+   price) -> ``OracleFeed`` (PubSub, guards) -> oracle port -> engine;
+5. the API (``create_app``) on ``api_host:api_port`` with ``/metrics``;
+6. the settlement loop: deposit bridge (on-chain deposits -> engine), settlement service
+   (journal -> ``settle_fills`` / ``update_funding``), and every ``reconcile_interval_s`` the
+   reconciler against the engine state at exactly the sequence settlement reached (a fold of
+   the journal up to the service's cursor); a mismatch that is not explained by a deposit in
+   flight halts the markets concerned (``SetMarketStatus``);
+7. the liquidation sweeper when ``exchange/engine/liquidation_service.py`` exists;
+8. the demo traders (market makers and a taker, ``exchange.demo_bots``) through the SDK, each
+   with its own wallet, funded by a real on-chain deposit that the bridge credits.
+
+``Node.stop`` tears down in reverse: traders, oracle, settlement loop, API, engine (the runner
+drains, a snapshot is written), then the chain's accounts are saved and the cluster stops.
+A restart resumes with the same engine state (same hash) and the same chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import time
+import tomllib
+from collections.abc import Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+from anchorpy import Program
+from solana.rpc.async_api import AsyncClient
+from solana.rpc.commitment import Confirmed
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from spl.token.constants import TOKEN_PROGRAM_ID
+
+from exchange.api.app import create_app
+from exchange.api.config import ApiConfig
+from exchange.api.metrics import METRICS_KEY, Family
+from exchange.client import PerpdexRest
+from exchange.core.commands import Command, CreateMarket, SetMarketStatus
+from exchange.core.errors import ConfigError, ExchangeError
+from exchange.core.events import Event, OrderRejected
+from exchange.core.units import QUOTE_PRECISION
+from exchange.demo import DEMO_MARKETS
+from exchange.demo_bots import MakerParams, MarketMaker, Taker, TakerParams
+from exchange.engine.config import EngineConfig
+from exchange.engine.journal import Journal
+from exchange.engine.oracle_port import oracle_command
+from exchange.engine.sequencer import Engine, EngineRunner, recover
+from localnet.cluster import EmbeddedCluster
+from localnet.server import LocalnetServer, Preload
+from oracle_feeds.feed import IndexPriceUpdate, MarketOracle, OracleFeed
+from oracle_feeds.guards import GuardLimits, OracleAction, OracleGuards
+from oracle_feeds.layouts import PYTH_RECEIVER_PROGRAM_ID
+from oracle_feeds.price import OracleSource
+from oracle_feeds.publisher import RandomWalk, SimulatedFeed, SimulatedPublisher
+from oracle_feeds.stream import StreamFeed
+from perp.clearinghouse import Clearinghouse
+from perp.risk_gate import MarketStatus
+from settlement.bridge import DepositBridge
+from settlement.errors import SettlementError
+from settlement.onchain import (
+    LOCALNET_PROGRAM_ID,
+    PROGRAM_SO,
+    SYSTEM_PROGRAM,
+    AccountMap,
+    ClearingAddresses,
+    ExchangeSetup,
+    clearing_program,
+    create_market,
+    deposit_collateral,
+    initialize_exchange,
+    market_params_for,
+)
+from settlement.reconciler import Reconciler, ReconcilerConfig, ReconciliationReport
+from settlement.service import ServiceState, SettlementConfig, SettlementService
+
+log = logging.getLogger(__name__)
+
+LAMPORTS_PER_SOL: Final = 1_000_000_000
+LIQUIDATION_SERVICE_MODULE: Final = "exchange.engine.liquidation_service"
+MAKER_OWNER_BASE: Final = 1  # market maker i is owner 1 + i
+TAKER_OWNER_BASE: Final = 100  # taker i is owner 100 + i
+ORACLE_LIMITS: Final = GuardLimits(
+    max_age_slots=50, max_age_seconds=30, max_confidence_ppm=20_000, max_twap_deviation_ppm=50_000
+)
+ORACLE_GUARDS: Final = OracleGuards(
+    trading=ORACLE_LIMITS,
+    funding=ORACLE_LIMITS,
+    withdrawal=ORACLE_LIMITS,
+    liquidation=ORACLE_LIMITS,
+)
+# what `chain/` keeps at a stop: the accounts of these owners (not programs, not sysvars)
+_SAVED_OWNERS: Final = (
+    LOCALNET_PROGRAM_ID,
+    TOKEN_PROGRAM_ID,
+    SYSTEM_PROGRAM,
+    PYTH_RECEIVER_PROGRAM_ID,
+)
+
+
+class NodeError(ExchangeError):
+    """The node cannot start or continue (bad data directory, provisioning failure)."""
+
+    code = "NODE"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    """Everything ``perpdex run`` starts; defaults need no configuration.
+
+    A TOML file may hold ``[engine]`` (``EngineConfig``), ``[api]`` (``ApiConfig``; ``owners`` is
+    filled with the demo traders' keys) and ``[node]`` (the fields below except ``engine`` and
+    ``api``); unknown tables and keys are refused.
+    """
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    rpc_port: int = 8899
+    ws_port: int | None = None  # default: rpc_port + 1 (0 with rpc_port 0)
+    market_makers: int = 2
+    takers: int = 1
+    maker_deposit_quote: int = 2_000_000 * QUOTE_PRECISION
+    taker_deposit_quote: int = 200_000 * QUOTE_PRECISION
+    maker_interval_s: float = 1.0
+    taker_interval_s: float = 0.7
+    oracle_interval_s: float = 0.4
+    oracle_step_ppm: int = 200
+    settle_interval_s: float = 0.5
+    reconcile_interval_s: float = 2.0
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.engine, EngineConfig) or not isinstance(self.api, ApiConfig):
+            raise ConfigError("node: expected an EngineConfig and an ApiConfig")
+        for name, lo, hi in (
+            ("rpc_port", 0, 65535),
+            ("market_makers", 0, 8),
+            ("takers", 0, 8),
+            ("maker_deposit_quote", 1, 2**63 - 1),
+            ("taker_deposit_quote", 1, 2**63 - 1),
+            ("oracle_step_ppm", 0, 100_000),
+            ("seed", 0, 2**63 - 1),
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or not lo <= value <= hi:
+                raise ConfigError(f"{name}: expected an int in {lo}..{hi}, got {value!r}")
+        if self.ws_port is not None and (
+            type(self.ws_port) is not int or not 0 <= self.ws_port <= 65535
+        ):
+            raise ConfigError(f"ws_port: expected an int in 0..65535 or none, got {self.ws_port!r}")
+        for name in ("maker_interval_s", "taker_interval_s", "oracle_interval_s",
+                     "settle_interval_s", "reconcile_interval_s"):  # fmt: skip
+            value = getattr(self, name)
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not 0.01 <= value <= 3600
+            ):
+                raise ConfigError(f"{name}: expected seconds in 0.01..3600, got {value!r}")
+
+    @property
+    def data_dir(self) -> Path:
+        return self.engine.data_dir
+
+    @classmethod
+    def from_toml(cls, path: Path, **overrides: Any) -> NodeConfig:
+        """``[engine]``, ``[api]`` and ``[node]`` of a TOML file, then ``overrides``."""
+        try:
+            document = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: expected readable TOML, got {exc}") from exc
+        return cls.from_mapping(document, **overrides)
+
+    @classmethod
+    def from_mapping(cls, document: dict[str, Any], **overrides: Any) -> NodeConfig:
+        unknown = sorted(set(document) - {"engine", "api", "node"})
+        if unknown:
+            raise ConfigError(f"config: unknown tables {unknown}, expected engine, api, node")
+        node = dict(document.get("node", {}))
+        known = {f.name for f in fields(cls)} - {"engine", "api"}
+        bad = sorted(set(node) - known)
+        if bad:
+            raise ConfigError(f"node config: unknown keys {bad}, expected {sorted(known)}")
+        values: dict[str, Any] = {
+            "engine": EngineConfig.from_mapping(document.get("engine", {})),
+            "api": ApiConfig.from_mapping(document.get("api", {})),
+            **node,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    api_url: str
+    ws_url: str
+    rpc_url: str
+    rpc_ws_url: str
+    metrics_url: str
+    data_dir: str
+
+    def to_json(self) -> dict[str, str]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# ---------------------------------------------------------------- data directory
+
+
+class KeyStore:
+    """Keypairs in ``DIR/NAME.json`` (the Solana CLI format: a JSON array of 64 bytes)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def get(self, name: str) -> Keypair:
+        """The stored key, or a new random one written first."""
+        path = self.directory / f"{name}.json"
+        if path.exists():
+            try:
+                return Keypair.from_bytes(bytes(json.loads(path.read_text())))
+            except (OSError, ValueError) as exc:
+                raise NodeError(
+                    f"key {path}: expected a JSON array of 64 bytes, got {exc}"
+                ) from exc
+        self.directory.mkdir(parents=True, exist_ok=True)
+        key = Keypair()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(list(bytes(key))))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+        return key
+
+
+def save_chain(server: LocalnetServer, directory: Path) -> int:
+    """Write the cluster's user accounts as ``solana account --output json`` files (what
+    ``Preload.account_dirs`` loads back) plus the slot; returns the number of accounts."""
+    import base64
+
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        for p in tmp.iterdir():
+            p.unlink()
+    tmp.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for pubkey, acct in server.cluster.indexed_accounts():
+        if acct.executable or acct.owner not in _SAVED_OWNERS:
+            continue
+        if acct.owner == SYSTEM_PROGRAM and not acct.data and acct.lamports == 0:
+            continue
+        doc = {
+            "pubkey": str(pubkey),
+            "account": {
+                "lamports": acct.lamports,
+                "data": [base64.b64encode(bytes(acct.data)).decode(), "base64"],
+                "owner": str(acct.owner),
+                "executable": False,
+                "rentEpoch": 0,
+            },
+        }
+        (tmp / f"{pubkey}.json").write_text(json.dumps(doc))
+        count += 1
+    (tmp / "slot").write_text(str(server.cluster.slot))
+    if directory.exists():
+        old = directory.with_name(directory.name + ".old")
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        for p in old.iterdir():
+            p.unlink()
+        old.rmdir()
+    else:
+        os.replace(tmp, directory)
+    return count
+
+
+# ---------------------------------------------------------------- the engine at a sequence
+
+
+class SettledView:
+    """The clearinghouse as of a journal sequence (what settlement has reached): the
+    journal folded forward on demand, so the reconciler compares like with like."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.core: Clearinghouse | None = None
+        self.seq = 0
+
+    def advance(self, upto_seq: int) -> Clearinghouse:
+        if self.core is None:
+            self.core, _ = recover(self.journal, upto_seq)
+        elif upto_seq > self.seq:
+            apply = self.core.apply
+            for event in self.journal.read(after_seq=self.seq, upto_seq=upto_seq):
+                apply(event)
+        self.seq = max(self.seq, upto_seq)
+        return self.core
+
+
+# ---------------------------------------------------------------- the node
+
+
+@dataclass(slots=True)
+class NodeStatus:
+    started_s: float = 0.0
+    oracle_updates: dict[int, int] = field(default_factory=dict)
+    settlement_caught_up_s: float = 0.0  # wall time the settled cursor last reached the engine
+    reconcile_runs: int = 0
+    reconcile_deferred: int = 0  # runs discarded because a deposit landed meanwhile
+    last_reconcile: ReconciliationReport | None = None
+    last_reconcile_s: float = 0.0
+    halted_markets: tuple[int, ...] = ()
+    loop_errors: int = 0
+    settlement_error: str = ""
+
+
+class Node:
+    """``async with Node(config) as node:`` runs everything; see the module docstring."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.data_dir = config.data_dir
+        self.keys = KeyStore(self.data_dir / "keys")
+        self.chain_dir = self.data_dir / "chain"
+        self.status = NodeStatus()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._clients: list[AsyncClient] = []
+        self._journals: list[Journal] = []
+        self.server: LocalnetServer | None = None
+        self.engine: Engine | None = None
+        self.runner: EngineRunner | None = None
+        self.api_runner: web.AppRunner | None = None
+        self.app: web.Application | None = None
+        self.publisher: SimulatedPublisher | None = None
+        self.feed: OracleFeed | None = None
+        self.service: SettlementService | None = None
+        self.bridge: DepositBridge | None = None
+        self.reconciler: Reconciler | None = None
+        self.settled: SettledView | None = None
+        self.bots: list[Any] = []
+        self._bot_sessions: list[PerpdexRest] = []
+        self.endpoints: Endpoints | None = None
+        self.final_hash = ""
+        self.final_seq = 0
+        self.recovered_hash = ""
+        self.recovered_seq = 0
+
+    async def __aenter__(self) -> Node:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ helpers
+    def client(self) -> AsyncClient:
+        assert self.server is not None
+        client = AsyncClient(self.server.rpc_url, commitment=Confirmed)
+        self._clients.append(client)
+        return client
+
+    def program(self, payer: Keypair) -> Program:
+        return clearing_program(self.client(), payer, LOCALNET_PROGRAM_ID)
+
+    def journal_url(self) -> str:
+        url = self.config.engine.journal_url
+        return url or f"sqlite:///{(self.data_dir / 'journal.sqlite').resolve()}"
+
+    def read_journal(self) -> Journal:
+        journal = Journal(self.journal_url(), read_only=True)
+        self._journals.append(journal)
+        return journal
+
+    async def submit(self, command: Command) -> list[Event]:
+        assert self.runner is not None
+        return await asyncio.wrap_future(self.runner.submit(command))
+
+    def engine_last_seq(self) -> int:
+        assert self.engine is not None
+        return self.engine.core.next_seq - 1  # an int read: safe from any thread
+
+    def wallet_names(self) -> list[tuple[str, int]]:
+        """(key name, owner_id) of every demo trader; sub-account 0 each."""
+        makers = [
+            (f"maker-{i + 1}", MAKER_OWNER_BASE + i) for i in range(self.config.market_makers)
+        ]
+        takers = [(f"taker-{i + 1}", TAKER_OWNER_BASE + i) for i in range(self.config.takers)]
+        return makers + takers
+
+    # ------------------------------------------------------------------ start
+    async def start(self) -> None:
+        self.status.started_s = time.time()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fresh_chain = not self.chain_dir.is_dir()
+        self._open_engine(fresh_chain)
+        await self._start_cluster(fresh_chain)
+        wallets = {name: self.keys.get(name) for name, _ in self.wallet_names()}
+        self.accounts = AccountMap(
+            {(owner, 0): wallets[name].pubkey() for name, owner in self.wallet_names()},
+            ClearingAddresses(LOCALNET_PROGRAM_ID),
+        )
+        self.authority = self.keys.get("authority")
+        self.operator = self.keys.get("operator")
+        await self._list_markets()
+        self.setup = await self._provision(fresh_chain, wallets)
+        await self._start_oracle()
+        await self._start_api(wallets)
+        self._start_settlement()
+        self._start_liquidation()
+        await self._start_bots(wallets, fund=fresh_chain)
+        if fresh_chain:  # the provisioned chain with the deposits: a crash restarts from here
+            assert self.server is not None
+            save_chain(self.server, self.chain_dir)
+        self._write_endpoints()
+
+    def _open_engine(self, fresh_chain: bool) -> None:
+        self.engine = Engine(self.config.engine)
+        rec = self.engine.recovery
+        self.recovered_hash, self.recovered_seq = rec.state_hash, rec.last_seq
+        if fresh_chain and rec.last_seq > 0:
+            self.engine.close()
+            self.engine = None
+            raise NodeError(
+                f"data dir {self.data_dir}: expected the chain state ({self.chain_dir}) next to a "
+                f"journal of {rec.last_seq} events, got none; use a new data directory (the "
+                "journal alone can be checked with `perpdex replay`)"
+            )
+        self.runner = EngineRunner(self.engine)
+
+    async def _start_cluster(self, fresh_chain: bool) -> None:
+        preload = Preload(programs=[(LOCALNET_PROGRAM_ID, PROGRAM_SO)])
+        start_slot = 0
+        if not fresh_chain:
+            preload.account_dirs.append(self.chain_dir)
+            with contextlib.suppress(OSError, ValueError):
+                start_slot = int((self.chain_dir / "slot").read_text()) + 1
+        cluster = EmbeddedCluster(start_slot=start_slot)
+        self.server = LocalnetServer(
+            cluster,
+            rpc_port=self.config.rpc_port,
+            ws_port=self.config.ws_port,
+            preload=preload,
+            shutdown_timeout=1.0,
+        )
+        await self.server.start()
+
+    async def _list_markets(self) -> None:
+        assert self.engine is not None
+        for m in DEMO_MARKETS:
+            if m.market_id in self.engine.core.books:
+                continue
+            events = await self.submit(CreateMarket(m.market_id, m.symbol, m.tick_size, m.lot_size))
+            refused = [e for e in events if type(e) is OrderRejected]
+            if refused:
+                raise NodeError(f"{m.symbol}: expected the market listed, got {refused[0].message}")
+
+    def _oracle_address(self, symbol: str) -> Pubkey:
+        seed = hashlib.sha256(f"perpdex oracle {symbol}".encode()).digest()
+        return Keypair.from_seed(seed).pubkey()
+
+    @staticmethod
+    def _feed_id(symbol: str) -> bytes:
+        return hashlib.sha256(symbol.encode()).digest()
+
+    async def _provision(self, fresh_chain: bool, wallets: dict[str, Keypair]) -> ExchangeSetup:
+        """Fresh: airdrops, mint, vaults, ``initialize``, oracle accounts, ``create_market``.
+        Restart: read the Exchange account back."""
+        assert self.server is not None and self.engine is not None
+        cluster = self.server.cluster
+        self.admin = self.program(self.authority)
+        self.mint_keypair = self.keys.get("collateral-mint")
+        self._make_publisher()
+        if not fresh_chain:
+            exchange = await self.admin.account["Exchange"].fetch(
+                ClearingAddresses(LOCALNET_PROGRAM_ID).exchange()[0], Confirmed
+            )
+            return ExchangeSetup(
+                ClearingAddresses(LOCALNET_PROGRAM_ID),
+                exchange.collateral_mint,
+                exchange.vault,
+                exchange.insurance_vault,
+            )
+        for who in (self.authority, self.operator, *wallets.values()):
+            cluster.airdrop(who.pubkey(), 100 * LAMPORTS_PER_SOL)
+        setup = await initialize_exchange(
+            self.admin, authority=self.authority, operator=self.operator.pubkey(),
+            mint_keypair=self.mint_keypair,
+        )  # fmt: skip
+        assert self.publisher is not None
+        self.publisher.publish_once()
+        for m in DEMO_MARKETS:
+            spec = self.engine.core.books[m.market_id].spec
+            params = market_params_for(
+                index=m.market_id, tick_size=spec.tick_size, lot_size=spec.lot_size,
+                params=self.engine.core.markets[m.market_id].params,
+                oracle_feed_id=self._feed_id(m.symbol),
+            )  # fmt: skip
+            await create_market(
+                self.admin, authority=self.authority, oracle=self._oracle_address(m.symbol),
+                params=params,
+            )  # fmt: skip
+        return setup
+
+    def _make_publisher(self) -> None:
+        assert self.server is not None and self.engine is not None
+        feeds = []
+        for m in DEMO_MARKETS:
+            pm = self.engine.core.markets.get(m.market_id)
+            start = pm.index_price if pm is not None and pm.index_price > 0 else m.start_price
+            walk = RandomWalk(
+                seed=self.config.seed * 1_000 + m.market_id + self.recovered_seq,
+                start_price=start, step_ppm=self.config.oracle_step_ppm, confidence_ppm=100,
+            )  # fmt: skip
+            feeds.append(
+                SimulatedFeed(
+                    self._oracle_address(m.symbol),
+                    OracleSource.PYTH_PULL,
+                    walk,
+                    feed_id=self._feed_id(m.symbol),
+                )
+            )
+        self.publisher = SimulatedPublisher(self.server.cluster, feeds)
+
+    async def _start_oracle(self) -> None:
+        assert self.server is not None and self.publisher is not None and self.engine is not None
+        self.publisher.start(interval_s=self.config.oracle_interval_s)
+        markets = [
+            MarketOracle(
+                market_id=m.market_id,
+                primary=StreamFeed(
+                    self._oracle_address(m.symbol),
+                    OracleSource.PYTH_PULL,
+                    expected_feed_id=self._feed_id(m.symbol),
+                ),
+                guards=ORACLE_GUARDS,
+            )
+            for m in DEMO_MARKETS
+        ]
+        self.feed = OracleFeed(
+            self.server.ws_url, self.server.rpc_url, markets, on_update=self._on_oracle
+        )
+        await self.feed.start()
+        # Ready when every market has an index price from this run's feed.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while any(self.status.oracle_updates.get(m.market_id, 0) == 0 for m in DEMO_MARKETS):
+            if loop.time() > deadline:
+                raise NodeError("oracle: expected a price for every market within 30 s, got none")
+            await asyncio.sleep(0.05)
+
+    def _on_oracle(self, update: IndexPriceUpdate) -> None:
+        assert self.runner is not None
+        command = oracle_command(
+            update.market_id, update.reading, update.verdict(OracleAction.TRADING)
+        )
+        future = self.runner.submit(command)
+        market_id = update.market_id
+
+        def done(f: Future[list[Event]]) -> None:
+            if f.exception() is None:
+                self.status.oracle_updates[market_id] = (
+                    self.status.oracle_updates.get(market_id, 0) + 1
+                )
+
+        future.add_done_callback(done)
+
+    async def _start_api(self, wallets: dict[str, Keypair]) -> None:
+        assert self.runner is not None
+        owners = tuple((str(wallets[name].pubkey()), owner) for name, owner in self.wallet_names())
+        api_config = replace(self.config.api, owners=tuple(self.config.api.owners) + owners)
+        self.app = create_app(api_config, self.runner)
+        self.app[METRICS_KEY].add_collector(self._collect_metrics)
+        self.api_runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
+        await self.api_runner.setup()
+        site = web.TCPSite(self.api_runner, api_config.host, api_config.port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        port = int(sockets[0].getsockname()[1]) if sockets else api_config.port
+        assert self.server is not None
+        api_url = f"http://{api_config.host}:{port}"
+        self.endpoints = Endpoints(
+            api_url=api_url,
+            ws_url=f"ws://{api_config.host}:{port}/ws",
+            rpc_url=self.server.rpc_url,
+            rpc_ws_url=self.server.ws_url,
+            metrics_url=f"{api_url}/metrics",
+            data_dir=str(self.data_dir.resolve()),
+        )
+
+    def _start_settlement(self) -> None:
+        markets = tuple(m.market_id for m in DEMO_MARKETS)
+        self.service = SettlementService(
+            journal=self.read_journal(),
+            program=self.program(self.operator),
+            operator=self.operator,
+            accounts=self.accounts,
+            config=SettlementConfig(market_ids=markets),
+        )
+        self.bridge = DepositBridge(
+            program=self.program(self.operator),
+            vault=self.setup.vault,
+            accounts=self.accounts,
+            credit=self.submit,
+            engine_last_seq=self.engine_last_seq,
+            journal=self.read_journal(),
+            state_path=self.data_dir / "bridge.json",
+        )
+        self.bridge.recover()
+        self.reconciler = Reconciler(
+            program=self.program(self.operator),
+            accounts=self.accounts,
+            config=ReconcilerConfig(market_ids=markets, halt_on_mismatch=False),
+        )
+        self.settled = SettledView(self.read_journal())
+        self.status.settlement_caught_up_s = time.time()
+        self._tasks.append(asyncio.create_task(self._settlement_loop(), name="settlement"))
+
+    def _start_liquidation(self) -> None:
+        """The liquidation sweeper hook: helper K's ``exchange/engine/liquidation_service.py``."""
+        if importlib.util.find_spec(LIQUIDATION_SERVICE_MODULE) is None:
+            log.warning(
+                "liquidation sweeper: not started (%s does not exist yet)",
+                LIQUIDATION_SERVICE_MODULE,
+            )
+            self.liquidation = None
+            return
+        module = importlib.import_module(LIQUIDATION_SERVICE_MODULE)
+        start = getattr(module, "start_for_node", None)
+        if start is None:
+            log.warning(
+                "liquidation sweeper: %s has no start_for_node(node)", LIQUIDATION_SERVICE_MODULE
+            )
+            self.liquidation = None
+            return
+        self.liquidation = start(self)
+
+    async def _start_bots(self, wallets: dict[str, Keypair], *, fund: bool) -> None:
+        assert self.endpoints is not None
+        names = dict(self.wallet_names())
+        if fund:
+            for name, owner in self.wallet_names():
+                amount = (
+                    self.config.maker_deposit_quote
+                    if name.startswith("maker")
+                    else self.config.taker_deposit_quote
+                )
+                # The wallet deposits on-chain; the bridge (not this call) credits the engine.
+                await deposit_collateral(
+                    self.admin, self.setup, mint_authority=self.authority,
+                    wallet=wallets[name], owner_id=owner, sub_account_id=0,
+                    amount_quote=amount, credit_engine=lambda _cmd: None,
+                )  # fmt: skip
+        rest_markets = None
+        for i, (name, _owner) in enumerate(self.wallet_names()):
+            rest = PerpdexRest(self.endpoints.api_url, wallets[name])
+            self._bot_sessions.append(rest)
+            if rest_markets is None:
+                rest_markets = await rest.markets()
+            bot: MarketMaker | Taker
+            if name.startswith("maker"):
+                params = MakerParams(interval_s=self.config.maker_interval_s)
+                bot = MarketMaker(rest, rest_markets, params, name=name, spread_multiplier=1 + i)
+            else:
+                seed = self.config.seed + names[name] + self.recovered_seq
+                bot = Taker(rest, rest_markets,
+                            TakerParams(interval_s=self.config.taker_interval_s, seed=seed),
+                            name=name)  # fmt: skip
+            self.bots.append(bot)
+            self._tasks.append(asyncio.create_task(bot.run(self._stop), name=name))
+
+    def _write_endpoints(self) -> None:
+        assert self.endpoints is not None
+        body = {**self.endpoints.to_json(), "pid": os.getpid()}
+        tmp = self.data_dir / "node.json.tmp"
+        tmp.write_text(json.dumps(body, indent=2))
+        os.replace(tmp, self.data_dir / "node.json")
+
+    # ------------------------------------------------------------------ settlement loop
+    async def _settlement_loop(self) -> None:
+        assert self.service is not None and self.bridge is not None
+        next_reconcile = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stop.is_set():
+            try:
+                credited = await self.bridge.poll()
+                await self.service.settle_available()
+                if self.service.cursor >= self.engine_last_seq():
+                    self.status.settlement_caught_up_s = time.time()
+                if credited == 0 and loop.time() >= next_reconcile:
+                    next_reconcile = loop.time() + self.config.reconcile_interval_s
+                    await self.reconcile_once()
+            except SettlementError as exc:
+                self.status.loop_errors += 1
+                self.status.settlement_error = f"{exc.code}: {exc}"
+                if self.service.state is ServiceState.HALTED:
+                    log.error("settlement halted; the loop stops: %s", exc)
+                    return
+                log.error("settlement loop: %s", exc)
+            except (TimeoutError, OSError) as exc:
+                self.status.loop_errors += 1
+                log.warning("settlement loop: %r", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.config.settle_interval_s)
+
+    async def reconcile_once(self) -> ReconciliationReport | None:
+        """Compare the chain with the engine at the settled sequence; ``None`` when a deposit
+        landed meanwhile (the comparison would be of two different moments)."""
+        assert self.service is not None and self.reconciler is not None
+        assert self.settled is not None and self.bridge is not None
+        core = self.settled.advance(self.service.cursor)
+        report = await self.reconciler.reconcile(core)
+        if report.mismatches and await self.bridge.poll():
+            self.status.reconcile_deferred += 1
+            return None
+        self.status.reconcile_runs += 1
+        self.status.last_reconcile = report
+        self.status.last_reconcile_s = time.time()
+        if report.mismatches:
+            markets = sorted(
+                {m.market_id for m in report.mismatches if m.market_id in self.service.markets}
+                or set(self.service.markets)
+            )
+            for market_id in markets:
+                await self.submit(SetMarketStatus(market_id, int(MarketStatus.HALTED)))
+            self.status.halted_markets = tuple(markets)
+            log.error("reconciliation: halted markets %s", markets)
+        return report
+
+    def _collect_metrics(self) -> Iterable[Family]:
+        now = time.time()
+        out = []
+        svc, rec, bridge = self.service, self.reconciler, self.bridge
+        if svc is not None:
+            lag = Family("perpdex_settlement_lag_events", "gauge",
+                         "engine events not yet read by settlement")  # fmt: skip
+            lag.add(max(0, self.engine_last_seq() - svc.cursor))
+            lag_s = Family("perpdex_settlement_lag_seconds", "gauge",
+                           "seconds since settlement last caught up with the engine")  # fmt: skip
+            caught_up = svc.cursor >= self.engine_last_seq()
+            lag_s.add(0.0 if caught_up else max(0.0, now - self.status.settlement_caught_up_s))
+            state = Family("perpdex_settlement_state", "gauge", "1 for the current state")
+            for s in ServiceState:
+                state.add(int(svc.state is s), (("state", s.value),))
+            m = svc.metrics
+            counts = Family("perpdex_settlement_total", "counter", "settlement work done")
+            for what, value in (("batches", m.batches_posted), ("fills", m.fills_settled),
+                                ("funding_updates", m.funding_updates),
+                                ("rpc_retries", m.rpc_retries)):  # fmt: skip
+                counts.add(value, (("what", what),))
+            out += [lag, lag_s, state, counts]
+        if rec is not None:
+            report = self.status.last_reconcile
+            ok = Family("perpdex_reconciliation_ok", "gauge",
+                        "1 when the last reconciliation found no mismatch (-1: none yet)")  # fmt: skip
+            ok.add(-1 if report is None else int(report.ok))
+            runs = Family("perpdex_reconciliation_runs_total", "counter", "reconciliations")
+            runs.add(self.status.reconcile_runs)
+            mism = Family(
+                "perpdex_reconciliation_mismatches_total", "counter", "values that differed"
+            )
+            mism.add(rec.metrics.mismatches)
+            last = Family("perpdex_reconciliation_last_run_timestamp_seconds", "gauge",
+                          "wall time of the last reconciliation")  # fmt: skip
+            last.add(self.status.last_reconcile_s)
+            out += [ok, runs, mism, last]
+        if bridge is not None:
+            dep = Family("perpdex_bridge_deposits_total", "counter", "on-chain deposits credited")
+            dep.add(bridge.metrics.deposits_credited)
+            unm = Family("perpdex_bridge_unmapped_deposits_total", "counter",
+                         "deposits of wallets without an engine account")  # fmt: skip
+            unm.add(bridge.metrics.unmapped)
+            out += [dep, unm]
+        upd = Family("perpdex_oracle_updates_total", "counter", "oracle readings into the engine")
+        for market_id, n in sorted(self.status.oracle_updates.items()):
+            upd.add(n, (("market_id", str(market_id)),))
+        out.append(upd)
+        return out
+
+    # ------------------------------------------------------------------ run / stop
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        """Ordered teardown (see the module docstring); safe after a partial start."""
+        self._stop.set()
+        for task in self._tasks:  # bots and the settlement loop see the stop event
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 5.0)
+        self._tasks.clear()
+        for rest in self._bot_sessions:
+            await rest.close()
+        self._bot_sessions.clear()
+        if self.feed is not None:
+            await self.feed.stop()
+            self.feed = None
+        if self.publisher is not None:
+            await self.publisher.stop()
+        if self.api_runner is not None:
+            await self.api_runner.cleanup()
+            self.api_runner = None
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
+        if self.engine is not None:
+            self.final_hash = self.engine.snapshot()
+            self.final_seq = self.engine.core.next_seq - 1
+            self.engine.close()
+            self.engine = None
+        for journal in self._journals:
+            journal.close()
+        self._journals.clear()
+        for client in self._clients:
+            with contextlib.suppress(Exception):
+                await client.close()
+        self._clients.clear()
+        if self.server is not None:
+            if self.endpoints is not None:  # fully started: the chain is worth keeping
+                save_chain(self.server, self.chain_dir)
+            await self.server.stop()
+            self.server = None

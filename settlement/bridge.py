@@ -1,0 +1,293 @@
+"""The deposit bridge: collateral that lands in the clearing program's vault on-chain is credited
+to the engine, exactly once.
+
+A user deposits on-chain by itself (``deposit``, wallet-signed; the program emits a
+``Deposited`` event). The bridge watches the chain: it lists the vault's transactions
+(``getSignaturesForAddress``, newest first, paged back to the last one it has seen), reads
+each confirmed transaction's logs and parses the program's events with anchorpy's
+``EventParser``. Every ``Deposited`` of a wallet in the ``AccountMap`` becomes
+``Deposit(owner_id, sub_account_id, amount_quote)`` into the engine; deposits of unmapped
+wallets stay on-chain and are counted (``metrics.unmapped``). A failed transaction is skipped.
+
+Exactly once across crashes: before a credit the bridge writes the deposit as ``pending`` in
+its state file together with the engine's last sequence number at that moment; after the
+engine acknowledged the durable ``CollateralDeposited`` it records the deposit as credited.
+On start a leftover ``pending`` is resolved from the journal (a ``CollateralDeposited`` of that
+sub-account and amount after the recorded sequence means it was credited), so a crash between
+the two writes neither loses nor doubles a deposit. The bridge is the only source of
+``Deposit`` commands in a node, which makes that match unambiguous.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from anchorpy import EventParser, Program
+from solana.rpc.commitment import Confirmed
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+
+from exchange.core.commands import Deposit
+from exchange.core.events import CollateralDeposited, Event
+from exchange.engine.journal import Journal
+from settlement.errors import SettlementError
+from settlement.onchain import AccountMap
+
+log = logging.getLogger(__name__)
+
+PAGE_LIMIT: Final = 1000  # getSignaturesForAddress page
+SCANNED_KEPT: Final = 50_000  # signatures remembered (newest), bounds the state file
+STATE_VERSION: Final = 1
+
+
+class BridgeError(SettlementError):
+    """The bridge cannot continue (state file unreadable, engine refused a landed deposit)."""
+
+    code = "BRIDGE"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainDeposit:
+    """One ``Deposited`` event of a confirmed transaction."""
+
+    signature: str
+    event_index: int  # position among the transaction's Deposited events
+    slot: int
+    wallet: Pubkey
+    amount_quote: int  # QUOTE_PRECISION
+
+    @property
+    def key(self) -> str:
+        return f"{self.signature}:{self.event_index}"
+
+
+@dataclass(slots=True)
+class BridgeMetrics:
+    polls: int = 0
+    transactions_read: int = 0
+    deposits_credited: int = 0
+    deposited_quote: int = 0  # QUOTE_PRECISION, credited by this process
+    unmapped: int = 0  # deposits of wallets outside the account map (left on-chain)
+    failed_transactions: int = 0
+    recovered_pending: int = 0  # pending credits found in the journal at start
+
+
+@dataclass(slots=True)
+class BridgeState:
+    """What the bridge has done, persisted (``state_path``) after every step."""
+
+    scanned: list[str] = field(default_factory=list)  # vault signatures fully processed
+    credited: list[str] = field(default_factory=list)  # ChainDeposit keys credited
+    pending: dict[str, Any] | None = None  # the credit in flight, see the module docstring
+
+    @classmethod
+    def load(cls, path: Path) -> BridgeState:
+        if not path.exists():
+            return cls()
+        try:
+            raw = json.loads(path.read_text())
+            if raw.get("version") != STATE_VERSION:
+                raise ValueError(f"version {raw.get('version')!r}")
+            return cls(list(raw["scanned"]), list(raw["credited"]), raw["pending"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BridgeError(
+                f"bridge state {path}: expected a version {STATE_VERSION} JSON file, got {exc}"
+            ) from exc
+
+    def save(self, path: Path) -> None:
+        """Atomically (write, fsync, rename)."""
+        del self.scanned[:-SCANNED_KEPT]
+        del self.credited[:-SCANNED_KEPT]
+        body = {
+            "version": STATE_VERSION,
+            "scanned": self.scanned,
+            "credited": self.credited,
+            "pending": self.pending,
+        }
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(body, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+Credit = Callable[[Deposit], Awaitable[Sequence[Event]]]
+
+
+class DepositBridge:
+    """Credits on-chain deposits to the engine; call ``recover`` once, then ``poll``."""
+
+    def __init__(
+        self,
+        *,
+        program: Program,
+        vault: Pubkey,
+        accounts: AccountMap,
+        credit: Credit,
+        engine_last_seq: Callable[[], int],
+        journal: Journal,
+        state_path: Path,
+    ) -> None:
+        self.program = program
+        self.client = program.provider.connection
+        self.vault = vault
+        self.accounts = accounts
+        self.credit = credit
+        self.engine_last_seq = engine_last_seq
+        self.journal = journal
+        self.state_path = state_path
+        self.state = BridgeState.load(state_path)
+        self._scanned = set(self.state.scanned)
+        self._credited = set(self.state.credited)
+        self._parser = EventParser(program.program_id, program.coder)
+        self.metrics = BridgeMetrics()
+
+    # ------------------------------------------------------------------ start
+    def recover(self) -> None:
+        """Resolve a credit that was in flight when the last process stopped."""
+        pending = self.state.pending
+        if pending is None:
+            return
+        self.journal.refresh()
+        owner, sub, amount = pending["owner_id"], pending["sub_account_id"], pending["amount"]
+        landed = any(
+            type(e) is CollateralDeposited
+            and (e.owner_id, e.sub_account_id, e.amount_quote) == (owner, sub, amount)
+            for e in self.journal.read(after_seq=pending["after_seq"])
+        )
+        if landed:
+            self._mark_credited(pending["key"])
+            self.metrics.recovered_pending += 1
+            log.info("bridge: pending deposit %s was credited before the restart", pending["key"])
+        else:
+            log.info("bridge: pending deposit %s was not credited; crediting it", pending["key"])
+            self.state.pending = None  # the next poll finds it uncredited on-chain
+        self.state.save(self.state_path)
+
+    # ------------------------------------------------------------------ chain
+    async def _new_signatures(self) -> list[tuple[str, int, bool]]:
+        """Vault transactions not yet scanned, oldest first: (signature, slot, failed)."""
+        found: list[tuple[str, int, bool]] = []
+        before: Signature | None = None
+        while True:
+            resp = await self.client.get_signatures_for_address(
+                self.vault, before=before, limit=PAGE_LIMIT, commitment=Confirmed
+            )
+            page = resp.value
+            stop = False
+            for info in page:
+                sig = str(info.signature)
+                if sig in self._scanned:
+                    stop = True
+                    break
+                found.append((sig, info.slot, info.err is not None))
+            if stop or len(page) < PAGE_LIMIT:
+                break
+            before = page[-1].signature
+        found.reverse()
+        return found
+
+    async def _deposits_of(self, signature: str, slot: int) -> list[ChainDeposit] | None:
+        """The transaction's Deposited events (None: not readable yet)."""
+        resp = await self.client.get_transaction(
+            Signature.from_string(signature),
+            encoding="json",
+            commitment=Confirmed,
+            max_supported_transaction_version=0,
+        )
+        if resp.value is None:
+            return None
+        meta = resp.value.transaction.meta
+        if meta is None:
+            return None
+        if meta.err is not None:
+            return []
+        events: list[Any] = []
+        self._parser.parse_logs(list(meta.log_messages or []), events.append)
+        out: list[ChainDeposit] = []
+        for event in events:
+            if event.name == "Deposited":
+                out.append(
+                    ChainDeposit(
+                        signature, len(out), slot, event.data.owner, int(event.data.amount_quote)
+                    )
+                )
+        return out
+
+    async def scan(self) -> list[tuple[str, list[ChainDeposit]]]:
+        """New vault transactions (oldest first) with their deposits; stops at the first one
+        the RPC cannot return yet, so order is kept."""
+        out: list[tuple[str, list[ChainDeposit]]] = []
+        for sig, slot, failed in await self._new_signatures():
+            if failed:
+                self.metrics.failed_transactions += 1
+                out.append((sig, []))
+                continue
+            deposits = await self._deposits_of(sig, slot)
+            if deposits is None:
+                break
+            self.metrics.transactions_read += 1
+            out.append((sig, deposits))
+        return out
+
+    # ------------------------------------------------------------------ credit
+    async def poll(self) -> int:
+        """Credit every new on-chain deposit; returns how many were credited."""
+        self.metrics.polls += 1
+        credited = 0
+        for sig, deposits in await self.scan():
+            for deposit in deposits:
+                if deposit.key in self._credited:
+                    continue
+                credited += await self._credit(deposit)
+            self._scanned.add(sig)
+            self.state.scanned.append(sig)
+            self.state.save(self.state_path)
+        return credited
+
+    async def _credit(self, deposit: ChainDeposit) -> int:
+        user = self.accounts.addresses.user(deposit.wallet)[0]
+        try:
+            owner_id, sub_account_id = self.accounts.engine_account(user)
+        except KeyError:
+            self.metrics.unmapped += 1
+            log.warning(
+                "bridge: deposit %s of %d quote from unmapped wallet %s left on-chain",
+                deposit.key, deposit.amount_quote, deposit.wallet,
+            )  # fmt: skip
+            return 0
+        self.state.pending = {
+            "key": deposit.key,
+            "owner_id": owner_id,
+            "sub_account_id": sub_account_id,
+            "amount": deposit.amount_quote,
+            "after_seq": self.engine_last_seq(),
+        }
+        self.state.save(self.state_path)
+        events = await self.credit(Deposit(owner_id, sub_account_id, deposit.amount_quote))
+        if not any(type(e) is CollateralDeposited for e in events):
+            raise BridgeError(
+                f"deposit {deposit.key}: expected the engine to credit {deposit.amount_quote} "
+                f"quote to ({owner_id}, {sub_account_id}), got {list(events)!r}"
+            )
+        self._mark_credited(deposit.key)
+        self.state.save(self.state_path)
+        self.metrics.deposits_credited += 1
+        self.metrics.deposited_quote += deposit.amount_quote
+        log.info(
+            "bridge: credited %d quote to (%d, %d) from %s",
+            deposit.amount_quote, owner_id, sub_account_id, deposit.key,
+        )  # fmt: skip
+        return 1
+
+    def _mark_credited(self, key: str) -> None:
+        self._credited.add(key)
+        self.state.credited.append(key)
+        self.state.pending = None
