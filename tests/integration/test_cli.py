@@ -16,7 +16,7 @@ def perpdex(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_run_then_replay_agree_and_a_restart_resumes(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    first = perpdex("run", "--data-dir", str(data), "--rounds", "20")
+    first = perpdex("run", "--demo-only", "--data-dir", str(data), "--rounds", "20")
     assert first.returncode == 0, first.stderr
     assert "BTC-PERP book" in first.stdout and "throughput:" in first.stdout
     run_hash = first.stdout.split("state hash ")[1].split()[0]
@@ -26,7 +26,7 @@ def test_run_then_replay_agree_and_a_restart_resumes(tmp_path: Path) -> None:
     assert f"state hash {run_hash}" in replay.stdout
     assert "1 snapshot hashes verified" in replay.stdout
 
-    second = perpdex("run", "--data-dir", str(data), "--rounds", "5")
+    second = perpdex("run", "--demo-only", "--data-dir", str(data), "--rounds", "5")
     assert second.returncode == 0, second.stderr
     assert f"state {run_hash[:16]}" in second.stdout  # recovered exactly where it stopped
 
@@ -39,7 +39,7 @@ def test_replay_refuses_a_missing_journal(tmp_path: Path) -> None:
 
 def test_replay_detects_a_tampered_snapshot(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    assert perpdex("run", "--data-dir", str(data), "--rounds", "3").returncode == 0
+    assert perpdex("run", "--demo-only", "--data-dir", str(data), "--rounds", "3").returncode == 0
     with sqlite3.connect(data / "journal.sqlite") as db:
         db.execute("update snapshots set state_hash = ?", ("0" * 64,))
     result = perpdex("replay", str(data))
