@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from exchange.core.units import I64_MAX, I64_MIN, U64_MAX
+from liquidation.rules import LiquidationConfig, LiquidationPlan, OracleReading, plan_liquidation
 from oracle_feeds.errors import OracleError
 from oracle_feeds.price import MAX_EXPONENT, MIN_EXPONENT, confidence_from_raw, price_from_raw
 from perp.margin_check import margin_summary
@@ -38,6 +39,7 @@ from perp.math.margin import (
     unrealized_pnl_quote,
 )
 from perp.position import Position, apply_fill
+from settlement.spec import LIQUIDATION_BUFFER_PPM, LIQUIDATOR_SHARE_PPM
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_DIR = ROOT / "tests" / "fixtures" / "golden"
@@ -387,6 +389,89 @@ def _convert(
         return _err(fn, inputs, name)
 
 
+# ------------------------------------------------------------------ liquidation
+
+
+def liquidation_cases(rng: random.Random) -> Iterator[Case]:
+    """liquidation.rules.plan_liquidation of non-bankrupt accounts (the on-chain liquidate):
+    1..4 markets, collateral around the maintenance requirement, one fee for every market
+    (the rules' venue-wide config; on-chain each Market's fee, set equal here)."""
+    for i in range(400):
+        yield _liquidation_case(rng, hand=i < 40)
+
+
+def _liquidation_case(rng: random.Random, *, hand: bool) -> Case:
+    num_markets = rng.randrange(1, 5)
+    market_ids = sorted(rng.sample(range(8), num_markets))
+    positions: list[dict[str, Any]] = []
+    for market_id in market_ids:
+        tiers = _schedule(rng)
+        lot = rng.choice([1, 1_000, 10**6, 10**8, 10**9])
+        lots = rng.randrange(1, 10**6 if lot < 10**8 else 10**4)
+        base = rng.choice([-1, 1]) * lots * lot
+        price = rng.randrange(10**4, 10**11)
+        entry_price = price + rng.randrange(-price // 5, price // 5 + 1)
+        entry = -(base * entry_price // 10**9)
+        positions.append({"market_index": market_id, "base": base, "entry_quote": entry,
+                          "price": price, "lot_size": lot, "tiers": tiers})  # fmt: skip
+    smallest_mm = min(p["tiers"][0][2] for p in positions)
+    if hand:
+        share, buffer = LIQUIDATOR_SHARE_PPM, LIQUIDATION_BUFFER_PPM
+        fee = min(smallest_mm // 2, 100_000)
+    else:
+        share, buffer = rng.randrange(0, 10**6 + 1), rng.randrange(0, 100_001)
+        fee = rng.randrange(0, min(smallest_mm, 100_001)) if rng.randrange(20) else smallest_mm
+        fee = min(fee, 100_000, smallest_mm + buffer)
+    for p in positions:
+        p["liquidation_fee_ppm"] = fee
+    schedules = {p["market_index"]: _margin_schedule(p["tiers"]) for p in positions}
+    held = {p["market_index"]: Position(base=p["base"], entry_quote=p["entry_quote"])
+            for p in positions}  # fmt: skip
+    prices = {p["market_index"]: p["price"] for p in positions}
+    maintenance = sum(
+        requirement_quote(notional_quote(p["base"], p["price"]), schedules[m], MarginKind.MAINTENANCE)
+        for m, p in zip(market_ids, positions, strict=True)
+    )  # fmt: skip
+    pnl = sum(unrealized_pnl_quote(p["base"], p["entry_quote"], p["price"]) for p in positions)
+    # equity = collateral + pnl around the maintenance requirement: healthy, liquidatable,
+    # deeply liquidatable, bankrupt
+    equity = rng.choice([
+        maintenance + rng.randrange(0, 10**6), maintenance * rng.randrange(50, 100) // 100,
+        maintenance * rng.randrange(1, 50) // 100, rng.randrange(0, 10**3),
+        -rng.randrange(1, 10**6), maintenance - 1,
+    ])  # fmt: skip
+    collateral = equity - pnl
+    fund = rng.choice([0, 1, 10**6, 10**12])
+    inputs = {"collateral_quote": collateral, "insurance_fund_quote": fund, "buffer_ppm": buffer,
+              "liquidator_share_ppm": share, "positions": positions}  # fmt: skip
+    if not _fits_i64(collateral):
+        return _err("liquidation_plan", inputs, "CollateralOverflow")
+    if equity >= maintenance:
+        return _err("liquidation_plan", inputs, "NotLiquidatable")
+    if equity < 0:
+        return _err("liquidation_plan", inputs, "AccountBankrupt")
+    if any(p["tiers"][0][2] + buffer <= fee for p in positions):
+        return _err("liquidation_plan", inputs, "InvalidLiquidationFee")
+    plan = plan_liquidation(
+        account_id=1, collateral_quote=collateral, positions=held, open_order_markets=(),
+        oracles={m: OracleReading(price, True) for m, price in prices.items()},
+        schedules=schedules, lot_sizes={p["market_index"]: p["lot_size"] for p in positions},
+        config=LiquidationConfig(liquidation_fee_ppm=fee, liquidator_share_ppm=share,
+                                 buffer_ppm=buffer),
+        insurance_fund_quote=fund, adl_candidates={},
+    )  # fmt: skip
+    assert isinstance(plan, LiquidationPlan) and not plan.bankrupt, plan
+    index = {m: i for i, m in enumerate(market_ids)}
+    return _ok("liquidation_plan", inputs, {
+        "transfers": [[index[t.market_id], t.base_delta, t.quote_delta, t.fee_quote,
+                       t.liquidator_fee_quote, t.insurance_fee_quote] for t in plan.transfers],
+        "equity_before_quote": plan.equity_before_quote,
+        "maintenance_before_quote": plan.maintenance_before_quote,
+        "insurance_payment_quote": plan.insurance_payment_quote,
+        "collateral_after_quote": plan.collateral_after_quote,
+    })  # fmt: skip
+
+
 # ------------------------------------------------------------------ files
 
 FILES: dict[str, tuple[Callable[[random.Random], Iterator[Case]], str]] = {
@@ -399,6 +484,10 @@ FILES: dict[str, tuple[Callable[[random.Random], Iterator[Case]], str]] = {
     ),
     "position": (position_cases, "perp.position.apply_fill"),
     "oracle": (oracle_cases, "oracle_feeds.price: price_from_raw, confidence_from_raw"),
+    "liquidation": (
+        liquidation_cases,
+        "liquidation.rules.plan_liquidation (non-bankrupt; the on-chain liquidate)",
+    ),
 }
 SEED = 20_261_121
 

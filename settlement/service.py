@@ -11,6 +11,13 @@ order:
 * consecutive ``FillSettled`` of a market become one ``FillBatch``, as many fills as fit one
   transaction (1232 bytes, ``MAX_FILLS_PER_BATCH``, the compute budget), whose sequence is the
   ``seq`` of its last fill; a fill already covered by the on-chain sequence is skipped;
+* a batch carries ``previous_sequence``, the ``seq`` of the market's fill before its first one
+  (the Market's ``last_settled_sequence`` when planned, then the previous batch's sequence),
+  and ``first_sequence``; the program applies it only when ``previous_sequence`` equals the
+  Market's ``last_settled_sequence`` (the journal ``seq`` is global, so a market's fills have
+  gaps: the batch names its predecessor instead of ``last + 1``). Two batches planned from one
+  progress point, e.g. a dead process's transaction still in flight and its successor's larger
+  batch, can therefore never both land;
 * a ``FundingRateApplied`` closes the market's open batch and becomes a ``FundingUpdate``
   (sequence: its ``seq``), so fills before and after an interval see the same funding index
   on-chain as in the engine.
@@ -19,8 +26,10 @@ Each action is posted with anchorpy (``Program.rpc``, a ``SetComputeUnitLimit`` 
 confirmed, and checked against the Market account before the progress moves. RPC failures
 (connection refused, HTTP 5xx, expired blockhash, unconfirmed) are retried with capped
 exponential backoff; before every retry the Market account says whether the last attempt
-landed after all, so nothing is posted twice. A batch the program rejects (an IDL error or any
-instruction error) halts the service: ``state`` becomes ``HALTED``, the rejection is kept in
+landed after all, so nothing is posted twice. A batch refused as ``BatchNotContiguous`` while
+the Market's sequence has moved past the batch's ``previous_sequence`` lost the race to another
+process's batch: the service reloads its progress from the chain and plans again. Any other
+batch the program rejects (an IDL error or any instruction error) halts the service: ``state`` becomes ``HALTED``, the rejection is kept in
 ``halt`` and logged at ERROR, and every later call raises ``SettlementHalted``; nothing is
 skipped.
 
@@ -73,7 +82,7 @@ from settlement.errors import (
     UnmappedAccount,
 )
 from settlement.onchain import AccountMap, ClearingAddresses, clearing_program
-from settlement.spec import MAX_FILLS_PER_BATCH
+from settlement.spec import ERRORS, MAX_FILLS_PER_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +93,7 @@ TAKER_SIDE_SELL: Final = 1
 _FILL_BYTES: Final = 19  # Borsh Fill: u8 maker, u8 taker, u8 side, u64 price_ticks, u64 lots
 _SETTLE_FIXED_ACCOUNTS: Final = 3  # exchange, market, operator
 _JOURNAL_READ_CHUNK: Final = 50_000  # events per journal read
+BATCH_NOT_CONTIGUOUS: Final = next(e.code for e in ERRORS if e.name == "BatchNotContiguous")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,6 +175,7 @@ class FillBatch(NamedTuple):
     first_seq: int
     fills: tuple[OnChainFill, ...]
     users: tuple[Pubkey, ...]  # remaining accounts, in first-use order
+    previous_sequence: int  # seq of the market's fill before first_seq (0: none)
 
 
 class FundingUpdate(NamedTuple):
@@ -196,7 +207,7 @@ def settle_tx_bytes(num_users: int, num_fills: int) -> int:
     accounts and ``num_fills`` fills."""
     num_keys = _SETTLE_FIXED_ACCOUNTS + num_users + 2  # + clearing and compute-budget programs
     ix_accounts = _SETTLE_FIXED_ACCOUNTS + num_users
-    data = 8 + 8 + 4 + _FILL_BYTES * num_fills  # discriminator, sequence, vec length, fills
+    data = 8 + 3 * 8 + 4 + _FILL_BYTES * num_fills  # discriminator, 3 sequences, vec len, fills
     return (
         1 + 64  # signatures
         + 3  # message header
@@ -249,12 +260,19 @@ class BatchPlanner:
     def plan(self, events: Iterable[Event]) -> list[Action]:
         actions: list[Action] = []
         open_batches: dict[int, tuple[list[OnChainFill], dict[Pubkey, int], int, int]] = {}
+        # the settled chain's tail per market: the on-chain progress, then each batch planned
+        chain_tail = {m: p.settled_sequence for m, p in self.progress.items()}
 
         def close(market_id: int) -> None:
             batch = open_batches.pop(market_id, None)
             if batch is not None:
                 fills, users, first, last = batch
-                actions.append(FillBatch(market_id, last, first, tuple(fills), tuple(users)))
+                actions.append(
+                    FillBatch(
+                        market_id, last, first, tuple(fills), tuple(users), chain_tail[market_id]
+                    )
+                )
+                chain_tail[market_id] = last
 
         for e in events:
             if isinstance(e, FillSettled):
@@ -324,6 +342,7 @@ class SettlementMetrics:
     funding_updates: int = 0
     rpc_retries: int = 0
     found_landed: int = 0  # actions an ambiguous failure had in fact landed
+    lost_races: int = 0  # batches refused because another process's batch had landed first
     last_seq_read: int = 0
     # (signature, fills; 0 for a funding update) of recent transactions, bounded
     posted: list[tuple[Signature, int]] = field(default_factory=list)
@@ -355,6 +374,10 @@ def rejection_of(exc: BaseException) -> tuple[int | None, str] | None:
         if isinstance(err, TransactionErrorInstructionError):
             return None, f"instruction error: {err}"
     return None
+
+
+class _ChainMoved(Exception):
+    """A batch lost the race to another process's batch: re-plan from the chain's progress."""
 
 
 class SettlementService:
@@ -428,23 +451,28 @@ class SettlementService:
     async def settle_available(self) -> int:
         """Settle everything journaled so far; returns the number of actions that landed."""
         self._check_not_halted()
-        if self.state is ServiceState.NEW or self._outcome_unknown:
-            # After an action whose outcome was never recorded (an exception between posting
-            # and recording), only the chain knows where settlement is: a re-plan from stale
-            # progress could merge landed fills into a larger, acceptable batch.
-            await self.resume()
-        last = self.journal.refresh()
         landed = 0
-        while self.cursor < last:
-            upto = min(last, self.cursor + _JOURNAL_READ_CHUNK)
-            events = list(self.journal.read(after_seq=self.cursor, upto_seq=upto))
-            planner = BatchPlanner(self.accounts, self.progress, self.config)
-            for action in planner.plan(events):
-                await self._settle(action)
-                landed += 1
-            self.cursor = upto
-            self.metrics.last_seq_read = upto
-        return landed
+        while True:
+            if self.state is ServiceState.NEW or self._outcome_unknown:
+                # After an action whose outcome was never recorded (an exception between
+                # posting and recording) or a lost race, only the chain knows where settlement
+                # is; the program refuses any batch that does not continue it.
+                await self.resume()
+            last = self.journal.refresh()
+            try:
+                while self.cursor < last:
+                    upto = min(last, self.cursor + _JOURNAL_READ_CHUNK)
+                    events = list(self.journal.read(after_seq=self.cursor, upto_seq=upto))
+                    planner = BatchPlanner(self.accounts, self.progress, self.config)
+                    for action in planner.plan(events):
+                        await self._settle(action)
+                        landed += 1
+                    self.cursor = upto
+                    self.metrics.last_seq_read = upto
+                return landed
+            except _ChainMoved as moved:
+                self.metrics.lost_races += 1
+                log.warning("settlement: %s; reloading progress from the chain", moved)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll the journal until ``stop`` is set (or a rejection halts settlement)."""
@@ -477,6 +505,8 @@ class SettlementService:
                 else:
                     if await self._landed_after_failure(action):
                         break  # an earlier attempt had landed; the retry hit the sequence check
+                    if refusal[0] == BATCH_NOT_CONTIGUOUS and isinstance(action, FillBatch):
+                        await self._raise_if_chain_moved(action)
                     self._reject(action, *refusal)
             except _TRANSIENT as exc:
                 error = exc
@@ -512,7 +542,9 @@ class SettlementService:
                 pre_instructions=[set_compute_unit_limit(min(limit, MAX_COMPUTE_UNITS))],
             )  # fmt: skip
             fills = [f.arg() for f in action.fills]
-            sig: Signature = await self.program.rpc["settle_fills"](action.sequence, fills, ctx=ctx)
+            sig: Signature = await self.program.rpc["settle_fills"](
+                action.previous_sequence, action.first_seq, action.sequence, fills, ctx=ctx
+            )
             return sig
         ctx = Context(
             accounts={"exchange": self.exchange, "market": market,
@@ -541,6 +573,22 @@ class SettlementService:
                 type(action).__name__, action.sequence,
             )  # fmt: skip
         return landed
+
+    async def _raise_if_chain_moved(self, action: FillBatch) -> None:
+        """``_ChainMoved`` when the Market's settled sequence is no longer the one the batch
+        continues: another process's batch landed first (nothing of ours was applied)."""
+        market = await self._with_retries(
+            "read Market",
+            lambda: self.program.account["Market"].fetch(
+                self.markets[action.market_id], commitment=Confirmed
+            ),
+        )
+        if market.last_settled_sequence != action.previous_sequence:
+            raise _ChainMoved(
+                f"market {action.market_id} batch {action.first_seq}..{action.sequence}: "
+                f"expected the chain at {action.previous_sequence}, got "
+                f"{market.last_settled_sequence}"
+            )
 
     async def _with_retries(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         delay = self.config.retry_initial_s

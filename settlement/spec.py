@@ -170,6 +170,12 @@ MAX_MARGIN_TIERS: Final = 4
 MAX_POSITIONS: Final = 8
 MAX_FILLS_PER_BATCH: Final = 64
 MAX_COUNCIL: Final = 7
+#: (Market, oracle) pairs one liquidate may read: every market either account holds.
+MAX_LIQUIDATION_MARKETS: Final = 2 * MAX_POSITIONS
+#: Venue-wide liquidation split and sizing buffer (LiquidationConfig of the engine,
+#: perp.clearinghouse.DEFAULT_LIQUIDATION_CONFIG); the fee itself is Market.liquidation_fee_ppm.
+LIQUIDATOR_SHARE_PPM: Final = 500_000
+LIQUIDATION_BUFFER_PPM: Final = 10_000
 #: First seed of the PDA that owns the vault and insurance-fund token accounts.
 VAULT_AUTHORITY_SEED: Final = "vault"
 
@@ -203,6 +209,15 @@ CONSTANTS: Final = (
     Constant("MAX_ORACLE_AGE_SLOTS", 9_000, "hard bound: oracle_max_age_slots (~1 hour)"),
     Constant("MAX_ORACLE_AGE_SECONDS", 3_600, "hard bound: oracle_max_age_seconds"),
     Constant("MAX_MARGIN_FALL_PPM", 200_000, "rate limit: a margin ratio falls <= 20 % per change"),
+    Constant(
+        "MAX_LIQUIDATION_MARKETS", MAX_LIQUIDATION_MARKETS, "(Market, oracle) pairs of a liquidate"
+    ),
+    Constant("LIQUIDATOR_SHARE_PPM", LIQUIDATOR_SHARE_PPM, "liquidator's share of the fee, ppm"),
+    Constant(
+        "LIQUIDATION_BUFFER_PPM",
+        LIQUIDATION_BUFFER_PPM,
+        "sizing target: maintenance + this x notional",
+    ),
 )
 
 # ---------------------------------------------------------------- types
@@ -491,10 +506,18 @@ INSTRUCTIONS: Final = (
             acc("operator", signer=True, doc="Exchange.operator"),
         ),
         (
-            f("sequence", "u64", "engine sequence of the batch; > Market.last_settled_sequence"),
+            f(
+                "previous_sequence",
+                "u64",
+                "seq of the market's fill before the batch; == Market.last_settled_sequence",
+            ),
+            f("first_sequence", "u64", "seq of the batch's first fill; > previous_sequence"),
+            f("sequence", "u64", "seq of the batch's last fill; >= first_sequence"),
             f("fills", Vec(Defined("Fill")), "1..MAX_FILLS_PER_BATCH fills"),
         ),
-        "Apply an engine batch of fills exactly once: funding, positions, fees.",
+        "Apply an engine batch of fills exactly once: funding, positions, fees. The batch "
+        "must continue the settled chain (previous_sequence == Market.last_settled_sequence), "
+        "so two batches built from one progress point can never both land.",
         remaining="the User accounts the fills index (writable)",
     ),
     Instruction(
@@ -596,6 +619,23 @@ INSTRUCTIONS: Final = (
         ),
         (f("status", "u8", "REDUCE_ONLY, CANCEL_ONLY or HALTED, stricter than now"),),
         "The guardian makes a market stricter at once (no timelock, never looser).",
+    ),
+    Instruction(
+        "liquidate",
+        (
+            acc("exchange", mut=True, doc="Exchange PDA (insurance fund)"),
+            acc("user", mut=True, doc="the User liquidated"),
+            acc("liquidator_user", mut=True, doc="the liquidator's User (takes the positions)"),
+            acc("liquidator", signer=True, doc="liquidator_user.owner"),
+        ),
+        (),
+        "Permissionless partial liquidation at on-chain oracle prices (docs/PROTOCOL.md, "
+        "Liquidation): below maintenance, never bankrupt, sized to maintenance + buffer as "
+        "liquidation/rules.py; slices move to the liquidator at the oracle price, the fee is "
+        "split between the liquidator and the insurance fund; the liquidator must stay at or "
+        "above initial margin.",
+        remaining="(Market (writable), oracle) pairs, strictly ascending market index, one for "
+        "every market either User holds",
     ),
 )
 
@@ -733,6 +773,22 @@ _ERRORS: Final = (
     ("OracleLimitsLoosenTooFast", "rate limit: an oracle limit more than doubles at once"),
     ("CapsRiseTooFast", "rate limit: a position/OI cap or funding cap more than doubles"),
     ("TimelockFallsTooFast", "rate limit: the timelock falls > 50 % at once"),
+    ("BatchNotContiguous", "settle_fills: expected previous_sequence == last_settled_sequence"),
+    (
+        "BatchSequenceRange",
+        "settle_fills: expected previous_sequence < first_sequence <= sequence",
+    ),
+    ("LiquidatorNotSigner", "liquidator: expected a signature"),
+    ("LiquidatorMismatch", "liquidator: expected liquidator_user.owner"),
+    ("SelfLiquidation", "liquidate: expected the liquidator's User to differ from the user's"),
+    (
+        "LiquidationMarketsInvalid",
+        "liquidate: expected (Market, oracle) pairs, ascending index, <= MAX_LIQUIDATION_MARKETS",
+    ),
+    ("LiquidationMarketMissing", "liquidate: expected a Market and oracle for every position"),
+    ("NotLiquidatable", "liquidate: expected equity < maintenance at the oracle prices"),
+    ("AccountBankrupt", "liquidate: equity < 0, left to the engine (insurance fund / ADL)"),
+    ("LiquidatorBelowInitialMargin", "liquidate: expected the liquidator >= initial margin after"),
 )
 
 ERROR_BASE: Final = 6000
@@ -763,8 +819,9 @@ EVENTS: Final = (
         "FillsSettled",
         (
             f("market_index", "u16", "market"),
-            f("sequence", "u64", "batch sequence"),
+            f("sequence", "u64", "batch sequence (its last fill's seq)"),
             f("num_fills", "u32", "fills applied"),
+            f("first_sequence", "u64", "seq of its first fill"),
         ),
         "A fill batch was applied.",
     ),
@@ -810,6 +867,34 @@ EVENTS: Final = (
         "ProposalCancelled",
         (f("proposal_id", "u64", "proposal"),),
         "A proposal was cancelled.",
+    ),
+    Event(
+        "PositionLiquidated",
+        (
+            f("market_index", "u16", "market of the slice"),
+            f("owner", KEY, "owner of the User liquidated"),
+            f("liquidator", KEY, "owner of the liquidator's User"),
+            f("base_delta", "i64", "the liquidated position's change (liquidator: -base_delta)"),
+            f("quote_delta", "i64", "quote to the liquidated account (liquidator: -quote_delta)"),
+            f("price", "u64", "the oracle price, PRICE_PRECISION"),
+            f("fee_quote", "u64", "liquidation fee paid by the liquidated account"),
+            f("liquidator_fee_quote", "u64", "its share paid to the liquidator"),
+            f("insurance_fee_quote", "u64", "the rest, to the insurance fund"),
+        ),
+        "A slice of a position moved to the liquidator (one per market, in plan order).",
+    ),
+    Event(
+        "AccountLiquidated",
+        (
+            f("owner", KEY, "owner of the User liquidated"),
+            f("liquidator", KEY, "owner of the liquidator's User"),
+            f("equity_before_quote", "i64", "equity at the oracle prices before"),
+            f("maintenance_before_quote", "u64", "maintenance requirement before"),
+            f("insurance_payment_quote", "u64", "insurance fund -> account (rounding dust)"),
+            f("collateral_after_quote", "i64", "collateral of the liquidated account after"),
+            f("num_slices", "u8", "PositionLiquidated events before this one"),
+        ),
+        "A liquidation finished (after its PositionLiquidated slices).",
     ),
 )
 

@@ -48,6 +48,9 @@ typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));
 #define PERPDEX_MAX_ORACLE_AGE_SLOTS 9000ULL /* hard bound: oracle_max_age_slots (~1 hour) */
 #define PERPDEX_MAX_ORACLE_AGE_SECONDS 3600ULL /* hard bound: oracle_max_age_seconds */
 #define PERPDEX_MAX_MARGIN_FALL_PPM 200000ULL /* rate limit: a margin ratio falls <= 20 % per change */
+#define PERPDEX_MAX_LIQUIDATION_MARKETS 16ULL /* (Market, oracle) pairs of a liquidate */
+#define PERPDEX_LIQUIDATOR_SHARE_PPM 500000ULL /* liquidator's share of the fee, ppm */
+#define PERPDEX_LIQUIDATION_BUFFER_PPM 10000ULL /* sizing target: maintenance + this x notional */
 #define PERPDEX_ERROR_BASE 6000u
 
 /* PDA seed prefixes (the first seed of each program address) */
@@ -187,6 +190,16 @@ typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));
 #define PERPDEX_ERR_ORACLE_LIMITS_LOOSEN_TOO_FAST 6119u /* rate limit: an oracle limit more than doubles at once */
 #define PERPDEX_ERR_CAPS_RISE_TOO_FAST 6120u /* rate limit: a position/OI cap or funding cap more than doubles */
 #define PERPDEX_ERR_TIMELOCK_FALLS_TOO_FAST 6121u /* rate limit: the timelock falls > 50 % at once */
+#define PERPDEX_ERR_BATCH_NOT_CONTIGUOUS 6122u /* settle_fills: expected previous_sequence == last_settled_sequence */
+#define PERPDEX_ERR_BATCH_SEQUENCE_RANGE 6123u /* settle_fills: expected previous_sequence < first_sequence <= sequence */
+#define PERPDEX_ERR_LIQUIDATOR_NOT_SIGNER 6124u /* liquidator: expected a signature */
+#define PERPDEX_ERR_LIQUIDATOR_MISMATCH 6125u /* liquidator: expected liquidator_user.owner */
+#define PERPDEX_ERR_SELF_LIQUIDATION 6126u /* liquidate: expected the liquidator's User to differ from the user's */
+#define PERPDEX_ERR_LIQUIDATION_MARKETS_INVALID 6127u /* liquidate: expected (Market, oracle) pairs, ascending index, <= MAX_LIQUIDATION_MARKETS */
+#define PERPDEX_ERR_LIQUIDATION_MARKET_MISSING 6128u /* liquidate: expected a Market and oracle for every position */
+#define PERPDEX_ERR_NOT_LIQUIDATABLE 6129u /* liquidate: expected equity < maintenance at the oracle prices */
+#define PERPDEX_ERR_ACCOUNT_BANKRUPT 6130u /* liquidate: equity < 0, left to the engine (insurance fund / ADL) */
+#define PERPDEX_ERR_LIQUIDATOR_BELOW_INITIAL_MARGIN 6131u /* liquidate: expected the liquidator >= initial margin after */
 
 /* ------------------------------------------------------------ types */
 /* One marginal bracket of a margin schedule (docs/PROTOCOL.md, Margin). */
@@ -604,17 +617,21 @@ _Static_assert(sizeof(perpdex_withdraw_args) == 16, "size");
 #define PERPDEX_IX_SETTLE_FILLS_ACC_EXCHANGE 0 /* writable */
 #define PERPDEX_IX_SETTLE_FILLS_ACC_MARKET 1 /* writable */
 #define PERPDEX_IX_SETTLE_FILLS_ACC_OPERATOR 2 /* signer */
-/* instruction data of settle_fills: Apply an engine batch of fills exactly once: funding, positions, fees. Remaining accounts: the User accounts the fills index (writable). */
+/* instruction data of settle_fills: Apply an engine batch of fills exactly once: funding, positions, fees. The batch must continue the settled chain (previous_sequence == Market.last_settled_sequence), so two batches built from one progress point can never both land. Remaining accounts: the User accounts the fills index (writable). */
 typedef struct __attribute__((packed)) perpdex_settle_fills_args {
     uint64_t discriminator; /* offset 0 */
-    uint64_t sequence; /* offset 8: engine sequence of the batch; > Market.last_settled_sequence */
-    uint32_t fills_len; /* offset 16: element count */
+    uint64_t previous_sequence; /* offset 8: seq of the market's fill before the batch; == Market.last_settled_sequence */
+    uint64_t first_sequence; /* offset 16: seq of the batch's first fill; > previous_sequence */
+    uint64_t sequence; /* offset 24: seq of the batch's last fill; >= first_sequence */
+    uint32_t fills_len; /* offset 32: element count */
     perpdex_Fill fills[]; /* 1..MAX_FILLS_PER_BATCH fills */
 } perpdex_settle_fills_args;
 _Static_assert(__builtin_offsetof(perpdex_settle_fills_args, discriminator) == 0, "layout");
-_Static_assert(__builtin_offsetof(perpdex_settle_fills_args, sequence) == 8, "layout");
-_Static_assert(__builtin_offsetof(perpdex_settle_fills_args, fills_len) == 16, "layout");
-_Static_assert(sizeof(perpdex_settle_fills_args) == 20, "size");
+_Static_assert(__builtin_offsetof(perpdex_settle_fills_args, previous_sequence) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_settle_fills_args, first_sequence) == 16, "layout");
+_Static_assert(__builtin_offsetof(perpdex_settle_fills_args, sequence) == 24, "layout");
+_Static_assert(__builtin_offsetof(perpdex_settle_fills_args, fills_len) == 32, "layout");
+_Static_assert(sizeof(perpdex_settle_fills_args) == 36, "size");
 
 #define PERPDEX_IX_UPDATE_FUNDING_DISCRIMINATOR 0x585e514b460942e0ULL /* sha256("global:update_funding")[:8] */
 #define PERPDEX_IX_UPDATE_FUNDING_NUM_ACCOUNTS 3
@@ -761,6 +778,21 @@ _Static_assert(__builtin_offsetof(perpdex_guardian_set_status_args, discriminato
 _Static_assert(__builtin_offsetof(perpdex_guardian_set_status_args, status) == 8, "layout");
 _Static_assert(sizeof(perpdex_guardian_set_status_args) == 9, "size");
 
+#define PERPDEX_IX_LIQUIDATE_DISCRIMINATOR 0x4a272e307de2b3dfULL /* sha256("global:liquidate")[:8] */
+#define PERPDEX_IX_LIQUIDATE_NUM_ACCOUNTS 4
+#define PERPDEX_IX_LIQUIDATE_WRITABLE_MASK 0x7u
+#define PERPDEX_IX_LIQUIDATE_SIGNER_MASK 0x8u
+#define PERPDEX_IX_LIQUIDATE_ACC_EXCHANGE 0 /* writable */
+#define PERPDEX_IX_LIQUIDATE_ACC_USER 1 /* writable */
+#define PERPDEX_IX_LIQUIDATE_ACC_LIQUIDATOR_USER 2 /* writable */
+#define PERPDEX_IX_LIQUIDATE_ACC_LIQUIDATOR 3 /* signer */
+/* instruction data of liquidate: Permissionless partial liquidation at on-chain oracle prices (docs/PROTOCOL.md, Liquidation): below maintenance, never bankrupt, sized to maintenance + buffer as liquidation/rules.py; slices move to the liquidator at the oracle price, the fee is split between the liquidator and the insurance fund; the liquidator must stay at or above initial margin. Remaining accounts: (Market (writable), oracle) pairs, strictly ascending market index, one for every market either User holds. */
+typedef struct __attribute__((packed)) perpdex_liquidate_args {
+    uint64_t discriminator; /* offset 0 */
+} perpdex_liquidate_args;
+_Static_assert(__builtin_offsetof(perpdex_liquidate_args, discriminator) == 0, "layout");
+_Static_assert(sizeof(perpdex_liquidate_args) == 8, "size");
+
 /* ------------------------------------------------------------ events */
 #define PERPDEX_EVENT_DEPOSITED_DISCRIMINATOR 0x396423a12d1a8d6fULL /* sha256("event:Deposited")[:8] */
 /* A deposit landed. */
@@ -795,14 +827,16 @@ _Static_assert(sizeof(perpdex_WithdrawnEvent) == 56, "size");
 typedef struct __attribute__((packed)) perpdex_FillsSettledEvent {
     uint64_t discriminator; /* offset 0 */
     uint16_t market_index; /* offset 8: market */
-    uint64_t sequence; /* offset 10: batch sequence */
+    uint64_t sequence; /* offset 10: batch sequence (its last fill's seq) */
     uint32_t num_fills; /* offset 18: fills applied */
+    uint64_t first_sequence; /* offset 22: seq of its first fill */
 } perpdex_FillsSettledEvent;
 _Static_assert(__builtin_offsetof(perpdex_FillsSettledEvent, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_FillsSettledEvent, market_index) == 8, "layout");
 _Static_assert(__builtin_offsetof(perpdex_FillsSettledEvent, sequence) == 10, "layout");
 _Static_assert(__builtin_offsetof(perpdex_FillsSettledEvent, num_fills) == 18, "layout");
-_Static_assert(sizeof(perpdex_FillsSettledEvent) == 22, "size");
+_Static_assert(__builtin_offsetof(perpdex_FillsSettledEvent, first_sequence) == 22, "layout");
+_Static_assert(sizeof(perpdex_FillsSettledEvent) == 30, "size");
 
 #define PERPDEX_EVENT_FUNDING_UPDATED_DISCRIMINATOR 0xe0ff257e51594cceULL /* sha256("event:FundingUpdated")[:8] */
 /* The funding index moved. */
@@ -881,6 +915,54 @@ typedef struct __attribute__((packed)) perpdex_ProposalCancelledEvent {
 _Static_assert(__builtin_offsetof(perpdex_ProposalCancelledEvent, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_ProposalCancelledEvent, proposal_id) == 8, "layout");
 _Static_assert(sizeof(perpdex_ProposalCancelledEvent) == 16, "size");
+
+#define PERPDEX_EVENT_POSITION_LIQUIDATED_DISCRIMINATOR 0x803d1e60d65a6b28ULL /* sha256("event:PositionLiquidated")[:8] */
+/* A slice of a position moved to the liquidator (one per market, in plan order). */
+typedef struct __attribute__((packed)) perpdex_PositionLiquidatedEvent {
+    uint64_t discriminator; /* offset 0 */
+    uint16_t market_index; /* offset 8: market of the slice */
+    uint8_t owner[32]; /* offset 10: owner of the User liquidated */
+    uint8_t liquidator[32]; /* offset 42: owner of the liquidator's User */
+    int64_t base_delta; /* offset 74: the liquidated position's change (liquidator: -base_delta) */
+    int64_t quote_delta; /* offset 82: quote to the liquidated account (liquidator: -quote_delta) */
+    uint64_t price; /* offset 90: the oracle price, PRICE_PRECISION */
+    uint64_t fee_quote; /* offset 98: liquidation fee paid by the liquidated account */
+    uint64_t liquidator_fee_quote; /* offset 106: its share paid to the liquidator */
+    uint64_t insurance_fee_quote; /* offset 114: the rest, to the insurance fund */
+} perpdex_PositionLiquidatedEvent;
+_Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, market_index) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, owner) == 10, "layout");
+_Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, liquidator) == 42, "layout");
+_Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, base_delta) == 74, "layout");
+_Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, quote_delta) == 82, "layout");
+_Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, price) == 90, "layout");
+_Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, fee_quote) == 98, "layout");
+_Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, liquidator_fee_quote) == 106, "layout");
+_Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, insurance_fee_quote) == 114, "layout");
+_Static_assert(sizeof(perpdex_PositionLiquidatedEvent) == 122, "size");
+
+#define PERPDEX_EVENT_ACCOUNT_LIQUIDATED_DISCRIMINATOR 0xd1eafe96ec226557ULL /* sha256("event:AccountLiquidated")[:8] */
+/* A liquidation finished (after its PositionLiquidated slices). */
+typedef struct __attribute__((packed)) perpdex_AccountLiquidatedEvent {
+    uint64_t discriminator; /* offset 0 */
+    uint8_t owner[32]; /* offset 8: owner of the User liquidated */
+    uint8_t liquidator[32]; /* offset 40: owner of the liquidator's User */
+    int64_t equity_before_quote; /* offset 72: equity at the oracle prices before */
+    uint64_t maintenance_before_quote; /* offset 80: maintenance requirement before */
+    uint64_t insurance_payment_quote; /* offset 88: insurance fund -> account (rounding dust) */
+    int64_t collateral_after_quote; /* offset 96: collateral of the liquidated account after */
+    uint8_t num_slices; /* offset 104: PositionLiquidated events before this one */
+} perpdex_AccountLiquidatedEvent;
+_Static_assert(__builtin_offsetof(perpdex_AccountLiquidatedEvent, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_AccountLiquidatedEvent, owner) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_AccountLiquidatedEvent, liquidator) == 40, "layout");
+_Static_assert(__builtin_offsetof(perpdex_AccountLiquidatedEvent, equity_before_quote) == 72, "layout");
+_Static_assert(__builtin_offsetof(perpdex_AccountLiquidatedEvent, maintenance_before_quote) == 80, "layout");
+_Static_assert(__builtin_offsetof(perpdex_AccountLiquidatedEvent, insurance_payment_quote) == 88, "layout");
+_Static_assert(__builtin_offsetof(perpdex_AccountLiquidatedEvent, collateral_after_quote) == 96, "layout");
+_Static_assert(__builtin_offsetof(perpdex_AccountLiquidatedEvent, num_slices) == 104, "layout");
+_Static_assert(sizeof(perpdex_AccountLiquidatedEvent) == 105, "size");
 
 /* ------------------------------------------------------------ oracle layouts */
 /* From oracle_feeds/layouts.py. Offsets from the start of the account data. */

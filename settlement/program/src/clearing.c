@@ -18,6 +18,7 @@
 #include "perpdex_sol.h"
 #include "perpdex_clearing_idl.h"
 #include "pd_math.h"
+#include "pd_liquidation.h"
 #include "clearing.h"
 
 typedef struct {
@@ -705,6 +706,13 @@ static uint64_t ix_settle_fills(const SolParameters *params) {
   if (err) return err;
   uint64_t sequence = args->sequence;
   if (sequence <= market->last_settled_sequence) return PERPDEX_ERR_SEQUENCE_NOT_INCREASING;
+  /* exactly once across processes: a batch extends the settled chain, so of two batches
+   * planned from one progress point (a dead process's transaction still in flight and its
+   * successor's) at most one can land */
+  if (args->previous_sequence != market->last_settled_sequence)
+    return PERPDEX_ERR_BATCH_NOT_CONTIGUOUS;
+  if (args->first_sequence <= args->previous_sequence || args->first_sequence > sequence)
+    return PERPDEX_ERR_BATCH_SEQUENCE_RANGE;
   for (uint64_t i = 0; i < num_fills; i++) {
     perpdex_Fill fill;
     __builtin_memcpy(&fill, (const uint8_t *)args->fills + i * sizeof(perpdex_Fill), sizeof fill);
@@ -713,7 +721,7 @@ static uint64_t ix_settle_fills(const SolParameters *params) {
   }
   market->last_settled_sequence = sequence;
   perpdex_FillsSettledEvent event = {PERPDEX_EVENT_FILLS_SETTLED_DISCRIMINATOR, market->index,
-                                     sequence, (uint32_t)num_fills};
+                                     sequence, (uint32_t)num_fills, args->first_sequence};
   emit(&event, sizeof event);
   return PD_SUCCESS;
 }
@@ -779,6 +787,191 @@ static uint64_t ix_set_market_status(const SolParameters *params) {
   return PD_SUCCESS;
 }
 
+/* ------------------------------------------------------------------ liquidate */
+#define LIQUIDATE_FIXED_ACCOUNTS PERPDEX_IX_LIQUIDATE_NUM_ACCOUNTS
+
+typedef struct {
+  perpdex_Market *market[PERPDEX_MAX_LIQUIDATION_MARKETS];
+  uint64_t price[PERPDEX_MAX_LIQUIDATION_MARKETS];
+  uint64_t count;
+} LiquidationMarkets;
+
+/* The pair of the slot's market, or LiquidationMarketMissing. */
+static uint64_t liquidation_market(const LiquidationMarkets *markets,
+                                   const perpdex_Position *position, uint64_t *out) {
+  for (uint64_t j = 0; j < markets->count; j++) {
+    if (markets->market[j]->index == position->market_index) {
+      *out = j;
+      return PD_SUCCESS;
+    }
+  }
+  return PERPDEX_ERR_LIQUIDATION_MARKET_MISSING;
+}
+
+/* Settle funding of every used slot of `user` (each slot's market must be in the pairs). */
+static uint64_t liquidation_settle_funding(perpdex_Exchange *exchange,
+                                           const LiquidationMarkets *markets, perpdex_User *user) {
+  for (uint64_t i = 0; i < PERPDEX_MAX_POSITIONS; i++) {
+    perpdex_Position *position = &user->positions[i];
+    if (!position->in_use) continue;
+    uint64_t j;
+    uint64_t err = liquidation_market(markets, position, &j);
+    if (err) return err;
+    err = settle_funding(exchange, markets->market[j], user, position);
+    if (err) return err;
+  }
+  return PD_SUCCESS;
+}
+
+typedef struct {
+  pd_liq_position positions[PERPDEX_MAX_POSITIONS];
+  perpdex_MarginTier tiers[PERPDEX_MAX_POSITIONS][PERPDEX_MAX_MARGIN_TIERS];
+  perpdex_Position *slot[PERPDEX_MAX_POSITIONS];
+  uint64_t pair[PERPDEX_MAX_POSITIONS];
+  pd_margin_position margin[PERPDEX_MAX_POSITIONS];
+  pd_liq_plan plan;
+} LiquidationScratch;
+
+static uint64_t ix_liquidate(const SolParameters *params) {
+  if (params->data_len != sizeof(perpdex_liquidate_args))
+    return PERPDEX_ERR_INSTRUCTION_DATA_LENGTH;
+  uint64_t err = check_accounts(params, LIQUIDATE_FIXED_ACCOUNTS,
+                                PERPDEX_IX_LIQUIDATE_WRITABLE_MASK,
+                                PERPDEX_IX_LIQUIDATE_SIGNER_MASK,
+                                PERPDEX_ERR_LIQUIDATOR_NOT_SIGNER);
+  if (err) return err;
+  SolAccountInfo *ka = params->ka;
+  perpdex_Exchange *exchange;
+  err = load_exchange(&ka[PERPDEX_IX_LIQUIDATE_ACC_EXCHANGE], params->program_id, &exchange);
+  if (err) return err;
+  SolAccountInfo *user_account = &ka[PERPDEX_IX_LIQUIDATE_ACC_USER];
+  SolAccountInfo *liquidator_account = &ka[PERPDEX_IX_LIQUIDATE_ACC_LIQUIDATOR_USER];
+  perpdex_User *user, *liquidator;
+  err = load_user(user_account, params->program_id, &user);
+  if (err) return err;
+  err = load_user(liquidator_account, params->program_id, &liquidator);
+  if (err) return err;
+  if (key_eq(user_account->key, liquidator_account->key)) return PERPDEX_ERR_SELF_LIQUIDATION;
+  if (!key_eq(ka[PERPDEX_IX_LIQUIDATE_ACC_LIQUIDATOR].key, liquidator->owner))
+    return PERPDEX_ERR_LIQUIDATOR_MISMATCH;
+  uint64_t extra = params->ka_num - LIQUIDATE_FIXED_ACCOUNTS;
+  if (extra % 2 != 0 || extra / 2 > PERPDEX_MAX_LIQUIDATION_MARKETS)
+    return PERPDEX_ERR_LIQUIDATION_MARKETS_INVALID;
+  SolClock clock;
+  err = pd_get_clock(&clock);
+  if (err) return err;
+  LiquidationMarkets markets;
+  markets.count = extra / 2;
+  for (uint64_t j = 0; j < markets.count; j++) {
+    SolAccountInfo *market_account = &ka[LIQUIDATE_FIXED_ACCOUNTS + 2 * j];
+    err = load_market(market_account, params->program_id, &markets.market[j]);
+    if (err) return err;
+    if (!market_account->is_writable) return PERPDEX_ERR_ACCOUNT_NOT_WRITABLE;
+    if (j > 0 && markets.market[j]->index <= markets.market[j - 1]->index)
+      return PERPDEX_ERR_LIQUIDATION_MARKETS_INVALID;
+    /* never at a stale or unverified price: the same guards as withdraw */
+    err = read_oracle_price(markets.market[j], &ka[LIQUIDATE_FIXED_ACCOUNTS + 2 * j + 1], &clock,
+                            &markets.price[j]);
+    if (err) return err;
+  }
+  err = liquidation_settle_funding(exchange, &markets, user);
+  if (err) return err;
+  err = liquidation_settle_funding(exchange, &markets, liquidator);
+  if (err) return err;
+  /* the plan of liquidation/rules.py over the user's held positions */
+  LiquidationScratch *s = (LiquidationScratch *)pd_alloc(sizeof(LiquidationScratch));
+  if (s == NULL) return PERPDEX_ERR_NOT_ENOUGH_ACCOUNTS;
+  uint64_t n = 0;
+  for (uint64_t i = 0; i < PERPDEX_MAX_POSITIONS; i++) {
+    perpdex_Position *position = &user->positions[i];
+    if (!position->in_use || position->base == 0) continue;
+    uint64_t j;
+    err = liquidation_market(&markets, position, &j);
+    if (err) return err;
+    perpdex_Market *market = markets.market[j];
+    __builtin_memcpy(s->tiers[n], market->margin_tiers, sizeof s->tiers[0]);
+    s->positions[n] = (pd_liq_position){position->base, position->entry_quote, markets.price[j],
+                                        market->lot_size, market->liquidation_fee_ppm,
+                                        s->tiers[n], market->num_margin_tiers, market->index};
+    s->slot[n] = position;
+    s->pair[n] = j;
+    n++;
+  }
+  pd_liq_input input = {user->collateral_quote, exchange->insurance_fund_quote,
+                        PERPDEX_LIQUIDATION_BUFFER_PPM, PERPDEX_LIQUIDATOR_SHARE_PPM, n};
+  err = pd_liquidation_plan(&input, s->positions, &s->plan);
+  if (err) return err;
+  perpdex_PositionLiquidatedEvent slice_event;
+  slice_event.discriminator = PERPDEX_EVENT_POSITION_LIQUIDATED_DISCRIMINATOR;
+  pd_pubkey_copy((SolPubkey *)slice_event.owner, (const SolPubkey *)user->owner);
+  pd_pubkey_copy((SolPubkey *)slice_event.liquidator, (const SolPubkey *)liquidator->owner);
+  for (uint64_t t = 0; t < s->plan.num_transfers; t++) {
+    const pd_liq_transfer *transfer = &s->plan.transfers[t];
+    uint64_t k = transfer->position;
+    perpdex_Market *market = markets.market[s->pair[k]];
+    perpdex_Position *liquidator_position = position_slot(liquidator, market);
+    if (liquidator_position == NULL) return PERPDEX_ERR_POSITION_SLOTS_FULL;
+    /* rules.apply_plan: both fills, then the fee and its split */
+    err = fill_side(market, user, s->slot[k], transfer->base_delta, transfer->quote_delta);
+    if (err) return err;
+    err = fill_side(market, liquidator, liquidator_position, -transfer->base_delta,
+                    -transfer->quote_delta);
+    if (err) return err;
+    int64_t user_collateral, liquidator_collateral;
+    uint64_t insurance;
+    if (!pd_sub_i64(user->collateral_quote, (int64_t)transfer->fee_quote, &user_collateral) ||
+        !pd_add_i64(liquidator->collateral_quote, (int64_t)transfer->liquidator_fee_quote,
+                    &liquidator_collateral))
+      return PERPDEX_ERR_COLLATERAL_OVERFLOW;
+    if (!pd_add_u64(exchange->insurance_fund_quote, transfer->insurance_fee_quote, &insurance))
+      return PERPDEX_ERR_FEE_OVERFLOW;
+    user->collateral_quote = user_collateral;
+    liquidator->collateral_quote = liquidator_collateral;
+    exchange->insurance_fund_quote = insurance;
+    slice_event.market_index = market->index;
+    slice_event.base_delta = transfer->base_delta;
+    slice_event.quote_delta = transfer->quote_delta;
+    slice_event.price = s->positions[k].price;
+    slice_event.fee_quote = transfer->fee_quote;
+    slice_event.liquidator_fee_quote = transfer->liquidator_fee_quote;
+    slice_event.insurance_fee_quote = transfer->insurance_fee_quote;
+    emit(&slice_event, sizeof slice_event);
+  }
+  uint64_t payment = s->plan.insurance_payment_quote; /* <= the fund (before the fees) */
+  exchange->insurance_fund_quote -= payment;
+  user->collateral_quote += (int64_t)payment;
+  /* the liquidator takes the risk only while it stays above initial margin */
+  uint64_t m = 0;
+  for (uint64_t i = 0; i < PERPDEX_MAX_POSITIONS; i++) {
+    perpdex_Position *position = &liquidator->positions[i];
+    if (!position->in_use || position->base == 0) continue;
+    uint64_t j;
+    err = liquidation_market(&markets, position, &j);
+    if (err) return err;
+    __builtin_memcpy(s->tiers[m], markets.market[j]->margin_tiers, sizeof s->tiers[0]);
+    s->margin[m] = (pd_margin_position){position->base, position->entry_quote, markets.price[j],
+                                        s->tiers[m], markets.market[j]->num_margin_tiers};
+    m++;
+  }
+  pd_margin_result margin;
+  err = pd_margin_summary(liquidator->collateral_quote, s->margin, m, &margin);
+  if (err) return err;
+  if (margin.equity_quote < 0 || (uint64_t)margin.equity_quote < margin.initial_quote)
+    return PERPDEX_ERR_LIQUIDATOR_BELOW_INITIAL_MARGIN;
+  perpdex_AccountLiquidatedEvent done = {PERPDEX_EVENT_ACCOUNT_LIQUIDATED_DISCRIMINATOR,
+                                         {0},
+                                         {0},
+                                         s->plan.equity_before_quote,
+                                         s->plan.maintenance_before_quote,
+                                         payment,
+                                         user->collateral_quote,
+                                         (uint8_t)s->plan.num_transfers};
+  pd_pubkey_copy((SolPubkey *)done.owner, (const SolPubkey *)user->owner);
+  pd_pubkey_copy((SolPubkey *)done.liquidator, (const SolPubkey *)liquidator->owner);
+  emit(&done, sizeof done);
+  return PD_SUCCESS;
+}
+
 /* ------------------------------------------------------------------ entrypoint */
 uint64_t entrypoint(const uint8_t *input) {
   uint64_t num_accounts = *(const uint64_t *)input;
@@ -820,6 +1013,8 @@ uint64_t entrypoint(const uint8_t *input) {
       return ix_cancel(&params);
     case PERPDEX_IX_GUARDIAN_SET_STATUS_DISCRIMINATOR:
       return ix_guardian_set_status(&params);
+    case PERPDEX_IX_LIQUIDATE_DISCRIMINATOR:
+      return ix_liquidate(&params);
     default:
       return PERPDEX_ERR_UNKNOWN_INSTRUCTION;
   }

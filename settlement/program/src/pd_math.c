@@ -175,18 +175,9 @@ uint64_t pd_notional_quote(int64_t base, uint64_t price, uint64_t *out) {
   return PD_SUCCESS;
 }
 
-/* floor(base x mark / BASE_PRECISION) + entry_quote, exactly, as an i128. */
-PD_INLINE pd_i128 pnl_i128(int64_t base, int64_t entry_quote, uint64_t mark_price) {
-  uint64_t rem;
-  pd_u128 q = div_u128(pd_mul_u64_wide(pd_abs_i64(base), mark_price), PD_BASE_PRECISION, &rem);
-  pd_i128 term = (pd_i128)q; /* q < 2^128 / 1e9: fits i128 */
-  if (base < 0) term = -(term + (rem != 0 ? 1 : 0)); /* floor of a negative value */
-  return term + (pd_i128)entry_quote;
-}
-
 uint64_t pd_unrealized_pnl_quote(int64_t base, int64_t entry_quote, uint64_t mark_price,
                                  int64_t *out) {
-  pd_i128 pnl = pnl_i128(base, entry_quote, mark_price);
+  pd_i128 pnl = pd_pnl_i128(base, entry_quote, mark_price);
   if (!i128_fits_i64(pnl)) return PERPDEX_ERR_PNL_OVERFLOW;
   *out = (int64_t)pnl;
   return PD_SUCCESS;
@@ -242,7 +233,7 @@ uint64_t pd_margin_summary(int64_t collateral_quote, const pd_margin_position *p
   for (uint64_t i = 0; i < num_positions; i++) {
     const pd_margin_position *p = &positions[i];
     if (p->base == 0) continue; /* no position, no orders on-chain: nothing at risk */
-    equity += pnl_i128(p->base, p->entry_quote, p->price);
+    equity += pd_pnl_i128(p->base, p->entry_quote, p->price);
     uint64_t notional, required;
     uint64_t err = pd_notional_quote(p->base, p->price, &notional);
     if (err != PD_SUCCESS) return err;

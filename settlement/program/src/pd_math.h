@@ -66,6 +66,16 @@ PD_INLINE pd_i128 pd_load_i128(const void *p) {
 }
 PD_INLINE void pd_store_i128(void *p, pd_i128 v) { __builtin_memcpy(p, &v, sizeof v); }
 
+/* floor(base x mark / BASE_PRECISION) + entry_quote, exactly, as an i128 (the unrealised PnL
+ * of docs/PROTOCOL.md before the i64 range check). */
+PD_INLINE pd_i128 pd_pnl_i128(int64_t base, int64_t entry_quote, uint64_t mark_price) {
+  uint64_t rem;
+  pd_u128 q = pd_div_u128_u64(pd_mul_u64_wide(pd_abs_i64(base), mark_price), 1000000000ull, &rem);
+  pd_i128 term = (pd_i128)q; /* q < 2^128 / 1e9: fits i128 */
+  if (base < 0) term = -(term + (rem != 0 ? 1 : 0)); /* floor of a negative value */
+  return term + (pd_i128)entry_quote;
+}
+
 /* Fees: owed rounds up, a rebate rounds toward zero. */
 uint64_t pd_fee_quote(uint64_t notional_quote, int64_t rate_ppm, int64_t *fee_out);
 uint64_t pd_fill_fees_split(uint64_t notional_quote, int64_t maker_ppm, int64_t taker_ppm,

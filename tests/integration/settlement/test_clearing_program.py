@@ -237,8 +237,13 @@ class Chain:
         )  # fmt: skip
 
     def settle_ix(self, sequence: int, fills: list[tuple[int, int, bool, int, int]], *, market_index: int = 0,
-                  operator: Pubkey | None = None) -> Instruction:  # fmt: skip
-        """fills: (maker user, taker user, taker buys, price_ticks, lots)."""
+                  operator: Pubkey | None = None, previous: int | None = None,
+                  first: int | None = None) -> Instruction:  # fmt: skip
+        """fills: (maker user, taker user, taker buys, price_ticks, lots); the batch continues
+        the Market's settled sequence unless ``previous`` says otherwise; ``first`` defaults to
+        ``sequence``."""
+        if previous is None:
+            previous = self.decode(self.market_pda(market_index)[0]).last_settled_sequence
         order: list[int] = []
         for maker, taker, *_ in fills:
             for u in (maker, taker):
@@ -253,7 +258,7 @@ class Chain:
             AccountMeta(self.user_pda(self.users[u].pubkey())[0], False, True) for u in order
         ]
         return self.ix(
-            "settle_fills", sequence, encoded,
+            "settle_fills", previous, sequence if first is None else first, sequence, encoded,
             accounts={"exchange": self.exchange, "market": self.market_pda(market_index)[0],
                       "operator": operator or self.operator.pubkey()},
             remaining=remaining,
@@ -428,6 +433,49 @@ def test_a_replayed_or_out_of_order_batch_is_refused(traded: Chain) -> None:
     traded.ok([traded.settle_ix(7, [(0, 1, True, 10_000, 1)])], [traded.operator])  # gaps are fine
     assert_rejected(traded, [traded.settle_ix(6, [(0, 1, True, 10_000, 1)])], [traded.operator],
                     "SequenceNotIncreasing")  # fmt: skip
+
+
+def test_a_batch_must_continue_the_settled_sequence(traded: Chain) -> None:
+    # settled: 1; a batch claiming another predecessor, or a first fill outside its range
+    fills = [(0, 1, True, 10_000, 1)]
+    assert_rejected(traded, [traded.settle_ix(3, fills, previous=0, first=2)], [traded.operator],
+                    "BatchNotContiguous")  # fmt: skip
+    assert_rejected(traded, [traded.settle_ix(3, fills, previous=2, first=3)], [traded.operator],
+                    "BatchNotContiguous")  # fmt: skip
+    assert_rejected(traded, [traded.settle_ix(3, fills, first=1)], [traded.operator],
+                    "BatchSequenceRange")  # fmt: skip
+    assert_rejected(traded, [traded.settle_ix(3, fills, first=4)], [traded.operator],
+                    "BatchSequenceRange")  # fmt: skip
+    traded.ok([traded.settle_ix(3, fills, first=2)], [traded.operator])
+    assert traded.decode(traded.market_pda(0)[0]).last_settled_sequence == 3
+
+
+@pytest.mark.parametrize("smaller_lands_first", [True, False])
+def test_two_batches_built_from_one_progress_point_never_both_land(
+    traded: Chain, smaller_lands_first: bool
+) -> None:
+    # Arrange: a dead process's batch (fills 2..3) still in flight, and its successor's larger
+    # batch (fills 2..5) over the same journal, both built while the chain stood at 1
+    fills = [(0, 1, True, 10_000, 2), (1, 0, True, 10_010, 3), (0, 1, False, 9_990, 1),
+             (1, 0, False, 10_000, 4)]  # fmt: skip
+    smaller = traded.settle_ix(3, fills[:2], previous=1, first=2)
+    larger = traded.settle_ix(5, fills, previous=1, first=2)
+    first_ix, second_ix = (smaller, larger) if smaller_lands_first else (larger, smaller)
+    # Act
+    traded.ok([first_ix], [traded.operator])
+    landed = traded.snapshot(watched(traded))
+    second = traded.send([second_ix], [traded.operator])
+    # Assert: the second is refused with its own error and changes nothing
+    expected = "BatchNotContiguous" if smaller_lands_first else "SequenceNotIncreasing"
+    assert custom_error(second) == CODES[expected]
+    assert traded.snapshot(watched(traded)) == landed
+    user0 = traded.decode(traded.user_pda(traded.users[0].pubkey())[0])
+    base = next(p.base for p in user0.positions if p.in_use)
+    applied = fills[:2] if smaller_lands_first else fills
+    expected_base = -50 * LOT_SIZE + sum(
+        (1 if (maker == 0) != buys else -1) * lots * LOT_SIZE for maker, _, buys, _, lots in applied
+    )  # user 0 is the maker of batch 1 (sold 50 lots)
+    assert base == expected_base
 
 
 def test_settle_refuses_a_missing_or_wrong_operator_signature(traded: Chain) -> None:

@@ -143,11 +143,11 @@ async def test_anchorpy_program_over_rpc_settles_fills_and_maps_program_errors(
         signers=[operator],
     )
     # Act
-    await program.rpc["settle_fills"](1, [fill], ctx=settle_ctx)
+    await program.rpc["settle_fills"](0, 1, 1, [fill], ctx=settle_ctx)
     with pytest.raises(ProgramError) as replay:
         # the same sequence again (different bytes: an identical transaction is deduplicated
         # by the runtime before the program sees it)
-        await program.rpc["settle_fills"](1, [{**fill, "num_base_lots": 11}], ctx=settle_ctx)
+        await program.rpc["settle_fills"](0, 1, 1, [{**fill, "num_base_lots": 11}], ctx=settle_ctx)
     maker = await program.account["User"].fetch(users[0])
     taker = await program.account["User"].fetch(users[1])
     market_state = await program.account["Market"].fetch(market)

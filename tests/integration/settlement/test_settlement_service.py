@@ -133,7 +133,7 @@ async def test_settle_transaction_size_matches_the_packing_formula(stack: Settle
     program = stack.program(stack.operator)
     users = [Pubkey.new_unique() for _ in range(10)]
     fill = {"maker": 0, "taker": 1, "taker_side": 0, "price_ticks": 1, "num_base_lots": 1}
-    for num_users, num_fills in ((2, 45), (10, 30), (1, 1)):
+    for num_users, num_fills in ((2, 44), (10, 30), (1, 1)):
         ctx = Context(
             accounts={"exchange": stack.accounts.addresses.exchange()[0],
                       "market": stack.accounts.addresses.market(0)[0],
@@ -143,11 +143,11 @@ async def test_settle_transaction_size_matches_the_packing_formula(stack: Settle
         )  # fmt: skip
         # Act
         tx = program.transaction["settle_fills"](
-            1, [fill] * num_fills, payer=stack.operator, blockhash=Hash.default(), ctx=ctx
+            0, 1, 1, [fill] * num_fills, payer=stack.operator, blockhash=Hash.default(), ctx=ctx
         )
         # Assert
         assert len(bytes(tx)) == settle_tx_bytes(num_users, num_fills)
-    assert settle_tx_bytes(2, 45) <= 1232 < settle_tx_bytes(2, 46)
+    assert settle_tx_bytes(2, 44) <= 1232 < settle_tx_bytes(2, 45)
 
 
 async def test_crash_after_landing_before_recording_resumes_from_the_chain(

@@ -55,6 +55,28 @@ class MarginResult(ctypes.Structure):
                 ("free_collateral_quote", U64)]  # fmt: skip
 
 
+class LiqPosition(ctypes.Structure):
+    _fields_ = [("base", I64), ("entry_quote", I64), ("price", U64), ("lot_size", U64),
+                ("liquidation_fee_ppm", U64), ("tiers", ctypes.POINTER(MarginTier)),
+                ("num_tiers", U64), ("market_index", U64)]  # fmt: skip
+
+
+class LiqInput(ctypes.Structure):
+    _fields_ = [("collateral_quote", I64), ("insurance_fund_quote", U64), ("buffer_ppm", U64),
+                ("liquidator_share_ppm", U64), ("num_positions", U64)]  # fmt: skip
+
+
+class LiqTransfer(ctypes.Structure):
+    _fields_ = [("position", U64), ("base_delta", I64), ("quote_delta", I64), ("fee_quote", U64),
+                ("liquidator_fee_quote", U64), ("insurance_fee_quote", U64)]  # fmt: skip
+
+
+class LiqPlan(ctypes.Structure):
+    _fields_ = [("transfers", LiqTransfer * 8), ("num_transfers", U64),
+                ("equity_before_quote", I64), ("maintenance_before_quote", U64),
+                ("insurance_payment_quote", U64), ("collateral_after_quote", I64)]  # fmt: skip
+
+
 def i128(value: int) -> ctypes.Array[ctypes.c_uint64]:
     raw = value & (2**128 - 1)
     return (U64 * 2)(raw & (2**64 - 1), raw >> 64)
@@ -77,7 +99,8 @@ def lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
     subprocess.run(
         [compiler, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
          "-I", str(PROGRAM / "sdk"), "-I", str(PROGRAM / "include"),
-         str(PROGRAM / "src" / "pd_math.c"), "-o", str(out)],
+         str(PROGRAM / "src" / "pd_math.c"), str(PROGRAM / "src" / "pd_liquidation.c"),
+         "-o", str(out)],
         check=True,
     )  # fmt: skip
     lib = ctypes.CDLL(str(out))
@@ -85,7 +108,7 @@ def lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
         "pd_fee_quote", "pd_fill_fees_split", "pd_funding_settle", "pd_funding_advance",
         "pd_notional_quote", "pd_unrealized_pnl_quote", "pd_requirement_quote",
         "pd_validate_margin_tiers", "pd_margin_summary", "pd_apply_fill", "pd_price_from_raw",
-        "pd_confidence_from_raw",
+        "pd_confidence_from_raw", "pd_liquidation_plan",
     ):  # fmt: skip
         getattr(lib, name).restype = U64
     lib.pd_fee_quote.argtypes = [U64, I64, ctypes.POINTER(I64)]
@@ -105,11 +128,13 @@ def lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
     lib.pd_apply_fill.argtypes = [ctypes.POINTER(PositionState), I64, I64, ctypes.POINTER(I64)]
     lib.pd_price_from_raw.argtypes = [ctypes.c_void_p, I64, ctypes.POINTER(U64)]
     lib.pd_confidence_from_raw.argtypes = [ctypes.c_void_p, I64, ctypes.POINTER(U64)]
+    lib.pd_liquidation_plan.argtypes = [ctypes.POINTER(LiqInput), ctypes.POINTER(LiqPosition),
+                                        ctypes.POINTER(LiqPlan)]  # fmt: skip
     return lib
 
 
 # Each runner calls the C function for one case's inputs: (error code, outputs or None).
-Runner = Callable[[ctypes.CDLL, dict[str, Any]], tuple[int, dict[str, int]]]
+Runner = Callable[[ctypes.CDLL, dict[str, Any]], tuple[int, dict[str, Any]]]
 
 
 def run_fee_quote(lib: ctypes.CDLL, i: dict[str, Any]) -> tuple[int, dict[str, int]]:
@@ -211,6 +236,25 @@ def run_confidence(lib: ctypes.CDLL, i: dict[str, Any]) -> tuple[int, dict[str, 
     return code, {"confidence": out.value}
 
 
+def run_liquidation_plan(lib: ctypes.CDLL, i: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    keep = [tiers_array(p["tiers"]) for p in i["positions"]]
+    positions = (LiqPosition * len(keep))(
+        *(
+            LiqPosition(p["base"], p["entry_quote"], p["price"], p["lot_size"],
+                        p["liquidation_fee_ppm"], t, len(p["tiers"]), p["market_index"])
+            for p, t in zip(i["positions"], keep)
+        )
+    )  # fmt: skip
+    inputs = LiqInput(i["collateral_quote"], i["insurance_fund_quote"], i["buffer_ppm"],
+                      i["liquidator_share_ppm"], len(keep))  # fmt: skip
+    plan = LiqPlan()
+    code = lib.pd_liquidation_plan(ctypes.byref(inputs), positions, ctypes.byref(plan))
+    transfers = [[t.position, t.base_delta, t.quote_delta, t.fee_quote, t.liquidator_fee_quote,
+                  t.insurance_fee_quote] for t in plan.transfers[: plan.num_transfers]]  # fmt: skip
+    return code, {"transfers": transfers,
+                  **{name: getattr(plan, name) for name, _ in LiqPlan._fields_[2:]}}  # fmt: skip
+
+
 RUNNERS: dict[str, Runner] = {
     "fee_quote": run_fee_quote,
     "fill_fees": run_fill_fees,
@@ -225,6 +269,7 @@ RUNNERS: dict[str, Runner] = {
     "apply_fill": run_apply_fill,
     "price_from_raw": run_price,
     "confidence_from_raw": run_confidence,
+    "liquidation_plan": run_liquidation_plan,
 }
 
 

@@ -75,7 +75,7 @@ def test_consecutive_fills_of_a_market_share_a_batch_and_users_are_indexed_once(
             OnChainFill(0, 1, TAKER_SIDE_BUY, 1000, 1),
             OnChainFill(1, 0, TAKER_SIDE_BUY, 1000, 3),
             OnChainFill(2, 0, TAKER_SIDE_BUY, 1000, 1),
-        ), users)
+        ), users, 0)
     ]  # fmt: skip
 
 
@@ -104,6 +104,23 @@ def test_what_the_chain_already_has_is_skipped() -> None:
     actions = planner(settled=10, funding_seq=11).plan(events)
     # Assert
     assert [(type(a).__name__, a.sequence) for a in actions] == [("FillBatch", 12)]
+
+
+def test_each_batch_names_the_sequence_it_continues_across_gaps_and_funding() -> None:
+    # Arrange: market 0's fills at 21, 22, 24, 26, 27 (market 1 and funding in the gaps);
+    # the chain has settled market 0 up to 20
+    events: list[Event] = [
+        fill(20, 1, 2), fill(21, 1, 2), fill(22, 2, 1), fill(23, 1, 2, market_id=1),
+        fill(24, 1, 2), funding(25), fill(26, 1, 2), fill(27, 2, 1),
+    ]  # fmt: skip
+    # Act
+    actions = planner(max_fills=2, settled=20).plan(events)
+    # Assert: (previous, first, last) chain without holes; market 1 starts from its own 20
+    chain = [(a.previous_sequence, a.first_seq, a.sequence)
+             for a in actions if isinstance(a, FillBatch) and a.market_id == 0]  # fmt: skip
+    assert chain == [(20, 21, 22), (22, 24, 24), (24, 26, 27)]
+    other = [a for a in actions if isinstance(a, FillBatch) and a.market_id == 1]
+    assert [(a.previous_sequence, a.first_seq, a.sequence) for a in other] == [(20, 23, 23)]
 
 
 def test_batches_close_at_the_fill_cap_and_at_the_transaction_size() -> None:
