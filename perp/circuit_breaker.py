@@ -2,7 +2,9 @@
 
 * The oracle moving more than ``max_move_ppm`` between the lowest and highest price seen
   inside ``window_ns``, or an invalid oracle, halts the market (reason ``ORACLE_MOVE`` /
-  ``ORACLE_INVALID``).
+  ``ORACLE_INVALID``). The window is kept in at most ``MAX_BREAKER_BUCKETS + 1`` entries
+  whatever the feed rate: readings in one time bucket of ``ceil(window_ns /
+  MAX_BREAKER_BUCKETS)`` share an entry (its newest time, lowest and highest price).
 * An automatic halt resets to ``ACTIVE`` by itself once ``cooldown_ns`` has passed since the
   last breach and the oracle is valid and calm (no breach inside the window).
 * The kill switch (per market or global) halts with no automatic reset; only an explicit
@@ -52,12 +54,18 @@ class BreakerConfig:
             )
 
 
+#: Time buckets per breaker window: at most this many + 1 sample entries per market.
+MAX_BREAKER_BUCKETS = 512
+
+
 class BreakerState(NamedTuple):
     status: MarketStatus = MarketStatus.ACTIVE
     reason: BreakerReason = BreakerReason.OPERATOR
     killed: bool = False  # a kill switch holds the halt until released
     last_breach_ns: int = -1  # -1: never
-    samples: tuple[tuple[int, int], ...] = ()  # (ts_ns, price) inside the window, oldest first
+    # Inside the window, oldest first, one entry per time bucket: (ts_ns, price) for one
+    # reading, (newest ts_ns, lowest, highest) once several readings share the bucket.
+    samples: tuple[tuple[int, ...], ...] = ()
 
 
 class StatusChange(NamedTuple):
@@ -79,7 +87,7 @@ def on_oracle(
 ) -> tuple[BreakerState, StatusChange | None]:
     """Feed one oracle observation (``None`` = invalid at this time)."""
     horizon = now_ns - config.window_ns
-    samples = tuple(s for s in state.samples if s[0] > horizon)
+    samples = tuple(s for s in state.samples if s[0] > horizon)  # s[0]: the entry's newest
     if price is None or price <= 0:
         if state.status == MarketStatus.HALTED:
             return state._replace(samples=samples, last_breach_ns=now_ns), None
@@ -90,9 +98,9 @@ def on_oracle(
             samples=samples,
             last_breach_ns=now_ns,
         )
-    samples += ((now_ns, price),)
-    low = min(p for _, p in samples)
-    high = max(p for _, p in samples)
+    samples = _add_sample(samples, config, now_ns, price)
+    low = min(s[1] for s in samples)
+    high = max(s[-1] for s in samples)
     if (high - low) * RATIO_PRECISION > config.max_move_ppm * low:
         if state.status == MarketStatus.HALTED:
             return state._replace(samples=samples, last_breach_ns=now_ns), None
@@ -113,6 +121,27 @@ def on_oracle(
     ):
         return _move(state, MarketStatus.ACTIVE, BreakerReason.COOLDOWN_ELAPSED)
     return state, None
+
+
+def _add_sample(
+    samples: tuple[tuple[int, ...], ...], config: BreakerConfig, now_ns: int, price: int
+) -> tuple[tuple[int, ...], ...]:
+    """Append a reading, merged into the newest entry when both fall in one time bucket.
+
+    Bounded: entries are newer than ``now - window`` and in distinct buckets of width
+    ``ceil(window / MAX_BREAKER_BUCKETS)``, so there are at most ``MAX_BREAKER_BUCKETS + 1``.
+    Exact while no bucket holds readings of two different times (a feed slower than one
+    reading per bucket width: 117 ms for the default minute): the decisions are those of
+    keeping every reading. Faster, a merged entry's older readings stay until its newest one
+    leaves the window, at most one bucket width longer: the breaker can only be stricter.
+    """
+    width = -(-config.window_ns // MAX_BREAKER_BUCKETS)
+    if samples and samples[-1][0] // width == now_ns // width:
+        newest = samples[-1]
+        low, high = min(newest[1], price), max(newest[-1], price)
+        merged = (now_ns, price) if low == high else (now_ns, low, high)
+        return (*samples[:-1], merged)
+    return (*samples, (now_ns, price))
 
 
 def kill(state: BreakerState, *, global_switch: bool) -> tuple[BreakerState, StatusChange | None]:

@@ -1847,7 +1847,7 @@ class Clearinghouse:
                     BreakerReason(reason),
                     killed,
                     last_breach,
-                    tuple((t, p) for t, p in samples),
+                    tuple(tuple(s) for s in samples),
                 ),
                 index_price=index,
                 index_confidence=confidence,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from perp.circuit_breaker import (
+    MAX_BREAKER_BUCKETS,
     BreakerConfig,
     BreakerConfigError,
     BreakerReason,
@@ -103,3 +106,57 @@ def test_operator_statuses() -> None:
 def test_config_bounds() -> None:
     with pytest.raises(BreakerConfigError, match="max_move_ppm"):
         BreakerConfig(max_move_ppm=0, window_ns=1, cooldown_ns=0)
+
+
+# ---------------------------------------------------------------- bounded window
+def _exact_range(readings: list[tuple[int, int]], now_ns: int, window_ns: int) -> tuple[int, int]:
+    """The reference rule: every reading kept while ``ts > now - window``."""
+    inside = [p for t, p in readings if t > now_ns - window_ns]
+    return min(inside), max(inside)
+
+
+def _kept_range(state: BreakerState) -> tuple[int, int]:
+    return min(s[1] for s in state.samples), max(s[-1] for s in state.samples)
+
+
+def test_a_fast_feed_keeps_at_most_one_entry_per_bucket() -> None:
+    # Arrange: a one-second window fed 5,000 times a second for 2.5 windows, a sawtooth
+    config = BreakerConfig(max_move_ppm=100_000, window_ns=S, cooldown_ns=S)
+    width = -(-config.window_ns // MAX_BREAKER_BUCKETS)
+    state, readings = BreakerState(), []
+    # Act
+    for i in range(12_500):
+        t = i * 200_000
+        price = 100 * USD + (i % 400) * 10_000
+        readings.append((t, price))
+        state, _ = on_oracle(state, config, t, price)
+        # Assert: bounded, and the kept range covers the exact window's, with readings at
+        # most one bucket width older than the window
+        assert len(state.samples) <= MAX_BREAKER_BUCKETS + 1
+        if i % 97 == 0:
+            low, high = _kept_range(state)
+            exact_low, exact_high = _exact_range(readings, t, config.window_ns)
+            wide_low, wide_high = _exact_range(readings, t, config.window_ns + width)
+            assert wide_low <= low <= exact_low and exact_high <= high <= wide_high
+            del readings[: -2 * 5_000]  # older than two windows never matter
+    assert len(state.samples) >= MAX_BREAKER_BUCKETS and state.status == MarketStatus.ACTIVE
+
+
+@pytest.mark.parametrize("interval_ms", [400, 1_000, 3_000])
+def test_at_real_feed_rates_the_decisions_are_those_of_the_exact_rule(interval_ms: int) -> None:
+    # Arrange: a seeded random walk with jumps, one reading per Pyth slot (or slower)
+    rng = random.Random(interval_ms)
+    state, price, readings = BreakerState(), 100 * USD, []
+    # Act / Assert
+    for i in range(3_000):
+        t = i * interval_ms * 1_000_000 + rng.randrange(50_000_000)
+        price = max(USD, price + rng.choice((-1, 1)) * rng.randrange(USD // 2))
+        if rng.random() < 0.01:
+            price = price * rng.choice((85, 115)) // 100  # a jump that halts
+        readings.append((t, price))
+        del readings[: -2 * 60_000 // interval_ms]  # older than two windows never matter
+        state, _ = on_oracle(state, CONFIG, t, price)
+        low, high = _kept_range(state)
+        exact_low, exact_high = _exact_range(readings, t, CONFIG.window_ns)
+        assert (low, high) == (exact_low, exact_high)
+        assert all(len(s) == 2 for s in state.samples)  # one reading per entry: as before

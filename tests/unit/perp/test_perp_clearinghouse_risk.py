@@ -214,3 +214,13 @@ def test_an_account_a_change_leaves_below_maintenance_is_liquidatable() -> None:
     run(change(margin_tiers=[[U64_MAX, 200_000, 120_000]]))
     # Assert
     assert run.ch.margin(1, 0).below_maintenance
+
+
+# ====================================================================== breaker window
+def test_readings_merged_in_one_breaker_bucket_fold_and_snapshot_alike() -> None:
+    # Arrange / Act: three readings inside one bucket (Run folds and snapshots each step)
+    run = listed()
+    for price in (101, 99, 100):
+        run(UpdateOraclePrice(M, price * TICK, 0, 11, 2, True), at=2 * S)
+    # Assert: one entry with its newest time, lowest and highest price
+    assert run.ch.markets[M].breaker.samples[-1] == (2 * S, 99 * TICK, 101 * TICK)
