@@ -96,6 +96,8 @@ def _run_node(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for chatty in ("httpx", "solanaweb3"):  # one line per RPC request at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     config = _node_config(args)
 
     async def main() -> int:

@@ -37,7 +37,7 @@ class MakerParams:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TakerParams:
-    notional_quote: int = 2_000 * 10**6  # per order, QUOTE_PRECISION
+    notional_quote: int = 5_000 * 10**6  # per order (x 0.5..2), QUOTE_PRECISION
     through_ppm: int = 5_000  # IOC limit 50 bp through the index
     interval_s: float = 0.7
     seed: int = 7

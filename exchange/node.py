@@ -674,7 +674,7 @@ class Node:
                     amount_quote=amount, credit_engine=lambda _cmd: None,
                 )  # fmt: skip
         rest_markets = None
-        for i, (name, _owner) in enumerate(self.wallet_names()):
+        for name, _owner in self.wallet_names():
             rest = PerpdexRest(self.endpoints.api_url, wallets[name])
             self._bot_sessions.append(rest)
             if rest_markets is None:
@@ -682,7 +682,7 @@ class Node:
             bot: MarketMaker | Taker
             if name.startswith("maker"):
                 params = MakerParams(interval_s=self.config.maker_interval_s)
-                bot = MarketMaker(rest, rest_markets, params, name=name, spread_multiplier=1 + i)
+                bot = MarketMaker(rest, rest_markets, params, name=name)
             else:
                 seed = self.config.seed + names[name] + self.recovered_seq
                 bot = Taker(rest, rest_markets,
