@@ -139,10 +139,10 @@ def parse_exposition(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], 
             assert any(k == "le" for k, _ in labels), line
         samples[(name, frozenset(labels))] = float(value)
     buckets: dict[tuple[str, frozenset[tuple[str, str]]], list[tuple[float, float]]] = {}
-    for (name, labels), value in samples.items():
+    for (name, label_set), value in samples.items():
         if name.endswith("_bucket"):
-            le = dict(labels)["le"]
-            rest = frozenset(kv for kv in labels if kv[0] != "le")
+            le = dict(label_set)["le"]
+            rest = frozenset(kv for kv in label_set if kv[0] != "le")
             buckets.setdefault((name, rest), []).append((float(le), value))
     for series in buckets.values():
         counts = [v for _, v in sorted(series)]
@@ -248,7 +248,9 @@ async def test_main_job_trades_settles_reconciles_stops_and_resumes(tmp_path: Pa
                     [addresses.user(key(data, n).pubkey())[0] for n in traders]
                 )
                 assert all(u is not None for u in users)
-                assert any(p.in_use and p.base != 0 for u in users for p in u.positions)
+                assert any(
+                    p.in_use and p.base != 0 for u in users if u is not None for p in u.positions
+                )
             finally:
                 await client.close()
             for rest in traders.values():
