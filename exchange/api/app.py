@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -37,19 +36,11 @@ from exchange.api.errors import (
 from exchange.api.metrics import install_metrics
 from exchange.api.openapi import openapi_document
 from exchange.api.ratelimit import RateLimiter
-from exchange.api.service import OrderService, public_trade_json
+from exchange.api.service import OrderService, Principal, public_trade_json, scoped_json
 from exchange.core.errors import ExchangeError
 from exchange.engine.sequencer import EngineRunner
 
 Clock = Callable[[], int]  # nanoseconds since the epoch
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who signed a request."""
-
-    pubkey: str
-    owner_id: int
 
 
 CONFIG_KEY = web.AppKey("config", ApiConfig)
@@ -139,13 +130,13 @@ def authenticate_parts(
         raise MissingAuth(
             "headers: expected X-PD-Pubkey, X-PD-Timestamp, X-PD-Nonce and X-PD-Signature"
         )
-    pubkey, owner_id = app[REGISTRY_KEY].owner_of(pubkey_b58)
+    pubkey, owner_id, sub_account_id = app[REGISTRY_KEY].owner_of(pubkey_b58)
     timestamp_ms = parse_timestamp_ms(timestamp)
     message = canonical_message(method, path, body, timestamp_ms, nonce)
     verify_signature(pubkey, message, signature)
     now_ns = app[CLOCK_KEY]()
     app[REPLAY_KEY].check(pubkey_b58, timestamp_ms, nonce, now_ns // 1_000_000)
-    return Principal(pubkey_b58, owner_id)
+    return Principal(pubkey_b58, owner_id, sub_account_id)
 
 
 async def authenticate(request: web.Request, cost: int = 1) -> tuple[Principal, bytes]:
@@ -225,7 +216,7 @@ async def get_ticker(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- private
 async def post_order(request: web.Request) -> web.Response:
     principal, body = await authenticate(request)
-    result = await request.app[SERVICE_KEY].place(principal.owner_id, codec.parse_json(body))
+    result = await request.app[SERVICE_KEY].place(principal, codec.parse_json(body))
     return json_response(result)
 
 
@@ -243,39 +234,31 @@ def _batch_cost(body: bytes) -> int:
 async def post_order_batch(request: web.Request) -> web.Response:
     body = await request.read()
     principal, _ = await authenticate(request, _batch_cost(body))
-    results = await request.app[SERVICE_KEY].place_batch(principal.owner_id, codec.parse_json(body))
+    results = await request.app[SERVICE_KEY].place_batch(principal, codec.parse_json(body))
     return json_response({"results": results})
 
 
 async def post_cancel(request: web.Request) -> web.Response:
     principal, body = await authenticate(request)
-    return json_response(
-        await request.app[SERVICE_KEY].cancel(principal.owner_id, codec.parse_json(body))
-    )
+    return json_response(await request.app[SERVICE_KEY].cancel(principal, codec.parse_json(body)))
 
 
 async def post_cancel_batch(request: web.Request) -> web.Response:
     body = await request.read()
     principal, _ = await authenticate(request, _batch_cost(body))
-    results = await request.app[SERVICE_KEY].cancel_batch(
-        principal.owner_id, codec.parse_json(body)
-    )
+    results = await request.app[SERVICE_KEY].cancel_batch(principal, codec.parse_json(body))
     return json_response({"results": results})
 
 
 async def post_cancel_all(request: web.Request) -> web.Response:
     principal, body = await authenticate(request)
     market_id, sub = codec.cancel_all_scope(codec.parse_json(body) if body else {})
-    return json_response(
-        await request.app[SERVICE_KEY].cancel_all(principal.owner_id, market_id, sub)
-    )
+    return json_response(await request.app[SERVICE_KEY].cancel_all(principal, market_id, sub))
 
 
 async def post_amend(request: web.Request) -> web.Response:
     principal, body = await authenticate(request)
-    return json_response(
-        await request.app[SERVICE_KEY].amend(principal.owner_id, codec.parse_json(body))
-    )
+    return json_response(await request.app[SERVICE_KEY].amend(principal, codec.parse_json(body)))
 
 
 def _optional_int_query(request: web.Request, name: str, hi: int) -> int | None:
@@ -284,12 +267,19 @@ def _optional_int_query(request: web.Request, name: str, hi: int) -> int | None:
     return codec.int_query(request.query, name, 0, 0, hi)
 
 
+def _mine(principal: Principal, rows: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    # rows of the principal's owner, cut to its sub-account when the key is limited to one
+    if rows is None or principal.sub_account_id is None:
+        return rows
+    return [r for r in rows if r["sub_account_id"] == principal.sub_account_id]
+
+
 async def get_open_orders(request: web.Request) -> web.Response:
     principal, _ = await authenticate(request)
     market_id = _optional_int_query(request, "market_id", 65535)
     sub = _optional_int_query(request, "sub_account_id", 65535)
     orders = request.app[PORT_KEY].model.open_orders(principal.owner_id, market_id, sub)
-    return json_response({"orders": orders})
+    return json_response({"orders": _mine(principal, orders)})
 
 
 async def get_order_history(request: web.Request) -> web.Response:
@@ -297,21 +287,24 @@ async def get_order_history(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG_KEY]
     limit = codec.int_query(request.query, "limit", 100, 1, cfg.history_kept_per_owner)
     history = list(request.app[PORT_KEY].model.owner_history.get(principal.owner_id, ()))
-    events = OrderService.history_json(principal.owner_id, history[-limit:])
-    return json_response({"events": events})
+    return json_response({"events": scoped_json(principal, history[-limit:])})
 
 
 async def get_fills(request: web.Request) -> web.Response:
     principal, _ = await authenticate(request)
     cfg = request.app[CONFIG_KEY]
     limit = codec.int_query(request.query, "limit", 100, 1, cfg.history_kept_per_owner)
-    fills = list(request.app[PORT_KEY].model.owner_fills.get(principal.owner_id, ()))
+    fills = _mine(
+        principal, list(request.app[PORT_KEY].model.owner_fills.get(principal.owner_id, ()))
+    )
+    assert fills is not None
     return json_response({"fills": list(reversed(fills[-limit:]))})
 
 
 async def get_positions(request: web.Request) -> web.Response:
     principal, _ = await authenticate(request)
-    return json_response({"positions": request.app[PORT_KEY].positions(principal.owner_id)})
+    positions = _mine(principal, request.app[PORT_KEY].positions(principal.owner_id))
+    return json_response({"positions": positions})
 
 
 def _needs_clearinghouse(value: Any, what: str) -> Any:
@@ -322,14 +315,18 @@ def _needs_clearinghouse(value: Any, what: str) -> Any:
 
 async def get_balances(request: web.Request) -> web.Response:
     principal, _ = await authenticate(request)
-    balances = _needs_clearinghouse(request.app[PORT_KEY].balances(principal.owner_id), "balances")
+    balances = _needs_clearinghouse(
+        _mine(principal, request.app[PORT_KEY].balances(principal.owner_id)), "balances"
+    )
     return json_response({"balances": balances})
 
 
 async def get_margin(request: web.Request) -> web.Response:
     principal, _ = await authenticate(request)
     port = request.app[PORT_KEY]
-    summaries = _needs_clearinghouse(port.margin_summaries(principal.owner_id), "margin")
+    summaries = _needs_clearinghouse(
+        _mine(principal, port.margin_summaries(principal.owner_id)), "margin"
+    )
     return json_response({"margin": summaries})
 
 
@@ -337,7 +334,8 @@ async def get_funding_payments(request: web.Request) -> web.Response:
     principal, _ = await authenticate(request)
     cfg = request.app[CONFIG_KEY]
     limit = codec.int_query(request.query, "limit", 100, 1, cfg.history_kept_per_owner)
-    payments = request.app[PORT_KEY].funding_payments(principal.owner_id)
+    payments = _mine(principal, request.app[PORT_KEY].funding_payments(principal.owner_id))
+    assert payments is not None
     return json_response({"funding_payments": list(reversed(payments[-limit:]))})
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import re
+from typing import Any
 
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
@@ -30,6 +31,7 @@ from exchange.api.errors import (
     StaleTimestamp,
     UnknownKey,
 )
+from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
 
 SIGNING_DOMAIN = b"perpdex-api-v1"
 _NONCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -75,38 +77,51 @@ def verify_signature(pubkey: Pubkey, message: bytes, signature_b58: str) -> None
 
 
 class OwnerRegistry:
-    """Which owner id each public key acts for (one key per owner, one owner per key)."""
+    """Which account each public key acts for.
 
-    def __init__(self, pairs: tuple[tuple[str, int], ...] = ()) -> None:
-        self._owner_by_key: dict[str, int] = {}
-        self._key_by_owner: dict[int, str] = {}
-        for key, owner_id in pairs:
-            self.bind(key, owner_id)
+    A key binds to an owner id and either every sub-account of it (``sub_account_id`` None)
+    or exactly one, the settlement model's one wallet per sub-account
+    (``settlement.onchain.AccountMap``). A key is bound once; an owner has either one
+    all-sub-accounts key or keys for distinct sub-accounts.
+    """
 
-    def bind(self, pubkey_b58: str, owner_id: int) -> None:
-        """Bind a key to an owner; a key or an owner bound twice is refused."""
+    def __init__(self, entries: tuple[tuple[Any, ...], ...] = ()) -> None:
+        self._by_key: dict[str, tuple[int, int | None]] = {}
+        self._subs_by_owner: dict[int, set[int | None]] = {}
+        for entry in entries:
+            self.bind(*entry)
+
+    def bind(self, pubkey_b58: str, owner_id: int, sub_account_id: int | None = None) -> None:
+        """Bind a key; a key bound twice or an owner's scope bound twice is refused."""
         Pubkey.from_string(pubkey_b58)  # raises ValueError if malformed
         if not 0 <= owner_id < 2**47:
             raise ValueError(f"owner_id: expected 0..{2**47 - 1}, got {owner_id}")
-        if pubkey_b58 in self._owner_by_key or owner_id in self._key_by_owner:
+        if sub_account_id is not None and not 0 <= sub_account_id < SUB_ACCOUNTS_PER_OWNER:
             raise ValueError(
-                f"owner binding: expected a new key and owner, got {pubkey_b58}/{owner_id}"
+                f"sub_account_id: expected 0..{SUB_ACCOUNTS_PER_OWNER - 1}, got {sub_account_id}"
             )
-        self._owner_by_key[pubkey_b58] = owner_id
-        self._key_by_owner[owner_id] = pubkey_b58
+        subs = self._subs_by_owner.setdefault(owner_id, set())
+        clash = sub_account_id in subs or None in subs or (sub_account_id is None and subs)
+        if pubkey_b58 in self._by_key or clash:
+            raise ValueError(
+                f"owner binding: expected a new key and scope, got {pubkey_b58} for "
+                f"{owner_id}/{sub_account_id}"
+            )
+        subs.add(sub_account_id)
+        self._by_key[pubkey_b58] = (owner_id, sub_account_id)
 
-    def owner_of(self, pubkey_b58: str) -> tuple[Pubkey, int]:
-        """The parsed key and its owner id, or ``MissingAuth`` / ``UnknownKey``."""
+    def owner_of(self, pubkey_b58: str) -> tuple[Pubkey, int, int | None]:
+        """The parsed key, its owner id and its sub-account limit (None: all)."""
         try:
             pubkey = Pubkey.from_string(pubkey_b58)
         except ValueError:
             raise MissingAuth(
                 f"X-PD-Pubkey: expected a base58 public key, got {pubkey_b58!r}"
             ) from None
-        owner_id = self._owner_by_key.get(pubkey_b58)
-        if owner_id is None:
+        bound = self._by_key.get(pubkey_b58)
+        if bound is None:
             raise UnknownKey(f"X-PD-Pubkey: expected a key bound to an account, got {pubkey_b58}")
-        return pubkey, owner_id
+        return pubkey, bound[0], bound[1]
 
 
 class ReplayGuard:

@@ -12,10 +12,10 @@ from exchange.core.errors import ConfigError
 class ApiConfig:
     """How the API listens, whom it trusts and how fast it lets each key go.
 
-    ``owners`` binds each account owner to its Solana public key: pairs of
-    ``(owner_pubkey_base58, owner_id)``. A request signed by that key acts for ``owner_id``
-    (any of its sub-accounts). Settlement will feed this table from the on-chain User
-    accounts; until then it is configuration.
+    ``owners`` binds Solana public keys to accounts: ``(pubkey_base58, owner_id)`` lets the
+    key act for every sub-account of ``owner_id``; ``(pubkey_base58, owner_id,
+    sub_account_id)`` for that one only (settlement's one wallet per sub-account). In a
+    config file: ``[api.owners]`` with ``"<pubkey>" = owner_id`` or ``= [owner_id, sub]``.
 
     Rate limits are token buckets per key (per remote address for unsigned requests):
     ``rate_limit_burst`` tokens, refilled at ``rate_limit_per_second``; one request costs one
@@ -24,7 +24,7 @@ class ApiConfig:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    owners: tuple[tuple[str, int], ...] = ()
+    owners: tuple[tuple[Any, ...], ...] = ()
     auth_window_ms: int = 5_000  # |server time - request timestamp| allowed
     rate_limit_burst: int = 200
     rate_limit_per_second: int = 100
@@ -63,15 +63,15 @@ class ApiConfig:
             raise ConfigError(
                 f"owners: expected a tuple of (pubkey, owner_id), got {self.owners!r}"
             )
-        for pair in self.owners:
+        for entry in self.owners:
             if (
-                not isinstance(pair, tuple)
-                or len(pair) != 2
-                or not isinstance(pair[0], str)
-                or type(pair[1]) is not int
+                not isinstance(entry, tuple)
+                or len(entry) not in (2, 3)
+                or not isinstance(entry[0], str)
+                or any(type(v) is not int for v in entry[1:])
             ):
                 raise ConfigError(
-                    f"owners: expected (pubkey str, owner_id int) pairs, got {pair!r}"
+                    f"owners: expected (pubkey, owner_id[, sub_account_id]), got {entry!r}"
                 )
 
     @classmethod
@@ -88,5 +88,8 @@ class ApiConfig:
             owners = values["owners"]
             if not isinstance(owners, dict):
                 raise ConfigError(f"owners: expected a table of pubkey = owner_id, got {owners!r}")
-            values["owners"] = tuple(owners.items())
+            values["owners"] = tuple(
+                (key, *value) if isinstance(value, list) else (key, value)
+                for key, value in owners.items()
+            )
         return cls(**values)

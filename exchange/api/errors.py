@@ -80,6 +80,13 @@ class UnknownKey(AuthError):
     status = 403
 
 
+class WrongSubAccount(AuthError):
+    """The key is limited to one sub-account and the request names another."""
+
+    code = "AUTH_WRONG_SUB_ACCOUNT"
+    status = 403
+
+
 class RateLimited(ApiError):
     code = "RATE_LIMITED"
     status = 429
@@ -105,6 +112,7 @@ API_ERROR_CODES: tuple[str, ...] = tuple(
         StaleTimestamp,
         ReplayedNonce,
         UnknownKey,
+        WrongSubAccount,
         RateLimited,
         EngineUnavailable,
     )

@@ -70,12 +70,15 @@ _MATCHING_KINDS = frozenset(
 _BID = int(Side.BID)
 
 
-def _owner_fields(e: Any) -> tuple[int, ...]:
+def _owner_fields(e: Any) -> tuple[tuple[int, int], ...]:
     fields = e._fields
-    if "owner_id" in fields:
-        return (e.owner_id,)
-    if "maker_owner_id" in fields:
-        return (e.maker_owner_id, e.taker_owner_id)
+    if "owner_id" in fields and "sub_account_id" in fields:
+        return ((e.owner_id, e.sub_account_id),)
+    if "maker_owner_id" in fields and "maker_sub_account_id" in fields:
+        return (
+            (e.maker_owner_id, e.maker_sub_account_id),
+            (e.taker_owner_id, e.taker_sub_account_id),
+        )
     return ()
 
 
@@ -111,7 +114,7 @@ class ReadUpdate:
 
     book_deltas: list[BookDelta] = field(default_factory=list)
     trades: list[TradeExecuted] = field(default_factory=list)
-    owner_events: dict[int, list[Event]] = field(default_factory=dict)
+    owner_events: dict[int, list[tuple[int, Event]]] = field(default_factory=dict)  # (sub, e)
     tickers: list[dict[str, Any]] = field(default_factory=list)
     markets_created: list[int] = field(default_factory=list)
 
@@ -180,16 +183,16 @@ class ReadModel:
         self.trades: dict[int, deque[TradeExecuted]] = {
             m: deque(maxlen=recent_trades_kept) for m in core.books
         }
-        self.owner_history: dict[int, deque[Event]] = {}
+        self.owner_history: dict[int, deque[tuple[int, Event]]] = {}  # (sub_account_id, e)
         self.owner_fills: dict[int, deque[dict[str, Any]]] = {}
         self.owner_funding: dict[int, deque[dict[str, Any]]] = {}  # FundingSettled per owner
         self.last_funding: dict[int, dict[str, Any]] = {}  # market -> last FundingRateApplied
         # live order id -> (owner_id, market_id): events after OrderAccepted name only the id
-        self._order_owner: dict[int, int] = {}
+        self._order_owner: dict[int, tuple[int, int]] = {}  # (owner_id, sub_account_id)
         for book in core.books.values():
             for account_orders in book.account_orders.values():
                 for order in account_orders.values():
-                    self._order_owner[order.order_id] = order.owner_id
+                    self._order_owner[order.order_id] = (order.owner_id, order.sub_account_id)
 
     @property
     def last_seq(self) -> int:
@@ -209,17 +212,20 @@ class ReadModel:
             kind = type(e)
             market_id = e.market_id
             book = books.get(market_id)
-            owners: tuple[int, ...] = ()
+            owners: tuple[tuple[int, int], ...] = ()  # (owner_id, sub_account_id)
             if kind is TradeExecuted:
                 t: TradeExecuted = e  # type: ignore[assignment]
                 touched.setdefault(market_id, set()).add((1 - t.taker_side, t.price_ticks))
-                owners = (t.maker_owner_id, t.taker_owner_id)
+                owners = (
+                    (t.maker_owner_id, t.maker_sub_account_id),
+                    (t.taker_owner_id, t.taker_sub_account_id),
+                )
                 update.trades.append(t)
                 self.trades[market_id].append(t)
             elif kind is OrderAccepted or kind is OrderRejected:
-                owners = (e.owner_id,)  # type: ignore[union-attr]
+                owners = ((e.owner_id, e.sub_account_id),)  # type: ignore[union-attr]
                 if kind is OrderAccepted:
-                    self._order_owner[e.order_id] = e.owner_id  # type: ignore[union-attr]
+                    self._order_owner[e.order_id] = owners[0]  # type: ignore[union-attr]
             elif kind is SelfTradeDecremented:
                 oid = e.maker_order_id  # type: ignore[union-attr]
                 self._touch_resting(book, oid, touched)
@@ -244,8 +250,8 @@ class ReadModel:
                 self.book_seq[market_id] = 0
                 self.trades[market_id] = deque(maxlen=self.recent_trades_kept)
                 update.markets_created.append(market_id)
-            for owner_id in dict.fromkeys(owners):
-                self._record(owner_id, e, update)
+            for owner_id, sub_account_id in dict.fromkeys(owners):
+                self._record(owner_id, sub_account_id, e, update)
             self._forget_ended(e, kind)
         for market_id in sorted(touched):
             update.book_deltas.append(self._delta(market_id, touched[market_id]))
@@ -262,7 +268,7 @@ class ReadModel:
         if order is not None:
             touched.setdefault(book.market_id, set()).add((order.side, order.price_ticks))
 
-    def _owners_of(self, order_ids: tuple[int, ...]) -> tuple[int, ...]:
+    def _owners_of(self, order_ids: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
         got = self._order_owner.get
         return tuple(o for o in (got(i) for i in order_ids) if o is not None)
 
@@ -276,18 +282,18 @@ class ReadModel:
             if e.taker_remaining_lots == 0:  # type: ignore[union-attr]
                 pop(e.taker_order_id, None)  # type: ignore[union-attr]
 
-    def _record(self, owner_id: int, e: Event, update: ReadUpdate) -> None:
-        update.owner_events.setdefault(owner_id, []).append(e)
+    def _record(self, owner_id: int, sub_account_id: int, e: Event, update: ReadUpdate) -> None:
+        update.owner_events.setdefault(owner_id, []).append((sub_account_id, e))
         history = self.owner_history.get(owner_id)
         if history is None:
             history = self.owner_history[owner_id] = deque(maxlen=self.history_kept_per_owner)
-        history.append(e)
+        history.append((sub_account_id, e))
         if type(e) is TradeExecuted:
             fills = self.owner_fills.get(owner_id)
             if fills is None:
                 fills = self.owner_fills[owner_id] = deque(maxlen=self.history_kept_per_owner)
             for fill in fills_of(e):
-                if fill["owner_id"] == owner_id:
+                if fill["owner_id"] == owner_id and fill["sub_account_id"] == sub_account_id:
                     fills.append(fill)
 
     def _keep(self, table: dict[int, deque[Any]], owner_id: int, item: Any) -> None:

@@ -8,11 +8,13 @@ only the engine can decide (price on tick, post-only crossing, margin...) comes 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from exchange.api import codec
 from exchange.api.engine_port import EnginePort
-from exchange.api.errors import UnknownMarket, UnknownOrder
+from exchange.api.errors import UnknownMarket, UnknownOrder, WrongSubAccount
 from exchange.api.read_model import event_json, fills_of
 from exchange.core.commands import CancelAll, Command
 from exchange.core.errors import RejectCode
@@ -25,6 +27,32 @@ from exchange.core.events import (
     TradeExecuted,
 )
 from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who signed a request: the key, its owner, and the one sub-account it is limited to
+    (``None``: every sub-account of the owner)."""
+
+    pubkey: str
+    owner_id: int
+    sub_account_id: int | None = None
+
+    def allows(self, sub_account_id: int) -> bool:
+        return self.sub_account_id is None or self.sub_account_id == sub_account_id
+
+
+def scoped_json(principal: Principal, pairs: Iterable[tuple[int, Event]]) -> list[dict[str, Any]]:
+    """``(sub_account_id, event)`` pairs of the principal's owner as the principal may see
+    them: a key limited to one sub-account sees that sub-account's side only."""
+    out: list[dict[str, Any]] = []
+    for sub, event in pairs:
+        if not principal.allows(sub):
+            continue
+        for item in private_json(principal.owner_id, event):
+            if principal.allows(item.get("sub_account_id", sub)):
+                out.append(item)
+    return out
 
 
 def private_json(owner_id: int, event: Event) -> list[dict[str, Any]]:
@@ -95,8 +123,23 @@ _CANCEL_HEADS = (OrderCanceled,)
 _AMEND_HEADS = (OrderAmended,)
 
 
+def _with_default_sub(principal: Principal, obj: Any) -> Any:
+    # a key limited to one sub-account acts on it when the request names none
+    if principal.sub_account_id is not None and type(obj) is dict and "sub_account_id" not in obj:
+        return {**obj, "sub_account_id": principal.sub_account_id}
+    return obj
+
+
+def _check_sub(principal: Principal, sub_account_id: int, what: str) -> None:
+    if not principal.allows(sub_account_id):
+        raise WrongSubAccount(
+            f"{what}.sub_account_id: expected {principal.sub_account_id} (this key's), "
+            f"got {sub_account_id}"
+        )
+
+
 class OrderService:
-    """Place, cancel, amend, batch and cancel-all for one authenticated owner at a time."""
+    """Place, cancel, amend, batch and cancel-all for one authenticated principal at a time."""
 
     def __init__(self, port: EnginePort, *, max_batch_orders: int) -> None:
         self.port = port
@@ -109,25 +152,31 @@ class OrderService:
                 f"got {market_id}"
             )
 
-    def _place_cmd(self, owner_id: int, obj: Any, what: str) -> Command:
-        cmd = codec.place_command(obj, owner_id, what)
+    def _place_cmd(self, principal: Principal, obj: Any, what: str) -> Command:
+        cmd = codec.place_command(_with_default_sub(principal, obj), principal.owner_id, what)
+        _check_sub(principal, cmd.sub_account_id, what)
         self._market(cmd.market_id)
         return cmd
 
-    def _cancel_cmd(self, owner_id: int, obj: Any, what: str) -> Command:
-        cmd = codec.cancel_command(obj, owner_id, what)
+    def _live_order(self, principal: Principal, market_id: int, order_id: int, what: str) -> Any:
+        order = self.port.model.find_order(principal.owner_id, market_id, order_id)
+        if order is None or not principal.allows(order.sub_account_id):
+            raise UnknownOrder(
+                f"{what}.order_id: expected a live order of yours in market {market_id}, "
+                f"got {order_id}"
+            )
+        return order
+
+    def _cancel_cmd(self, principal: Principal, obj: Any, what: str) -> Command:
+        cmd = codec.cancel_command(_with_default_sub(principal, obj), principal.owner_id, what)
         self._market(cmd.market_id)
-        book = self.port.model.core.books[cmd.market_id]
         if cmd.order_id:
-            order = self.port.model.find_order(owner_id, cmd.market_id, cmd.order_id)
-            if order is None:
-                raise UnknownOrder(
-                    f"{what}.order_id: expected a live order of yours in market "
-                    f"{cmd.market_id}, got {cmd.order_id}"
-                )
+            order = self._live_order(principal, cmd.market_id, cmd.order_id, what)
             # the live order names its sub-account: the client need not repeat it
             return cmd._replace(sub_account_id=order.sub_account_id)
-        account = owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
+        _check_sub(principal, cmd.sub_account_id, what)
+        book = self.port.model.core.books[cmd.market_id]
+        account = principal.owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
         if (account, cmd.client_order_id) not in book.client_ids:
             raise UnknownOrder(
                 f"{what}.client_order_id: expected a live order of sub-account "
@@ -135,45 +184,45 @@ class OrderService:
             )
         return cmd
 
-    async def place(self, owner_id: int, obj: Any) -> dict[str, Any]:
-        cmd = self._place_cmd(owner_id, obj, "order")
-        return command_result(owner_id, await self.port.submit(cmd), _PLACE_HEADS)
+    async def place(self, principal: Principal, obj: Any) -> dict[str, Any]:
+        cmd = self._place_cmd(principal, obj, "order")
+        return command_result(principal.owner_id, await self.port.submit(cmd), _PLACE_HEADS)
 
-    async def place_batch(self, owner_id: int, obj: Any) -> list[dict[str, Any]]:
+    async def place_batch(self, principal: Principal, obj: Any) -> list[dict[str, Any]]:
         """All orders are checked first: one bad item refuses the whole batch."""
         items = codec.batch_items(obj, "orders", self.max_batch_orders)
-        cmds = [self._place_cmd(owner_id, item, f"orders[{i}]") for i, item in enumerate(items)]
+        cmds = [self._place_cmd(principal, item, f"orders[{i}]") for i, item in enumerate(items)]
         results = await self.port.submit_many(cmds)
-        return [command_result(owner_id, events, _PLACE_HEADS) for events in results]
+        return [command_result(principal.owner_id, events, _PLACE_HEADS) for events in results]
 
-    async def cancel(self, owner_id: int, obj: Any) -> dict[str, Any]:
-        cmd = self._cancel_cmd(owner_id, obj, "cancel")
-        return command_result(owner_id, await self.port.submit(cmd), _CANCEL_HEADS)
+    async def cancel(self, principal: Principal, obj: Any) -> dict[str, Any]:
+        cmd = self._cancel_cmd(principal, obj, "cancel")
+        return command_result(principal.owner_id, await self.port.submit(cmd), _CANCEL_HEADS)
 
-    async def cancel_batch(self, owner_id: int, obj: Any) -> list[dict[str, Any]]:
+    async def cancel_batch(self, principal: Principal, obj: Any) -> list[dict[str, Any]]:
         items = codec.batch_items(obj, "cancels", self.max_batch_orders)
-        cmds = [self._cancel_cmd(owner_id, item, f"cancels[{i}]") for i, item in enumerate(items)]
+        cmds = [self._cancel_cmd(principal, item, f"cancels[{i}]") for i, item in enumerate(items)]
         results = await self.port.submit_many(cmds)
-        return [command_result(owner_id, events, _CANCEL_HEADS) for events in results]
+        return [command_result(principal.owner_id, events, _CANCEL_HEADS) for events in results]
 
-    async def amend(self, owner_id: int, obj: Any) -> dict[str, Any]:
-        cmd = codec.amend_command(obj, owner_id, 0)
+    async def amend(self, principal: Principal, obj: Any) -> dict[str, Any]:
+        cmd = codec.amend_command(obj, principal.owner_id, 0)
         self._market(cmd.market_id)
-        order = self.port.model.find_order(owner_id, cmd.market_id, cmd.order_id)
-        if order is None:
-            raise UnknownOrder(
-                f"amend.order_id: expected a live order of yours in market {cmd.market_id}, "
-                f"got {cmd.order_id}"
-            )
+        order = self._live_order(principal, cmd.market_id, cmd.order_id, "amend")
         cmd = cmd._replace(sub_account_id=order.sub_account_id)
-        return command_result(owner_id, await self.port.submit(cmd), _AMEND_HEADS)
+        return command_result(principal.owner_id, await self.port.submit(cmd), _AMEND_HEADS)
 
     async def cancel_all(
-        self, owner_id: int, market_id: int | None, sub_account_id: int | None
+        self, principal: Principal, market_id: int | None, sub_account_id: int | None
     ) -> dict[str, Any]:
-        """Cancel every live order of the owner in scope; ``None`` scopes mean all."""
+        """Cancel every live order in scope; ``None`` scopes mean all (of this key's)."""
         if market_id is not None:
             self._market(market_id)
+        if sub_account_id is not None:
+            _check_sub(principal, sub_account_id, "cancel_all")
+        else:
+            sub_account_id = principal.sub_account_id
+        owner_id = principal.owner_id
         scopes = sorted(
             {
                 (o["market_id"], o["sub_account_id"])
@@ -184,8 +233,3 @@ class OrderService:
         results = await self.port.submit_many(cmds) if cmds else []
         canceled = [e.order_id for events in results for e in events if type(e) is OrderCanceled]
         return {"canceled_order_ids": sorted(canceled)}
-
-    @staticmethod
-    def history_json(owner_id: int, events: Any) -> list[dict[str, Any]]:
-        """Stored events of an owner as that owner sees them."""
-        return [j for e in events for j in private_json(owner_id, e)]

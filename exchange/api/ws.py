@@ -45,19 +45,19 @@ from exchange.api.app import (
     PORT_KEY,
     PUBLIC_LIMITER_KEY,
     SERVICE_KEY,
-    Principal,
     authenticate_parts,
     spend_tokens,
 )
 from exchange.api.errors import ApiError, MalformedRequest, MissingAuth, UnknownMarket
 from exchange.api.read_model import ReadUpdate
-from exchange.api.service import private_json, public_trade_json
+from exchange.api.service import Principal, public_trade_json, scoped_json
 from exchange.core.errors import ExchangeError
 from exchange.core.events import Event
 
 HUB_KEY: web.AppKey[WsHub] = web.AppKey("ws_hub")
 _TEXT = WSMsgType.TEXT
 _MARKET_CHANNELS = ("book", "trades", "ticker")
+_EMPTY_ACCOUNT = orjson.dumps({"channel": "account", "events": []})
 
 
 class WsSession:
@@ -162,10 +162,18 @@ class WsHub:
         for owner_id, owner_events in update.owner_events.items():
             subs = subscribers.get(("account", owner_id))
             if subs:
-                body = [j for e in owner_events for j in private_json(owner_id, e)]
-                data = orjson.dumps({"channel": "account", "events": body})
+                # one message per distinct key scope (whole owner, or one sub-account)
+                frames: dict[int | None, bytes] = {}
                 for s in subs:
-                    s.send(data)
+                    assert s.principal is not None
+                    scope = s.principal.sub_account_id
+                    frame = frames.get(scope)
+                    if frame is None:
+                        body = scoped_json(s.principal, owner_events)
+                        frame = orjson.dumps({"channel": "account", "events": body})
+                        frames[scope] = frame
+                    if frame != _EMPTY_ACCOUNT:
+                        s.send(frame)
 
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -201,7 +209,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             session.dead_man.cancel()
         if session.cancel_on_disconnect and session.principal is not None:
             with contextlib.suppress(ExchangeError):
-                await app[SERVICE_KEY].cancel_all(session.principal.owner_id, None, None)
+                await app[SERVICE_KEY].cancel_all(session.principal, None, None)
         for task in list(session.tasks):
             with contextlib.suppress(BaseException):
                 await task
@@ -350,7 +358,7 @@ def _fire_dead_man(session: WsSession, principal: Principal) -> None:
     session.dead_man = None
 
     async def cancel() -> None:
-        result = await session.app[SERVICE_KEY].cancel_all(principal.owner_id, None, None)
+        result = await session.app[SERVICE_KEY].cancel_all(principal, None, None)
         session.send_json({"channel": "dead_man", "type": "fired", **result})
 
     _spawn(session, cancel())
@@ -363,7 +371,6 @@ def _order_op(session: WsSession, op: str, msg: dict[str, Any], request_id: Any)
     principal = _need_login(session)
     params = msg.get("params")
     service = session.app[SERVICE_KEY]
-    owner_id = principal.owner_id
     cost = 1
     if op in ("place_batch", "cancel_batch") and isinstance(params, dict):
         items = params.get("orders" if op == "place_batch" else "cancels")
@@ -372,18 +379,18 @@ def _order_op(session: WsSession, op: str, msg: dict[str, Any], request_id: Any)
     # The coroutine's synchronous part (checks, submit to the engine queue) runs in frame
     # order, because tasks start in the order they are created.
     if op == "place":
-        coro: Any = service.place(owner_id, params)
+        coro: Any = service.place(principal, params)
     elif op == "cancel":
-        coro = service.cancel(owner_id, params)
+        coro = service.cancel(principal, params)
     elif op == "amend":
-        coro = service.amend(owner_id, params)
+        coro = service.amend(principal, params)
     elif op == "place_batch":
-        coro = _wrap_results(service.place_batch(owner_id, params))
+        coro = _wrap_results(service.place_batch(principal, params))
     elif op == "cancel_batch":
-        coro = _wrap_results(service.cancel_batch(owner_id, params))
+        coro = _wrap_results(service.cancel_batch(principal, params))
     else:
         market_id, sub = codec.cancel_all_scope(params if params is not None else {})
-        coro = service.cancel_all(owner_id, market_id, sub)
+        coro = service.cancel_all(principal, market_id, sub)
     _spawn(session, _answer(session, request_id, coro))
 
 

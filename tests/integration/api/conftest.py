@@ -32,6 +32,7 @@ def keypair(n: int) -> Keypair:
 
 
 MAKER_KEY, TAKER_KEY, STRANGER_KEY = keypair(1), keypair(2), keypair(3)
+SUB3_KEY = keypair(4)  # the taker's second key, limited to its sub-account 3
 
 
 @pytest.fixture
@@ -68,7 +69,11 @@ def runner(tmp_path: Path) -> Iterator[EngineRunner]:
 
 def api_config(**overrides: Any) -> ApiConfig:
     base: dict[str, Any] = {
-        "owners": ((str(MAKER_KEY.pubkey()), MAKER_OWNER), (str(TAKER_KEY.pubkey()), TAKER_OWNER)),
+        "owners": (
+            (str(MAKER_KEY.pubkey()), MAKER_OWNER),
+            (str(TAKER_KEY.pubkey()), TAKER_OWNER, 0),
+            (str(SUB3_KEY.pubkey()), TAKER_OWNER, 3),
+        ),
         "rate_limit_burst": 10_000,
         "rate_limit_per_second": 10_000,
         "public_rate_limit_burst": 10_000,

@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import BTC, ETH, MAKER_KEY, MAKER_OWNER, STRANGER_KEY, TAKER_KEY, Api, order
+from conftest import (
+    BTC,
+    ETH,
+    MAKER_KEY,
+    MAKER_OWNER,
+    STRANGER_KEY,
+    SUB3_KEY,
+    TAKER_KEY,
+    Api,
+    order,
+)
 
 from exchange.core.errors import RejectCode
 from exchange.engine.sequencer import EngineRunner
@@ -251,14 +261,47 @@ async def test_balances_margin_funding_and_prices(api: Api) -> None:
     _, prices = await api.get(None, f"/v1/markets/{BTC}/prices")
     # Assert
     assert status == 200
-    by_sub = {b["sub_account_id"]: b for b in balances["balances"]}
+    [taker_sub0] = balances["balances"]  # TAKER_KEY is limited to sub-account 0
+    assert taker_sub0["sub_account_id"] == 0 and taker_sub0["fees_paid_quote"] > 0
+    assert taker_sub0["collateral_quote"] == 10**12 - taker_sub0["fees_paid_quote"]
+    _, maker_balances = await api.get(MAKER_KEY, "/v1/balances")  # every sub-account
+    by_sub = {b["sub_account_id"]: b for b in maker_balances["balances"]}
     assert set(by_sub) == {0, 3}
     assert by_sub[3]["collateral_quote"] == 10**12  # untouched sub-account
-    assert by_sub[0]["fees_paid_quote"] > 0
-    assert by_sub[0]["collateral_quote"] == 10**12 - by_sub[0]["fees_paid_quote"]
     sub0 = next(m for m in margin["margin"] if m["sub_account_id"] == 0)
     assert sub0["initial_margin_quote"] > 0 and not sub0["below_maintenance"]
     assert sub0["free_collateral_quote"] == sub0["equity_quote"] - sub0["initial_margin_quote"]
     assert funding == {"funding_payments": []}  # no funding interval has closed yet
     assert prices["index_price"] == 100 * 10**6 and prices["oracle_valid"] is True
     assert prices["status"] == "ACTIVE"
+
+
+async def test_a_key_limited_to_one_sub_account_acts_and_sees_only_it(
+    api: Api, runner: EngineRunner
+) -> None:
+    # Arrange: the taker's sub-account 0 (TAKER_KEY) and 3 (SUB3_KEY) each rest an order
+    _, on_sub0, _ = await api.post(TAKER_KEY, "/v1/orders", order("BID", 96, 1))
+    _, on_sub3, _ = await api.post(SUB3_KEY, "/v1/orders", order("BID", 97, 1))
+    assert on_sub3["events"][0]["sub_account_id"] == 3  # no sub-account named: the key's
+    before = engine_state(runner)
+    # Act / Assert: the sub-3 key can neither name sub-account 0 nor touch its order
+    status, body, _ = await api.post(SUB3_KEY, "/v1/orders", order("BID", 96, 1, sub_account_id=0))
+    assert (status, body["code"]) == (403, "AUTH_WRONG_SUB_ACCOUNT")
+    status, body, _ = await api.post(
+        SUB3_KEY, "/v1/orders/cancel", {"market_id": BTC, "order_id": on_sub0["order_id"]}
+    )
+    assert (status, body["code"]) == (404, "UNKNOWN_ORDER")
+    status, body, _ = await api.post(SUB3_KEY, "/v1/orders/cancel-all", {"sub_account_id": 0})
+    assert (status, body["code"]) == (403, "AUTH_WRONG_SUB_ACCOUNT")
+    assert engine_state(runner) == before
+    _, opened = await api.get(SUB3_KEY, "/v1/orders/open")
+    assert [o["order_id"] for o in opened["orders"]] == [on_sub3["order_id"]]
+    _, history = await api.get(SUB3_KEY, "/v1/orders/history")
+    assert {e.get("order_id") for e in history["events"]} == {on_sub3["order_id"]}
+    _, balances = await api.get(SUB3_KEY, "/v1/balances")
+    assert [b["sub_account_id"] for b in balances["balances"]] == [3]
+    # cancel-all with no scope cancels the key's sub-account only
+    _, canceled, _ = await api.post(SUB3_KEY, "/v1/orders/cancel-all", {})
+    assert canceled["canceled_order_ids"] == [on_sub3["order_id"]]
+    _, still = await api.get(TAKER_KEY, "/v1/orders/open")
+    assert [o["order_id"] for o in still["orders"]] == [on_sub0["order_id"]]

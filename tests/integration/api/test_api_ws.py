@@ -264,3 +264,20 @@ async def test_subscribe_refusals_and_public_channels(api: Api) -> None:
     ticker = await until(ws, lambda m: m.get("channel") == "ticker" and m["last_trade_lots"] == 1)
     assert ticker["best_ask_ticks"] == 100 and ticker["best_ask_lots"] == 1
     await ws.close()
+
+
+async def test_account_channel_of_a_sub_account_key_carries_only_that_sub_account(
+    api: Api,
+) -> None:
+    from conftest import SUB3_KEY
+
+    ws = await api.client.ws_connect("/ws")
+    await ws.send_json(login_msg(SUB3_KEY, nonce="sub3"))
+    assert (await recv(ws))["result"]["owner_id"] == 22
+    await ws.send_json({"op": "subscribe", "channel": "account", "id": 1})
+    await recv(ws)
+    await api.post(TAKER_KEY, "/v1/orders", order("BID", 96, 1))  # same owner, sub-account 0
+    _, mine, _ = await api.post(SUB3_KEY, "/v1/orders", order("BID", 97, 1))
+    msg = await until(ws, lambda m: m.get("channel") == "account")
+    assert {e["order_id"] for e in msg["events"]} == {mine["order_id"]}
+    await ws.close()

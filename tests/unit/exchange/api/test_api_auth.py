@@ -71,7 +71,7 @@ def test_timestamp_header_parsing() -> None:
 def test_owner_registry_binds_one_key_per_owner() -> None:
     other = Keypair.from_seed(bytes([8]) * 32)
     registry = OwnerRegistry(((str(KEY.pubkey()), 5),))
-    assert registry.owner_of(str(KEY.pubkey())) == (KEY.pubkey(), 5)
+    assert registry.owner_of(str(KEY.pubkey())) == (KEY.pubkey(), 5, None)
     with pytest.raises(UnknownKey):
         registry.owner_of(str(other.pubkey()))
     with pytest.raises(MissingAuth):
@@ -95,3 +95,18 @@ def test_replay_guard_window_and_nonces() -> None:
     # once a nonce's timestamp leaves the window it is forgotten (and would be stale anyway)
     guard.check("k", 20_000, "d", now_ms=20_000)
     assert guard.remembered() == 1
+
+
+def test_owner_registry_keys_limited_to_one_sub_account() -> None:
+    keys = [str(Keypair.from_seed(bytes([n]) * 32).pubkey()) for n in range(20, 24)]
+    registry = OwnerRegistry(((keys[0], 7, 0), (keys[1], 7, 1)))
+    assert registry.owner_of(keys[1])[1:] == (7, 1)
+    with pytest.raises(ValueError):
+        registry.bind(keys[2], 7, 1)  # sub-account 1 already has its key
+    with pytest.raises(ValueError):
+        registry.bind(keys[2], 7)  # an all-sub-accounts key next to per-sub keys
+    with pytest.raises(ValueError):
+        registry.bind(keys[3], 8, 70_000)
+    registry.bind(keys[2], 8)
+    with pytest.raises(ValueError):
+        registry.bind(keys[3], 8, 0)  # owner 8 already has an all-sub-accounts key

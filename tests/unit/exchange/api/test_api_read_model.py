@@ -98,7 +98,11 @@ def test_snapshot_equals_core_depth_and_open_orders_are_per_owner() -> None:
     assert [o["owner_id"] for o in model.open_orders(8)] == [8]
     assert model.open_orders(8, sub_account_id=0) == []
     assert model.book(99, 10) is None
-    assert [type(e).__name__ for e in model.owner_history[7]] == ["OrderAccepted", "OrderRested"]
+    assert [(sub, type(e).__name__) for sub, e in model.owner_history[7]] == [
+        (0, "OrderAccepted"),
+        (0, "OrderRested"),
+    ]
+    assert [sub for sub, _ in model.owner_history[8]] == [1, 1]
 
 
 def test_out_of_order_batch_fails_fast() -> None:
