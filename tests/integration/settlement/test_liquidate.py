@@ -17,10 +17,9 @@ import pytest
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from test_clearing_program import (
-    CODES,
     LOT_SIZE,
-    NOW_SLOT,
     NOW_S,
+    NOW_SLOT,
     SCHEDULE,
     SYSTEM_PROGRAM,
     USD,
