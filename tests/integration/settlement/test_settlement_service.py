@@ -1,6 +1,7 @@
 """Settlement service end to end: a real Engine on a SQLite journal, the embedded cluster with
 the clearing program, anchorpy over the cluster's RPC. Trades settle to the unit; a crash after
-a landed transaction (in-process, and a SIGKILLed process) neither repeats nor skips a batch;
+a landed transaction (in-process, and a SIGKILLed process) neither repeats nor skips a batch; a
+dead process's batch still in flight when its successor posts a larger one never lands twice;
 an RPC outage is retried through; a batch the program refuses halts settlement loudly.
 """
 
@@ -31,6 +32,7 @@ from settlement.errors import SettlementHalted
 from settlement.onchain import AccountMap
 from settlement.reconciler import Reconciler, ReconcilerConfig
 from settlement.service import (
+    BatchPlanner,
     FillBatch,
     ServiceState,
     SettlementConfig,
@@ -184,6 +186,62 @@ async def test_crash_after_landing_before_recording_resumes_from_the_chain(
         assert market.last_settled_sequence == max(
             f.seq for f in fills if f.market_id == m.market_id
         )
+    await assert_chain_equals_engine(stack)
+
+
+async def test_a_dead_process_batch_in_flight_and_its_successors_larger_batch_never_both_land(
+    stack: SettlementStack,
+) -> None:
+    # Arrange: a dead service planned, built and signed a batch of the first fills (from the
+    # chain's progress point) but never saw it land; the journal then grows
+    assert stack.engine is not None
+    rng = random.Random(41)
+    stack.process(crossing_flow(rng, MARKETS[:1], OWNERS, 10))
+    dead = stack.service()
+    await dead.resume()
+    planned = BatchPlanner(dead.accounts, dead.progress, dead.config).plan(
+        stack.engine.journal.read()
+    )
+    in_flight = next(a for a in planned if isinstance(a, FillBatch))
+    client = stack.client()
+    blockhash = (await client.get_latest_blockhash()).value.blockhash
+    program = stack.program(stack.operator)
+    ctx = Context(
+        accounts={"exchange": dead.exchange, "market": dead.markets[0],
+                  "operator": stack.operator.pubkey()},
+        remaining_accounts=[AccountMeta(u, False, True) for u in in_flight.users],
+        pre_instructions=[set_compute_unit_limit(1_400_000)],
+    )  # fmt: skip
+    dead_tx = program.transaction["settle_fills"](
+        in_flight.previous_sequence, in_flight.first_seq, in_flight.sequence,
+        [f.arg() for f in in_flight.fills], payer=stack.operator, blockhash=blockhash, ctx=ctx,
+    )  # fmt: skip
+    stack.process(crossing_flow(rng, MARKETS[:1], OWNERS, 10))
+    fills = journal_fills(stack)
+    successor = stack.service()
+    post = successor._post
+    raced: list[FillBatch] = []
+
+    async def dead_tx_lands_first(action: object) -> object:
+        if not raced:  # the successor's first batch: same progress point, more fills
+            assert isinstance(action, FillBatch)
+            raced.append(action)
+            sig = (await client.send_raw_transaction(bytes(dead_tx))).value
+            await client.confirm_transaction(sig)
+        return await post(action)  # type: ignore[arg-type]
+
+    successor._post = dead_tx_lands_first  # type: ignore[method-assign,assignment]
+    # Act
+    await successor.settle_available()
+    # Assert: the larger batch was refused (BatchNotContiguous), the successor re-planned from
+    # the chain and settled the rest: every fill once
+    (first_try,) = raced
+    assert first_try.previous_sequence == in_flight.previous_sequence
+    assert first_try.sequence > in_flight.sequence and len(first_try.fills) > len(in_flight.fills)
+    assert successor.metrics.lost_races == 1 and successor.state is ServiceState.RUNNING
+    assert successor.metrics.fills_settled == len(fills) - len(in_flight.fills)
+    market = await program.account["Market"].fetch(dead.markets[0])
+    assert market.last_settled_sequence == max(f.seq for f in fills)
     await assert_chain_equals_engine(stack)
 
 
