@@ -21,13 +21,16 @@ difference) through the ``halt`` callable, where it becomes a journaled
 
 from __future__ import annotations
 
+import base64
 import logging
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 from anchorpy import Program
 from solana.rpc.commitment import Confirmed
+from solders.pubkey import Pubkey
 
 from exchange.core.commands import SetMarketStatus
 from exchange.core.events import NO_MARKET_ID
@@ -36,10 +39,71 @@ from perp.math.funding import settle
 from perp.risk_gate import MarketStatus
 from settlement.errors import SettlementConfigError, UnmappedAccount
 from settlement.onchain import AccountMap, ClearingAddresses
+from settlement.spec import event_discriminator
 
 log = logging.getLogger(__name__)
 
 NO_ACCOUNT: Final = (-1, -1)
+_POSITION_LIQUIDATED: Final = event_discriminator("PositionLiquidated")
+_POSITION_LIQUIDATED_LAYOUT: Final = struct.Struct("<H32s32sqqQQQQ")
+
+
+class OnChainLiquidation(NamedTuple):
+    """One ``PositionLiquidated`` of the program, in engine accounts: the fact the engine must
+    book (docs/PROTOCOL.md, On-chain liquidation) for its positions to agree with the chain."""
+
+    market_id: int
+    owner_id: int  # the liquidated account
+    sub_account_id: int
+    liquidator_owner_id: int
+    liquidator_sub_account_id: int
+    base_delta: int  # BASE_PRECISION: the liquidated account's change (liquidator: -base_delta)
+    quote_delta: int  # QUOTE_PRECISION: quote to the liquidated account (liquidator: -quote)
+    price: int  # PRICE_PRECISION, the on-chain oracle price
+    fee_quote: int
+    liquidator_fee_quote: int
+    insurance_fee_quote: int
+
+
+def _engine_account(accounts: AccountMap, wallet: bytes) -> tuple[int, int]:
+    user = accounts.addresses.user(Pubkey.from_bytes(wallet))[0]
+    try:
+        return accounts.engine_account(user)
+    except KeyError:
+        raise UnmappedAccount(
+            f"wallet {Pubkey.from_bytes(wallet)}: expected a wallet of the account map"
+        ) from None
+
+
+def liquidations_in_logs(logs: Iterable[str], accounts: AccountMap) -> list[OnChainLiquidation]:
+    """The ``PositionLiquidated`` events of one transaction's program logs, in order, with both
+    owners' wallets mapped to engine accounts (an unmapped wallet is ``UnmappedAccount``)."""
+    out = []
+    for line in logs:
+        if not line.startswith("Program data: "):
+            continue
+        data = base64.b64decode(line.removeprefix("Program data: "))
+        if data[:8] != _POSITION_LIQUIDATED:
+            continue
+        market, owner, liquidator, base, quote, price, fee, to_liquidator, to_fund = (
+            _POSITION_LIQUIDATED_LAYOUT.unpack(data[8:])
+        )
+        liquidated_key = _engine_account(accounts, owner)
+        liquidator_key = _engine_account(accounts, liquidator)
+        out.append(
+            OnChainLiquidation(
+                market,
+                *liquidated_key,
+                *liquidator_key,
+                base,
+                quote,
+                price,
+                fee,
+                to_liquidator,
+                to_fund,
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

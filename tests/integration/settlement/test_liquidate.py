@@ -32,6 +32,9 @@ from test_clearing_program import (
 
 from liquidation.rules import LiquidationConfig, LiquidationPlan, OracleReading, plan_liquidation
 from perp.position import Position
+from settlement.errors import UnmappedAccount
+from settlement.onchain import AccountMap, ClearingAddresses
+from settlement.reconciler import OnChainLiquidation, liquidations_in_logs
 from settlement.spec import LIQUIDATION_BUFFER_PPM, LIQUIDATOR_SHARE_PPM, event_discriminator
 
 pytestmark = pytest.mark.integration
@@ -250,3 +253,27 @@ def test_a_liquidator_that_would_fall_below_initial_margin_is_refused(underwater
     underwater.new_user(poor, 1 * USD)
     assert_rejected(underwater, [liquidate_ix(underwater, VICTIM, poor)],
                     [underwater.users[poor]], "LiquidatorBelowInitialMargin")  # fmt: skip
+
+
+# ------------------------------------------------------------------ the engine's view
+
+
+def test_the_reconciler_maps_the_logged_slices_to_engine_accounts(underwater: Chain) -> None:
+    # Arrange: engine accounts (7, 0) = the victim's wallet, (8, 1) = the liquidator's
+    accounts = AccountMap(
+        {(7, 0): underwater.users[VICTIM].pubkey(), (8, 1): underwater.users[LIQUIDATOR].pubkey()},
+        ClearingAddresses(underwater.program_id),
+    )
+    plan = python_plan(underwater)
+    # Act
+    result = underwater.ok([liquidate_ix(underwater, VICTIM, LIQUIDATOR)],
+                           [underwater.users[LIQUIDATOR]])  # fmt: skip
+    found = liquidations_in_logs(result.logs(), accounts)
+    # Assert
+    t = plan.transfers[0]
+    assert found == [
+        OnChainLiquidation(0, 7, 0, 8, 1, t.base_delta, t.quote_delta, t.price, t.fee_quote,
+                           t.liquidator_fee_quote, t.insurance_fee_quote)
+    ]  # fmt: skip
+    with pytest.raises(UnmappedAccount):
+        liquidations_in_logs(result.logs(), AccountMap({}, accounts.addresses))
