@@ -9,6 +9,7 @@ from pathlib import Path
 
 from exchange.core.errors import ExchangeError
 from exchange.liquidation_cli import register as register_liquidation_commands
+from settlement.gov_cli import register as register_gov_commands
 
 
 def _node_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -122,6 +123,10 @@ def _run_node(args: argparse.Namespace) -> int:
         return asyncio.run(main())
     except NodeError as exc:
         print(f"perpdex run: {exc.code}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a port in use, an unwritable data directory
+        print(f"perpdex run: NODE: expected free ports and a writable data dir, got {exc}",
+              file=sys.stderr)  # fmt: skip
         return 1
 
 
@@ -327,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     net.set_defaults(func=cmd_localnet)
     register_liquidation_commands(sub)
+    register_gov_commands(sub)
     return parser
 
 

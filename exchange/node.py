@@ -18,7 +18,8 @@ Start-up, in order (``Node.start``):
    reconciler against the engine state at exactly the sequence settlement reached (a fold of
    the journal up to the service's cursor); a mismatch that is not explained by a deposit in
    flight halts the markets concerned (``SetMarketStatus``);
-7. the liquidation sweeper when ``exchange/engine/liquidation_service.py`` exists;
+7. the liquidation sweeper and backstop (``LiquidationService``, an engine subscriber) with
+   its own funded liquidator account;
 8. the demo traders (market makers and a taker, ``exchange.demo_bots``) through the SDK, each
    with its own wallet, funded by a real on-chain deposit that the bridge credits.
 
@@ -32,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -64,6 +64,7 @@ from exchange.demo import DEMO_MARKETS
 from exchange.demo_bots import MakerParams, MarketMaker, Taker, TakerParams
 from exchange.engine.config import EngineConfig
 from exchange.engine.journal import Journal
+from exchange.engine.liquidation_service import LiquidationService
 from exchange.engine.oracle_port import oracle_command
 from exchange.engine.sequencer import Engine, EngineRunner, recover
 from localnet.cluster import EmbeddedCluster
@@ -97,7 +98,7 @@ from settlement.service import ServiceState, SettlementConfig, SettlementService
 log = logging.getLogger(__name__)
 
 LAMPORTS_PER_SOL: Final = 1_000_000_000
-LIQUIDATION_SERVICE_MODULE: Final = "exchange.engine.liquidation_service"
+LIQUIDATOR_OWNER: Final = 900  # the engine's backstop liquidator (sub-account 0)
 MAKER_OWNER_BASE: Final = 1  # market maker i is owner 1 + i
 TAKER_OWNER_BASE: Final = 100  # taker i is owner 100 + i
 ORACLE_LIMITS: Final = GuardLimits(
@@ -357,6 +358,7 @@ class Node:
         self.reconciler: Reconciler | None = None
         self.settled: SettledView | None = None
         self.bots: list[Any] = []
+        self.liquidation: LiquidationService | None = None
         self._bot_sessions: list[PerpdexRest] = []
         self.endpoints: Endpoints | None = None
         self.final_hash = ""
@@ -403,12 +405,13 @@ class Node:
         return self.engine.core.next_seq - 1  # an int read: safe from any thread
 
     def wallet_names(self) -> list[tuple[str, int]]:
-        """(key name, owner_id) of every demo trader; sub-account 0 each."""
+        """(key name, owner_id) of every demo trader and the backstop liquidator; sub-account
+        0 each."""
         makers = [
             (f"maker-{i + 1}", MAKER_OWNER_BASE + i) for i in range(self.config.market_makers)
         ]
         takers = [(f"taker-{i + 1}", TAKER_OWNER_BASE + i) for i in range(self.config.takers)]
-        return makers + takers
+        return [*makers, *takers, ("liquidator", LIQUIDATOR_OWNER)]
 
     # ------------------------------------------------------------------ start
     async def start(self) -> None:
@@ -440,12 +443,14 @@ class Node:
         self.engine = Engine(self.config.engine)
         rec = self.engine.recovery
         self.recovered_hash, self.recovered_seq = rec.state_hash, rec.last_seq
-        if fresh_chain and rec.last_seq > 0:
+        # Without a saved chain the chain is provisioned anew; that is only consistent with a
+        # journal in which no account holds collateral yet (markets and prices are re-listed).
+        if fresh_chain and self.engine.core.accounts:
             self.engine.close()
             self.engine = None
             raise NodeError(
                 f"data dir {self.data_dir}: expected the chain state ({self.chain_dir}) next to a "
-                f"journal of {rec.last_seq} events, got none; use a new data directory (the "
+                f"journal with accounts ({rec.last_seq} events), got none; use a new data directory (the "
                 "journal alone can be checked with `perpdex replay`)"
             )
         self.runner = EngineRunner(self.engine)
@@ -639,23 +644,13 @@ class Node:
         self._tasks.append(asyncio.create_task(self._settlement_loop(), name="settlement"))
 
     def _start_liquidation(self) -> None:
-        """The liquidation sweeper hook: helper K's ``exchange/engine/liquidation_service.py``."""
-        if importlib.util.find_spec(LIQUIDATION_SERVICE_MODULE) is None:
-            log.warning(
-                "liquidation sweeper: not started (%s does not exist yet)",
-                LIQUIDATION_SERVICE_MODULE,
-            )
-            self.liquidation = None
-            return
-        module = importlib.import_module(LIQUIDATION_SERVICE_MODULE)
-        start = getattr(module, "start_for_node", None)
-        if start is None:
-            log.warning(
-                "liquidation sweeper: %s has no start_for_node(node)", LIQUIDATION_SERVICE_MODULE
-            )
-            self.liquidation = None
-            return
-        self.liquidation = start(self)
+        """The sweeper and backstop inside the engine (``LiquidationService``, an engine
+        subscriber on the sequencer thread); its backstop account is the ``liquidator``
+        wallet's, funded by an on-chain deposit like the traders'."""
+        assert self.engine is not None and self.runner is not None
+        self.liquidation = LiquidationService(
+            self.engine, self.runner.submit, liquidator_owner_id=LIQUIDATOR_OWNER
+        )
 
     async def _start_bots(self, wallets: dict[str, Keypair], *, fund: bool) -> None:
         assert self.endpoints is not None
@@ -664,7 +659,7 @@ class Node:
             for name, owner in self.wallet_names():
                 amount = (
                     self.config.maker_deposit_quote
-                    if name.startswith("maker")
+                    if not name.startswith("taker")
                     else self.config.taker_deposit_quote
                 )
                 # The wallet deposits on-chain; the bridge (not this call) credits the engine.
@@ -675,6 +670,8 @@ class Node:
                 )  # fmt: skip
         rest_markets = None
         for name, _owner in self.wallet_names():
+            if name == "liquidator":
+                continue  # not a trader: the engine's LiquidationService uses its account
             rest = PerpdexRest(self.endpoints.api_url, wallets[name])
             self._bot_sessions.append(rest)
             if rest_markets is None:
@@ -793,6 +790,17 @@ class Node:
                          "deposits of wallets without an engine account")  # fmt: skip
             unm.add(bridge.metrics.unmapped)
             out += [dep, unm]
+        liq = self.liquidation
+        if liq is not None:
+            screens = Family("perpdex_liquidation_screens_total", "counter", "sweeper screens")
+            screens.add(liq.screens)
+            cands = Family("perpdex_liquidation_candidates", "gauge",
+                           "accounts below maintenance not yet liquidated")  # fmt: skip
+            cands.add(len(liq.candidates))
+            sent = Family("perpdex_liquidation_backstop_sent_total", "counter",
+                          "backstop Liquidate commands sent")  # fmt: skip
+            sent.add(liq.sent)
+            out += [screens, cands, sent]
         upd = Family("perpdex_oracle_updates_total", "counter", "oracle readings into the engine")
         for market_id, n in sorted(self.status.oracle_updates.items()):
             upd.add(n, (("market_id", str(market_id)),))

@@ -230,7 +230,7 @@ async def test_main_job_trades_settles_reconciles_stops_and_resumes(tmp_path: Pa
             assert metric(samples, "perpdex_reconciliation_ok") == 1
             assert metric(samples, "perpdex_reconciliation_mismatches_total") == 0
             assert metric(samples, "perpdex_settlement_state", state="running") == 1
-            assert metric(samples, "perpdex_bridge_deposits_total") == 3
+            assert metric(samples, "perpdex_bridge_deposits_total") == 4  # + the liquidator
             assert (
                 sum(metric(samples, "perpdex_fills_total", market_id=str(m)) for m in MARKETS) > 0
             )
@@ -238,6 +238,7 @@ async def test_main_job_trades_settles_reconciles_stops_and_resumes(tmp_path: Pa
                 assert metric(samples, "perpdex_oracle_age_seconds", market_id=str(m),
                               symbol=("BTC-PERP", "ETH-PERP", "SOL-PERP")[m]) < 30  # fmt: skip
             assert any(n == "perpdex_api_request_seconds_bucket" for n, _ in samples)
+            assert metric(samples, "perpdex_liquidation_screens_total") > 0
 
             # On-chain User accounts hold settled positions.
             client = AsyncClient(ep["rpc_url"])
