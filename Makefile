@@ -48,7 +48,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy exchange oracle_feeds perp localnet settlement/toolchain
+	$(BIN)/mypy exchange oracle_feeds perp localnet liquidation settlement bench
 	$(BIN)/lint-imports
 
 # On-chain programs: clang-19 (apt, when root and missing) + our SBF linker (stdlib python).
