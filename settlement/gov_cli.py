@@ -278,11 +278,15 @@ def print_list(snapshot: GovernanceSnapshot, out: TextIO, *, status: str | None)
         )
 
 
+def _check_proposal_id(snapshot: GovernanceSnapshot, proposal_id: int) -> None:
+    count = snapshot.next_proposal_id
+    if not 0 <= proposal_id < count:
+        known = f"ids 0..{count - 1}" if count else "none proposed yet"
+        raise GovCliError(f"proposal: expected an existing id ({known}), got {proposal_id}")
+
+
 def print_show(snapshot: GovernanceSnapshot, proposal_id: int, out: TextIO) -> None:
-    if not 0 <= proposal_id < len(snapshot.proposals):
-        raise GovCliError(
-            f"proposal: expected an id in 0..{snapshot.next_proposal_id - 1}, got {proposal_id}"
-        )
+    _check_proposal_id(snapshot, proposal_id)
     p = snapshot.proposals[proposal_id]
     approvers = p.approvers(snapshot.council)
     print(f"proposal {p.id}: {p.status_name}", file=out)
@@ -349,10 +353,7 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
             markets = sorted(set(args.market or []))
             snapshot = await gov.snapshot(markets)
             if action == "show":
-                if not 0 <= args.proposal_id < snapshot.next_proposal_id:
-                    raise GovCliError(
-                        f"proposal: expected an id in 0..{snapshot.next_proposal_id - 1}, got {args.proposal_id}"
-                    )
+                _check_proposal_id(snapshot, args.proposal_id)
                 market = snapshot.proposals[args.proposal_id].market_index
                 if market != GLOBAL_TARGET and market not in snapshot.markets:
                     snapshot = await gov.snapshot([*markets, market])
