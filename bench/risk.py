@@ -165,6 +165,8 @@ def run_full(
             limits=LIMITS,
             state=state,
             position_base=positions[market].base,
+            open_bid_base=open_orders[market].bid_base,
+            open_ask_base=open_orders[market].ask_base,
             oracle_price=MARKS[market],
             day_loss_quote=0,
             margin_shortfall_quote=shortfall,

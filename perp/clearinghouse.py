@@ -115,6 +115,7 @@ from perp.risk_gate import (
     OrderIntent,
     check_limits,
     check_order,
+    side_reach_base,
     spend_request_tokens,
 )
 
@@ -356,6 +357,7 @@ class Clearinghouse:
         position_base = position.base if position is not None else 0
         is_bid = cmd.side == _BID
         key = (account_id, cmd.market_id)
+        open_bids, open_asks = self._open_base(account_id, cmd.market_id)
         gate = check_order(
             OrderIntent(
                 is_bid, cmd.size, cmd.price, cmd.reduce_only, cmd.time_in_force in _POST_ONLY_TIFS
@@ -365,6 +367,8 @@ class Clearinghouse:
             limits=m.params.limits,
             state=self._rate_state.get(key, _NO_RATE_STATE),
             position_base=position_base,
+            open_bid_base=open_bids,
+            open_ask_base=open_asks,
             oracle_price=m.index_price,
             day_loss_quote=acct.day_loss_quote(ts_ns) if acct is not None else 0,
             margin_shortfall_quote=0,  # the costly check runs below, only if all else passed
@@ -429,25 +433,32 @@ class Clearinghouse:
                 and cmd.new_price > 0
                 and m.index_price
             ):
-                position_base = position.base if position is not None else 0
                 is_bid = order.side == _BID
+                intent = OrderIntent(
+                    is_bid,
+                    cmd.new_size,
+                    cmd.new_price,
+                    order.reduce_only,
+                    order.time_in_force in _POST_ONLY_TIFS,
+                )
+                # the side's open orders without this one's old size
+                open_bids, open_asks = self._open_base(account_id, cmd.market_id)
+                old_base = order.remaining_lots * self.core.books[cmd.market_id].spec.lot_size
+                reach, reduces = side_reach_base(
+                    intent,
+                    position.base if position is not None else 0,
+                    open_bids - old_base if is_bid else open_bids,
+                    open_asks if is_bid else open_asks - old_base,
+                )
                 gate = check_limits(
-                    OrderIntent(
-                        is_bid,
-                        cmd.new_size,
-                        cmd.new_price,
-                        order.reduce_only,
-                        order.time_in_force in _POST_ONLY_TIFS,
-                    ),
+                    intent,
                     limits=m.params.limits,
                     state=gate.state,
-                    position_base=position_base,
+                    reach_base=reach,
+                    reduces=reduces,
                     oracle_price=m.index_price,
                     day_loss_quote=acct.day_loss_quote(ts_ns) if acct is not None else 0,
                     margin_shortfall_quote=0,  # the margin check runs below
-                    reduces=position_base != 0
-                    and (position_base < 0) == is_bid
-                    and cmd.new_size <= abs(position_base),
                 )
             if gate.code is not None:
                 code, problem = gate.code, gate.message
@@ -596,6 +607,16 @@ class Clearinghouse:
         the market's worst-case base. One that does not cannot raise the initial requirement,
         so it skips the margin check: an account under initial margin can always reduce (and
         close) its position."""
+        bids, asks = self._open_base(account_id, market_id)
+        before = worst_case_base(position_base, bids, asks)
+        if replacing is not None:
+            was_bid, old_base = replacing
+            bids, asks = (bids - old_base, asks) if was_bid else (bids, asks - old_base)
+        bids, asks = (bids + base, asks) if is_bid else (bids, asks + base)
+        return worst_case_base(position_base, bids, asks) > before
+
+    def _open_base(self, account_id: int, market_id: int) -> tuple[int, int]:
+        """The account's open (resting and trigger-pending) bid and ask base in a market."""
         book = self.core.books[market_id]
         bid_lots = ask_lots = 0
         for order in book.account_orders.get(account_id, {}).values():
@@ -604,13 +625,7 @@ class Clearinghouse:
             else:
                 ask_lots += order.remaining_lots
         lot = book.spec.lot_size
-        bids, asks = bid_lots * lot, ask_lots * lot
-        before = worst_case_base(position_base, bids, asks)
-        if replacing is not None:
-            was_bid, old_base = replacing
-            bids, asks = (bids - old_base, asks) if was_bid else (bids, asks - old_base)
-        bids, asks = (bids + base, asks) if is_bid else (bids, asks + base)
-        return worst_case_base(position_base, bids, asks) > before
+        return bid_lots * lot, ask_lots * lot
 
     def _marks_and_schedules(self) -> tuple[dict[int, int], dict[int, Any]]:
         marks = {mid: m.price_for_margin for mid, m in self.markets.items()}

@@ -310,7 +310,13 @@ def gate(addr, acct, mkt, is_bid, base, price, reduce_only, post_only, now):  # 
     q = S[H_POS] + (acct * S[H_NMKT] + mkt) * PW
     a = S[H_ACC] + acct * AW
     pos = S[q + Q_BASE]
-    reduces = pos != 0 and (pos < 0) == is_bid and base <= (pos if pos > 0 else -pos)
+    # the side's worst case: this order and every open order on its side filled
+    if is_bid:
+        extent = pos + S[q + Q_BID] + base
+        reduces = pos < 0 and extent <= 0
+    else:
+        extent = S[q + Q_ASK] + base - pos
+        reduces = pos > 0 and extent <= 0
     # 1. market status
     status = S[m + M_STATUS]
     if status == ST_HALTED or status == ST_CANCEL_ONLY:  # noqa: SIM109 (numba: no tuple)
@@ -336,13 +342,10 @@ def gate(addr, acct, mkt, is_bid, base, price, reduce_only, post_only, now):  # 
     nq = notional(base, price)
     if nq > S[m + M_MAX_NOTIONAL]:
         return _reject(S, C_NOTIONAL, S[m + M_MAX_NOTIONAL], nq, 0, 0)
-    # 4. position and loss, only for orders that can add risk
+    # 4. position (the side's worst case) and loss, only for orders that can add risk
     if not reduces:
-        after = pos + base if is_bid else pos - base
-        if after < 0:
-            after = -after
-        if after > S[m + M_MAX_POS]:
-            return _reject(S, C_POSITION, S[m + M_MAX_POS], after, 0, 0)
+        if extent > S[m + M_MAX_POS]:
+            return _reject(S, C_POSITION, S[m + M_MAX_POS], extent, 0, 0)
         limit = S[m + M_LOSS_LIMIT]
         loss = S[a + A_DAY_LOSS]
         if limit and loss >= limit:
@@ -679,6 +682,8 @@ class FastRisk:
             limits=limits,
             state=self.rate_state(account),
             position_base=positions[market].base,
+            open_bid_base=inputs["open_orders"][market].bid_base,
+            open_ask_base=inputs["open_orders"][market].ask_base,
             oracle_price=int(m[M_ORACLE]),
             day_loss_quote=int(self.acct[account, A_DAY_LOSS]),
         )
@@ -717,7 +722,10 @@ def risk_message(code: int, p1: int, p2: int, p3: int, p4: int) -> str:
     if code == C_NOTIONAL:
         return f"notional: expected <= {p1}, got {p2}"
     if code == C_POSITION:
-        return f"position: expected |position| <= {p1} after the fill, got {p2}"
+        return (
+            f"position: expected |position| <= {p1} with this and every open order on its "
+            f"side filled, got {p2}"
+        )
     if code == C_LOSS:
         return f"daily loss: expected < {p1}, got {p2}; only reducing orders until the day resets"
     if code == C_MARGIN:

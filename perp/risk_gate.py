@@ -131,6 +131,19 @@ class OrderIntent(NamedTuple):
     post_only: bool
 
 
+def side_reach_base(
+    order: OrderIntent, position_base: int, open_bid_base: int, open_ask_base: int
+) -> tuple[int, bool]:
+    """The signed position if this order and every open order of the account on its side
+    filled (the worst case of its side), and whether that still only shrinks the position
+    (``reduces``: against it, and all of that side together no larger than it)."""
+    if order.is_bid:
+        reach = position_base + open_bid_base + order.base
+        return reach, position_base < 0 and reach <= 0
+    reach = position_base - open_ask_base - order.base
+    return reach, position_base > 0 and reach >= 0
+
+
 def check_order(
     order: OrderIntent,
     *,
@@ -139,18 +152,19 @@ def check_order(
     limits: RiskLimits,
     state: AccountRiskState,
     position_base: int,
+    open_bid_base: int,
+    open_ask_base: int,
     oracle_price: int,
     day_loss_quote: int,
     margin_shortfall_quote: int,
 ) -> GateResult:
-    """Run the gate for one order. ``day_loss_quote`` is the account's loss since the start
-    of the day (> 0 is a loss); ``margin_shortfall_quote`` comes from
-    ``perp.margin_check.order_margin_shortfall`` (0 when the order fits)."""
-    reduces = (
-        position_base != 0
-        and (position_base < 0) == order.is_bid
-        and order.base <= abs(position_base)
-    )
+    """Run the gate for one order. ``open_bid_base`` / ``open_ask_base``: the account's open
+    (resting and trigger-pending) orders in this market, this one excluded; position limit,
+    REDUCE_ONLY status and the daily loss limit count them at their worst case.
+    ``day_loss_quote`` is the account's loss since the start of the day (> 0 is a loss);
+    ``margin_shortfall_quote`` comes from ``perp.margin_check.order_margin_shortfall`` (0
+    when the order fits)."""
+    reach, reduces = side_reach_base(order, position_base, open_bid_base, open_ask_base)
     # 1. market status (no state touched yet)
     if status == MarketStatus.HALTED or status == MarketStatus.CANCEL_ONLY:
         return GateResult(
@@ -178,11 +192,11 @@ def check_order(
         order,
         limits=limits,
         state=tokens.state,
-        position_base=position_base,
+        reach_base=reach,
+        reduces=reduces,
         oracle_price=oracle_price,
         day_loss_quote=day_loss_quote,
         margin_shortfall_quote=margin_shortfall_quote,
-        reduces=reduces,
     )
 
 
@@ -191,15 +205,16 @@ def check_limits(
     *,
     limits: RiskLimits,
     state: AccountRiskState,
-    position_base: int,
+    reach_base: int,
+    reduces: bool,
     oracle_price: int,
     day_loss_quote: int,
     margin_shortfall_quote: int,
-    reduces: bool,
 ) -> GateResult:
     """Gate steps 3-8 (after status and rate limits): size, price band, notional, position,
     daily loss, margin. An amend runs these on its new size and price once it has passed
-    its own status rules and spent its token. ``reduces``: the order cannot add risk."""
+    its own status rules and spent its token. ``reach_base`` and ``reduces`` come from
+    ``side_reach_base`` (an amend: with its old size out of the open orders)."""
     # 3. static size and price checks
     if order.base > limits.max_order_base:
         return GateResult(
@@ -222,13 +237,13 @@ def check_limits(
             f"notional: expected <= {limits.max_order_notional_quote}, got {notional}",
             state,
         )
-    # 4. position and loss: only for orders that can add risk
-    after = position_base + (order.base if order.is_bid else -order.base)
-    if not reduces and abs(after) > limits.max_position_base:
+    # 4. position and loss: the side's worst case, open orders included
+    extent = reach_base if order.is_bid else -reach_base  # <= 0 when it reduces
+    if extent > limits.max_position_base:
         return GateResult(
             RejectCode.POSITION_ABOVE_LIMIT,
-            f"position: expected |position| <= {limits.max_position_base} after the "
-            f"fill, got {abs(after)}",
+            f"position: expected |position| <= {limits.max_position_base} with this and "
+            f"every open order on its side filled, got {extent}",
             state,
         )
     if (

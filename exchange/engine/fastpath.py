@@ -924,6 +924,8 @@ class ReferencePipeline:
             limits=self.limits,
             state=self.rate[account],
             position_base=position.base,
+            open_bid_base=bid,
+            open_ask_base=ask,
             oracle_price=self.oracle,
             day_loss_quote=self.deposited[account] - led.collateral.get(account, 0),
             margin_shortfall_quote=shortfall,

@@ -143,6 +143,8 @@ def test_compiled_gate_equals_python_gate(sc: dict[str, Any]) -> None:
             limits=m["limits"],
             state=py_states[account],
             position_base=inputs["positions"][market].base,
+            open_bid_base=inputs["open_orders"][market].bid_base,
+            open_ask_base=inputs["open_orders"][market].ask_base,
             oracle_price=m["oracle_price"],
             day_loss_quote=sc["accounts"][account]["day_loss"],
             margin_shortfall_quote=shortfall,

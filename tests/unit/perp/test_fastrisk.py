@@ -123,7 +123,8 @@ def test_position_limit_and_daily_loss_skip_reducing_orders() -> None:
     assert fast.check(0, 0, True, 6 * BASE, 100 * USD, now_ns=0) == RejectCode.POSITION_ABOVE_LIMIT
     assert (
         fast.message(28)
-        == f"position: expected |position| <= {20 * BASE} after the fill, got {21 * BASE}"
+        == f"position: expected |position| <= {20 * BASE} with this and every open order on "
+        f"its side filled, got {21 * BASE}"
     )
     fast.set_day_loss(0, 500 * USD)
     assert fast.check(0, 0, True, BASE, 100 * USD, now_ns=SECOND) == RejectCode.DAILY_LOSS_LIMIT
@@ -262,3 +263,13 @@ def test_a_time_before_the_epoch_is_refused() -> None:
     fast = make()
     with pytest.raises(FastRiskRangeError, match="now_ns: expected an int in 0"):
         fast.check(0, 0, True, BASE, 100 * USD, now_ns=-1)
+
+
+def test_the_position_limit_counts_the_open_orders_on_the_orders_side() -> None:
+    # limit 20: 5 long + 12 resting bids + 3 fits, + 4 does not; as perp.risk_gate
+    fast = make()
+    fast.set_position(0, 0, 5 * BASE, -500 * USD)
+    fast.set_open_orders(0, 0, 12 * BASE, 0)
+    assert fast.check(0, 0, True, 4 * BASE, 100 * USD, now_ns=0) == RejectCode.POSITION_ABOVE_LIMIT
+    assert fast.message(28).endswith(f"got {21 * BASE}")
+    assert fast.check(0, 0, True, 3 * BASE, 100 * USD, now_ns=SECOND) == 0

@@ -16,6 +16,7 @@ from exchange.core.commands import (
     CreateMarket,
     Deposit,
     PlaceOrder,
+    SetMarketStatus,
     SetRiskParams,
     UpdateOraclePrice,
 )
@@ -31,6 +32,7 @@ from exchange.core.orders import Side, TimeInForce
 from exchange.core.units import NANOS_PER_SECOND, U64_MAX
 from perp.clearinghouse import Clearinghouse
 from perp.params import PerpMarketParams
+from perp.risk_gate import MarketStatus
 
 TICK = 1_000_000
 LOT = 1_000_000_000
@@ -224,3 +226,36 @@ def test_readings_merged_in_one_breaker_bucket_fold_and_snapshot_alike() -> None
         run(UpdateOraclePrice(M, price * TICK, 0, 11, 2, True), at=2 * S)
     # Assert: one entry with its newest time, lowest and highest price
     assert run.ch.markets[M].breaker.samples[-1] == (2 * S, 99 * TICK, 101 * TICK)
+
+
+# ====================================================================== open orders count
+def test_resting_orders_together_cannot_pass_the_position_limit() -> None:
+    # Arrange: a cap of 10; account 2 rests bids of 6 and 4
+    run = listed(PerpMarketParams(max_position_base=10 * LOT))
+    run.accepted(PlaceOrder(M, 2, 0, Side.BID, 99 * TICK, 6 * LOT))
+    [rest, _] = run.accepted(PlaceOrder(M, 2, 0, Side.BID, 98 * TICK, 4 * LOT))
+    # Act / Assert: one more lot on that side would reach 11; the other side is free
+    message = run.rejected(
+        PlaceOrder(M, 2, 0, Side.BID, 99 * TICK, LOT), RejectCode.POSITION_ABOVE_LIMIT
+    )
+    assert message.endswith(f"got {11 * LOT}")
+    run.accepted(PlaceOrder(M, 2, 0, Side.ASK, 101 * TICK, 10 * LOT))
+    # an amend counts in place of its old size: 4 -> 5 no, 4 -> 3 yes
+    run.rejected(
+        AmendOrder(M, 2, 0, rest.order_id, 98 * TICK, 5 * LOT), RejectCode.POSITION_ABOVE_LIMIT
+    )
+    run.accepted(AmendOrder(M, 2, 0, rest.order_id, 98 * TICK, 3 * LOT))
+
+
+def test_reduce_only_market_refuses_orders_that_flip_together() -> None:
+    # Arrange: account 2 long 3 rests an ask of 2; the market goes REDUCE_ONLY
+    run = listed()
+    run(PlaceOrder(M, 3, 0, Side.ASK, 100 * TICK, 3 * LOT))
+    run(PlaceOrder(M, 2, 0, Side.BID, 100 * TICK, 3 * LOT, time_in_force=TimeInForce.IOC))
+    run.accepted(PlaceOrder(M, 2, 0, Side.ASK, 102 * TICK, 2 * LOT))
+    run(SetMarketStatus(M, MarketStatus.REDUCE_ONLY))
+    # Act / Assert: 2 + 2 > 3 would flip if both filled; 2 + 1 does not
+    run.rejected(
+        PlaceOrder(M, 2, 0, Side.ASK, 102 * TICK, 2 * LOT), RejectCode.MARKET_NOT_ACCEPTING
+    )
+    run.accepted(PlaceOrder(M, 2, 0, Side.ASK, 102 * TICK, LOT))

@@ -39,6 +39,8 @@ def gate(order: OrderIntent | None = None, **overrides: Any) -> Any:
         limits=LIMITS,
         state=AccountRiskState(),
         position_base=0,
+        open_bid_base=0,
+        open_ask_base=0,
         oracle_price=100 * USD,
         day_loss_quote=0,
         margin_shortfall_quote=0,
@@ -147,3 +149,46 @@ def test_every_gate_code_is_exercised() -> None:
     covered = {RejectCode.RATE_LIMITED_PER_SECOND, RejectCode.RATE_LIMITED_PER_MINUTE}
     covered |= {code for _, _, code in test_each_limit_has_its_own_code.pytestmark[0].args[1]}
     assert covered == RISK_GATE_CODES
+
+
+# ---------------------------------------------------------------- open orders count
+def test_the_position_limit_counts_the_open_orders_on_the_orders_side() -> None:
+    # Arrange: limit 20; long 5 with 12 resting bids and 30 resting asks
+    held = {"position_base": 5 * BASE, "open_bid_base": 12 * BASE, "open_ask_base": 30 * BASE}
+    # Act / Assert: 5 + 12 + 3 = 20 fits, + 4 does not; asks reach 5 - 30 - 1 = -26 > 20
+    assert gate(OrderIntent(True, 3 * BASE, 100 * USD, False, False), **held).code is None
+    refused = gate(OrderIntent(True, 4 * BASE, 100 * USD, False, False), **held)
+    assert refused.code == RejectCode.POSITION_ABOVE_LIMIT
+    assert refused.message == (
+        f"position: expected |position| <= {20 * BASE} with this and every open order on its "
+        f"side filled, got {21 * BASE}"
+    )
+    ask = gate(OrderIntent(False, BASE, 100 * USD, False, False), **held)
+    assert ask.code == RejectCode.POSITION_ABOVE_LIMIT and ask.message.endswith(str(26 * BASE))
+
+
+def test_reduce_only_status_and_the_loss_limit_take_the_side_as_a_whole() -> None:
+    # Arrange: long 5 with 4 resting asks: one more ask of 1 still only reduces, of 2 flips
+    held = {"position_base": 5 * BASE, "open_ask_base": 4 * BASE}
+    one, two = (OrderIntent(False, n * BASE, 100 * USD, False, False) for n in (1, 2))
+    # Act / Assert
+    assert gate(one, status=MarketStatus.REDUCE_ONLY, **held).code is None
+    assert gate(two, status=MarketStatus.REDUCE_ONLY, **held).code == (
+        RejectCode.MARKET_NOT_ACCEPTING
+    )
+    assert gate(one, day_loss_quote=500 * USD, **held).code is None
+    assert gate(two, day_loss_quote=500 * USD, **held).code == RejectCode.DAILY_LOSS_LIMIT
+    # a reduce-only order is left to the matching core, which caps it at the position
+    flagged = OrderIntent(False, 2 * BASE, 100 * USD, True, False)
+    assert gate(flagged, status=MarketStatus.REDUCE_ONLY, **held).code is None
+
+
+def test_an_account_over_the_limit_may_still_reduce() -> None:
+    # long 30 over a limit of 20 (after a parameter change): selling 10 passes, buying 1 not
+    assert (
+        gate(OrderIntent(False, 10 * BASE, 100 * USD, False, False), position_base=30 * BASE).code
+        is None
+    )
+    assert gate(OrderIntent(True, BASE, 100 * USD, False, False), position_base=30 * BASE).code == (
+        RejectCode.POSITION_ABOVE_LIMIT
+    )
