@@ -33,6 +33,7 @@ from exchange.api.errors import (
     RateLimited,
     UnknownMarket,
 )
+from exchange.api.governance import install_governance
 from exchange.api.metrics import install_metrics
 from exchange.api.openapi import openapi_document
 from exchange.api.ratelimit import RateLimiter
@@ -381,6 +382,7 @@ def create_app(
     app.cleanup_ctx.append(engine_port_ctx)
     app.cleanup_ctx.append(ws.hub_ctx)
     install_metrics(app, port)  # GET /metrics, request latencies, event counters
+    install_governance(app, port, public_limit)  # GET risk params, proposals (issue 8)
     r = app.router
     r.add_get("/openapi.json", get_openapi)
     r.add_get("/v1/markets", get_markets)
