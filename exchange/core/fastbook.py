@@ -1550,24 +1550,15 @@ def _prefetch_mid(addr, ops, j):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always")
-def _prefetch_near(addr, ops, j):  # type: ignore[no-untyped-def]
+def _prefetch_near(addr, j):  # type: ignore[no-untyped-def]
+    """The account record of the order a cancel / amend found at the MID stage. (A
+    taker's first makers are not prefetched: that walk from the touch costs more loads
+    than the misses it saves, measured on the anchor workload.)"""
     S = _view(addr)
-    R = _view(ops)
     s = S[H_RING + (j & (PF_RING - 1))]
     if s >= 0:
         a = S[S[H_POOL] + s * NF + P_ACC]
         _prefetch(addr + 8 * (S[H_ACC] + a * AF))  # type: ignore[call-arg]
-    elif R[j * OP_W] == OP_PLACE:
-        # a taker: its first makers (the order rows and account records at both touches)
-        for sidx in range(2):
-            n = S[H_N0 + sidx]
-            if n > 0:
-                m = S[S[H_LVL] + S[S[H_L0 + sidx] + n - 1] * LF + L_HEAD]
-                q = S[H_POOL] + m * NF
-                _prefetch(addr + 8 * (S[H_ACC] + S[q + P_ACC] * AF))  # type: ignore[call-arg]
-                nxt = S[q + P_NEXT]
-                if nxt >= 0:
-                    _prefetch(addr + 8 * (S[H_POOL] + nxt * NF))
 
 
 @njit(_I64(_I64, types.Array(_I64, 2, "C"), _I64, _I64), cache=True)
@@ -1596,7 +1587,7 @@ def k_batch(addr, ops, start, keep):  # type: ignore[no-untyped-def]
         if i + PF_MID < n:
             _prefetch_mid(addr, base, i + PF_MID)
         if i + PF_NEAR < n:
-            _prefetch_near(addr, base, i + PF_NEAR)
+            _prefetch_near(addr, i + PF_NEAR)
         # the order-id hash line of an order id a few commands from now
         _prefetch(addr + 8 * (S[H_OIDH] + 2 * (_mix(S[H_NOID] + 4) & S[H_OIDMASK])))  # type: ignore[call-arg]
         op = ops[i, 0]
