@@ -187,3 +187,19 @@ class PerpdexRest:
 
     async def positions(self) -> list[dict[str, Any]]:
         return list((await self._request("GET", "/v1/positions", private=True))["positions"])
+
+    async def balances(self) -> list[dict[str, Any]]:
+        """Collateral and cumulative PnL, fees and funding per sub-account (QUOTE_PRECISION)."""
+        return list((await self._request("GET", "/v1/balances", private=True))["balances"])
+
+    async def margin(self) -> list[dict[str, Any]]:
+        """Equity, initial and maintenance margin, free collateral per sub-account."""
+        return list((await self._request("GET", "/v1/margin", private=True))["margin"])
+
+    async def funding_payments(self, limit: int = 100) -> list[dict[str, Any]]:
+        path = f"/v1/funding-payments?limit={limit}"
+        return list((await self._request("GET", path, private=True))["funding_payments"])
+
+    async def prices(self, market_id: int) -> dict[str, Any]:
+        """Index (oracle), mark and funding of a market."""
+        return await self._request("GET", f"/v1/markets/{market_id}/prices")  # type: ignore[no-any-return]
