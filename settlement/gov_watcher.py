@@ -64,8 +64,17 @@ log = logging.getLogger(__name__)
 
 PROPOSAL_PENDING: Final = 0
 PROPOSAL_EXECUTED: Final = 1
-#: Program events after which the watcher re-reads the chain.
-GOVERNANCE_EVENTS: Final = frozenset({"RiskParamsChanged", "MarketStatusChanged"})
+#: Program events after which the watcher re-reads the chain (the proposal events only
+#: refresh the snapshot it hands to ``on_snapshot``, e.g. the API's pending list).
+GOVERNANCE_EVENTS: Final = frozenset(
+    {
+        "RiskParamsChanged",
+        "MarketStatusChanged",
+        "ParamChangeProposed",
+        "ProposalApproved",
+        "ProposalCancelled",
+    }
+)
 #: Accounts per ``getMultipleAccounts`` call (the RPC's limit).
 RPC_BATCH: Final = 100
 MARKET_STATUS_NAMES: Final = ("ACTIVE", "POST_ONLY", "REDUCE_ONLY", "CANCEL_ONLY", "HALTED")
