@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -122,7 +123,7 @@ async def engine_baseline(app: web.Application, n: int, batch: int, window: int)
 async def ws_batch_acks(url: str, n: int, batch: int, window: int) -> tuple[float, int]:
     """Acks/s for ``place_batch`` over one websocket; also the number accepted."""
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
-        await login(ws, "bench-batch")
+        await login(ws, f"bench-batch-{os.getpid()}")
         orders = [ioc_order(i) for i in range(n)]
         frames = [
             orjson.dumps(
@@ -147,6 +148,25 @@ async def ws_batch_acks(url: str, n: int, batch: int, window: int) -> tuple[floa
                 await ws.send_str(frames[sent])
                 sent += 1
         return n / (time.perf_counter() - started), accepted
+
+
+async def ws_batch_acks_in_subprocess(url: str, n: int) -> tuple[float, int]:
+    """``ws_batch_acks`` run by a child process (``--client-batch``), so the server's loop
+    thread does only the server's work."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.api",
+        "--client-batch",
+        url,
+        str(n),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench client: expected exit 0, got {proc.returncode}")
+    acks_per_s, accepted = json.loads(out.decode().strip().splitlines()[-1])
+    return float(acks_per_s), int(accepted)
 
 
 async def ws_paced_latency(url: str, rate_per_s: int, seconds: float) -> dict[str, float]:
@@ -291,6 +311,10 @@ async def run(quick: bool) -> dict[str, Any]:
             acks_per_s, accepted = await ws_batch_acks(url, n_batch, 50, WINDOW_BATCHES)
             # CPU of the event-loop thread (server and client: everything but the engine)
             loop_cpu_us = (time.thread_time() - cpu_before) * 1e6 / n_batch
+            # the same with the client in its own process: the loop thread is the server only
+            cpu_before = time.thread_time()
+            remote_acks_per_s, _ = await ws_batch_acks_in_subprocess(url, n_batch)
+            server_cpu_us = (time.thread_time() - cpu_before) * 1e6 / n_batch
             latency = await ws_paced_latency(url, 10_000, latency_s)
             light = await ws_paced_latency(url, 1_000, latency_s)
             fan = await fan_out(app, url, 100, fan_orders)
@@ -314,6 +338,8 @@ async def run(quick: bool) -> dict[str, Any]:
         "latency_1k_p50_ms": round(light["p50_ms"], 3),
         "latency_1k_p99_ms": round(light["p99_ms"], 3),
         "loop_cpu_us_per_order": round(loop_cpu_us, 2),
+        "ws_batch_acks_per_s_client_process": round(remote_acks_per_s),
+        "server_loop_cpu_us_per_order": round(server_cpu_us, 2),
         "target_p99_ms": TARGET_P99_MS,
         "fanout_subscribers": fan["subscribers"],
         "fanout_deltas": fan["deltas"],
@@ -328,7 +354,13 @@ async def run(quick: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs for development")
+    parser.add_argument("--client-batch", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.client_batch:  # the child side of ws_batch_acks_in_subprocess
+        url, n = args.client_batch[0], int(args.client_batch[1])
+        result = asyncio.run(ws_batch_acks(url, n, 50, WINDOW_BATCHES))
+        sys.stdout.write(json.dumps(list(result)) + "\n")
+        return 0
     figures = asyncio.run(run(args.quick))
 
     def ok(good: bool) -> str:
@@ -350,6 +382,13 @@ def main(argv: list[str] | None = None) -> int:
             "  event-loop CPU per order",
             f"{figures['loop_cpu_us_per_order']:.1f} us",
             "API server + bench client, engine thread excluded",
+        ),
+        (
+            "  client in its own process",
+            f"{figures['ws_batch_acks_per_s_client_process']:,} acks/s",
+            f"server loop CPU {figures['server_loop_cpu_us_per_order']:.1f} us per order "
+            f"(one loop core: ~{1e6 / max(figures['server_loop_cpu_us_per_order'], 0.01):,.0f}/s "
+            "without the engine)",
         ),
         (
             f"single place at {figures['latency_offered_per_s']:,}/s",

@@ -77,3 +77,43 @@ def test_cancel_all_scope_and_batches_and_queries() -> None:
             int_query({"depth": raw}, "depth", 50, 1, 10)
     with pytest.raises(MalformedRequest):
         parse_json(b"{")
+
+
+def test_place_accepts_only_what_the_engine_check_accepts() -> None:
+    # place_command skips check_command on its hot path: every field value it lets through
+    # must pass the engine's own check (boundaries, one past them, wrong types).
+    from exchange.api.codec import _PLACE_SPEC
+    from exchange.core.commands import check_command
+
+    base = {"market_id": 1, "side": "BID", "price": 1, "size_base": 1}
+    probes: list[object] = [
+        -1,
+        0,
+        1,
+        65535,
+        65536,
+        2**47,
+        2**63,
+        2**64 - 1,
+        2**64,
+        True,
+        1.0,
+        "1",
+        None,
+    ]
+    accepted = 0
+    for name, _field, kind, _lo, _hi in _PLACE_SPEC:
+        values = probes + (
+            ["BID", "ASK", "LIMIT", "IOC", "CANCEL_TAKING", "X"]
+            if kind not in ("int", "bool")
+            else [False]
+        )
+        for value in values:
+            for owner_id in (0, 2**47 - 1):
+                try:
+                    cmd = place_command({**base, name: value}, owner_id)
+                except MalformedRequest:
+                    continue
+                check_command(cmd)  # raises if the two disagree
+                accepted += 1
+    assert accepted > 50  # the probe set exercises accepting paths too
