@@ -8,6 +8,7 @@ that re-applies nothing, and a catch-up after a change executed while it was dow
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 from solders.keypair import Keypair
+from solders.message import Message
+from solders.transaction import Transaction
 
 from exchange.core.commands import CancelOrder, PlaceOrder
 from exchange.core.errors import RejectCode
@@ -26,6 +29,7 @@ from exchange.core.events import (
 )
 from exchange.core.orders import Side
 from exchange.core.units import BASE_PRECISION, PRICE_PRECISION, U64_MAX
+from localnet.server import LocalnetServer
 from perp.params import PerpMarketParams
 from perp.risk_gate import MarketStatus
 from settlement.gov_cli import GovClient, ProgramRefused
@@ -43,7 +47,7 @@ from settlement.gov_watcher import (
     params_change,
     plan_sync,
 )
-from settlement.governance import initialize_governance_ix
+from settlement.governance import execute_ix, initialize_governance_ix
 from settlement.stack import LAMPORTS_PER_SOL, SettlementStack, StackMarket, seeded_keypair
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -117,7 +121,9 @@ class Gov:
 @pytest.fixture
 async def gov(tmp_path: Path) -> AsyncIterator[Gov]:
     deposits = [(*TRADER, 1_000 * USD)]
-    async with SettlementStack(tmp_path / "engine", [MARKET], deposits, params=PARAMS) as stack:
+    stack = SettlementStack(tmp_path / "engine", [MARKET], deposits, params=PARAMS)
+    stack.server.shutdown_timeout = 0.2  # a test stops the servers under open connections
+    async with stack:
         for k in [*COUNCIL, GUARDIAN, STRANGER]:
             stack.server.cluster.airdrop(k.pubkey(), 10 * LAMPORTS_PER_SOL)
         g = Gov(stack)
@@ -199,6 +205,41 @@ async def test_a_restarted_watcher_applies_nothing_twice_and_catches_up(gov: Gov
     params = gov.stack.engine.core.markets[0].params
     assert (params.taker_fee_ppm, params.max_position_base) == (500, 40 * BASE_PRECISION)
     assert journaled == {fee_change}
+
+
+async def test_a_change_executed_while_the_subscription_is_down_is_caught_up(gov: Gov) -> None:
+    # Arrange: a watcher subscribed; a proposal approved and past its timelock
+    watcher = gov.watcher(initial_backoff_s=0.02, max_backoff_s=0.2)
+    async with watcher:
+        await watcher.wait_synced(lambda: watcher.metrics.syncs >= 1)
+        risk = await gov.by(COUNCIL[0]).market_risk(0)
+        risk["taker_fee_ppm"] = 700
+        proposal_id = await gov.by(COUNCIL[0]).propose_market(0, risk)
+        await gov.by(COUNCIL[1]).approve(proposal_id)
+        gov.warp_seconds(TIMELOCK_S)
+        # Act: the RPC and PubSub servers go away; the proposal executes on the cluster itself
+        # (no notification can reach the watcher); then the servers come back on their ports
+        server = gov.stack.server
+        rpc_port, ws_port = server.rpc_port, server.ws_port
+        await server.stop()
+        await asyncio.sleep(0.1)
+        assert not watcher.subscribed.is_set()
+        cluster = server.cluster
+        ix = execute_ix(gov.by(STRANGER).program, proposal_id=proposal_id,
+                        market=gov.stack.accounts.addresses.market(0)[0])  # fmt: skip
+        tx = Transaction(
+            [STRANGER], Message([ix], STRANGER.pubkey()), cluster.latest_blockhash()[0]
+        )
+        cluster.send_legacy(tx)
+        gov.stack.server = LocalnetServer(
+            cluster, rpc_port=rpc_port, ws_port=ws_port, shutdown_timeout=0.2
+        )
+        await gov.stack.server.start()
+        await watcher.wait_synced(lambda: proposal_id in watcher.applied)
+    # Assert: applied once, after the reconnect's catch-up read
+    assert watcher.metrics.connects == 2 and watcher.metrics.notifications == 2  # propose, approve
+    assert [e.proposal_id for e in gov.journaled_changes()] == [engine_proposal_id(proposal_id)]
+    assert gov.stack.engine.core.markets[0].params.taker_fee_ppm == 700  # type: ignore[union-attr]
 
 
 async def test_the_guardian_halts_at_once_in_the_engine_but_cannot_loosen(gov: Gov) -> None:
