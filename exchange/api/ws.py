@@ -23,8 +23,12 @@ gone) and ``book_seq`` goes up by exactly one per delta of that market: a jump m
 delta, and the client resubscribes for a fresh snapshot. ``trades``, ``ticker``, ``account``
 (the owner's order events and fills) and ``dead_man`` (fired) channels carry the rest.
 
+Requests of one session reach the engine in frame order; a cancel or amend names an order
+the API has acknowledged (its id comes from that answer). A key limited to one sub-account
+(see ``auth.OwnerRegistry``) acts on and streams that sub-account only.
+
 Cancel-on-disconnect (opt-in at login) and the dead-man timer cancel every open order of
-the logged-in owner. A session that falls ``ws_send_queue_max`` messages behind is closed.
+the logged-in key's scope (the owner, or its one sub-account). A session that falls ``ws_send_queue_max`` messages behind is closed.
 """
 
 from __future__ import annotations
