@@ -242,6 +242,25 @@ async def test_a_change_executed_while_the_subscription_is_down_is_caught_up(gov
     assert gov.stack.engine.core.markets[0].params.taker_fee_ppm == 700  # type: ignore[union-attr]
 
 
+async def test_a_change_the_engine_refuses_is_journaled_as_refused_and_not_retried(
+    gov: Gov,
+) -> None:
+    # Arrange: the chain's "no cap" -> a finite cap is a tightening on-chain, but 100x the
+    # engine's own cap (10M base), above the engine's "at most double" limit
+    watcher = gov.watcher()
+    async with watcher:
+        await watcher.wait_synced(lambda: watcher.metrics.syncs >= 1)
+        # Act
+        proposal_id = await gov.executed_change(max_position_base=10**9 * BASE_PRECISION)
+        await watcher.wait_synced(lambda: proposal_id in watcher.applied)
+        await watcher.sync()  # a second look changes nothing
+    # Assert
+    assert watcher.metrics.refused == 1 and watcher.metrics.params_applied == 0
+    assert f"code {int(RejectCode.RISK_PARAMS_CHANGE_TOO_LARGE)} " in watcher.metrics.refusals[0]
+    assert gov.journaled_changes() == []
+    assert gov.stack.engine.core.markets[0].params.max_position_base == PARAMS.max_position_base  # type: ignore[union-attr]
+
+
 async def test_the_guardian_halts_at_once_in_the_engine_but_cannot_loosen(gov: Gov) -> None:
     # Arrange
     watcher = gov.watcher()
