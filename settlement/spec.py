@@ -326,7 +326,12 @@ ACCOUNTS: Final = (
             f("vault_authority_bump", "u8", "bump of the vault authority PDA"),
             f("padding", Array("u8", 4), "zero"),
             f("address", KEY, "this account's own address (the PDA, verified at creation)"),
-            f("reserved", Array("u8", 32), "zero; room for global governance params"),
+            f(
+                "last_withdrawal_sequence",
+                "u64",
+                "engine seq of the last process_withdrawal applied (0: none)",
+            ),
+            f("reserved", Array("u8", 24), "zero; room for global governance params"),
         ),
         "The singleton root: keys, vaults and global balances.",
         seeds='"exchange"',
@@ -637,6 +642,33 @@ INSTRUCTIONS: Final = (
         remaining="(Market (writable), oracle) pairs, strictly ascending market index, one for "
         "every market either User holds",
     ),
+    Instruction(
+        "process_withdrawal",
+        (
+            acc("exchange", mut=True, doc="Exchange PDA (last_withdrawal_sequence)"),
+            acc("user", mut=True, doc="the User whose engine withdrawal this is"),
+            acc("operator", signer=True, doc="Exchange.operator"),
+            acc("owner_token", mut=True, doc="destination: a token account owned by User.owner"),
+            acc("vault", mut=True, doc="Exchange.vault"),
+            acc("vault_authority", doc="vault authority PDA (signs the transfer)"),
+            TOKEN,
+        ),
+        (
+            f(
+                "previous_sequence",
+                "u64",
+                "seq of the engine withdrawal before it; == Exchange.last_withdrawal_sequence",
+            ),
+            f("sequence", "u64", "engine seq of the CollateralWithdrawn; > previous_sequence"),
+            f("amount_quote", "u64", "collateral to move out, quote"),
+        ),
+        "Execute one engine withdrawal (CollateralWithdrawn) exactly once: the operator signs, "
+        "the tokens go only to a token account of User.owner, and the program checks what "
+        "withdraw checks (funding settled, amount <= collateral and free collateral at the "
+        "on-chain oracle prices). Withdrawals form one chain over the Exchange "
+        "(previous_sequence == last_withdrawal_sequence), so each applies once and in order.",
+        remaining="for each used position slot, in slot order: its Market (writable), its oracle",
+    ),
 )
 
 # ---------------------------------------------------------------- errors (append only)
@@ -789,6 +821,11 @@ _ERRORS: Final = (
     ("NotLiquidatable", "liquidate: expected equity < maintenance at the oracle prices"),
     ("AccountBankrupt", "liquidate: equity < 0, left to the engine (insurance fund / ADL)"),
     ("LiquidatorBelowInitialMargin", "liquidate: expected the liquidator >= initial margin after"),
+    (
+        "WithdrawalNotContiguous",
+        "process_withdrawal: expected previous_sequence == Exchange.last_withdrawal_sequence",
+    ),
+    ("DestinationNotOwner", "owner_token: expected a token account owned by User.owner"),
 )
 
 ERROR_BASE: Final = 6000
@@ -895,6 +932,16 @@ EVENTS: Final = (
             f("num_slices", "u8", "PositionLiquidated events before this one"),
         ),
         "A liquidation finished (after its PositionLiquidated slices).",
+    ),
+    Event(
+        "WithdrawalProcessed",
+        (
+            f("owner", KEY, "User.owner (the destination token account's owner)"),
+            f("sequence", "u64", "engine seq of the CollateralWithdrawn"),
+            f("amount_quote", "u64", "moved out, quote"),
+            f("collateral_quote", "i64", "collateral after, quote"),
+        ),
+        "An engine withdrawal landed (process_withdrawal).",
     ),
 )
 

@@ -200,6 +200,8 @@ typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));
 #define PERPDEX_ERR_NOT_LIQUIDATABLE 6129u /* liquidate: expected equity < maintenance at the oracle prices */
 #define PERPDEX_ERR_ACCOUNT_BANKRUPT 6130u /* liquidate: equity < 0, left to the engine (insurance fund / ADL) */
 #define PERPDEX_ERR_LIQUIDATOR_BELOW_INITIAL_MARGIN 6131u /* liquidate: expected the liquidator >= initial margin after */
+#define PERPDEX_ERR_WITHDRAWAL_NOT_CONTIGUOUS 6132u /* process_withdrawal: expected previous_sequence == Exchange.last_withdrawal_sequence */
+#define PERPDEX_ERR_DESTINATION_NOT_OWNER 6133u /* owner_token: expected a token account owned by User.owner */
 
 /* ------------------------------------------------------------ types */
 /* One marginal bracket of a margin schedule (docs/PROTOCOL.md, Margin). */
@@ -343,7 +345,8 @@ typedef struct __attribute__((packed, aligned(8))) perpdex_Exchange {
     uint8_t vault_authority_bump; /* offset 195: bump of the vault authority PDA */
     uint8_t padding[4]; /* offset 196: zero */
     uint8_t address[32]; /* offset 200: this account's own address (the PDA, verified at creation) */
-    uint8_t reserved[32]; /* offset 232: zero; room for global governance params */
+    uint64_t last_withdrawal_sequence; /* offset 232: engine seq of the last process_withdrawal applied (0: none) */
+    uint8_t reserved[24]; /* offset 240: zero; room for global governance params */
 } perpdex_Exchange;
 _Static_assert(__builtin_offsetof(perpdex_Exchange, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Exchange, authority) == 8, "layout");
@@ -359,7 +362,8 @@ _Static_assert(__builtin_offsetof(perpdex_Exchange, bump) == 194, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Exchange, vault_authority_bump) == 195, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Exchange, padding) == 196, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Exchange, address) == 200, "layout");
-_Static_assert(__builtin_offsetof(perpdex_Exchange, reserved) == 232, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Exchange, last_withdrawal_sequence) == 232, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Exchange, reserved) == 240, "layout");
 _Static_assert(sizeof(perpdex_Exchange) == 264, "size");
 _Static_assert(sizeof(perpdex_Exchange) == PERPDEX_ACCOUNT_EXCHANGE_SIZE, "size");
 
@@ -793,6 +797,30 @@ typedef struct __attribute__((packed)) perpdex_liquidate_args {
 _Static_assert(__builtin_offsetof(perpdex_liquidate_args, discriminator) == 0, "layout");
 _Static_assert(sizeof(perpdex_liquidate_args) == 8, "size");
 
+#define PERPDEX_IX_PROCESS_WITHDRAWAL_DISCRIMINATOR 0x40c4212511ec6133ULL /* sha256("global:process_withdrawal")[:8] */
+#define PERPDEX_IX_PROCESS_WITHDRAWAL_NUM_ACCOUNTS 7
+#define PERPDEX_IX_PROCESS_WITHDRAWAL_WRITABLE_MASK 0x1bu
+#define PERPDEX_IX_PROCESS_WITHDRAWAL_SIGNER_MASK 0x4u
+#define PERPDEX_IX_PROCESS_WITHDRAWAL_ACC_EXCHANGE 0 /* writable */
+#define PERPDEX_IX_PROCESS_WITHDRAWAL_ACC_USER 1 /* writable */
+#define PERPDEX_IX_PROCESS_WITHDRAWAL_ACC_OPERATOR 2 /* signer */
+#define PERPDEX_IX_PROCESS_WITHDRAWAL_ACC_OWNER_TOKEN 3 /* writable */
+#define PERPDEX_IX_PROCESS_WITHDRAWAL_ACC_VAULT 4 /* writable */
+#define PERPDEX_IX_PROCESS_WITHDRAWAL_ACC_VAULT_AUTHORITY 5 /*  */
+#define PERPDEX_IX_PROCESS_WITHDRAWAL_ACC_TOKEN_PROGRAM 6 /*  */
+/* instruction data of process_withdrawal: Execute one engine withdrawal (CollateralWithdrawn) exactly once: the operator signs, the tokens go only to a token account of User.owner, and the program checks what withdraw checks (funding settled, amount <= collateral and free collateral at the on-chain oracle prices). Withdrawals form one chain over the Exchange (previous_sequence == last_withdrawal_sequence), so each applies once and in order. Remaining accounts: for each used position slot, in slot order: its Market (writable), its oracle. */
+typedef struct __attribute__((packed)) perpdex_process_withdrawal_args {
+    uint64_t discriminator; /* offset 0 */
+    uint64_t previous_sequence; /* offset 8: seq of the engine withdrawal before it; == Exchange.last_withdrawal_sequence */
+    uint64_t sequence; /* offset 16: engine seq of the CollateralWithdrawn; > previous_sequence */
+    uint64_t amount_quote; /* offset 24: collateral to move out, quote */
+} perpdex_process_withdrawal_args;
+_Static_assert(__builtin_offsetof(perpdex_process_withdrawal_args, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_process_withdrawal_args, previous_sequence) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_process_withdrawal_args, sequence) == 16, "layout");
+_Static_assert(__builtin_offsetof(perpdex_process_withdrawal_args, amount_quote) == 24, "layout");
+_Static_assert(sizeof(perpdex_process_withdrawal_args) == 32, "size");
+
 /* ------------------------------------------------------------ events */
 #define PERPDEX_EVENT_DEPOSITED_DISCRIMINATOR 0x396423a12d1a8d6fULL /* sha256("event:Deposited")[:8] */
 /* A deposit landed. */
@@ -963,6 +991,22 @@ _Static_assert(__builtin_offsetof(perpdex_AccountLiquidatedEvent, insurance_paym
 _Static_assert(__builtin_offsetof(perpdex_AccountLiquidatedEvent, collateral_after_quote) == 96, "layout");
 _Static_assert(__builtin_offsetof(perpdex_AccountLiquidatedEvent, num_slices) == 104, "layout");
 _Static_assert(sizeof(perpdex_AccountLiquidatedEvent) == 105, "size");
+
+#define PERPDEX_EVENT_WITHDRAWAL_PROCESSED_DISCRIMINATOR 0x41c1f1d4c7a95c7fULL /* sha256("event:WithdrawalProcessed")[:8] */
+/* An engine withdrawal landed (process_withdrawal). */
+typedef struct __attribute__((packed)) perpdex_WithdrawalProcessedEvent {
+    uint64_t discriminator; /* offset 0 */
+    uint8_t owner[32]; /* offset 8: User.owner (the destination token account's owner) */
+    uint64_t sequence; /* offset 40: engine seq of the CollateralWithdrawn */
+    uint64_t amount_quote; /* offset 48: moved out, quote */
+    int64_t collateral_quote; /* offset 56: collateral after, quote */
+} perpdex_WithdrawalProcessedEvent;
+_Static_assert(__builtin_offsetof(perpdex_WithdrawalProcessedEvent, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_WithdrawalProcessedEvent, owner) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_WithdrawalProcessedEvent, sequence) == 40, "layout");
+_Static_assert(__builtin_offsetof(perpdex_WithdrawalProcessedEvent, amount_quote) == 48, "layout");
+_Static_assert(__builtin_offsetof(perpdex_WithdrawalProcessedEvent, collateral_quote) == 56, "layout");
+_Static_assert(sizeof(perpdex_WithdrawalProcessedEvent) == 64, "size");
 
 /* ------------------------------------------------------------ oracle layouts */
 /* From oracle_feeds/layouts.py. Offsets from the start of the account data. */

@@ -534,41 +534,37 @@ static uint64_t ix_deposit(const SolParameters *params) {
 /* ------------------------------------------------------------------ withdraw */
 #define WITHDRAW_FIXED_ACCOUNTS PERPDEX_IX_WITHDRAW_NUM_ACCOUNTS
 
-static uint64_t ix_withdraw(const SolParameters *params) {
-  if (params->data_len != sizeof(perpdex_withdraw_args))
-    return PERPDEX_ERR_INSTRUCTION_DATA_LENGTH;
-  const perpdex_withdraw_args *args = (const perpdex_withdraw_args *)params->data;
-  uint64_t err = check_accounts(params, PERPDEX_IX_WITHDRAW_NUM_ACCOUNTS,
-                                PERPDEX_IX_WITHDRAW_WRITABLE_MASK,
-                                PERPDEX_IX_WITHDRAW_SIGNER_MASK, PERPDEX_ERR_OWNER_NOT_SIGNER);
-  if (err) return err;
-  SolAccountInfo *ka = params->ka;
-  SolAccountInfo *user_account = &ka[PERPDEX_IX_WITHDRAW_ACC_USER];
-  SolAccountInfo *owner = &ka[PERPDEX_IX_WITHDRAW_ACC_OWNER];
-  SolAccountInfo *vault = &ka[PERPDEX_IX_WITHDRAW_ACC_VAULT];
-  SolAccountInfo *vault_authority = &ka[PERPDEX_IX_WITHDRAW_ACC_VAULT_AUTHORITY];
+typedef struct {
   perpdex_Exchange *exchange;
-  err = load_exchange(&ka[PERPDEX_IX_WITHDRAW_ACC_EXCHANGE], params->program_id, &exchange);
-  if (err) return err;
   perpdex_User *user;
-  err = load_user(user_account, params->program_id, &user);
-  if (err) return err;
-  if (!user_pda_ok(user_account, owner->key, user->bump, params->program_id))
-    return PERPDEX_ERR_USER_WRONG_PDA;
-  if (!key_eq(owner->key, user->owner)) return PERPDEX_ERR_OWNER_MISMATCH;
-  if (!is_token_program(&ka[PERPDEX_IX_WITHDRAW_ACC_TOKEN_PROGRAM]))
-    return PERPDEX_ERR_TOKEN_PROGRAM_MISMATCH;
-  if (!key_eq(vault->key, exchange->vault)) return PERPDEX_ERR_VAULT_MISMATCH;
-  if (!vault_authority_pda_ok(vault_authority, exchange->vault_authority_bump, params->program_id))
+  SolAccountInfo *destination; /* token account the collateral goes to */
+  SolAccountInfo *vault;
+  SolAccountInfo *vault_authority;
+  SolAccountInfo *token_program;
+  uint64_t fixed_accounts; /* the (Market, oracle) pairs follow these */
+  uint64_t amount;
+} PdWithdrawal;
+
+/* What withdraw and process_withdrawal share: funding settled in every held market, then
+ * amount <= collateral and <= free collateral at the on-chain oracle prices, then the transfer
+ * out of the vault signed by the vault authority PDA. */
+static uint64_t withdraw_checked(const SolParameters *params, const PdWithdrawal *w) {
+  SolAccountInfo *ka = params->ka;
+  perpdex_Exchange *exchange = w->exchange;
+  perpdex_User *user = w->user;
+  if (!is_token_program(w->token_program)) return PERPDEX_ERR_TOKEN_PROGRAM_MISMATCH;
+  if (!key_eq(w->vault->key, exchange->vault)) return PERPDEX_ERR_VAULT_MISMATCH;
+  if (!vault_authority_pda_ok(w->vault_authority, exchange->vault_authority_bump,
+                              params->program_id))
     return PERPDEX_ERR_VAULT_AUTHORITY_WRONG_PDA;
-  uint64_t amount = args->amount_quote;
+  uint64_t amount = w->amount;
   if (amount == 0) return PERPDEX_ERR_AMOUNT_ZERO;
   SolClock clock;
-  err = pd_get_clock(&clock);
+  uint64_t err = pd_get_clock(&clock);
   if (err) return err;
   pd_margin_position positions[PERPDEX_MAX_POSITIONS];
   perpdex_MarginTier tiers[PERPDEX_MAX_POSITIONS][PERPDEX_MAX_MARGIN_TIERS];
-  uint64_t num_positions = 0, next_account = WITHDRAW_FIXED_ACCOUNTS;
+  uint64_t num_positions = 0, next_account = w->fixed_accounts;
   for (uint64_t i = 0; i < PERPDEX_MAX_POSITIONS; i++) {
     perpdex_Position *position = &user->positions[i];
     if (!position->in_use) continue;
@@ -607,13 +603,98 @@ static uint64_t ix_withdraw(const SolParameters *params) {
       {(const uint8_t *)PERPDEX_SEED_VAULT_AUTHORITY, PERPDEX_SEED_VAULT_AUTHORITY_LEN},
       {&vault_bump, 1}};
   const SolSignerSeeds signer = {seeds, 2};
-  PdTokenTransferAccounts transfer = {vault, &ka[PERPDEX_IX_WITHDRAW_ACC_OWNER_TOKEN],
-                                      vault_authority, &ka[PERPDEX_IX_WITHDRAW_ACC_TOKEN_PROGRAM]};
-  err = pd_spl_token_transfer(&transfer, amount, &signer, 1);
+  PdTokenTransferAccounts transfer = {w->vault, w->destination, w->vault_authority,
+                                      w->token_program};
+  return pd_spl_token_transfer(&transfer, amount, &signer, 1);
+}
+
+static uint64_t ix_withdraw(const SolParameters *params) {
+  if (params->data_len != sizeof(perpdex_withdraw_args))
+    return PERPDEX_ERR_INSTRUCTION_DATA_LENGTH;
+  const perpdex_withdraw_args *args = (const perpdex_withdraw_args *)params->data;
+  uint64_t err = check_accounts(params, PERPDEX_IX_WITHDRAW_NUM_ACCOUNTS,
+                                PERPDEX_IX_WITHDRAW_WRITABLE_MASK,
+                                PERPDEX_IX_WITHDRAW_SIGNER_MASK, PERPDEX_ERR_OWNER_NOT_SIGNER);
   if (err) return err;
-  perpdex_WithdrawnEvent event = {PERPDEX_EVENT_WITHDRAWN_DISCRIMINATOR, {0}, amount,
+  SolAccountInfo *ka = params->ka;
+  SolAccountInfo *user_account = &ka[PERPDEX_IX_WITHDRAW_ACC_USER];
+  SolAccountInfo *owner = &ka[PERPDEX_IX_WITHDRAW_ACC_OWNER];
+  perpdex_Exchange *exchange;
+  err = load_exchange(&ka[PERPDEX_IX_WITHDRAW_ACC_EXCHANGE], params->program_id, &exchange);
+  if (err) return err;
+  perpdex_User *user;
+  err = load_user(user_account, params->program_id, &user);
+  if (err) return err;
+  if (!user_pda_ok(user_account, owner->key, user->bump, params->program_id))
+    return PERPDEX_ERR_USER_WRONG_PDA;
+  if (!key_eq(owner->key, user->owner)) return PERPDEX_ERR_OWNER_MISMATCH;
+  PdWithdrawal w = {exchange,
+                    user,
+                    &ka[PERPDEX_IX_WITHDRAW_ACC_OWNER_TOKEN],
+                    &ka[PERPDEX_IX_WITHDRAW_ACC_VAULT],
+                    &ka[PERPDEX_IX_WITHDRAW_ACC_VAULT_AUTHORITY],
+                    &ka[PERPDEX_IX_WITHDRAW_ACC_TOKEN_PROGRAM],
+                    WITHDRAW_FIXED_ACCOUNTS,
+                    args->amount_quote};
+  err = withdraw_checked(params, &w);
+  if (err) return err;
+  perpdex_WithdrawnEvent event = {PERPDEX_EVENT_WITHDRAWN_DISCRIMINATOR, {0}, args->amount_quote,
                                   user->collateral_quote};
   pd_pubkey_copy((SolPubkey *)event.owner, owner->key);
+  emit(&event, sizeof event);
+  return PD_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ process_withdrawal */
+/* The engine's withdrawal (CollateralWithdrawn at journal seq `sequence`), executed by the
+ * operator. Exactly once and in journal order: the withdrawals form one chain over the
+ * Exchange, like a market's fill batches (previous_sequence == last_withdrawal_sequence), so a
+ * retry, a dead process's copy in flight or a replay can never apply twice. The operator
+ * cannot redirect funds: the destination must be a token account of User.owner. */
+static uint64_t ix_process_withdrawal(const SolParameters *params) {
+  if (params->data_len != sizeof(perpdex_process_withdrawal_args))
+    return PERPDEX_ERR_INSTRUCTION_DATA_LENGTH;
+  const perpdex_process_withdrawal_args *args =
+      (const perpdex_process_withdrawal_args *)params->data;
+  uint64_t err = check_accounts(params, PERPDEX_IX_PROCESS_WITHDRAWAL_NUM_ACCOUNTS,
+                                PERPDEX_IX_PROCESS_WITHDRAWAL_WRITABLE_MASK,
+                                PERPDEX_IX_PROCESS_WITHDRAWAL_SIGNER_MASK,
+                                PERPDEX_ERR_OPERATOR_NOT_SIGNER);
+  if (err) return err;
+  SolAccountInfo *ka = params->ka;
+  perpdex_Exchange *exchange;
+  err = load_exchange(&ka[PERPDEX_IX_PROCESS_WITHDRAWAL_ACC_EXCHANGE], params->program_id,
+                      &exchange);
+  if (err) return err;
+  if (!key_eq(ka[PERPDEX_IX_PROCESS_WITHDRAWAL_ACC_OPERATOR].key, exchange->operator))
+    return PERPDEX_ERR_OPERATOR_MISMATCH;
+  uint64_t sequence = args->sequence;
+  if (sequence <= exchange->last_withdrawal_sequence) return PERPDEX_ERR_SEQUENCE_NOT_INCREASING;
+  if (args->previous_sequence != exchange->last_withdrawal_sequence)
+    return PERPDEX_ERR_WITHDRAWAL_NOT_CONTIGUOUS;
+  perpdex_User *user;
+  err = load_user(&ka[PERPDEX_IX_PROCESS_WITHDRAWAL_ACC_USER], params->program_id, &user);
+  if (err) return err;
+  SolAccountInfo *destination = &ka[PERPDEX_IX_PROCESS_WITHDRAWAL_ACC_OWNER_TOKEN];
+  err = check_token_account(destination, exchange->collateral_mint);
+  if (err) return err;
+  if (!key_eq(destination->data + PD_TOKEN_ACCOUNT_OWNER_OFFSET, user->owner))
+    return PERPDEX_ERR_DESTINATION_NOT_OWNER;
+  PdWithdrawal w = {exchange,
+                    user,
+                    destination,
+                    &ka[PERPDEX_IX_PROCESS_WITHDRAWAL_ACC_VAULT],
+                    &ka[PERPDEX_IX_PROCESS_WITHDRAWAL_ACC_VAULT_AUTHORITY],
+                    &ka[PERPDEX_IX_PROCESS_WITHDRAWAL_ACC_TOKEN_PROGRAM],
+                    PERPDEX_IX_PROCESS_WITHDRAWAL_NUM_ACCOUNTS,
+                    args->amount_quote};
+  err = withdraw_checked(params, &w);
+  if (err) return err;
+  exchange->last_withdrawal_sequence = sequence;
+  perpdex_WithdrawalProcessedEvent event = {PERPDEX_EVENT_WITHDRAWAL_PROCESSED_DISCRIMINATOR,
+                                            {0}, sequence, args->amount_quote,
+                                            user->collateral_quote};
+  pd_pubkey_copy((SolPubkey *)event.owner, (const SolPubkey *)user->owner);
   emit(&event, sizeof event);
   return PD_SUCCESS;
 }
@@ -1015,6 +1096,8 @@ uint64_t entrypoint(const uint8_t *input) {
       return ix_guardian_set_status(&params);
     case PERPDEX_IX_LIQUIDATE_DISCRIMINATOR:
       return ix_liquidate(&params);
+    case PERPDEX_IX_PROCESS_WITHDRAWAL_DISCRIMINATOR:
+      return ix_process_withdrawal(&params);
     default:
       return PERPDEX_ERR_UNKNOWN_INSTRUCTION;
   }
