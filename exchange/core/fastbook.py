@@ -64,7 +64,7 @@ _I64 = types.int64
 
 # ---------------------------------------------------------------- constants (compile-time)
 ROW_W = 16  # event row width: 128 bytes, rows start on 64-byte boundaries
-HDR = 64
+HDR = 72
 
 H_SEQ = 0
 H_NOID = 1
@@ -111,6 +111,9 @@ H_TICKM = 44  # tick_size and lot_size as (multiplier, shifts) for ``_udiv``
 H_TICKSH = 45
 H_LOTM = 46
 H_LOTSH = 47
+# (words 48..63: the batch path's prefetch ring, H_RING)
+H_LC = 64  # level cache: per side, LCN words of (level id + 1) at price mod LCN, 0 = none
+LCN = 512
 
 NF = 24  # order fields, in three 64-byte lines: cancels and fills touch only the first two
 P_NEXT = 0
@@ -681,15 +684,10 @@ def _find_key(addr, ko, n, key):  # type: ignore[no-untyped-def]
     return lo
 
 
-@njit(cache=True, inline="always")
-def _link(addr, s):  # type: ignore[no-untyped-def]
-    """Append a live order at the back of its price level (created if needed)."""
+@njit(cache=True)
+def _find_level(addr, sidx, price, key):  # type: ignore[no-untyped-def]
+    """The level of ``price`` on side ``sidx`` (``key``: its sort key), created if needed."""
     S = _view(addr)
-    P = S[H_POOL]
-    p = P + s * NF
-    sidx = 0 if S[p + P_SIDE] == BID else 1
-    price = S[p + P_PRICE]
-    key = price if sidx == 0 else -price
     ko = S[H_K0 + sidx]
     lo = S[H_L0 + sidx]
     n = S[H_N0 + sidx]
@@ -700,24 +698,50 @@ def _link(addr, s):  # type: ignore[no-untyped-def]
     else:
         i = _find_key(addr, ko, n, key)
     if i < n and S[ko + i] == key:
-        lv = S[lo + i]
-    else:
-        lv = S[H_LFREE]
-        L = S[H_LVL] + lv * LF
-        S[H_LFREE] = S[L + L_NEXTFREE]
-        S[L + L_PRICE] = price
-        S[L + L_HEAD] = -1
-        S[L + L_TAIL] = -1
-        S[L + L_TOTAL] = 0
-        S[L + L_COUNT] = 0
-        j = n
-        while j > i:
-            S[ko + j] = S[ko + j - 1]
-            S[lo + j] = S[lo + j - 1]
-            j -= 1
-        S[ko + i] = key
-        S[lo + i] = lv
-        S[H_N0 + sidx] = n + 1
+        return S[lo + i]
+    lv = S[H_LFREE]
+    L = S[H_LVL] + lv * LF
+    S[H_LFREE] = S[L + L_NEXTFREE]
+    S[L + L_PRICE] = price
+    S[L + L_HEAD] = -1
+    S[L + L_TAIL] = -1
+    S[L + L_TOTAL] = 0
+    S[L + L_COUNT] = 0
+    j = n
+    while j > i:
+        S[ko + j] = S[ko + j - 1]
+        S[lo + j] = S[lo + j - 1]
+        j -= 1
+    S[ko + i] = key
+    S[lo + i] = lv
+    S[H_N0 + sidx] = n + 1
+    return lv
+
+
+@njit(cache=True, inline="always")
+def _lc_forget(addr, sidx, price, lv):  # type: ignore[no-untyped-def]
+    """Clear the level cache's entry of a level being freed."""
+    S = _view(addr)
+    c = S[H_LC] + sidx * LCN + (price & (LCN - 1))
+    if S[c] == lv + 1:
+        S[c] = 0
+
+
+@njit(cache=True, inline="always")
+def _link(addr, s):  # type: ignore[no-untyped-def]
+    """Append a live order at the back of its price level (created if needed)."""
+    S = _view(addr)
+    P = S[H_POOL]
+    p = P + s * NF
+    sidx = 0 if S[p + P_SIDE] == BID else 1
+    price = S[p + P_PRICE]
+    # The level cache finds a live level without searching the sorted keys (the entry of
+    # a level is cleared when it is freed, so a hit with the right price is live).
+    c = S[H_LC] + sidx * LCN + (price & (LCN - 1))
+    lv = S[c] - 1
+    if lv < 0 or S[S[H_LVL] + lv * LF + L_PRICE] != price:
+        lv = _find_level(addr, sidx, price, price if sidx == 0 else -price)
+        S[c] = lv + 1
     L = S[H_LVL] + lv * LF
     tail = S[L + L_TAIL]
     S[p + P_PREV] = tail
@@ -775,6 +799,7 @@ def _drop_level(addr, sidx, lv):  # type: ignore[no-untyped-def]
             S[lo + i] = S[lo + i + 1]
             i += 1
     S[H_N0 + sidx] = n - 1
+    _lc_forget(addr, sidx, price, lv)
     S[L + L_NEXTFREE] = S[H_LFREE]
     S[H_LFREE] = lv
 
@@ -1041,6 +1066,7 @@ def _match(addr, t, ts):  # type: ignore[no-untyped-def]
             m = nxt
         if S[L + L_COUNT] == 0:
             S[H_N0 + osd] = n - 1
+            _lc_forget(addr, osd, price, lv)
             S[L + L_NEXTFREE] = S[H_LFREE]
             S[H_LFREE] = lv
     S[pt + P_REM] = rem
@@ -1822,6 +1848,7 @@ class FastMarket:
             ("cidh", 3 * oid_slots),
             ("heap", cap),
             ("touch", cap + 2),
+            ("lc", 2 * LCN),
         ):
             layout[name] = off
             off += -(-size // 8) * 8  # regions start on 64-byte boundaries
@@ -1853,6 +1880,7 @@ class FastMarket:
         S[H_ACCH], S[H_ACCIB] = layout["acch"], acc_slots.bit_length() - 1
         S[H_HEAP] = layout["heap"]
         S[H_TOUCH] = layout["touch"]
+        S[H_LC] = layout["lc"]
         S[H_TOTAL] = off
         pool = S[layout["pool"] : layout["pool"] + cap * NF].reshape(cap, NF)
         pool[:, P_NEXT] = np.arange(1, cap + 1)

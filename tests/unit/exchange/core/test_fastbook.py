@@ -249,3 +249,36 @@ def test_many_accounts_through_growth_keep_positions_and_events() -> None:
                 want[maker] = want.get(maker, 0) - signed
     assert fm.positions() == {k: v for k, v in want.items() if v != 0}
     assert fm.canonical() == core.books[3].canonical()
+
+
+def test_levels_whose_prices_share_a_level_cache_entry() -> None:
+    """Prices LCN ticks apart share an entry of the level cache (and a freed level is
+    reused at another price or side): events and book equal the reference's throughout."""
+    from exchange.core.commands import CancelOrder
+    from exchange.core.fastbook import LCN
+
+    core = ExchangeCore()
+    core.execute(CreateMarket(**SPEC), 0)
+    fm = fresh(capacity=4, accounts=2)
+    fm.seq = core.next_seq
+    rng = np.random.default_rng(3)
+    prices = [1000 + k * LCN + d for k in range(3) for d in (0, 1)]
+    live: list[int] = []
+    for ts in range(1, 1500):
+        if live and rng.random() < 0.3:
+            oid = live.pop(int(rng.integers(len(live))))
+            cmd: Any = CancelOrder(3, 1 + oid % 5, 0, oid)
+        else:
+            side = int(rng.integers(2))
+            ticks = prices[int(rng.integers(len(prices)))]
+            cmd = PlaceOrder(3, 1 + fm.next_order_id % 5, 0, side, ticks * TICK, LOT)
+        events = fm.execute(cmd, ts)
+        assert events == core.execute(cmd, ts)
+        live += [e.order_id for e in events if isinstance(e, OrderRested)]
+        done = {
+            getattr(e, "maker_order_id", 0)
+            for e in events
+            if getattr(e, "maker_remaining_lots", 1) == 0
+        }
+        live = [o for o in live if o not in done]
+    assert fm.canonical() == core.books[3].canonical()
