@@ -55,6 +55,7 @@ from localnet.loader_v3 import (
     programdata_size,
     strip_deploy,
 )
+from localnet.spl_token import parse_mint, parse_token_account, ui_token_amount
 
 DEFAULT_SLOT_SECONDS = 0.4
 MAX_BLOCKHASH_AGE = 150  # blocks a blockhash stays valid (MAX_PROCESSING_AGE)
@@ -86,6 +87,10 @@ class SignatureRecord:
     raw_tx: bytes | None  # wire bytes; None for airdrops
     version: str | int = "legacy"
     inner_instructions: list[dict[str, Any]] = field(default_factory=list)  # UiInnerInstructions
+    pre_token_balances: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # UiTransactionTokenBalance
+    post_token_balances: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def err_json(self) -> Any:
@@ -608,6 +613,7 @@ class EmbeddedCluster:
         keys = _message_keys(tx)
         before = {k: self.get_account(k) for k in keys}
         pre_balances = [a.lamports if a is not None else 0 for a in before.values()]
+        pre_tokens = self._token_balances(list(before.values()))
         err, logs, units, inner = self._execute(tx)
         if error_to_json(err) in ("SignatureFailure", "AlreadyProcessed", "AccountNotFound"):
             # rejected before execution: nothing lands, like the real banking stage
@@ -619,6 +625,7 @@ class EmbeddedCluster:
             else:
                 self._index.pop(k, None)
         post_balances = [a.lamports if a is not None else 0 for a in after.values()]
+        post_tokens = self._token_balances(list(after.values()))
         record = SignatureRecord(
             signature=sig,
             slot=self._slot,
@@ -633,6 +640,8 @@ class EmbeddedCluster:
             raw_tx=raw if raw is not None else bytes(tx),
             version="legacy" if _is_legacy(tx) else 0,
             inner_instructions=inner,
+            pre_token_balances=pre_tokens,
+            post_token_balances=post_tokens,
         )
         self._remember(record)
         changed = [(k, after[k]) for k in keys if after[k] != before[k]]
@@ -644,6 +653,29 @@ class EmbeddedCluster:
             logs=record.logs,
             compute_units=record.compute_units,
         )
+
+    def _token_balances(self, accounts: list[Account | None]) -> list[dict[str, Any]]:
+        """The validator's pre/postTokenBalances: every SPL token account among the
+        transaction's accounts whose mint is known, by account index."""
+        out = []
+        for index, account in enumerate(accounts):
+            token = parse_token_account(account) if account is not None else None
+            if token is None or account is None:
+                continue
+            mint_account = self.get_account(token.mint)
+            mint = parse_mint(mint_account) if mint_account is not None else None
+            if mint is None:
+                continue
+            out.append(
+                {
+                    "accountIndex": index,
+                    "mint": str(token.mint),
+                    "owner": str(token.owner),
+                    "programId": str(account.owner),
+                    "uiTokenAmount": ui_token_amount(token.amount, mint.decimals),
+                }
+            )
+        return out
 
     def _execute(
         self, tx: VersionedTransaction

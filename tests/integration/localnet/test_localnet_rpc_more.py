@@ -195,7 +195,7 @@ async def test_spl_token_methods_through_the_token_client(
     token = await AsyncToken.create_mint(client, payer, payer.pubkey(), 6, program_id)
     big = await token.create_account(owner.pubkey())
     small = await token.create_account(owner.pubkey())
-    await token.mint_to(big, payer, 12_345_678, opts=opts)
+    minted = (await token.mint_to(big, payer, 12_345_678, opts=opts)).value
     await token.mint_to(small, payer, 500_000, opts=opts)
     # AsyncToken.approve signs with the payer only (a solana-py bug): send the instruction
     approve_ix = spl_token.approve(
@@ -210,6 +210,17 @@ async def test_spl_token_methods_through_the_token_client(
     bh = (await client.get_latest_blockhash()).value.blockhash
     approve_tx = Transaction([payer, owner], Message([approve_ix], payer.pubkey()), bh)
     await client.confirm_transaction((await client.send_transaction(approve_tx)).value)
+
+    # the transaction's token balances before and after, like the validator's meta
+    history = (await client.get_transaction(minted)).value
+    assert history is not None and history.transaction.meta is not None
+    meta = history.transaction.meta
+    [pre] = meta.pre_token_balances or []
+    [post] = meta.post_token_balances or []
+    assert pre.mint == post.mint == token.pubkey and post.owner == owner.pubkey()
+    assert pre.account_index == post.account_index
+    assert (pre.ui_token_amount.amount, post.ui_token_amount.amount) == ("0", "12345678")
+    assert post.program_id == program_id
 
     balance = (await client.get_token_account_balance(big)).value
     assert balance.amount == "12345678" and balance.decimals == 6
