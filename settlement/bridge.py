@@ -85,6 +85,9 @@ class BridgeState:
     scanned: list[str] = field(default_factory=list)  # vault signatures fully processed
     credited: list[str] = field(default_factory=list)  # ChainDeposit keys credited
     pending: dict[str, Any] | None = None  # the credit in flight, see the module docstring
+    # credited deposits (signature, slot, owner_id, sub_account_id, amount_quote, sequence:
+    # the engine seq of its CollateralDeposited), oldest first: the API's deposit listing
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> BridgeState:
@@ -94,7 +97,12 @@ class BridgeState:
             raw = json.loads(path.read_text())
             if raw.get("version") != STATE_VERSION:
                 raise ValueError(f"version {raw.get('version')!r}")
-            return cls(list(raw["scanned"]), list(raw["credited"]), raw["pending"])
+            return cls(
+                list(raw["scanned"]),
+                list(raw["credited"]),
+                raw["pending"],
+                list(raw.get("history", [])),  # absent in files written before it existed
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise BridgeError(
                 f"bridge state {path}: expected a version {STATE_VERSION} JSON file, got {exc}"
@@ -104,11 +112,13 @@ class BridgeState:
         """Atomically (write, fsync, rename)."""
         del self.scanned[:-SCANNED_KEPT]
         del self.credited[:-SCANNED_KEPT]
+        del self.history[:-SCANNED_KEPT]
         body = {
             "version": STATE_VERSION,
             "scanned": self.scanned,
             "credited": self.credited,
             "pending": self.pending,
+            "history": self.history,
         }
         tmp = path.with_suffix(".tmp")
         with open(tmp, "w") as f:
@@ -157,12 +167,17 @@ class DepositBridge:
             return
         self.journal.refresh()
         owner, sub, amount = pending["owner_id"], pending["sub_account_id"], pending["amount"]
-        landed = any(
-            type(e) is CollateralDeposited
-            and (e.owner_id, e.sub_account_id, e.amount_quote) == (owner, sub, amount)
-            for e in self.journal.read(after_seq=pending["after_seq"])
+        landed = next(
+            (
+                e
+                for e in self.journal.read(after_seq=pending["after_seq"])
+                if type(e) is CollateralDeposited
+                and (e.owner_id, e.sub_account_id, e.amount_quote) == (owner, sub, amount)
+            ),
+            None,
         )
-        if landed:
+        if landed is not None:
+            self._remember(pending, landed.seq)
             self._mark_credited(pending["key"])
             self.metrics.recovered_pending += 1
             log.info("bridge: pending deposit %s was credited before the restart", pending["key"])
@@ -269,14 +284,17 @@ class DepositBridge:
             "sub_account_id": sub_account_id,
             "amount": deposit.amount_quote,
             "after_seq": self.engine_last_seq(),
+            "slot": deposit.slot,
         }
         self.state.save(self.state_path)
         events = await self.credit(Deposit(owner_id, sub_account_id, deposit.amount_quote))
-        if not any(type(e) is CollateralDeposited for e in events):
+        credited = next((e for e in events if type(e) is CollateralDeposited), None)
+        if credited is None:
             raise BridgeError(
                 f"deposit {deposit.key}: expected the engine to credit {deposit.amount_quote} "
                 f"quote to ({owner_id}, {sub_account_id}), got {list(events)!r}"
             )
+        self._remember(self.state.pending, credited.seq)
         self._mark_credited(deposit.key)
         self.state.save(self.state_path)
         self.metrics.deposits_credited += 1
@@ -286,6 +304,24 @@ class DepositBridge:
             deposit.amount_quote, owner_id, sub_account_id, deposit.key,
         )  # fmt: skip
         return 1
+
+    def _remember(self, pending: dict[str, Any], sequence: int) -> None:
+        self.state.history.append({
+            "signature": pending["key"].split(":")[0],
+            "slot": pending.get("slot", 0),
+            "owner_id": pending["owner_id"],
+            "sub_account_id": pending["sub_account_id"],
+            "amount_quote": pending["amount"],
+            "sequence": sequence,
+        })  # fmt: skip
+
+    def deposits(self, owner_id: int) -> list[dict[str, Any]]:
+        """The owner's credited on-chain deposits, newest first (``GET /v1/deposits``)."""
+        return [
+            {**{k: v for k, v in row.items() if k != "owner_id"}, "status": "credited"}
+            for row in reversed(self.state.history)
+            if row["owner_id"] == owner_id
+        ]
 
     def _mark_credited(self, key: str) -> None:
         self._credited.add(key)

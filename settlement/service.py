@@ -448,8 +448,10 @@ class SettlementService:
         log.info("settlement: resumed after journal seq %d (%s)", self.cursor, self.progress)
 
     # ------------------------------------------------------------ main loop
-    async def settle_available(self) -> int:
-        """Settle everything journaled so far; returns the number of actions that landed."""
+    async def settle_available(self, upto_seq: int | None = None) -> int:
+        """Settle everything journaled so far (only up to ``upto_seq`` when given: the
+        withdrawal executor settles the fills before a withdrawal first); returns the number
+        of actions that landed."""
         self._check_not_halted()
         landed = 0
         while True:
@@ -459,6 +461,8 @@ class SettlementService:
                 # is; the program refuses any batch that does not continue it.
                 await self.resume()
             last = self.journal.refresh()
+            if upto_seq is not None:
+                last = min(last, upto_seq)
             try:
                 while self.cursor < last:
                     upto = min(last, self.cursor + _JOURNAL_READ_CHUNK)
