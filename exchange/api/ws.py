@@ -217,7 +217,8 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         for task in list(session.tasks):
             with contextlib.suppress(BaseException):
                 await task
-        writer.cancel()
+        if not session.overflowed:
+            writer.cancel()  # idle in outbox.get(); an overflowed writer is sending the close
         with contextlib.suppress(asyncio.CancelledError):
             await writer
     return ws

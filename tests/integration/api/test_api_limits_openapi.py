@@ -118,3 +118,22 @@ async def test_websocket_subscriptions_spend_the_public_bucket(
     assert [("result" in a) for a in answers] == [True, True, False]
     assert answers[2]["error"]["code"] == "RATE_LIMITED"
     await ws.close()
+
+
+async def test_a_subscriber_too_far_behind_is_disconnected(runner: EngineRunner) -> None:
+    from aiohttp import WSMsgType
+
+    config = api_config(ws_send_queue_max=2)
+    async with TestClient(TestServer(create_app(config, runner))) as client:
+        api = Api(client)
+        ws = await client.ws_connect("/ws")
+        for i, channel in enumerate(("book", "trades", "ticker")):
+            await ws.send_json({"op": "subscribe", "channel": channel, "market_id": BTC, "id": i})
+        # one trade makes three frames for this session at once (delta, trade, ticker)
+        await api.post(MAKER_KEY, "/v1/orders", order("ASK", 100, 1))
+        await api.post(TAKER_KEY, "/v1/orders", order("BID", 100, 1, time_in_force="IOC"))
+        while True:
+            msg = await ws.receive(timeout=5)
+            if msg.type != WSMsgType.TEXT:
+                break
+        assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 1008, "slow consumer")
