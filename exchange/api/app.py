@@ -38,6 +38,7 @@ from exchange.api.metrics import install_metrics
 from exchange.api.openapi import openapi_document
 from exchange.api.ratelimit import RateLimiter
 from exchange.api.service import OrderService, Principal, public_trade_json, scoped_json
+from exchange.api.withdrawals import install_withdrawals
 from exchange.core.errors import ExchangeError
 from exchange.engine.sequencer import EngineRunner
 
@@ -383,6 +384,8 @@ def create_app(
     app.cleanup_ctx.append(ws.hub_ctx)
     install_metrics(app, port)  # GET /metrics, request latencies, event counters
     install_governance(app, port, public_limit)  # GET risk params, proposals (issue 8)
+    # POST/GET withdrawals, GET deposits (issue 7)
+    install_withdrawals(app, port, authenticate, kept_per_owner=config.history_kept_per_owner)
     r = app.router
     r.add_get("/openapi.json", get_openapi)
     r.add_get("/v1/markets", get_markets)

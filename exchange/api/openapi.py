@@ -380,6 +380,9 @@ def openapi_document() -> dict[str, Any]:
     from exchange.api.governance import governance_paths  # it imports aiohttp; this stays light
 
     paths.update(governance_paths())
+    from exchange.api.withdrawals import withdrawal_paths
+
+    paths.update(withdrawal_paths())
     return {
         "openapi": "3.1.0",
         "info": {
