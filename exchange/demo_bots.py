@@ -90,13 +90,12 @@ class Bot:
         self.stats = BotStats()
 
     async def index_price(self, market_id: int) -> int:
-        prices = await self.rest._request("GET", f"/v1/markets/{market_id}/prices")
-        return int(prices["index_price"]) if prices["status"] == "ACTIVE" else 0
+        prices = await self.rest.prices(market_id)
+        return prices.index_price if prices.status == "ACTIVE" else 0
 
     async def collateral_quote(self) -> int:
         """Collateral of sub-account 0 as the engine sees it (0 before any deposit)."""
-        data = await self.rest._request("GET", "/v1/balances", private=True)
-        return sum(b["collateral_quote"] for b in data["balances"] if b["sub_account_id"] == 0)
+        return sum(b.collateral_quote for b in await self.rest.balances() if b.sub_account_id == 0)
 
     async def wait_funded(self, stop: asyncio.Event, timeout_s: float = 60.0) -> bool:
         """Wait until the bridge credited the on-chain deposit."""

@@ -1,15 +1,30 @@
 """Async Python SDK for the perpdex API: REST, and a websocket with resync and reconnect."""
 
 from exchange.client.rest import ApiRequestError, PerpdexRest
-from exchange.client.types import CommandResult, L2Book, Market, Trade
+from exchange.client.types import (
+    Balance,
+    CommandResult,
+    DepositRecord,
+    L2Book,
+    Market,
+    MarketPrices,
+    Trade,
+    Withdrawal,
+    WithdrawalResult,
+)
 from exchange.client.ws import PerpdexWs
 
 __all__ = [
     "ApiRequestError",
+    "Balance",
     "CommandResult",
+    "DepositRecord",
     "L2Book",
     "Market",
+    "MarketPrices",
     "PerpdexRest",
     "PerpdexWs",
     "Trade",
+    "Withdrawal",
+    "WithdrawalResult",
 ]

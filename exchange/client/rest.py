@@ -12,7 +12,17 @@ import orjson
 from solders.keypair import Keypair
 
 from exchange.api.auth import signed_headers
-from exchange.client.types import CommandResult, L2Book, Market, Trade
+from exchange.client.types import (
+    Balance,
+    CommandResult,
+    DepositRecord,
+    L2Book,
+    Market,
+    MarketPrices,
+    Trade,
+    Withdrawal,
+    WithdrawalResult,
+)
 
 
 class ApiRequestError(Exception):
@@ -188,9 +198,10 @@ class PerpdexRest:
     async def positions(self) -> list[dict[str, Any]]:
         return list((await self._request("GET", "/v1/positions", private=True))["positions"])
 
-    async def balances(self) -> list[dict[str, Any]]:
+    async def balances(self) -> list[Balance]:
         """Collateral and cumulative PnL, fees and funding per sub-account (QUOTE_PRECISION)."""
-        return list((await self._request("GET", "/v1/balances", private=True))["balances"])
+        data = await self._request("GET", "/v1/balances", private=True)
+        return [Balance.from_json(b) for b in data["balances"]]
 
     async def margin(self) -> list[dict[str, Any]]:
         """Equity, initial and maintenance margin, free collateral per sub-account."""
@@ -200,6 +211,34 @@ class PerpdexRest:
         path = f"/v1/funding-payments?limit={limit}"
         return list((await self._request("GET", path, private=True))["funding_payments"])
 
-    async def prices(self, market_id: int) -> dict[str, Any]:
+    async def prices(self, market_id: int) -> MarketPrices:
         """Index (oracle), mark and funding of a market."""
-        return await self._request("GET", f"/v1/markets/{market_id}/prices")  # type: ignore[no-any-return]
+        return MarketPrices.from_json(await self._request("GET", f"/v1/markets/{market_id}/prices"))
+
+    async def withdraw(self, amount_quote: int, sub_account_id: int = 0) -> WithdrawalResult:
+        """Request a withdrawal of free collateral (QUOTE_PRECISION) to the wallet's
+        associated token account; executed on-chain after the engine accepted it."""
+        body = {"sub_account_id": sub_account_id, "amount_quote": amount_quote}
+        return WithdrawalResult.from_json(
+            await self._request("POST", "/v1/withdrawals", body, private=True)
+        )
+
+    async def withdrawals(
+        self, limit: int = 100, sub_account_id: int | None = None
+    ) -> list[Withdrawal]:
+        """The owner's withdrawals, newest first, with their on-chain outcome."""
+        path = f"/v1/withdrawals?limit={limit}"
+        if sub_account_id is not None:
+            path += f"&sub_account_id={sub_account_id}"
+        data = await self._request("GET", path, private=True)
+        return [Withdrawal.from_json(w) for w in data["withdrawals"]]
+
+    async def deposits(
+        self, limit: int = 100, sub_account_id: int | None = None
+    ) -> list[DepositRecord]:
+        """The owner's credited on-chain deposits, newest first."""
+        path = f"/v1/deposits?limit={limit}"
+        if sub_account_id is not None:
+            path += f"&sub_account_id={sub_account_id}"
+        data = await self._request("GET", path, private=True)
+        return [DepositRecord.from_json(d) for d in data["deposits"]]

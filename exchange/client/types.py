@@ -101,3 +101,107 @@ class L2Book:
 
     def best_ask(self) -> int:
         return min(self.asks, default=0)
+
+
+def _pick(cls: Any, obj: dict[str, Any]) -> dict[str, Any]:
+    """The dataclass's fields from a JSON row; fields the row lacks keep their defaults."""
+    return {k: obj[k] for k in cls.__dataclass_fields__ if k in obj}
+
+
+@dataclass(frozen=True, slots=True)
+class MarketPrices:
+    """Index (oracle), mark and funding state of a market (prices at PRICE_PRECISION)."""
+
+    market_id: int
+    index_price: int
+    index_confidence: int
+    index_publish_time_s: int
+    oracle_valid: bool
+    mark_price: int
+    cumulative_funding: int
+    last_funding_rate: int  # FUNDING_RATE_PRECISION
+    last_funding_ts_ns: int
+    status: str
+    kill_switch: bool
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> MarketPrices:
+        return cls(**{k: obj[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """One sub-account's collateral and cumulative statistics (QUOTE_PRECISION)."""
+
+    sub_account_id: int
+    collateral_quote: int
+    realized_pnl_quote: int
+    fees_paid_quote: int
+    funding_paid_quote: int
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Balance:
+        return cls(**{k: obj[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawalResult:
+    """The engine's answer to a withdrawal request: ``REQUESTED`` (journaled, at ``sequence``;
+    executed on-chain afterwards) or ``REJECTED`` with its code (nothing changed)."""
+
+    status: str
+    sequence: int
+    sub_account_id: int
+    amount_quote: int
+    collateral_quote: int = 0  # after the withdrawal (REQUESTED)
+    reject_code: int = 0
+    reject_code_name: str = ""
+    message: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "REQUESTED"
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> WithdrawalResult:
+        return cls(**_pick(cls, obj))
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """One withdrawal: ``requested``, ``rejected`` (engine code), ``executed`` (on-chain
+    ``signature``) or ``failed`` (the program refused it: ``error_name``)."""
+
+    sequence: int
+    ts_ns: int
+    sub_account_id: int
+    amount_quote: int
+    status: str
+    signature: str | None = None
+    destination: str | None = None
+    error_code: int | None = None
+    error_name: str | None = None
+    reject_code: int = 0
+    reject_code_name: str = ""
+    message: str = ""
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Withdrawal:
+        return cls(**_pick(cls, obj))
+
+
+@dataclass(frozen=True, slots=True)
+class DepositRecord:
+    """One credited on-chain deposit (``sequence``: the engine's CollateralDeposited)."""
+
+    sequence: int
+    sub_account_id: int
+    amount_quote: int
+    status: str
+    signature: str | None = None
+    slot: int = 0
+    ts_ns: int = 0
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> DepositRecord:
+        return cls(**_pick(cls, obj))

@@ -61,10 +61,10 @@ async def test_sdk_rest_and_book_stream_match_the_engine(api: Api, runner: Engin
         bids, asks = await engine_levels(runner, BTC)
         assert book.levels() == (bids, asks)
         assert stream.resyncs == 0
-        assert [b["sub_account_id"] for b in await maker.balances()] == [0, 3]
+        assert [b.sub_account_id for b in await maker.balances()] == [0, 3]
         assert all(m["equity_quote"] > 0 for m in await taker.margin())
         assert await taker.funding_payments() == []
-        assert (await public.prices(BTC))["index_price"] == 100 * TICK
+        assert (await public.prices(BTC)).index_price == 100 * TICK
         assert {p["market_id"] for p in await taker.positions()} <= {BTC}
         trades = await public.trades(BTC)
         assert trades and all(t.market_id == BTC for t in trades)
