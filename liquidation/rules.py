@@ -459,41 +459,204 @@ def _smallest_close(
     config: LiquidationConfig,
 ) -> int:
     """Smallest base (whole lots, or the whole position) of ``market_id`` whose transfer
-    brings the account to its target; the whole position if none does."""
-    size = abs(work[market_id].base)
+    brings the account to its target, as the guided bisection over lots of
+    ``docs/PROTOCOL.md`` ("Liquidation", sizing) finds it; the whole position if none does.
+
+    The account after a transfer of ``c`` base has a closed form (:class:`_CloseSizing`),
+    so no trial transfer is booked. When one more lot provably always helps (the check in
+    :meth:`_CloseSizing.monotone`), the answer is the first lot count at or above the
+    tier-by-tier solution of the continuous inequality, found with one or two exact checks;
+    otherwise the bisection runs on the exact closed form. Both give what bisecting with
+    trial transfers gives (``tests/property/test_liquidation_rules_properties.py``).
+    """
+    sizing = _CloseSizing(work, market_id, equity, prices, schedules, config)
+    size = sizing.size
     lot = lot_sizes[market_id]
     max_lots = -(-size // lot)
-
-    def meets(lots: int) -> bool:
-        trial = dict(work)
-        after, _ = _transfer(
-            collateral, trial, market_id, min(lots * lot, size), prices[market_id],
-            prices, schedules, config, True,
-        )  # fmt: skip
-        eq, _, tgt = _account_margin(after, trial, prices, schedules, config.buffer_ppm)
-        return eq >= tgt
-
     estimate = drift_style_close_base(
         target - equity,
-        prices[market_id],
-        schedules[market_id].tiers[0].maintenance_ppm,
+        sizing.price,
+        sizing.schedule.tiers[0].maintenance_ppm,
         config.buffer_ppm,
         config.liquidation_fee_ppm,
     )
     guess = min(max(1, -(-estimate // lot)), max_lots)
-    if meets(guess):
-        lo, hi = 1, guess  # the answer is in [lo, hi]
-    elif guess < max_lots and meets(max_lots):
-        lo, hi = guess + 1, max_lots
-    else:
-        return size
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if meets(mid):
-            hi = mid
+    if not sizing.monotone(lot):
+        return sizing.bisect(guess, lot, max_lots)
+    # Partial closes (1 .. max_lots - 1 lots) meet the target from k_star lots on. The
+    # bisection reaches k_star when the guess already meets the target, or when the whole
+    # position does; otherwise it closes the whole position.
+    k_star = sizing.first_meeting_lots(target - equity, lot, max_lots)
+    if k_star is not None and guess < max_lots and k_star <= guess:
+        return k_star * lot
+    if sizing.meets(size):
+        return size if k_star is None else k_star * lot
+    return size
+
+
+class _CloseSizing:
+    """The account after moving ``c`` base of one market to the liquidator, in closed form.
+
+    Closing at the oracle releases the basis share and realises it, so collateral plus the
+    position's unrealised PnL changes only by flooring: ``equity(c) = equity + d(c)`` with
+    ``d(c) = floor(-delta x P / S) + floor((base + delta) x P / S) - floor(base x P / S)``
+    (``delta`` the signed change, ``S = BASE_PRECISION``), exactly what ``_transfer`` and
+    ``_account_margin`` compute on copies. The fee is ``ceil(ceil(c x P / S) x fee / 10^6)``
+    capped at ``max(0, equity(c))``; the target is the other markets' maintenance plus this
+    market's at the notional left, plus the buffer of the whole notional left.
+    """
+
+    __slots__ = (
+        "base",
+        "buffer_ppm",
+        "equity",
+        "fee_ppm",
+        "floor_value",
+        "maintenance_other",
+        "notional_now",
+        "notional_other",
+        "price",
+        "schedule",
+        "size",
+    )
+
+    def __init__(
+        self,
+        work: Mapping[int, Position],
+        market_id: int,
+        equity: int,
+        prices: Mapping[int, int],
+        schedules: Mapping[int, MarginSchedule],
+        config: LiquidationConfig,
+    ) -> None:
+        self.base = base = work[market_id].base
+        self.price = price = prices[market_id]
+        self.schedule = schedules[market_id]
+        self.size = abs(base)
+        self.equity = equity
+        self.floor_value = (base * price) // BASE_PRECISION
+        self.fee_ppm = config.liquidation_fee_ppm
+        self.buffer_ppm = config.buffer_ppm
+        self.notional_now = notional_quote(base, price)
+        maintenance_other = notional_other = 0
+        for other_id, position in work.items():
+            if other_id == market_id or not position.base:
+                continue
+            notional = notional_quote(position.base, prices[other_id])
+            notional_other += notional
+            maintenance_other += requirement_quote(
+                notional, schedules[other_id], MarginKind.MAINTENANCE
+            )
+        self.maintenance_other = maintenance_other
+        self.notional_other = notional_other
+
+    def meets(self, close_base: int) -> bool:
+        """Does moving ``close_base`` (> 0, <= size) bring equity to the target?"""
+        price = self.price
+        base_delta = -close_base if self.base > 0 else close_base
+        remaining = self.base + base_delta
+        equity = (
+            self.equity
+            + (-base_delta * price) // BASE_PRECISION
+            + (remaining * price) // BASE_PRECISION
+            - self.floor_value
+        )
+        closed_notional = -(-close_base * price // BASE_PRECISION)
+        fee_full = -(-closed_notional * self.fee_ppm // RATIO_PRECISION)
+        equity -= min(fee_full, max(0, equity))
+        notional_left = -(-abs(remaining) * price // BASE_PRECISION)
+        target = self.maintenance_other + -(
+            -(self.notional_other + notional_left) * self.buffer_ppm // RATIO_PRECISION
+        )
+        if notional_left:
+            target += requirement_quote(notional_left, self.schedule, MarginKind.MAINTENANCE)
+        return equity >= target
+
+    def monotone(self, lot: int) -> bool:
+        """Does one more lot always move a partial close closer to its target?
+
+        From ``k`` to ``k + 1`` lots the target falls by more than
+        ``(mr_0 + buffer) x floor(lot x P / S) / 10^6 - 2`` (maintenance rates only rise
+        with notional; two ceilings), the fee rises by less than
+        ``fee x ceil(lot x P / S) / 10^6 + 1`` and ``d`` by at least ``-1``: so equity minus
+        target strictly rises when ``(mr_0 + buffer) x floor - fee x ceil >= 4 x 10^6``. (A
+        fee capped at the equity leaves equity <= 0 < target: such a close never meets.)"""
+        lot_value = lot * self.price
+        floor_notional = lot_value // BASE_PRECISION
+        ceil_notional = -(-lot_value // BASE_PRECISION)
+        rate = self.schedule.tiers[0].maintenance_ppm + self.buffer_ppm
+        return rate * floor_notional - self.fee_ppm * ceil_notional >= 4 * RATIO_PRECISION
+
+    def continuous_close_base(self, gap_quote: int) -> int:
+        """The base whose close closes ``gap_quote`` (target minus equity) without rounding:
+        tier by tier down from the notional now, each unit of notional closed lowers the
+        target by its tier's maintenance ratio plus the buffer and costs the fee."""
+        need = gap_quote * RATIO_PRECISION  # quote x ppm
+        tiers = self.schedule.tiers
+        upper = self.notional_now
+        closed = 0  # notional, quote
+        index = 0
+        while tiers[index].up_to_notional_quote < upper:
+            index += 1
+        while True:
+            lower = tiers[index - 1].up_to_notional_quote if index else 0
+            rate = tiers[index].maintenance_ppm + self.buffer_ppm - self.fee_ppm
+            segment = upper - lower
+            if segment * rate >= need:
+                closed += -(-need // rate)
+                break
+            need -= segment * rate
+            closed += segment
+            if not index:
+                return self.size
+            index -= 1
+            upper = lower
+        return -(-closed * BASE_PRECISION // self.price)
+
+    def first_meeting_lots(self, gap_quote: int, lot: int, max_lots: int) -> int | None:
+        """The smallest partial close (lots in 1 .. max_lots - 1) that meets the target, or
+        None; only for :meth:`monotone` sizes. Starts at the continuous solution (off by a
+        lot at most, from rounding), checks exactly, and walks or bisects the rest."""
+        last = max_lots - 1
+        if last < 1:
+            return None
+        k = min(max(1, -(-self.continuous_close_base(gap_quote) // lot)), last)
+        if self.meets(k * lot):
+            if k == 1 or not self.meets((k - 1) * lot):
+                return k
+            lo, hi = 1, k - 1  # the answer is in [lo, hi]
         else:
-            lo = mid + 1
-    return min(lo * lot, size)
+            if k == last:
+                return None
+            if self.meets((k + 1) * lot):
+                return k + 1
+            if k + 1 == last or not self.meets(last * lot):
+                return None
+            lo, hi = k + 2, last
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.meets(mid * lot):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def bisect(self, guess: int, lot: int, max_lots: int) -> int:
+        """The guided bisection over lots, on the exact closed form (any size)."""
+        size = self.size
+        if self.meets(min(guess * lot, size)):
+            lo, hi = 1, guess  # the answer is in [lo, hi]
+        elif guess < max_lots and self.meets(size):
+            lo, hi = guess + 1, max_lots
+        else:
+            return size
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.meets(min(mid * lot, size)):
+                hi = mid
+            else:
+                lo = mid + 1
+        return min(lo * lot, size)
 
 
 def _deleverage(
