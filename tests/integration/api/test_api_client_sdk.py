@@ -6,8 +6,7 @@ import asyncio
 import random
 
 import pytest
-from conftest import BTC, MAKER_KEY, TAKER_KEY, TICK, Api, order
-from test_api_ws import engine_levels
+from api_support import BTC, MAKER_KEY, TAKER_KEY, TICK, Api, engine_levels, order
 
 from exchange.api.ws import HUB_KEY
 from exchange.client import ApiRequestError, PerpdexRest, PerpdexWs

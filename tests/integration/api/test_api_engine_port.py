@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import BTC, LOT, MAKER_OWNER, TICK
+from api_support import BTC, LOT, MAKER_OWNER, TICK
 
 from exchange.api.engine_port import EnginePort
 from exchange.core.commands import PlaceOrder

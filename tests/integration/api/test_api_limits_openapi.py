@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import BTC, MAKER_KEY, TAKER_KEY, Api, api_config, order
+from api_support import BTC, MAKER_KEY, TAKER_KEY, Api, api_config, order
 from openapi_spec_validator import validate
 
 from exchange.api.app import create_app

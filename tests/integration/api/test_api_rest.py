@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import (
+from api_support import (
     BTC,
     ETH,
     MAKER_KEY,

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import ClientWebSocketResponse
-from conftest import BTC, ETH, MAKER_KEY, MAKER_OWNER, TAKER_KEY, Api, order
+from api_support import BTC, ETH, MAKER_KEY, MAKER_OWNER, TAKER_KEY, Api, engine_levels, order
 
 from exchange.api.auth import canonical_message
 from exchange.api.ws import login_body
@@ -80,15 +80,6 @@ def login_msg(
         "signature": str(key.sign_message(message)),
         "cancel_on_disconnect": cancel_on_disconnect,
     }
-
-
-async def engine_levels(runner: EngineRunner, market_id: int) -> tuple[list[Any], list[Any]]:
-    # A no-op command's ack means the runner finished every earlier batch.
-    from exchange.core.commands import ExpireOrders
-
-    await asyncio.wrap_future(runner.submit(ExpireOrders()))
-    book = runner.engine.core.books[market_id]
-    return [tuple(x) for x in book.depth(0, 10**9)], [tuple(x) for x in book.depth(1, 10**9)]
 
 
 async def test_book_rebuilt_from_snapshot_and_deltas_equals_engine_book(
@@ -269,7 +260,7 @@ async def test_subscribe_refusals_and_public_channels(api: Api) -> None:
 async def test_account_channel_of_a_sub_account_key_carries_only_that_sub_account(
     api: Api,
 ) -> None:
-    from conftest import SUB3_KEY
+    from api_support import SUB3_KEY
 
     ws = await api.client.ws_connect("/ws")
     await ws.send_json(login_msg(SUB3_KEY, nonce="sub3"))
