@@ -17,7 +17,10 @@ Start-up, in order (``Node.start``):
    (journal -> ``settle_fills`` / ``update_funding``), and every ``reconcile_interval_s`` the
    reconciler against the engine state at exactly the sequence settlement reached (a fold of
    the journal up to the service's cursor); a mismatch that is not explained by a deposit in
-   flight halts the markets concerned (``SetMarketStatus``);
+   flight halts the markets concerned (``SetMarketStatus``); the withdrawal executor
+   (``settlement/withdrawals.py``) runs in the same loop, in journal order with settlement:
+   the engine's ``CollateralWithdrawn`` -> ``process_withdrawal`` once the fills before it
+   landed;
 7. the liquidation sweeper and backstop (``LiquidationService``, an engine subscriber) with
    its own funded liquidator account;
 8. the demo traders (market makers and a taker, ``exchange.demo_bots``) through the SDK, each
@@ -55,6 +58,7 @@ from spl.token.constants import TOKEN_PROGRAM_ID
 from exchange.api.app import create_app
 from exchange.api.config import ApiConfig
 from exchange.api.metrics import METRICS_KEY, Family
+from exchange.api.withdrawals import FUNDS_KEY
 from exchange.client import PerpdexRest
 from exchange.core.commands import Command, CreateMarket, SetMarketStatus
 from exchange.core.errors import ConfigError, ExchangeError
@@ -94,6 +98,7 @@ from settlement.onchain import (
 )
 from settlement.reconciler import Reconciler, ReconcilerConfig, ReconciliationReport
 from settlement.service import ServiceState, SettlementConfig, SettlementService
+from settlement.withdrawals import WithdrawalExecutor, WithdrawalHalted
 
 log = logging.getLogger(__name__)
 
@@ -355,6 +360,7 @@ class Node:
         self.feed: OracleFeed | None = None
         self.service: SettlementService | None = None
         self.bridge: DepositBridge | None = None
+        self.withdrawals: WithdrawalExecutor | None = None
         self.reconciler: Reconciler | None = None
         self.settled: SettledView | None = None
         self.bots: list[Any] = []
@@ -634,6 +640,18 @@ class Node:
             state_path=self.data_dir / "bridge.json",
         )
         self.bridge.recover()
+        # the engine's CollateralWithdrawn -> process_withdrawal, in journal order with the fills
+        self.withdrawals = WithdrawalExecutor(
+            journal=self.read_journal(),
+            program=self.program(self.operator),
+            operator=self.operator,
+            accounts=self.accounts,
+            mint=self.setup.mint,
+            vault=self.setup.vault,
+            state_path=self.data_dir / "withdrawals.json",
+        )
+        if self.app is not None:  # GET /v1/withdrawals and /v1/deposits show the chain's view
+            self.app[FUNDS_KEY].attach(withdrawals=self.withdrawals, deposits=self.bridge)
         self.reconciler = Reconciler(
             program=self.program(self.operator),
             accounts=self.accounts,
@@ -698,12 +716,13 @@ class Node:
     # ------------------------------------------------------------------ settlement loop
     async def _settlement_loop(self) -> None:
         assert self.service is not None and self.bridge is not None
+        assert self.withdrawals is not None
         next_reconcile = 0.0
         loop = asyncio.get_running_loop()
         while not self._stop.is_set():
             try:
                 credited = await self.bridge.poll()
-                await self.service.settle_available()
+                await self._withdraw_and_settle()
                 if self.service.cursor >= self.engine_last_seq():
                     self.status.settlement_caught_up_s = time.time()
                 if credited == 0 and loop.time() >= next_reconcile:
@@ -721,6 +740,22 @@ class Node:
                 log.warning("settlement loop: %r", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.config.settle_interval_s)
+
+    async def _withdraw_and_settle(self) -> None:
+        """Withdrawals and settlement in journal order (docs/PROTOCOL.md, Withdrawals): the
+        fills before a withdrawal land first. A withdrawal the program refused halts the
+        executor (an incident, logged at ERROR); fills keep settling and the reconciler then
+        reports the difference and halts the markets."""
+        assert self.service is not None and self.withdrawals is not None
+        if self.withdrawals.halt is None:
+            try:
+                await self.withdrawals.run_once(
+                    lambda seq: self.service.settle_available(upto_seq=seq)  # type: ignore[union-attr]
+                )
+            except WithdrawalHalted as exc:
+                self.status.loop_errors += 1
+                self.status.settlement_error = f"{exc.code}: {exc}"
+        await self.service.settle_available()
 
     async def reconcile_once(self) -> ReconciliationReport | None:
         """Compare the chain with the engine at the settled sequence; ``None`` when a deposit
@@ -790,6 +825,20 @@ class Node:
                          "deposits of wallets without an engine account")  # fmt: skip
             unm.add(bridge.metrics.unmapped)
             out += [dep, unm]
+        wd = self.withdrawals
+        if wd is not None:
+            done = Family("perpdex_withdrawals_total", "counter", "withdrawal executor work")
+            for what, value in (("executed", wd.metrics.executed), ("attempts", wd.metrics.attempts),
+                                ("found_landed", wd.metrics.found_landed),
+                                ("incidents", wd.metrics.incidents)):  # fmt: skip
+                done.add(value, (("what", what),))
+            pending = Family("perpdex_withdrawals_pending", "gauge",
+                             "journaled withdrawals not yet executed on-chain")  # fmt: skip
+            pending.add(len(wd.pending()))
+            halted = Family("perpdex_withdrawals_halted", "gauge",
+                            "1 when the program refused a withdrawal (an incident)")  # fmt: skip
+            halted.add(int(wd.halt is not None))
+            out += [done, pending, halted]
         liq = self.liquidation
         if liq is not None:
             screens = Family("perpdex_liquidation_screens_total", "counter", "sweeper screens")
