@@ -351,6 +351,7 @@ class Sweeper:
         self.slot_entry = np.zeros(n, dtype=np.int64)
         self.slot_snap_hi = np.zeros(n, dtype=np.int64)
         self.slot_snap_lo = np.zeros(n, dtype=np.int64)
+        self.slot_carry = np.zeros(n, dtype=np.int64)  # funding carry (< 1e18 < 2^63)
         self.slot_packed = np.zeros(n, dtype=np.int64)
         self.slot_entry_u = np.zeros(n, dtype=np.int64)
         self.slot_exact = np.zeros(n, dtype=np.bool_)
@@ -373,6 +374,7 @@ class Sweeper:
         "slot_entry",
         "slot_snap_hi",
         "slot_snap_lo",
+        "slot_carry",
         "slot_packed",
         "slot_entry_u",
         "slot_exact",
@@ -537,6 +539,7 @@ class Sweeper:
         self.slot_base[slot] = base
         self.slot_entry[slot] = position.entry_quote
         self.slot_snap_hi[slot], self.slot_snap_lo[slot] = _split_limbs(snapshot)
+        self.slot_carry[slot] = position.funding_carry_numerator
         self.slot_packed[slot] = market_id if exact else (bs << 35) | (rb << 4) | market_id
         self.slot_entry_u[slot] = 0 if exact else entry_u
         self.slot_exact[slot] = exact
@@ -591,7 +594,13 @@ class Sweeper:
         for i in range(start, start + int(self.row_len[account_id])):
             if self.slot_market[i] == market_id:
                 snapshot = (int(self.slot_snap_hi[i]) << 62) + int(self.slot_snap_lo[i])
-                return Position(int(self.slot_base[i]), int(self.slot_entry[i]), 0, snapshot)
+                return Position(
+                    int(self.slot_base[i]),
+                    int(self.slot_entry[i]),
+                    0,
+                    snapshot,
+                    int(self.slot_carry[i]),
+                )
         return Position()
 
     def positions(self, account_id: int) -> dict[int, Position]:
@@ -601,13 +610,14 @@ class Sweeper:
         start = int(self.row_start[account_id])
         end = start + int(self.row_len[account_id])
         return {
-            market_id: Position(base, entry, 0, (hi << 62) + lo)
-            for market_id, base, entry, hi, lo in zip(
+            market_id: Position(base, entry, 0, (hi << 62) + lo, carry)
+            for market_id, base, entry, hi, lo, carry in zip(
                 self.slot_market[start:end].tolist(),
                 self.slot_base[start:end].tolist(),
                 self.slot_entry[start:end].tolist(),
                 self.slot_snap_hi[start:end].tolist(),
                 self.slot_snap_lo[start:end].tolist(),
+                self.slot_carry[start:end].tolist(),
             )
         }
 

@@ -99,6 +99,7 @@ from perp.circuit_breaker import (
 from perp.margin_check import MarginSummary, OpenOrders, margin_summary, order_margin_shortfall
 from perp.math.fees import fill_fees
 from perp.math.funding import (
+    SETTLEMENT_DENOMINATOR,
     average_premium,
     funding_rate,
     index_delta,
@@ -172,6 +173,8 @@ class PerpMarket:
     index_slot: int = 0
     index_publish_time_s: int = 0
     oracle_valid: bool = False  # the last reading's verdict
+    # the last reading's liquidation verdict (the strictest guard; implies oracle_valid)
+    oracle_liquidation_valid: bool = False
     index_updated_ns: int = 0  # engine time of the last valid reading (liquidation staleness)
     mark_price: int = 0  # 0 = none yet
     ema_basis: int = 0
@@ -694,12 +697,19 @@ class Clearinghouse:
         acct.funding_paid_quote += payment
         acct.book_pnl(ts_ns, -payment)
         m.funding_pool_quote += payment
+        return payment, 0
+
+    def _close_position(self, acct: AccountState, market_id: int, position: Position) -> int:
+        """Drop a flat position: its funding carry joins the market's surplus, whole units of
+        which go to the insurance fund. Returns what was swept."""
+        acct.positions.pop(market_id, None)
+        m = self.markets[market_id]
         swept, m.funding_surplus_numerator = sweep_surplus(
-            m.funding_surplus_numerator + result.surplus_numerator
+            m.funding_surplus_numerator + position.funding_carry_numerator
         )
         m.funding_pool_quote -= swept
         self.insurance_fund_quote += swept
-        return payment, swept
+        return swept
 
     def _touch(self, out: list[Any], ts_ns: int, account_id: int, acct: AccountState) -> None:
         """Settle the account's funding in every market it holds (lazy settlement)."""
@@ -732,10 +742,11 @@ class Clearinghouse:
         fees. Returns (maker realised, taker realised, maker funding, taker funding, swept)."""
         m = self.markets[market_id]
         maker, taker = self._account(maker_id), self._account(taker_id)
-        maker_funding, swept_maker = self._settle_funding(maker, market_id, m, ts_ns)
-        taker_funding, swept_taker = self._settle_funding(taker, market_id, m, ts_ns)
+        maker_funding, _ = self._settle_funding(maker, market_id, m, ts_ns)
+        taker_funding, _ = self._settle_funding(taker, market_id, m, ts_ns)
         sign = 1 if taker_buys else -1
         realized = []
+        swept = 0
         for acct, base_delta, quote_delta in (
             (maker, -sign * base, sign * notional),
             (taker, sign * base, -sign * notional),
@@ -747,7 +758,7 @@ class Clearinghouse:
             if result.position.base:
                 acct.positions[market_id] = result.position
             else:  # a flat position has no basis left (a full close releases all of it)
-                acct.positions.pop(market_id, None)
+                swept += self._close_position(acct, market_id, result.position)
             acct.collateral_quote += result.realized_quote
             acct.realized_pnl_quote += result.realized_quote
             acct.book_pnl(ts_ns, result.realized_quote)
@@ -758,7 +769,7 @@ class Clearinghouse:
             acct.book_pnl(ts_ns, -fee)
         self.fee_pool_quote += maker_fee + taker_fee - insurance
         self.insurance_fund_quote += insurance
-        return realized[0], realized[1], maker_funding, taker_funding, swept_maker + swept_taker
+        return realized[0], realized[1], maker_funding, taker_funding, swept
 
     def _settle_trades(self, out: list[Any], start: int, ts_ns: int) -> None:
         """Follow the core's events with one ``FillSettled`` per ``TradeExecuted``."""
@@ -926,6 +937,8 @@ class Clearinghouse:
             self._unknown_market(cmd.market_id, ts_ns, out)
             return
         valid = cmd.valid and cmd.price > 0
+        # liquidation's guard is the strictest: never valid for it when not for trading
+        liquidation_valid = valid and cmd.liquidation_valid
         self._emit(
             out,
             OraclePriceUpdated(
@@ -937,6 +950,7 @@ class Clearinghouse:
                 cmd.slot,
                 cmd.publish_time_s,
                 valid,
+                liquidation_valid,
             ),
         )
         change = self._pending_breaker
@@ -1149,11 +1163,13 @@ class Clearinghouse:
     # ================================================================== liquidation
     def _liquidation_oracles(self, ts_ns: int) -> dict[int, OracleReading]:
         """Each priced market's index and whether liquidation may use it: the last reading
-        was valid and is at most ``liquidation_max_oracle_age_ns`` old (engine time)."""
+        passed the liquidation guard (which implies trading's) and is at most
+        ``liquidation_max_oracle_age_ns`` old (engine time)."""
         age = self.liquidation_max_oracle_age_ns
         return {
             market_id: OracleReading(
-                m.index_price, m.oracle_valid and ts_ns - m.index_updated_ns <= age
+                m.index_price,
+                m.oracle_valid and m.oracle_liquidation_valid and ts_ns - m.index_updated_ns <= age,
             )
             for market_id, m in self.markets.items()
             if m.index_price > 0
@@ -1484,7 +1500,7 @@ class Clearinghouse:
         if result.position.base:
             acct.positions[market_id] = result.position
         else:
-            acct.positions.pop(market_id, None)
+            self._close_position(acct, market_id, result.position)
         acct.collateral_quote += result.realized_quote
         acct.realized_pnl_quote += result.realized_quote
         acct.book_pnl(ts_ns, result.realized_quote)
@@ -1654,7 +1670,12 @@ class Clearinghouse:
 
     def _apply_oracle(self, e: OraclePriceUpdated) -> None:
         m = self.markets[e.market_id]
+        if e.liquidation_valid and not e.valid:
+            raise InvariantViolation(
+                f"oracle reading: expected liquidation_valid only with valid, got {e!r}"
+            )
         m.oracle_valid = e.valid
+        m.oracle_liquidation_valid = e.liquidation_valid
         if e.valid:
             m.index_price = e.price
             m.index_confidence = e.confidence
@@ -1782,6 +1803,7 @@ class Clearinghouse:
                         m.index_publish_time_s,
                         m.oracle_valid,
                         m.index_updated_ns,
+                        m.oracle_liquidation_valid,
                     ],
                     "mark": [
                         m.mark_price,
@@ -1851,7 +1873,11 @@ class Clearinghouse:
             )
         for md in data["perp_markets"]:
             status, reason, killed, last_breach, samples = md["breaker"]
-            index, confidence, slot, publish, valid, *updated = md["index"]
+            # snapshots from before a field existed: no valid-reading time, and the
+            # liquidation verdict was the trading one
+            index, confidence, slot, publish, valid, *later = md["index"]
+            updated_ns = later[0] if later else 0
+            liquidation_valid = later[1] if len(later) > 1 else valid
             mark, ema, ema_ns, impact_bid, impact_ask = md["mark"]
             cumulative, pool, surplus, premiums, last_sample, last_funding = md["funding"]
             ch.markets[md["market_id"]] = PerpMarket(
@@ -1869,7 +1895,8 @@ class Clearinghouse:
                 index_slot=slot,
                 index_publish_time_s=publish,
                 oracle_valid=valid,
-                index_updated_ns=updated[0] if updated else 0,
+                index_updated_ns=updated_ns,
+                oracle_liquidation_valid=liquidation_valid,
                 mark_price=mark,
                 ema_basis=ema,
                 ema_updated_ns=ema_ns,
@@ -1914,6 +1941,20 @@ class Clearinghouse:
                 ours[(account_id, market_id)] = p.base
         if any(open_base.values()):
             raise InvariantViolation(f"positions: expected longs == shorts, got {open_base}")
+        # Funding is zero-sum: a pool holds exactly the open carries and the unswept surplus,
+        # less what the open positions still owe to the index (docs/PROTOCOL.md, Funding).
+        for market_id, m in self.markets.items():
+            expected = m.funding_surplus_numerator
+            for a in self.accounts.values():
+                held = a.positions.get(market_id)
+                if held is not None:
+                    expected += held.funding_carry_numerator
+                    expected -= held.base * (m.cumulative_funding - held.funding_snapshot)
+            if m.funding_pool_quote * SETTLEMENT_DENOMINATOR != expected:
+                raise InvariantViolation(
+                    f"funding pool of market {market_id}: expected {expected} / D, got "
+                    f"{m.funding_pool_quote}"
+                )
         theirs = {
             key: lots * self.core.books[key[1]].spec.lot_size
             for key, lots in self.core.positions.items()

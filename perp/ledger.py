@@ -69,12 +69,18 @@ class Ledger:
         self.positions[key] = result.position
         self.collateral[account] = self.collateral.get(account, 0) - result.payment_quote
         market.pool_quote += result.payment_quote
-        market.surplus_numerator += result.surplus_numerator
-        swept, market.surplus_numerator = sweep_surplus(market.surplus_numerator)
-        if swept:
-            market.pool_quote -= swept
-            self.insurance_fund_quote += swept
         return result.payment_quote
+
+    def _closed(self, market_id: int, position: Position) -> Position:
+        """A position the fill left flat: its funding carry joins the market's surplus, whole
+        units of which go to the insurance fund."""
+        market = self.funding.setdefault(market_id, MarketFunding())
+        swept, market.surplus_numerator = sweep_surplus(
+            market.surplus_numerator + position.funding_carry_numerator
+        )
+        market.pool_quote -= swept
+        self.insurance_fund_quote += swept
+        return position._replace(funding_carry_numerator=0)
 
     def trade(
         self,
@@ -98,7 +104,10 @@ class Ledger:
         ):
             key = (account, market_id)
             result = apply_fill(self.positions[key], base_delta, quote_delta)
-            self.positions[key] = result.position
+            position = result.position
+            self.positions[key] = (
+                self._closed(market_id, position) if not position.base else position
+            )
             self.collateral[account] = self.collateral.get(account, 0) + result.realized_quote
         split = fill_fees(notional, fees)
         self.collateral[maker] -= split.maker_fee_quote

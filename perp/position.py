@@ -22,6 +22,10 @@ class Position(NamedTuple):
     entry_quote: int = 0  # QUOTE_PRECISION, signed cost basis of the open base
     realized_pnl: int = 0  # QUOTE_PRECISION, cumulative (a statistic: the cash is collateral)
     funding_snapshot: int = 0  # cumulative funding index at the last settlement
+    # [0, SETTLEMENT_DENOMINATOR): funding paid beyond the exact amounts so far (a numerator);
+    # it makes settlement path-independent (perp.math.funding) and goes to the market's
+    # surplus when the position closes
+    funding_carry_numerator: int = 0
 
 
 class FillResult(NamedTuple):
@@ -51,11 +55,10 @@ def apply_fill(position: Position, base_delta: int, quote_delta: int) -> FillRes
     realized = released + closing_quote
     new_entry = entry - released + (quote_delta - closing_quote)  # the rest opens the flip
     return FillResult(
-        Position(
-            base + base_delta,
-            new_entry,
-            position.realized_pnl + realized,
-            position.funding_snapshot,
+        position._replace(
+            base=base + base_delta,
+            entry_quote=new_entry,
+            realized_pnl=position.realized_pnl + realized,
         ),
         realized,
     )
@@ -64,13 +67,29 @@ def apply_fill(position: Position, base_delta: int, quote_delta: int) -> FillRes
 class FundingResult(NamedTuple):
     position: Position
     payment_quote: int  # > 0 the account pays, < 0 it receives
-    surplus_numerator: int  # rounding surplus for the market's sweep
 
 
 def settle_funding(position: Position, cumulative_funding: int) -> FundingResult:
     """Settle funding from the position's snapshot to ``cumulative_funding`` (the market's
-    index now) and move the snapshot there."""
-    s = settle(position.base, position.funding_snapshot, cumulative_funding)
-    return FundingResult(
-        position._replace(funding_snapshot=cumulative_funding), s.payment_quote, s.surplus_numerator
+    index now, or the index a booked fact happened at) and move the snapshot there; the
+    rounding stays in the position's carry."""
+    s = settle(
+        position.base,
+        position.funding_snapshot,
+        cumulative_funding,
+        position.funding_carry_numerator,
     )
+    return FundingResult(
+        position._replace(
+            funding_snapshot=cumulative_funding, funding_carry_numerator=s.carry_numerator
+        ),
+        s.payment_quote,
+    )
+
+
+def pending_funding_quote(position: Position, cumulative_funding: int) -> int:
+    """What settling ``position`` to ``cumulative_funding`` would pay (< 0: receive), without
+    settling: margin checks count it read-only."""
+    if not position.base:
+        return 0
+    return settle_funding(position, cumulative_funding).payment_quote

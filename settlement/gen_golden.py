@@ -186,14 +186,30 @@ def funding_cases(rng: random.Random) -> Iterator[Case]:
         snapshot = rng.randrange(-(10**22), 10**22)
         triples.append((rng.randrange(-(10**13), 10**13), snapshot,
                         snapshot + rng.randrange(-(10**19), 10**19)))  # fmt: skip
-    for base, snapshot, now in triples:
-        s = settle(base, snapshot, now)
-        inputs = {"base": base, "snapshot": snapshot, "index_now": now}
-        if _fits_i64(s.payment_quote):
-            out = {"payment_quote": s.payment_quote, "surplus_numerator": s.surplus_numerator}
+    carries = [0, 1, d // 2, d - 1]
+    for k, (base, snapshot, now) in enumerate(triples):
+        # the carry: 0 for the first hand cases, then the edges and random values in turn
+        carry = 0 if k < len(hand) else rng.choice([*carries, rng.randrange(d)])
+        inputs = {"base": base, "snapshot": snapshot, "index_now": now, "carry_numerator": carry}
+        s = settle(base, snapshot, now, carry)
+        # the program computes the carry-less amount first: it must fit an i64 too
+        if _fits_i64(settle(base, snapshot, now).payment_quote) and _fits_i64(s.payment_quote):
+            out = {"payment_quote": s.payment_quote, "carry_numerator": s.carry_numerator}
             yield _ok("funding_settle", inputs, out)
         else:
             yield _err("funding_settle", inputs, "FundingPaymentOverflow")
+    for carry in carries:  # both edges of the decrement, and a carry out of range
+        for base, now in [(-1, 1), (1, 1), (I64_MIN, d), (-(10**9), 3 * 10**9 + 1)]:
+            inputs = {"base": base, "snapshot": 0, "index_now": now, "carry_numerator": carry}
+            s = settle(base, 0, now, carry)
+            if _fits_i64(s.payment_quote):
+                out = {"payment_quote": s.payment_quote, "carry_numerator": s.carry_numerator}
+                yield _ok("funding_settle", inputs, out)
+            else:
+                yield _err("funding_settle", inputs, "FundingPaymentOverflow")
+    for carry in (d, U64_MAX):
+        inputs = {"base": 1, "snapshot": 0, "index_now": 1, "carry_numerator": carry}
+        yield _err("funding_settle", inputs, "FundingCarryOutOfRange")
     for surplus in [0, 1, d - 1, d, d + 1, 2 * d - 1, U64_MAX] + [_u64(rng) for _ in range(50)]:
         swept, rest = sweep_surplus(surplus)
         yield _ok("sweep_surplus", {"surplus_numerator": surplus},

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 NO_ACCOUNT: Final = (-1, -1)
 _POSITION_LIQUIDATED: Final = event_discriminator("PositionLiquidated")
-_POSITION_LIQUIDATED_LAYOUT: Final = struct.Struct("<H32s32sqqQQQQ")
+_POSITION_LIQUIDATED_LAYOUT: Final = struct.Struct("<H32s32sqqQQQQ16s")
 
 
 class OnChainLiquidation(NamedTuple):
@@ -63,6 +63,7 @@ class OnChainLiquidation(NamedTuple):
     fee_quote: int
     liquidator_fee_quote: int
     insurance_fee_quote: int
+    cumulative_funding: int  # the market's funding index on-chain when the slice moved
 
 
 def _engine_account(accounts: AccountMap, wallet: bytes) -> tuple[int, int]:
@@ -85,7 +86,7 @@ def liquidations_in_logs(logs: Iterable[str], accounts: AccountMap) -> list[OnCh
         data = base64.b64decode(line.removeprefix("Program data: "))
         if data[:8] != _POSITION_LIQUIDATED:
             continue
-        market, owner, liquidator, base, quote, price, fee, to_liquidator, to_fund = (
+        market, owner, liquidator, base, quote, price, fee, to_liquidator, to_fund, index = (
             _POSITION_LIQUIDATED_LAYOUT.unpack(data[8:])
         )
         liquidated_key = _engine_account(accounts, owner)
@@ -101,6 +102,7 @@ def liquidations_in_logs(logs: Iterable[str], accounts: AccountMap) -> list[OnCh
                 fee,
                 to_liquidator,
                 to_fund,
+                int.from_bytes(index, "little", signed=True),
             )
         )
     return out
@@ -158,8 +160,8 @@ class ReconciliationReport:
         return not self.mismatches
 
 
-def _pending_payment(base: int, snapshot: int, index_now: int) -> int:
-    return settle(base, snapshot, index_now).payment_quote if base else 0
+def _pending_payment(base: int, snapshot: int, carry: int, index_now: int) -> int:
+    return settle(base, snapshot, index_now, carry).payment_quote if base else 0
 
 
 class Reconciler:
@@ -227,10 +229,14 @@ class Reconciler:
                 open_interest[market_id] += max(base, 0)
                 if mine:
                     index = engine.markets[market_id].cumulative_funding
-                    engine_settled -= _pending_payment(mine.base, mine.funding_snapshot, index)
+                    engine_settled -= _pending_payment(
+                        mine.base, mine.funding_snapshot, mine.funding_carry_numerator, index
+                    )
                 if theirs:
                     index = chain_markets[market_id].cumulative_funding
-                    chain_settled -= _pending_payment(theirs.base, theirs.funding_snapshot, index)
+                    chain_settled -= _pending_payment(
+                        theirs.base, theirs.funding_snapshot, theirs.funding_carry_numerator, index
+                    )
             compare(key, NO_MARKET_ID, "settled_collateral_quote", engine_settled, chain_settled)
         for market_id in ids:
             chain = chain_markets[market_id]

@@ -242,6 +242,11 @@ TYPES: Final = (
             f("market_index", "u16", "market of this slot"),
             f("in_use", "u8", "1 when the slot holds a market, 0 when free"),
             f("padding", Array("u8", 5), "zero"),
+            f(
+                "funding_carry_numerator",
+                "u64",
+                "funding paid beyond the exact amounts, over 1e18 (< 1e18; docs/PROTOCOL.md)",
+            ),
         ),
         "One market's position inside a User account (docs/PROTOCOL.md, Positions).",
     ),
@@ -826,6 +831,7 @@ _ERRORS: Final = (
         "process_withdrawal: expected previous_sequence == Exchange.last_withdrawal_sequence",
     ),
     ("DestinationNotOwner", "owner_token: expected a token account owned by User.owner"),
+    ("FundingCarryOutOfRange", "funding: expected a position's carry numerator < 1e18"),
 )
 
 ERROR_BASE: Final = 6000
@@ -917,6 +923,7 @@ EVENTS: Final = (
             f("fee_quote", "u64", "liquidation fee paid by the liquidated account"),
             f("liquidator_fee_quote", "u64", "its share paid to the liquidator"),
             f("insurance_fee_quote", "u64", "the rest, to the insurance fund"),
+            f("cumulative_funding", "i128", "the market's funding index the slice moved at"),
         ),
         "A slice of a position moved to the liquidator (one per market, in plan order).",
     ),

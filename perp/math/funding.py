@@ -6,12 +6,17 @@ money at ``QUOTE_PRECISION``. The cumulative funding index per market is kept as
 sum of ``rate x index_price`` (unit: quote x FUNDING_RATE_PRECISION per whole base unit), so
 nothing rounds until an account settles.
 
-Settlement of ``base`` between two index values owes ``base x delta / SETTLEMENT_DENOMINATOR``
-quote units, positive when the account pays (longs pay a positive rate). A payer's amount rounds
-up and a receiver's rounds down; the exact rounding surplus (a numerator over
-``SETTLEMENT_DENOMINATOR``) accumulates per market and its whole units go to the insurance
-fund (:func:`sweep_surplus`). Because every base unit long is a base unit short, the exact
-amounts sum to zero, so once everyone has settled: paid == received + swept, to the unit.
+Settlement of ``base`` between two index values owes ``x = base x delta`` over
+``SETTLEMENT_DENOMINATOR`` quote units, positive when the account pays (longs pay a positive
+rate). Each position carries what its earlier settlements paid beyond the exact amounts, a
+numerator ``carry`` in ``[0, SETTLEMENT_DENOMINATOR)``; a settlement pays
+``ceil((x - carry) / D)`` (a payer's amount rounds up, a receiver's down) and keeps the new
+carry. Hence the total a position has paid after any sequence of settlements is
+``ceil(total exact owed / D)``: independent of where the settlements happened (the engine and
+the clearing program settle at different points and still agree to the unit). A position's
+carry goes to its market's surplus when the position closes; whole units of the surplus go to
+the insurance fund (:func:`sweep_surplus`). Because every base unit long is a base unit short,
+the exact amounts sum to zero, so paid == received + carries + swept, to the unit.
 See ``docs/PROTOCOL.md`` section "Funding".
 """
 
@@ -86,21 +91,23 @@ def index_delta(rate: int, index_price: int) -> int:
 
 class Settlement(NamedTuple):
     payment_quote: int  # QUOTE_PRECISION; > 0 the account pays, < 0 it receives
-    surplus_numerator: int  # >= 0, over SETTLEMENT_DENOMINATOR: what rounding kept back
+    carry_numerator: int  # [0, D): paid beyond the exact amount so far (the position keeps it)
 
 
-def settle(base: int, index_snapshot: int, index_now: int) -> Settlement:
-    """Funding owed by a position of ``base`` (signed, BASE_PRECISION) since its snapshot.
+def settle(base: int, index_snapshot: int, index_now: int, carry_numerator: int = 0) -> Settlement:
+    """Funding owed by a position of ``base`` (signed, BASE_PRECISION) since its snapshot,
+    given the position's ``carry_numerator`` (what it already paid beyond the exact amounts).
 
-    A payer's amount rounds up, a receiver's down; the exact difference is returned as
-    ``surplus_numerator`` for :func:`sweep_surplus`.
+    ``payment = ceil((base x (now - snapshot) - carry) / D)``: a payer's amount rounds up, a
+    receiver's down; the new carry ``payment x D - (x - carry)`` is in ``[0, D)``.
     """
-    numerator = base * (index_now - index_snapshot)
-    if numerator > 0:
-        payment = -(-numerator // SETTLEMENT_DENOMINATOR)  # pays: round up
-        return Settlement(payment, payment * SETTLEMENT_DENOMINATOR - numerator)
-    received, surplus = divmod(-numerator, SETTLEMENT_DENOMINATOR)  # receives: round down
-    return Settlement(-received, surplus)
+    if not 0 <= carry_numerator < SETTLEMENT_DENOMINATOR:
+        raise FundingError(
+            f"carry_numerator: expected 0..{SETTLEMENT_DENOMINATOR - 1}, got {carry_numerator}"
+        )
+    numerator = base * (index_now - index_snapshot) - carry_numerator
+    payment = -(-numerator // SETTLEMENT_DENOMINATOR)  # ceil: pays up, receives down
+    return Settlement(payment, payment * SETTLEMENT_DENOMINATOR - numerator)
 
 
 def sweep_surplus(surplus_numerator: int) -> tuple[int, int]:

@@ -202,6 +202,7 @@ typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));
 #define PERPDEX_ERR_LIQUIDATOR_BELOW_INITIAL_MARGIN 6131u /* liquidate: expected the liquidator >= initial margin after */
 #define PERPDEX_ERR_WITHDRAWAL_NOT_CONTIGUOUS 6132u /* process_withdrawal: expected previous_sequence == Exchange.last_withdrawal_sequence */
 #define PERPDEX_ERR_DESTINATION_NOT_OWNER 6133u /* owner_token: expected a token account owned by User.owner */
+#define PERPDEX_ERR_FUNDING_CARRY_OUT_OF_RANGE 6134u /* funding: expected a position's carry numerator < 1e18 */
 
 /* ------------------------------------------------------------ types */
 /* One marginal bracket of a margin schedule (docs/PROTOCOL.md, Margin). */
@@ -224,6 +225,7 @@ typedef struct __attribute__((packed, aligned(8))) perpdex_Position {
     uint16_t market_index; /* offset 40: market of this slot */
     uint8_t in_use; /* offset 42: 1 when the slot holds a market, 0 when free */
     uint8_t padding[5]; /* offset 43: zero */
+    uint64_t funding_carry_numerator; /* offset 48: funding paid beyond the exact amounts, over 1e18 (< 1e18; docs/PROTOCOL.md) */
 } perpdex_Position;
 _Static_assert(__builtin_offsetof(perpdex_Position, funding_snapshot) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Position, base) == 16, "layout");
@@ -232,7 +234,8 @@ _Static_assert(__builtin_offsetof(perpdex_Position, realized_pnl_quote) == 32, "
 _Static_assert(__builtin_offsetof(perpdex_Position, market_index) == 40, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Position, in_use) == 42, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Position, padding) == 43, "layout");
-_Static_assert(sizeof(perpdex_Position) == 48, "size");
+_Static_assert(__builtin_offsetof(perpdex_Position, funding_carry_numerator) == 48, "layout");
+_Static_assert(sizeof(perpdex_Position) == 56, "size");
 
 /* One fill of an engine batch (Borsh: 19 bytes, unaligned inside the args). */
 typedef struct __attribute__((packed)) perpdex_Fill {
@@ -440,7 +443,7 @@ _Static_assert(sizeof(perpdex_Market) == 352, "size");
 _Static_assert(sizeof(perpdex_Market) == PERPDEX_ACCOUNT_MARKET_SIZE, "size");
 
 #define PERPDEX_ACCOUNT_USER_DISCRIMINATOR 0xec3a97efe35f759fULL /* sha256("account:User")[:8] */
-#define PERPDEX_ACCOUNT_USER_SIZE 472
+#define PERPDEX_ACCOUNT_USER_SIZE 536
 /* One trader's collateral and positions (cross margin). PDA: "user", owner */
 typedef struct __attribute__((packed, aligned(8))) perpdex_User {
     uint64_t discriminator; /* offset 0 */
@@ -449,7 +452,7 @@ typedef struct __attribute__((packed, aligned(8))) perpdex_User {
     uint8_t bump; /* offset 48: bump of this PDA */
     uint8_t padding[7]; /* offset 49: zero */
     perpdex_Position positions[8]; /* offset 56: per-market positions */
-    uint8_t address[32]; /* offset 440: this account's own address (the PDA, verified at creation) */
+    uint8_t address[32]; /* offset 504: this account's own address (the PDA, verified at creation) */
 } perpdex_User;
 _Static_assert(__builtin_offsetof(perpdex_User, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_User, owner) == 8, "layout");
@@ -457,8 +460,8 @@ _Static_assert(__builtin_offsetof(perpdex_User, collateral_quote) == 40, "layout
 _Static_assert(__builtin_offsetof(perpdex_User, bump) == 48, "layout");
 _Static_assert(__builtin_offsetof(perpdex_User, padding) == 49, "layout");
 _Static_assert(__builtin_offsetof(perpdex_User, positions) == 56, "layout");
-_Static_assert(__builtin_offsetof(perpdex_User, address) == 440, "layout");
-_Static_assert(sizeof(perpdex_User) == 472, "size");
+_Static_assert(__builtin_offsetof(perpdex_User, address) == 504, "layout");
+_Static_assert(sizeof(perpdex_User) == 536, "size");
 _Static_assert(sizeof(perpdex_User) == PERPDEX_ACCOUNT_USER_SIZE, "size");
 
 #define PERPDEX_ACCOUNT_GOVERNANCE_DISCRIMINATOR 0x312fd9490d588f12ULL /* sha256("account:Governance")[:8] */
@@ -957,6 +960,7 @@ typedef struct __attribute__((packed)) perpdex_PositionLiquidatedEvent {
     uint64_t fee_quote; /* offset 98: liquidation fee paid by the liquidated account */
     uint64_t liquidator_fee_quote; /* offset 106: its share paid to the liquidator */
     uint64_t insurance_fee_quote; /* offset 114: the rest, to the insurance fund */
+    perpdex_i128 cumulative_funding; /* offset 122: the market's funding index the slice moved at */
 } perpdex_PositionLiquidatedEvent;
 _Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, market_index) == 8, "layout");
@@ -968,7 +972,8 @@ _Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, price) == 90,
 _Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, fee_quote) == 98, "layout");
 _Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, liquidator_fee_quote) == 106, "layout");
 _Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, insurance_fee_quote) == 114, "layout");
-_Static_assert(sizeof(perpdex_PositionLiquidatedEvent) == 122, "size");
+_Static_assert(__builtin_offsetof(perpdex_PositionLiquidatedEvent, cumulative_funding) == 122, "layout");
+_Static_assert(sizeof(perpdex_PositionLiquidatedEvent) == 138, "size");
 
 #define PERPDEX_EVENT_ACCOUNT_LIQUIDATED_DISCRIMINATOR 0xd1eafe96ec226557ULL /* sha256("event:AccountLiquidated")[:8] */
 /* A liquidation finished (after its PositionLiquidated slices). */

@@ -409,42 +409,64 @@ static perpdex_Position *position_slot(perpdex_User *user, const perpdex_Market 
   return free_slot;
 }
 
-/* Settle the position's funding to the market index (docs/PROTOCOL.md, Positions): the
- * payment leaves collateral into the market's funding pool; whole units of the rounding
- * surplus move from the pool to the insurance fund. */
+/* Settle the position's funding to the market index (docs/PROTOCOL.md, Funding): the
+ * payment leaves collateral into the market's funding pool; the rounding stays in the
+ * position's carry, so the total paid does not depend on where settlements happen. */
 static uint64_t settle_funding(perpdex_Exchange *exchange, perpdex_Market *market,
                                perpdex_User *user, perpdex_Position *position) {
+  (void)exchange;
   pd_funding_settlement s;
   uint64_t err = pd_funding_settle(position->base, &position->funding_snapshot,
-                                   &market->cumulative_funding, &s);
+                                   &market->cumulative_funding,
+                                   position->funding_carry_numerator, &s);
   if (err) return err;
   int64_t collateral, pool;
   if (!pd_sub_i64(user->collateral_quote, s.payment_quote, &collateral))
     return PERPDEX_ERR_COLLATERAL_OVERFLOW;
   if (!pd_add_i64(market->funding_pool_quote, s.payment_quote, &pool))
     return PERPDEX_ERR_FUNDING_PAYMENT_OVERFLOW;
+  user->collateral_quote = collateral;
+  market->funding_pool_quote = pool;
+  position->funding_snapshot = market->cumulative_funding;
+  position->funding_carry_numerator = s.carry_numerator;
+  return PD_SUCCESS;
+}
+
+/* A position left flat frees its slot: its carry joins the market's surplus, whole units of
+ * which move from the funding pool to the insurance fund. */
+static uint64_t close_position(perpdex_Exchange *exchange, perpdex_Market *market,
+                               perpdex_Position *position) {
   uint64_t swept, rest, insurance;
+  int64_t pool;
   /* both < 1e18, so the sum < 2^64 */
-  pd_sweep_surplus(market->funding_surplus_numerator + s.surplus_numerator, &swept, &rest);
-  if (!pd_sub_i64(pool, (int64_t)swept, &pool)) return PERPDEX_ERR_FUNDING_PAYMENT_OVERFLOW;
+  pd_sweep_surplus(market->funding_surplus_numerator + position->funding_carry_numerator, &swept,
+                   &rest);
+  if (!pd_sub_i64(market->funding_pool_quote, (int64_t)swept, &pool))
+    return PERPDEX_ERR_FUNDING_PAYMENT_OVERFLOW;
   if (!pd_add_u64(exchange->insurance_fund_quote, swept, &insurance))
     return PERPDEX_ERR_FEE_OVERFLOW;
-  user->collateral_quote = collateral;
   market->funding_pool_quote = pool;
   market->funding_surplus_numerator = rest;
   exchange->insurance_fund_quote = insurance;
-  position->funding_snapshot = market->cumulative_funding;
+  pd_memset(position, 0, sizeof *position);
   return PD_SUCCESS;
 }
 
 static uint64_t long_base(int64_t base) { return base > 0 ? (uint64_t)base : 0; }
 
-/* One side of a fill: position, realised PnL into collateral, open interest. */
-static uint64_t fill_side(perpdex_Market *market, perpdex_User *user, perpdex_Position *position,
-                          int64_t base_delta, int64_t quote_delta) {
+/* A position change: base and the signed quote flow (negative when paying). */
+typedef struct {
+  int64_t base_delta;
+  int64_t quote_delta;
+} PositionMove;
+
+/* One side of a fill: position, realised PnL into collateral, open interest; a position left
+ * flat is closed (its funding carry swept). */
+static uint64_t fill_side(perpdex_Exchange *exchange, perpdex_Market *market, perpdex_User *user,
+                          perpdex_Position *position, const PositionMove *move) {
   pd_position_state state = {position->base, position->entry_quote, position->realized_pnl_quote};
   int64_t realized, collateral;
-  uint64_t err = pd_apply_fill(&state, base_delta, quote_delta, &realized);
+  uint64_t err = pd_apply_fill(&state, move->base_delta, move->quote_delta, &realized);
   if (err) return err;
   if (!pd_add_i64(user->collateral_quote, realized, &collateral))
     return PERPDEX_ERR_COLLATERAL_OVERFLOW;
@@ -456,7 +478,7 @@ static uint64_t fill_side(perpdex_Market *market, perpdex_User *user, perpdex_Po
   position->base = state.base;
   position->entry_quote = state.entry_quote;
   position->realized_pnl_quote = state.realized_pnl_quote;
-  if (state.base == 0 && state.entry_quote == 0) pd_memset(position, 0, sizeof *position);
+  if (state.base == 0 && state.entry_quote == 0) return close_position(exchange, market, position);
   return PD_SUCCESS;
 }
 
@@ -739,9 +761,11 @@ static uint64_t settle_one(const SolParameters *params, perpdex_Exchange *exchan
   bool taker_buys = fill->taker_side == PERPDEX_TAKER_SIDE_BUY;
   int64_t signed_base = taker_buys ? (int64_t)base : -(int64_t)base;
   int64_t signed_notional = taker_buys ? (int64_t)notional : -(int64_t)notional;
-  err = fill_side(market, taker, taker_position, signed_base, -signed_notional);
+  const PositionMove taker_move = {signed_base, -signed_notional};
+  const PositionMove maker_move = {-signed_base, signed_notional};
+  err = fill_side(exchange, market, taker, taker_position, &taker_move);
   if (err) return err;
-  err = fill_side(market, maker, maker_position, -signed_base, signed_notional);
+  err = fill_side(exchange, market, maker, maker_position, &maker_move);
   if (err) return err;
   pd_fill_fees fees;
   err = pd_fill_fees_split(notional, market->maker_fee_ppm, market->taker_fee_ppm,
@@ -993,10 +1017,11 @@ static uint64_t ix_liquidate(const SolParameters *params) {
     perpdex_Position *liquidator_position = position_slot(liquidator, market);
     if (liquidator_position == NULL) return PERPDEX_ERR_POSITION_SLOTS_FULL;
     /* rules.apply_plan: both fills, then the fee and its split */
-    err = fill_side(market, user, s->slot[k], transfer->base_delta, transfer->quote_delta);
+    const PositionMove user_move = {transfer->base_delta, transfer->quote_delta};
+    const PositionMove liquidator_move = {-transfer->base_delta, -transfer->quote_delta};
+    err = fill_side(exchange, market, user, s->slot[k], &user_move);
     if (err) return err;
-    err = fill_side(market, liquidator, liquidator_position, -transfer->base_delta,
-                    -transfer->quote_delta);
+    err = fill_side(exchange, market, liquidator, liquidator_position, &liquidator_move);
     if (err) return err;
     int64_t user_collateral, liquidator_collateral;
     uint64_t insurance;
@@ -1016,6 +1041,7 @@ static uint64_t ix_liquidate(const SolParameters *params) {
     slice_event.fee_quote = transfer->fee_quote;
     slice_event.liquidator_fee_quote = transfer->liquidator_fee_quote;
     slice_event.insurance_fee_quote = transfer->insurance_fee_quote;
+    pd_store_i128(&slice_event.cumulative_funding, market->cumulative_funding);
     emit(&slice_event, sizeof slice_event);
   }
   uint64_t payment = s->plan.insurance_payment_quote; /* <= the fund (before the fees) */

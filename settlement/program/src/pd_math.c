@@ -104,8 +104,9 @@ uint64_t pd_fill_fees_split(uint64_t notional_quote, int64_t maker_ppm, int64_t 
 }
 
 /* ------------------------------------------------------------------ funding */
-uint64_t pd_funding_settle(int64_t base, const pd_i128_a8 *snapshot_at, const pd_i128_a8 *index_now_at,
-                           pd_funding_settlement *out) {
+static uint64_t pd_funding_settle_exact(int64_t base, const pd_i128_a8 *snapshot_at,
+                                        const pd_i128_a8 *index_now_at,
+                                        pd_funding_settlement *out) {
   pd_i128 snapshot = *snapshot_at;
   pd_i128 index_now = *index_now_at;
   /* delta = index_now - snapshot as (sign, magnitude): the magnitude of any difference of
@@ -116,7 +117,7 @@ uint64_t pd_funding_settle(int64_t base, const pd_i128_a8 *snapshot_at, const pd
   uint64_t base_mag = pd_abs_i64(base);
   if (base_mag == 0 || delta == 0) { /* nothing owed: skip the 192-bit division */
     out->payment_quote = 0;
-    out->surplus_numerator = 0;
+    out->carry_numerator = 0;
     return PD_SUCCESS;
   }
   /* |x| = |base| x |delta| in three 64-bit limbs (w2:w1:w0) */
@@ -138,13 +139,32 @@ uint64_t pd_funding_settle(int64_t base, const pd_i128_a8 *snapshot_at, const pd
     uint64_t payment = q0 + (r != 0 ? 1 : 0);
     if (payment < q0 || payment > PD_I64_MAX_U) return PERPDEX_ERR_FUNDING_PAYMENT_OVERFLOW;
     out->payment_quote = (int64_t)payment;
-    out->surplus_numerator = r != 0 ? d - r : 0;
+    out->carry_numerator = r != 0 ? d - r : 0;
   } else {
     /* receives floor(-x / D); surplus = (-x) mod D */
     if (q0 > PD_I64_MIN_MAG) return PERPDEX_ERR_FUNDING_PAYMENT_OVERFLOW;
     out->payment_quote = sign_mag_to_i64(true, q0);
-    out->surplus_numerator = r;
+    out->carry_numerator = r;
   }
+  return PD_SUCCESS;
+}
+
+/* payment = ceil((base x (now - snapshot) - carry) / D), carry' = payment x D - (x - carry):
+ * with p = ceil(x / D) and s = p x D - x (both below), t = s + carry < 2D gives
+ * payment = p - (t >= D) and carry' = t mod D (docs/PROTOCOL.md, Funding). */
+uint64_t pd_funding_settle(int64_t base, const pd_i128_a8 *snapshot_at, const pd_i128_a8 *index_now_at,
+                           uint64_t carry_numerator, pd_funding_settlement *out) {
+  const uint64_t d = PD_FUNDING_SETTLEMENT_DENOMINATOR;
+  if (carry_numerator >= d) return PERPDEX_ERR_FUNDING_CARRY_OUT_OF_RANGE;
+  uint64_t err = pd_funding_settle_exact(base, snapshot_at, index_now_at, out);
+  if (err) return err;
+  uint64_t t = out->carry_numerator + carry_numerator; /* s + carry < 2e18 < 2^64 */
+  if (t >= d) {
+    if (out->payment_quote == INT64_MIN) return PERPDEX_ERR_FUNDING_PAYMENT_OVERFLOW;
+    out->payment_quote -= 1;
+    t -= d;
+  }
+  out->carry_numerator = t;
   return PD_SUCCESS;
 }
 

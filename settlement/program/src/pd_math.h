@@ -29,8 +29,8 @@ typedef struct {
 } pd_fill_fees;
 
 typedef struct {
-  int64_t payment_quote;      /* > 0 the account pays, < 0 it receives */
-  uint64_t surplus_numerator; /* < D: what the rounding kept back */
+  int64_t payment_quote;    /* > 0 the account pays, < 0 it receives */
+  uint64_t carry_numerator; /* < D: paid beyond the exact amounts (the position keeps it) */
 } pd_funding_settlement;
 
 typedef struct {
@@ -85,7 +85,7 @@ uint64_t pd_validate_fee_schedule(int64_t maker_ppm, int64_t taker_ppm,
 
 /* Funding: settle base from snapshot to index_now; advance an index by rate x price. */
 uint64_t pd_funding_settle(int64_t base, const pd_i128_a8 *snapshot, const pd_i128_a8 *index_now,
-                           pd_funding_settlement *out);
+                           uint64_t carry_numerator, pd_funding_settlement *out);
 void pd_sweep_surplus(uint64_t surplus_numerator, uint64_t *swept_quote_out,
                       uint64_t *rest_numerator_out);
 uint64_t pd_funding_advance(pd_i128_a8 *cumulative, int64_t rate, uint64_t index_price);

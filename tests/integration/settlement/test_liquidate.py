@@ -152,13 +152,16 @@ def test_liquidation_matches_the_python_rules_to_the_unit(underwater: Chain) -> 
     assert t.fee_quote > 0 and t.liquidator_fee_quote == t.fee_quote // 2
     # the events carry the same numbers
     (slice_data,) = logged_events(result, "PositionLiquidated")
-    market_index, base_delta, quote_delta, price, fee, to_liquidator, to_fund = struct.unpack(
-        "<H64xqqQQQQ", slice_data
+    market_index, base_delta, quote_delta, price, fee, to_liquidator, to_fund, index = (
+        struct.unpack("<H64xqqQQQQ16s", slice_data)
     )
     assert (market_index, base_delta, quote_delta, price, fee, to_liquidator, to_fund) == (
         0, t.base_delta, t.quote_delta, t.price, t.fee_quote, t.liquidator_fee_quote,
         t.insurance_fee_quote,
     )  # fmt: skip
+    assert int.from_bytes(index, "little", signed=True) == (
+        chain.decode(chain.market_pda(0)[0]).cumulative_funding
+    )
     (done,) = logged_events(result, "AccountLiquidated")
     equity, maintenance, payment, collateral_after, slices = struct.unpack("<64xqQQqB", done)
     assert (equity, maintenance, payment, collateral_after, slices) == (
@@ -273,7 +276,8 @@ def test_the_reconciler_maps_the_logged_slices_to_engine_accounts(underwater: Ch
     t = plan.transfers[0]
     assert found == [
         OnChainLiquidation(0, 7, 0, 8, 1, t.base_delta, t.quote_delta, t.price, t.fee_quote,
-                           t.liquidator_fee_quote, t.insurance_fee_quote)
+                           t.liquidator_fee_quote, t.insurance_fee_quote,
+                           underwater.decode(underwater.market_pda(0)[0]).cumulative_funding)
     ]  # fmt: skip
     with pytest.raises(UnmappedAccount):
         liquidations_in_logs(result.logs(), AccountMap({}, accounts.addresses))

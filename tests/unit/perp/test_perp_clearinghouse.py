@@ -186,9 +186,9 @@ def test_golden_fill_fee_and_funding_sequence() -> None:
       rate = 6_979_062; index += 6_979_062 x 100_300_000 = 699_999_918_600_000
     Settlement, D = 1e18:
       B long 2: x = 2e9 x 699_999_918_600_000 = 1_399_999_837_200_000_000_000_000
-        pays ceil(x / D) = 1_400_000, surplus 162_800_000_000_000_000
-      A short: receives floor(x / D) = 1_399_999, surplus 837_200_000_000_000_000
-      surplus total = 1e18 -> 1 unit swept to the insurance fund, 0 left.
+        pays ceil(x / D) = 1_400_000, carry 162_800_000_000_000_000 (stays in the position)
+      A short: receives floor(x / D) = 1_399_999, carry 837_200_000_000_000_000
+      carries total = 1e18 = the pool's 1 unit; nothing is swept while the positions are open.
     """
     # Arrange
     run = listed()
@@ -232,16 +232,19 @@ def test_golden_fill_fee_and_funding_sequence() -> None:
     # Act: both accounts touched (lazily) by a withdrawal
     [paid, _] = run(Withdraw(2, 0, 1 * USDC), at=3601 * S)
     [received, _] = run(Withdraw(1, 0, 1 * USDC))
-    # Assert: exact settlement, remainder to the insurance fund, pool back to zero
+    # Assert: exact settlement, the rounding kept as each position's carry (the pool's unit)
     assert type(paid) is FundingSettled and (paid.payment_quote, paid.swept_quote) == (1_400_000, 0)
     assert type(received) is FundingSettled
-    assert (received.payment_quote, received.swept_quote) == (-1_399_999, 1)
+    assert (received.payment_quote, received.swept_quote) == (-1_399_999, 0)
     assert run.ch.account(2, 0).collateral_quote == 10_000 * USDC - 100_000 - 1_400_000 - USDC
     assert run.ch.account(1, 0).collateral_quote == 10_000 * USDC + 20_000 + 1_399_999 - USDC
-    assert run.ch.insurance_fund_quote == 16_001
+    assert run.ch.account(2, 0).positions[M].funding_carry_numerator == 162_800_000_000_000_000
+    assert run.ch.account(1, 0).positions[M].funding_carry_numerator == 837_200_000_000_000_000
+    assert run.ch.insurance_fund_quote == 16_000
     market = run.ch.markets[M]
-    assert (market.funding_pool_quote, market.funding_surplus_numerator) == (0, 0)
+    assert (market.funding_pool_quote, market.funding_surplus_numerator) == (1, 0)
     assert run.ch.conservation_gap_quote() == 0
+    run.ch.check_invariants()
 
 
 def test_closing_realises_pnl_into_collateral() -> None:

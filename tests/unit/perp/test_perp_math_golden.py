@@ -103,9 +103,21 @@ def test_settlement_rounds_payers_up_receivers_down_and_the_surplus_sweeps_whole
     receiver = settle(-1, 0, 10**13)
     assert payer == Settlement(1, SETTLEMENT_DENOMINATOR - 10**13)  # pays 1 unit (ceil)
     assert receiver == Settlement(0, 10**13)  # receives 0 (floor)
-    swept, left = sweep_surplus(payer.surplus_numerator + receiver.surplus_numerator)
-    assert (swept, left) == (1, 0)  # the unit the payer overpaid goes to the insurance fund
+    swept, left = sweep_surplus(payer.carry_numerator + receiver.carry_numerator)
+    assert (swept, left) == (1, 0)  # the unit the payer overpaid, once both carries are swept
     assert payer.payment_quote + receiver.payment_quote == swept
+
+
+def test_a_carry_makes_later_settlements_pay_only_what_is_still_owed() -> None:
+    # The payer above overpaid 1 - 1e-5 units; 99,999 more increments of 1e13 cost nothing
+    # more (the carry absorbs them), the next one costs a unit: ceil(total / D) in all.
+    payer = settle(1, 0, 10**13)
+    later = settle(1, 10**13, 10**18, payer.carry_numerator)
+    assert later == Settlement(0, 0)
+    assert settle(1, 10**18, 10**18 + 1, later.carry_numerator) == Settlement(
+        1, SETTLEMENT_DENOMINATOR - 1
+    )
+    assert settle(1, 0, 10**18) == Settlement(1, 0)  # once: the same total
 
 
 # ------------------------------------------------------------------ margin

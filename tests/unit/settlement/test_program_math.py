@@ -38,7 +38,7 @@ class FillFees(ctypes.Structure):
 
 
 class FundingSettlement(ctypes.Structure):
-    _fields_ = [("payment_quote", I64), ("surplus_numerator", U64)]
+    _fields_ = [("payment_quote", I64), ("carry_numerator", U64)]
 
 
 class PositionState(ctypes.Structure):
@@ -113,8 +113,8 @@ def lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
         getattr(lib, name).restype = U64
     lib.pd_fee_quote.argtypes = [U64, I64, ctypes.POINTER(I64)]
     lib.pd_fill_fees_split.argtypes = [U64, I64, I64, U64, ctypes.POINTER(FillFees)]
-    lib.pd_funding_settle.argtypes = [I64, ctypes.c_void_p, ctypes.c_void_p,
-                                      ctypes.POINTER(FundingSettlement)]  # fmt: skip
+    lib.pd_funding_settle.argtypes = [I64, ctypes.c_void_p, ctypes.c_void_p, U64,
+                                     ctypes.POINTER(FundingSettlement)]  # fmt: skip
     lib.pd_sweep_surplus.restype = None
     lib.pd_sweep_surplus.argtypes = [U64, ctypes.POINTER(U64), ctypes.POINTER(U64)]
     lib.pd_funding_advance.argtypes = [ctypes.c_void_p, I64, U64]
@@ -153,8 +153,8 @@ def run_fill_fees(lib: ctypes.CDLL, i: dict[str, Any]) -> tuple[int, dict[str, i
 def run_funding_settle(lib: ctypes.CDLL, i: dict[str, Any]) -> tuple[int, dict[str, int]]:
     out = FundingSettlement()
     code = lib.pd_funding_settle(i["base"], i128(i["snapshot"]), i128(i["index_now"]),
-                                 ctypes.byref(out))  # fmt: skip
-    return code, {"payment_quote": out.payment_quote, "surplus_numerator": out.surplus_numerator}
+                                 U64(i["carry_numerator"]), ctypes.byref(out))  # fmt: skip
+    return code, {"payment_quote": out.payment_quote, "carry_numerator": out.carry_numerator}
 
 
 def run_sweep(lib: ctypes.CDLL, i: dict[str, Any]) -> tuple[int, dict[str, int]]:
