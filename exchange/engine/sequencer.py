@@ -109,6 +109,11 @@ class Engine:
         """Call ``subscriber(events)`` after every durable batch, in sequence order."""
         self._subscribers.append(subscriber)
 
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Stop calling ``subscriber``; unknown subscribers are ignored."""
+        if subscriber in self._subscribers:
+            self._subscribers.remove(subscriber)
+
     def _now(self) -> int:
         # Event time never runs backwards, even if the wall clock does.
         ts = self._clock()
@@ -224,7 +229,9 @@ class EngineRunner:
                 continue
             if item is self._STOP:
                 return
-            batch = [item]
+            # A Future cancelled before the engine took its command is dropped unexecuted;
+            # once taken it is RUNNING and can no longer be cancelled, so set_result is safe.
+            batch = [item] if item[1].set_running_or_notify_cancel() else []
             stop = False
             while len(batch) < limit:
                 try:
@@ -234,7 +241,12 @@ class EngineRunner:
                 if nxt is self._STOP:
                     stop = True
                     break
-                batch.append(nxt)
+                if nxt[1].set_running_or_notify_cancel():
+                    batch.append(nxt)
+            if not batch:
+                if stop:
+                    return
+                continue
             try:
                 results = self.engine.process([cmd for cmd, _ in batch])
             except BaseException as exc:
@@ -253,7 +265,7 @@ class EngineRunner:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is not self._STOP:
+            if item is not self._STOP and item[1].set_running_or_notify_cancel():
                 item[1].set_exception(EngineStopped(f"engine stopped after {exc!r}"))
 
     def close(self) -> None:

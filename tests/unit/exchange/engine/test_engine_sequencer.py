@@ -190,3 +190,45 @@ def _batch_count(engine: Engine) -> int:
 
     with engine.journal._engine.connect() as conn:
         return int(conn.execute(text("select count(*) from event_batches")).scalar_one())
+
+
+def test_runner_drops_a_command_cancelled_before_the_engine_takes_it(engine: Engine) -> None:
+    # Arrange: hold the sequencer inside its first batch so the second command waits queued.
+    runner = EngineRunner(engine)
+    entered, release = threading.Event(), threading.Event()
+    real_process = engine.process
+
+    def gated(commands: Any) -> Any:
+        if commands:
+            entered.set()
+            release.wait(10)
+        return real_process(commands)
+
+    engine.process = gated  # type: ignore[method-assign]
+    first = runner.submit(PlaceOrder(0, 1, 0, Side.BID, 95 * TICK, LOT))
+    assert entered.wait(10)
+    queued = runner.submit(PlaceOrder(0, 2, 0, Side.BID, 96 * TICK, LOT))
+    # Act
+    assert queued.cancel()
+    release.set()
+    later = runner.submit(PlaceOrder(0, 3, 0, Side.BID, 97 * TICK, LOT))
+    # Assert: the runner survived, the cancelled command never reached the journal.
+    assert type(first.result(timeout=10)[0]) is OrderAccepted
+    assert type(later.result(timeout=10)[0]) is OrderAccepted
+    assert queued.cancelled()
+    runner.close()
+    owners = {e.owner_id for e in engine.journal.read(after_seq=0) if type(e) is OrderAccepted}
+    assert 2 not in owners and {1, 3} <= owners
+
+
+def test_unsubscribed_subscriber_is_not_called(engine: Engine) -> None:
+    seen: list[int] = []
+
+    def subscriber(events: Any) -> None:
+        seen.append(len(events))
+
+    engine.subscribe(subscriber)
+    engine.process([PlaceOrder(0, 1, 0, Side.BID, 95 * TICK, LOT)])
+    engine.unsubscribe(subscriber)
+    engine.process([PlaceOrder(0, 1, 0, Side.BID, 94 * TICK, LOT)])
+    assert len(seen) == 1
