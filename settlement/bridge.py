@@ -16,6 +16,10 @@ On start a leftover ``pending`` is resolved from the journal (a ``CollateralDepo
 sub-account and amount after the recorded sequence means it was credited), so a crash between
 the two writes neither loses nor doubles a deposit. The bridge is the only source of
 ``Deposit`` commands in a node, which makes that match unambiguous.
+
+Every credited deposit is also kept in the state file's ``history`` (signature, slot, engine
+account, amount, the engine seq of its ``CollateralDeposited``): ``deposits(owner_id)`` is the
+API's ``GET /v1/deposits``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 from spl.token.instructions import get_associated_token_address
 
 from exchange.api.config import ApiConfig
-from exchange.client import PerpdexRest
+from exchange.client import ApiRequestError, PerpdexRest
 from exchange.core.errors import RejectCode
 from exchange.engine.config import EngineConfig
 from exchange.node import Node, NodeConfig
@@ -77,6 +77,19 @@ async def test_deposit_trade_withdraw_through_the_api_lands_once_and_reconciles(
                 return node.status.reconcile_runs > runs + 1 and report is not None
 
             await wait_for(reconciled_after, 30, "a reconciliation after the withdrawal")
+            # bad input: a 4xx with its code, nothing changes
+            bad_bodies: list[Any] = [{"amount_quote": 0}, {"amount_quote": -5},
+                                     {"amount_quote": "1"}, {"amount_quote": True}, {},
+                                     {"amount_quote": 1, "to": "elsewhere"}, [1],
+                                     {"amount_quote": 1, "sub_account_id": 70_000}]  # fmt: skip
+            refusals = []
+            for body in bad_bodies:
+                with pytest.raises(ApiRequestError) as caught:
+                    await taker._request("POST", "/v1/withdrawals", body, private=True)
+                refusals.append((caught.value.status, caught.value.code))
+            async with PerpdexRest(node.endpoints.api_url) as anonymous:
+                with pytest.raises(ApiRequestError) as unsigned:
+                    await anonymous._request("POST", "/v1/withdrawals", {"amount_quote": 1})
             balance = int((await client.get_token_account_balance(ata)).value.amount)
             listed = await taker.withdrawals()
         # Assert
@@ -86,6 +99,8 @@ async def test_deposit_trade_withdraw_through_the_api_lands_once_and_reconciles(
         assert row.signature and row.destination == str(ata)
         assert balance == 1_234 * USD  # exactly once, to the owner's token account
         assert [w.status for w in listed] == ["rejected", "executed"]
+        assert refusals == [(400, "MALFORMED_REQUEST")] * len(bad_bodies)
+        assert unsigned.value.status == 401
         report = node.status.last_reconcile
         assert report is not None and report.ok, report
         assert node.withdrawals.halt is None and node.withdrawals.metrics.executed == 1
