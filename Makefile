@@ -35,6 +35,7 @@ run: install
 test: install program-check
 	@$(BIN)/python -m pytest -q -x --timeout=600
 
+# Every bench/*.py with a main (bench.workload only generates the matching workload).
 bench: install
 	$(BIN)/python -m bench.matching
 	$(BIN)/python -m bench.journal
@@ -44,6 +45,7 @@ bench: install
 	$(BIN)/python -m bench.liquidation
 	$(BIN)/python -m bench.settlement
 	$(BIN)/python -m bench.api
+	$(BIN)/python -m bench.localnet
 
 lint: install
 	$(BIN)/ruff check .
