@@ -34,6 +34,7 @@ from exchange.api.errors import (
     UnknownMarket,
 )
 from exchange.api.governance import install_governance
+from exchange.api.liquidations import install_liquidations
 from exchange.api.metrics import install_metrics
 from exchange.api.openapi import openapi_document
 from exchange.api.ratelimit import RateLimiter
@@ -386,6 +387,11 @@ def create_app(
     install_governance(app, port, public_limit)  # GET risk params, proposals (issue 8)
     # POST/GET withdrawals, GET deposits (issue 7)
     install_withdrawals(app, port, authenticate, kept_per_owner=config.history_kept_per_owner)
+    # POST liquidations, GET candidates, GET an account's ADL ranks (issue 6)
+    install_liquidations(
+        app, port, authenticate, public_limit, engine_core=engine_runner.engine.core,
+        clock_ns=clock_ns,
+    )  # fmt: skip
     r = app.router
     r.add_get("/openapi.json", get_openapi)
     r.add_get("/v1/markets", get_markets)

@@ -383,6 +383,9 @@ def openapi_document() -> dict[str, Any]:
     from exchange.api.withdrawals import withdrawal_paths
 
     paths.update(withdrawal_paths())
+    from exchange.api.liquidations import liquidation_paths
+
+    paths.update(liquidation_paths())
     return {
         "openapi": "3.1.0",
         "info": {

@@ -12,6 +12,7 @@ import orjson
 from solders.keypair import Keypair
 
 from exchange.api.auth import signed_headers
+from exchange.client.liquidations import AdlRank, LiquidationCandidate, LiquidationResult
 from exchange.client.types import (
     Balance,
     CommandResult,
@@ -242,3 +243,37 @@ class PerpdexRest:
             path += f"&sub_account_id={sub_account_id}"
         data = await self._request("GET", path, private=True)
         return [DepositRecord.from_json(d) for d in data["deposits"]]
+
+    # ------------------------------------------------------------------ liquidation (issue 6)
+    async def liquidate(
+        self,
+        target_owner_id: int,
+        target_sub_account_id: int = 0,
+        *,
+        market_id: int | None = None,
+        sub_account_id: int | None = None,
+    ) -> LiquidationResult:
+        """Liquidate a target account into this key's sub-account (``market_id``: only that
+        market's slices; default all). A refusal by the engine is a ``REJECTED`` result."""
+        body: dict[str, Any] = {
+            "target_owner_id": target_owner_id,
+            "target_sub_account_id": target_sub_account_id,
+        }
+        if market_id is not None:
+            body["market_id"] = market_id
+        if sub_account_id is not None:
+            body["sub_account_id"] = sub_account_id
+        return LiquidationResult.from_json(
+            await self._request("POST", "/v1/liquidations", body, private=True)
+        )
+
+    async def liquidation_candidates(self, limit: int = 100) -> list[LiquidationCandidate]:
+        """Accounts below maintenance now, largest shortfall first (public)."""
+        data = await self._request("GET", f"/v1/liquidations/candidates?limit={limit}")
+        return [LiquidationCandidate.from_json(c) for c in data["candidates"]]
+
+    async def adl_ranks(self, owner_id: int, sub_account_id: int = 0) -> list[AdlRank]:
+        """The current ADL rank of each of the sub-account's positions (the owner's key)."""
+        path = f"/v1/accounts/{owner_id}/{sub_account_id}/adl-rank"
+        data = await self._request("GET", path, private=True)
+        return [AdlRank.from_json(p) for p in data["positions"]]
