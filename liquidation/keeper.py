@@ -11,7 +11,11 @@ backstop rule, and a keeper's choice of targets. Pure: time arrives as ``ts_ns``
   flow"): keepers go first; an account the sweeper has seen liquidatable for
   ``grace_period_ns`` without a keeper acting is liquidated by the engine's own liquidator
   account, at most once per ``retry_ns`` per account.
-* :func:`keeper_targets` orders a keeper's candidates (largest shortfall first).
+* :func:`keeper_targets` orders a keeper's candidates (largest shortfall first), and
+  :class:`KeeperPlan` is a keeper process's decisions (``perpdex keeper liquidator``): which
+  targets to send this round (not one already tried within ``retry_ns``, none while it has no
+  free collateral to take positions over), which of its own owner never to target, how long
+  to back off after errors.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from exchange.core.events import (
     LiquidationExecuted,
     MarketParamsSet,
     PositionDeleveraged,
+    RiskParamsChanged,
 )
 from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
 from exchange.core.units import NANOS_PER_SECOND
@@ -161,6 +166,8 @@ class LiquidationWatch:
                 touched.add(e.owner_id * SUB_ACCOUNTS_PER_OWNER + e.sub_account_id)
             elif kind is MarketParamsSet and e.market_id not in self._market_index:
                 relist = True
+            elif kind is RiskParamsChanged:
+                relist = True  # the screen's schedule and position bound changed
             elif kind is FundingRateApplied:
                 pass  # the funding index is read at every screen
         if relist:
@@ -244,3 +251,68 @@ def keeper_targets(
     mine = [c for c in candidates if c.owner_id != own_owner_id]
     mine.sort(key=lambda c: (-c.shortfall_quote, c.account_id))
     return mine[: max(0, limit)]
+
+
+@dataclass(slots=True)
+class KeeperPlan:
+    """A keeper process's decisions, pure (time arrives as ``ts_ns``).
+
+    Each round it sends at most ``max_per_round`` liquidations, largest shortfall first,
+    never against ``own_owner_id`` (learned from the API's answers; the engine refuses
+    self-liquidation anyway) and not twice against one account within ``retry_ns`` (a
+    target another keeper took may still be listed until the next screen). Errors back off
+    exponentially from ``backoff_min_ns`` to ``backoff_max_ns``; a clean round resets it.
+    """
+
+    own_owner_id: int | None = None
+    max_per_round: int = 8
+    retry_ns: int = NANOS_PER_SECOND // 2
+    backoff_min_ns: int = NANOS_PER_SECOND // 10
+    backoff_max_ns: int = 5 * NANOS_PER_SECOND
+    attempted_ns: dict[int, int] = field(default_factory=dict)
+    consecutive_errors: int = 0
+
+    def __post_init__(self) -> None:
+        for name, lo in (
+            ("max_per_round", 1),
+            ("retry_ns", 0),
+            ("backoff_min_ns", 1),
+            ("backoff_max_ns", 1),
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or value < lo:
+                raise LiquidationInputError(f"{name}: expected an int >= {lo}, got {value!r}")
+        if self.backoff_max_ns < self.backoff_min_ns:
+            raise LiquidationInputError(
+                f"backoff_max_ns: expected >= backoff_min_ns {self.backoff_min_ns}, "
+                f"got {self.backoff_max_ns}"
+            )
+
+    def choose(
+        self, candidates: Iterable[Candidate], ts_ns: int, *, free_collateral_quote: int
+    ) -> list[Candidate]:
+        """This round's targets (recorded as attempted at ``ts_ns``)."""
+        for account_id, sent_ns in list(self.attempted_ns.items()):
+            if ts_ns - sent_ns >= self.retry_ns:
+                del self.attempted_ns[account_id]
+        if free_collateral_quote <= 0:
+            return []  # it could not take any position over: the engine would refuse
+        own = -1 if self.own_owner_id is None else self.own_owner_id
+        ordered = keeper_targets(
+            candidates, own_owner_id=own, limit=len(self.attempted_ns) + self.max_per_round
+        )
+        chosen = [c for c in ordered if c.account_id not in self.attempted_ns]
+        chosen = chosen[: self.max_per_round]
+        for c in chosen:
+            self.attempted_ns[c.account_id] = ts_ns
+        return chosen
+
+    def on_round_ok(self) -> None:
+        """A round without transport or API errors."""
+        self.consecutive_errors = 0
+
+    def on_error(self) -> int:
+        """A failed round: the delay (ns) before the next one."""
+        self.consecutive_errors += 1
+        delay = self.backoff_min_ns << min(self.consecutive_errors - 1, 32)
+        return min(delay, self.backoff_max_ns)
