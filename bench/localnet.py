@@ -256,7 +256,10 @@ class EngineConsumer:
 
     def __call__(self, update: IndexPriceUpdate) -> list[Any]:
         command = self.oracle_command(
-            update.market_id, update.reading, update.verdict(OracleAction.TRADING)
+            update.market_id,
+            update.reading,
+            update.verdict(OracleAction.TRADING),
+            update.verdict(OracleAction.LIQUIDATION),
         )
         [events] = self.engine.process([command])
         if not any(isinstance(e, self.event_type) and e.valid for e in events):

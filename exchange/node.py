@@ -585,7 +585,10 @@ class Node:
     def _on_oracle(self, update: IndexPriceUpdate) -> None:
         assert self.runner is not None
         command = oracle_command(
-            update.market_id, update.reading, update.verdict(OracleAction.TRADING)
+            update.market_id,
+            update.reading,
+            update.verdict(OracleAction.TRADING),
+            update.verdict(OracleAction.LIQUIDATION),
         )
         future = self.runner.submit(command)
         market_id = update.market_id

@@ -11,7 +11,8 @@ if valid, else none). It answers with :class:`IndexPriceUpdate` records:
 * when the choice changes (switch to / back from the fallback, or no source valid any more:
   ``valid`` False, carrying the best reading there is so the engine can halt the market with it);
 * from :meth:`IndexPriceSelector.recheck` (the clock moved): when a reading has gone stale
-  and the choice or validity changes because of it.
+  and the choice or validity (for trading, or for liquidation: its guard is the strictest, so
+  a reading can age out of it first) changes because of it.
 
 A reading of an account that fails to parse (an ``OracleStreamError``) replaces that account's
 latest reading with "no price": a corrupt oracle must not keep serving its last good value.
@@ -22,8 +23,8 @@ The TWAP used by the deviation guard is over the readings before the new one
 for every market's accounts, feeds the selector, rechecks every ``recheck_interval_s`` with the
 cluster slot read over JSON-RPC ``getSlot``, and hands each update to ``on_update``. The
 engine turns one into its ``UpdateOraclePrice`` command with
-``exchange.engine.oracle_port.oracle_command(u.market_id, u.reading, u.verdict(TRADING))``
-(the same fields as :meth:`IndexPriceUpdate.command_fields`).
+``exchange.engine.oracle_port.oracle_command(u.market_id, u.reading, u.verdict(TRADING),
+u.verdict(LIQUIDATION))`` (the same fields as :meth:`IndexPriceUpdate.command_fields`).
 """
 
 from __future__ import annotations
@@ -112,6 +113,11 @@ class IndexPriceUpdate:
     def verdict(self, action: OracleAction) -> Verdict:
         return dict(self.verdicts)[action]
 
+    @property
+    def liquidation_valid(self) -> bool:
+        """Valid for trading and for liquidation (the strictest guard)."""
+        return self.valid and self.verdict(OracleAction.LIQUIDATION) == Verdict.VALID
+
     def command_fields(self) -> dict[str, Any]:
         """The fields of the engine's oracle price command, by name."""
         return {
@@ -121,6 +127,7 @@ class IndexPriceUpdate:
             "slot": self.slot,
             "publish_time_s": self.publish_time_s,
             "valid": self.valid,
+            "liquidation_valid": self.liquidation_valid,
         }
 
 
@@ -137,7 +144,8 @@ class _MarketState:
     config: MarketOracle
     primary: _SourceState
     fallback: _SourceState | None
-    last_choice: tuple[Role, bool] | None = None  # (role, valid) of the last update sent
+    # (role, valid, liquidation_valid) of the last update sent
+    last_choice: tuple[Role, bool, bool] | None = None
 
 
 class IndexPriceSelector:
@@ -201,8 +209,9 @@ class IndexPriceSelector:
         update = self._decide(market, now_slot=now_slot, now_s=now_s)
         if update is None:
             return []
-        if update.role == role or (update.role, update.valid) != market.last_choice:
-            market.last_choice = (update.role, update.valid)
+        choice = (update.role, update.valid, update.liquidation_valid)
+        if update.role == role or choice != market.last_choice:
+            market.last_choice = choice
             return [update]
         return []
 
@@ -211,8 +220,11 @@ class IndexPriceSelector:
         out = []
         for market in self._markets.values():
             update = self._decide(market, now_slot=now_slot, now_s=now_s)
-            if update is not None and (update.role, update.valid) != market.last_choice:
-                market.last_choice = (update.role, update.valid)
+            if update is None:
+                continue
+            choice = (update.role, update.valid, update.liquidation_valid)
+            if choice != market.last_choice:
+                market.last_choice = choice
                 out.append(update)
         return out
 

@@ -102,6 +102,10 @@ class UpdateOraclePrice(NamedTuple):
     slot: int
     publish_time_s: int
     valid: bool  # the trading guard's verdict; an invalid reading halts the market
+    # The liquidation guard's verdict (the strictest: confidence, TWAP deviation, age): a
+    # reading may be traded on but not liquidated at. Counts only with ``valid``; True (the
+    # default) is "no stricter verdict than trading's".
+    liquidation_valid: bool = True
 
 
 class Tick(NamedTuple):

@@ -183,7 +183,8 @@ class CollateralWithdrawn(NamedTuple):
 
 
 class OraclePriceUpdated(NamedTuple):
-    """An oracle reading became the market's index price (or, invalid, fed the breaker)."""
+    """An oracle reading became the market's index price (or, invalid, fed the breaker).
+    ``liquidation_valid``: it also passed the liquidation guard (never without ``valid``)."""
 
     seq: int
     ts_ns: int
@@ -193,6 +194,7 @@ class OraclePriceUpdated(NamedTuple):
     slot: int
     publish_time_s: int
     valid: bool
+    liquidation_valid: bool
 
 
 class MarkPriceUpdated(NamedTuple):

@@ -2,6 +2,9 @@
 (only the accounts the batch touched are re-read), screen on every oracle / mark / funding
 update, re-check exactly, and send the engine's backstop ``Liquidate`` for the accounts no
 keeper liquidated within the grace period (``docs/PROTOCOL.md``, "Engine liquidation flow").
+A market's liquidation validity (the last reading passed the liquidation guard and is fresh)
+can also change with time alone: a batch that flips it screens too, so the backstop never
+acts on candidates found at a price liquidation may no longer use.
 
 It runs on the sequencer thread as an ``Engine`` subscriber, so it reads the engine's own
 state between two batches with no lock; it only queues commands (``submit`` must not wait on
@@ -49,6 +52,7 @@ class LiquidationService:
         self.candidates: list[Candidate] = []
         self.screens = 0
         self.sent = 0
+        self._liquidation_valid: dict[int, bool] = {}  # market -> validity at the last screen
         engine.subscribe(self.on_batch)
 
     def on_batch(self, events: Sequence[Event]) -> None:
@@ -58,7 +62,12 @@ class LiquidationService:
             return
         self.watch.sync(events)
         ts_ns = events[-1].ts_ns
-        if any(type(e) in _PRICE_EVENTS for e in events):
+        validity = {
+            market_id: reading.valid_for_liquidation
+            for market_id, reading in self.engine.core._liquidation_oracles(ts_ns).items()
+        }
+        if validity != self._liquidation_valid or any(type(e) in _PRICE_EVENTS for e in events):
+            self._liquidation_valid = validity
             self.candidates = self.watch.candidates(ts_ns)
             self.screens += 1
         elif self.candidates:

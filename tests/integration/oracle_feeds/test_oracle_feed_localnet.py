@@ -180,7 +180,10 @@ async def test_feed_drives_the_engine_through_the_oracle_port(
 
     def to_engine(update: IndexPriceUpdate) -> None:
         command = oracle_command(
-            update.market_id, update.reading, update.verdict(OracleAction.TRADING)
+            update.market_id,
+            update.reading,
+            update.verdict(OracleAction.TRADING),
+            update.verdict(OracleAction.LIQUIDATION),
         )
         [events] = engine.process([command])
         journaled.extend(e for e in events if isinstance(e, OraclePriceUpdated))

@@ -68,6 +68,7 @@ def test_primary_reading_becomes_a_valid_index_update_with_all_verdicts() -> Non
         "slot": 1_000,
         "publish_time_s": 500,
         "valid": True,
+        "liquidation_valid": True,
     }
 
 
@@ -82,9 +83,15 @@ def test_liquidation_is_stricter_than_trading_in_the_update() -> None:
 def test_switch_to_fallback_when_primary_goes_stale_and_back() -> None:
     sel = selector()
     sel.observe(PRIMARY.address, reading(slot=1_000, t=500), now_slot=1_000, now_s=500)
-    # the fallback's reading is not announced while the primary is valid
+    # the fallback's reading is not announced while the primary is valid; the primary is
+    # (40 slots old: out of liquidation's 10, inside trading's 50)
+    [aged] = sel.observe(
+        FALLBACK.address, reading(101 * USD, slot=1_040), now_slot=1_040, now_s=516
+    )
+    assert aged.role == "primary" and aged.price == 100 * USD
+    assert aged.valid and not aged.liquidation_valid
     assert (
-        sel.observe(FALLBACK.address, reading(101 * USD, slot=1_040), now_slot=1_040, now_s=516)
+        sel.observe(FALLBACK.address, reading(101 * USD, slot=1_041), now_slot=1_041, now_s=516)
         == []
     )
     # the primary ages out (51 slots) -> a recheck switches to the fallback
@@ -189,3 +196,18 @@ def test_twap_covers_only_the_window_and_old_samples_are_dropped() -> None:
     )
     assert update.twap == 101 * USD  # the 100 USD era is outside the last 60 s
     assert len(sel._by_address[PRIMARY.address][0].primary.samples) <= 32
+
+
+def test_recheck_announces_a_reading_aging_out_of_the_liquidation_guard_only() -> None:
+    # Arrange
+    sel = selector(fallback=False)
+    [fresh] = sel.observe(PRIMARY.address, reading(slot=1_000, t=500), now_slot=1_000, now_s=500)
+    assert fresh.valid and fresh.liquidation_valid
+    assert sel.recheck(now_slot=1_005, now_s=505) == []  # 5 s: liquidation's bound, still in
+    # Act: 6 s old, past liquidation's 5 s, well inside trading's 30 s
+    [aged] = sel.recheck(now_slot=1_006, now_s=506)
+    # Assert
+    assert aged.valid and not aged.liquidation_valid
+    assert aged.verdict(OracleAction.LIQUIDATION) == Verdict.STALE_SECONDS
+    assert aged.command_fields()["liquidation_valid"] is False
+    assert sel.recheck(now_slot=1_007, now_s=507) == []  # once per transition

@@ -40,7 +40,7 @@ SAMPLES = [
     (21, ev.MarketParamsSet(11, 20, 7, '{"taker_fee_ppm":450}')),
     (22, ev.CollateralDeposited(12, 21, ev.NO_MARKET_ID, 3, 1, 500, 500)),
     (23, ev.CollateralWithdrawn(13, 22, ev.NO_MARKET_ID, 3, 1, 200, 300)),
-    (24, ev.OraclePriceUpdated(14, 23, 7, 150_000_000, 12_000, 99, 1_700_000_000, True)),
+    (24, ev.OraclePriceUpdated(14, 23, 7, 150_000_000, 12_000, 99, 1_700_000_000, True, False)),
     (25, ev.MarkPriceUpdated(15, 24, 7, 150_010_000, -5_000, 149_900_000, 150_100_000)),
     (
         26,
