@@ -97,7 +97,7 @@ from perp.circuit_breaker import (
     set_status,
 )
 from perp.margin_check import MarginSummary, OpenOrders, margin_summary, order_margin_shortfall
-from perp.math.fees import fill_fees
+from perp.math.fees import fee_quote, fill_fees
 from perp.math.funding import (
     SETTLEMENT_DENOMINATOR,
     average_premium,
@@ -106,7 +106,12 @@ from perp.math.funding import (
     premium_rate,
     sweep_surplus,
 )
-from perp.math.margin import unrealized_pnl_quote, worst_case_base
+from perp.math.margin import (
+    MarginKind,
+    requirement_quote,
+    unrealized_pnl_quote,
+    worst_case_base,
+)
 from perp.math.mark import impact_price, mark_price, update_ema_basis
 from perp.params import PerpMarketParams, check_params_change
 from perp.position import Position, apply_fill, settle_funding
@@ -327,6 +332,158 @@ class Clearinghouse:
 
     # ------------------------------------------------------------------ orders
     def _place(self, cmd: PlaceOrder, ts_ns: int, out: list[Any]) -> None:
+        """The engine's hot path: the same decisions and events as ``_place_reference`` (the
+        readable rule; ``tests/unit/perp/test_clearinghouse_fast_path.py`` compares their
+        journals byte for byte), with the account's open base read once and the margin
+        check done in one pass (``_place_shortfall``)."""
+        market_id = cmd.market_id
+        m = self.markets.get(market_id)
+        if m is None:  # the core refuses it as UNKNOWN_MARKET
+            self._core_only(cmd, ts_ns, out)
+            return
+        status = m.breaker.status
+        if (
+            m.index_price == 0
+            and status != MarketStatus.HALTED
+            and (status != MarketStatus.CANCEL_ONLY)
+        ):
+            self._place_reference(cmd, ts_ns, out)  # refused: no index price yet
+            return
+        account_id = cmd.owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
+        acct = self.accounts.get(account_id)
+        position = acct.positions.get(market_id) if acct is not None else None
+        position_base = position.base if position is not None else 0
+        is_bid = cmd.side == _BID
+        book = self.core.books[market_id]
+        live = book.account_orders.get(account_id)
+        bid_lots = ask_lots = 0
+        if live:
+            for order in live.values():
+                if order.side == _BID:
+                    bid_lots += order.remaining_lots
+                else:
+                    ask_lots += order.remaining_lots
+        lot = book.spec.lot_size
+        open_bids, open_asks = bid_lots * lot, ask_lots * lot
+        key = (account_id, market_id)
+        size, price = cmd.size, cmd.price
+        gate = check_order(
+            OrderIntent(is_bid, size, price, cmd.reduce_only, cmd.time_in_force in _POST_ONLY_TIFS),
+            now_ns=ts_ns,
+            status=status,
+            limits=m.params.limits,
+            state=self._rate_state.get(key, _NO_RATE_STATE),
+            position_base=position_base,
+            open_bid_base=open_bids,
+            open_ask_base=open_asks,
+            oracle_price=m.index_price,
+            day_loss_quote=acct.day_loss_quote(ts_ns) if acct is not None else 0,
+            margin_shortfall_quote=0,  # the costly check runs below, only if all else passed
+        )
+        self._rate_state[key] = gate.state
+        if gate.code is not None:
+            self.reject(
+                out,
+                ts_ns,
+                market_id,
+                0,
+                cmd.client_order_id,
+                cmd.owner_id,
+                cmd.sub_account_id,
+                gate.code,
+                gate.message,
+            )
+            return
+        if size > 0 and price > 0:
+            # Does the worst-case base grow (``_worst_case_grows``)? Open base is >= 0.
+            long_reach, short_reach = position_base + open_bids, position_base - open_asks
+            before = max(abs(long_reach), abs(short_reach))
+            if is_bid:
+                grows = max(abs(long_reach + size), abs(short_reach)) > before
+            else:
+                grows = max(abs(long_reach), abs(short_reach - size)) > before
+            if grows:
+                if acct is not None:
+                    self._touch(out, ts_ns, account_id, acct)
+                shortfall = self._place_shortfall(
+                    account_id, acct, market_id, m, is_bid, size, price, open_bids, open_asks
+                )
+                if shortfall > 0:
+                    self.reject(
+                        out,
+                        ts_ns,
+                        market_id,
+                        0,
+                        cmd.client_order_id,
+                        cmd.owner_id,
+                        cmd.sub_account_id,
+                        RejectCode.INSUFFICIENT_MARGIN,
+                        f"margin: expected equity >= initial margin after the fill, short by "
+                        f"{shortfall}",
+                    )
+                    return
+        self._core_only(cmd, ts_ns, out)
+
+    def _place_shortfall(
+        self,
+        account_id: int,
+        acct: AccountState | None,
+        market_id: int,
+        m: PerpMarket,
+        is_bid: bool,
+        base: int,
+        price: int,
+        open_bids: int,
+        open_asks: int,
+    ) -> int:
+        """``_order_shortfall`` of a new order (no ``replacing``) in one pass over the books:
+        ``order_margin_shortfall`` with the order market's open base already known, and
+        without the maintenance requirement it does not need. Same integers, same rounding."""
+        equity = 0
+        positions: Mapping[int, Position] = {}
+        if acct is not None:
+            equity, positions = acct.collateral_quote, acct.positions
+        initial = 0
+        markets = self.markets
+        for mid, book in self.core.books.items():
+            if mid == market_id:
+                bids, asks = (
+                    (open_bids + base, open_asks) if is_bid else (open_bids, open_asks + base)
+                )
+            else:
+                bids = asks = 0
+                live = book.account_orders.get(account_id)
+                if live:
+                    for order in live.values():
+                        if order.side == _BID:
+                            bids += order.remaining_lots
+                        else:
+                            asks += order.remaining_lots
+                    lot = book.spec.lot_size
+                    bids, asks = bids * lot, asks * lot
+            position = positions.get(mid)
+            if position is None:
+                if not bids and not asks:
+                    continue
+                position_base = 0
+            else:
+                position_base = position.base
+                if not position_base and not bids and not asks:
+                    continue
+            mark = markets[mid].price_for_margin
+            if position is not None:
+                equity += (position_base * mark) // BASE_PRECISION + position.entry_quote
+            worst = max(abs(position_base + bids), abs(position_base - asks))
+            notional = -(-worst * mark // BASE_PRECISION)
+            initial += requirement_quote(notional, markets[mid].params.margin, MarginKind.INITIAL)
+        mark = m.price_for_margin
+        gap = (price - mark) if is_bid else (mark - price)  # > 0: filling here loses value
+        adverse = -(-max(0, gap) * base // BASE_PRECISION)
+        fee = fee_quote(-(-base * price // BASE_PRECISION), m.params.taker_fee_ppm)
+        return max(0, initial - (equity - adverse - fee))
+
+    def _place_reference(self, cmd: PlaceOrder, ts_ns: int, out: list[Any]) -> None:
+        """A new order, as the rule reads (gate, margin after the fill, then the core)."""
         m = self.markets.get(cmd.market_id)
         if m is None:  # the core refuses it as UNKNOWN_MARKET
             self._core_only(cmd, ts_ns, out)
