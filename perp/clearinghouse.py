@@ -34,6 +34,7 @@ from typing import Any
 
 from exchange.core.commands import (
     AmendOrder,
+    BookOnChainLiquidation,
     CancelAll,
     CancelOrder,
     Command,
@@ -69,6 +70,7 @@ from exchange.core.events import (
     MarketParamsSet,
     MarketStatusChanged,
     MarkPriceUpdated,
+    OnChainLiquidationBooked,
     OraclePriceUpdated,
     PositionDeleveraged,
     RiskParamsChanged,
@@ -228,6 +230,8 @@ class Clearinghouse:
         self.insurance_fund_quote = 0
         self.net_deposits_quote = 0  # collateral deposited minus withdrawn
         self.insurance_deposits_quote = 0  # operator top-ups of the insurance fund
+        # "signature:slice" of every on-chain liquidation slice booked (exactly once)
+        self.onchain_liquidations: set[str] = set()
         self._rate_state: dict[tuple[int, int], AccountRiskState] = {}  # admission, not hashed
         self._pending_breaker: StatusChange | None = None  # fold: the oracle's status change
         self._handlers: dict[type, Any] = {
@@ -247,6 +251,7 @@ class Clearinghouse:
             DepositInsurance: self._deposit_insurance,
             SetRiskParams: self._set_risk_params,
             Liquidate: self._liquidate,
+            BookOnChainLiquidation: self._book_onchain_liquidation,
         }
 
     # ------------------------------------------------------------------ views
@@ -843,18 +848,25 @@ class Clearinghouse:
     def _settle_funding(
         self, acct: AccountState, market_id: int, m: PerpMarket, ts_ns: int
     ) -> tuple[int, int]:
-        """Settle one position's funding to the market's index: (paid, swept to insurance)."""
+        """Settle one position's funding to the market's index: (paid, swept to insurance:
+        always 0 now, the rounding stays in the position's carry)."""
+        return self._settle_funding_to(acct, market_id, m, ts_ns, m.cumulative_funding), 0
+
+    def _settle_funding_to(
+        self, acct: AccountState, market_id: int, m: PerpMarket, ts_ns: int, index: int
+    ) -> int:
+        """Settle one position's funding to ``index``; returns what it paid (< 0: got)."""
         position = acct.positions.get(market_id)
-        if position is None or position.funding_snapshot == m.cumulative_funding:
-            return 0, 0
-        result = settle_funding(position, m.cumulative_funding)
+        if position is None or position.funding_snapshot == index:
+            return 0
+        result = settle_funding(position, index)
         acct.positions[market_id] = result.position
         payment = result.payment_quote
         acct.collateral_quote -= payment
         acct.funding_paid_quote += payment
         acct.book_pnl(ts_ns, -payment)
         m.funding_pool_quote += payment
-        return payment, 0
+        return payment
 
     def _close_position(self, acct: AccountState, market_id: int, position: Position) -> int:
         """Drop a flat position: its funding carry joins the market's surplus, whole units of
@@ -1607,6 +1619,174 @@ class Clearinghouse:
         if core._reduce_only_touched:
             core._enforce_reduce_only(ts_ns, out)
 
+    def _book_onchain_liquidation(
+        self, cmd: BookOnChainLiquidation, ts_ns: int, out: list[Any]
+    ) -> None:
+        """Book a slice the clearing program's ``liquidate`` already applied, as a fact (no
+        eligibility or margin check): cancel the target's orders in the market, settle both
+        accounts' funding there to the program's index, book the slice (and the fund's
+        payment the transaction ended with). Refused, changing nothing, when already booked
+        or when the engine's state cannot take it (a reconciliation incident)."""
+        target_id = cmd.owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
+        liquidator_id = (
+            cmd.liquidator_owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.liquidator_sub_account_id
+        )
+        key = f"{cmd.tx_signature}:{cmd.slice_index}"
+
+        def refuse(code: RejectCode, message: str) -> None:
+            self.reject(
+                out, ts_ns, cmd.market_id, 0, 0, cmd.owner_id, cmd.sub_account_id, code, message
+            )
+
+        inconsistent = RejectCode.ONCHAIN_LIQUIDATION_INCONSISTENT
+        if key in self.onchain_liquidations:
+            refuse(
+                RejectCode.ONCHAIN_LIQUIDATION_DUPLICATE,
+                f"tx_signature: expected a slice not yet booked, got {key}",
+            )
+            return
+        m = self.markets.get(cmd.market_id)
+        if m is None:
+            refuse(
+                RejectCode.UNKNOWN_MARKET,
+                f"market_id: expected one of {sorted(self.markets)}, got {cmd.market_id}",
+            )
+            return
+        if not 0 < len(cmd.tx_signature) <= 128:
+            refuse(inconsistent, f"tx_signature: expected 1..128 characters, got {key!r}")
+            return
+        if target_id == liquidator_id:
+            refuse(inconsistent, f"liquidator: expected another account than {target_id}")
+            return
+        if cmd.fee_quote != cmd.liquidator_fee_quote + cmd.insurance_fee_quote:
+            refuse(
+                inconsistent,
+                f"fee_quote: expected {cmd.liquidator_fee_quote} + {cmd.insurance_fee_quote}, "
+                f"got {cmd.fee_quote}",
+            )
+            return
+        lot = self.core.books[cmd.market_id].spec.lot_size
+        target = self.accounts.get(target_id)
+        position = target.positions.get(cmd.market_id) if target is not None else None
+        held = position.base if position is not None else 0
+        if (
+            cmd.base_delta == 0
+            or cmd.base_delta % lot
+            or not held
+            or (held > 0) == (cmd.base_delta > 0)
+            or abs(cmd.base_delta) > abs(held)
+        ):
+            refuse(
+                inconsistent,
+                f"base_delta: expected whole lots of {lot} reducing the position {held}, got "
+                f"{cmd.base_delta}",
+            )
+            return
+        if cmd.insurance_payment_quote > self.insurance_fund_quote + cmd.insurance_fee_quote:
+            refuse(
+                inconsistent,
+                f"insurance_payment_quote: expected <= the fund "
+                f"{self.insurance_fund_quote + cmd.insurance_fee_quote}, got "
+                f"{cmd.insurance_payment_quote}",
+            )
+            return
+        # Decided: from here on every step applies.
+        if self.core.books[cmd.market_id].account_orders.get(target_id):
+            self.core.execute(
+                CancelAll(cmd.market_id, cmd.owner_id, cmd.sub_account_id), ts_ns, out
+            )
+        payments = []
+        for account_id in (target_id, liquidator_id):
+            held_position = self._account(account_id).positions.get(cmd.market_id)
+            payments.append(
+                settle_funding(held_position, cmd.cumulative_funding).payment_quote
+                if held_position is not None
+                else 0
+            )
+        self._emit(
+            out,
+            OnChainLiquidationBooked(
+                self.core.next_seq,
+                ts_ns,
+                cmd.market_id,
+                cmd.owner_id,
+                cmd.sub_account_id,
+                cmd.liquidator_owner_id,
+                cmd.liquidator_sub_account_id,
+                cmd.cumulative_funding,
+                cmd.tx_signature,
+                cmd.slice_index,
+                *payments,
+            ),
+        )
+        seq = self.core.next_seq
+        results = self._book_liquidation(
+            ts_ns,
+            cmd.market_id,
+            liquidator_id,
+            target_id,
+            cmd.base_delta,
+            cmd.quote_delta,
+            cmd.fee_quote,
+            cmd.liquidator_fee_quote,
+            cmd.insurance_fee_quote,
+        )
+        self._append(
+            out,
+            LiquidationExecuted(
+                seq,
+                ts_ns,
+                cmd.market_id,
+                cmd.liquidator_owner_id,
+                cmd.liquidator_sub_account_id,
+                cmd.owner_id,
+                cmd.sub_account_id,
+                cmd.base_delta,
+                cmd.quote_delta,
+                cmd.price,
+                cmd.fee_quote,
+                cmd.liquidator_fee_quote,
+                cmd.insurance_fee_quote,
+                *results,
+            ),
+        )
+        if cmd.insurance_payment_quote:
+            self._emit(
+                out,
+                InsuranceFundPaidBadDebt(
+                    self.core.next_seq,
+                    ts_ns,
+                    NO_MARKET_ID,
+                    cmd.owner_id,
+                    cmd.sub_account_id,
+                    cmd.insurance_payment_quote,
+                    cmd.insurance_payment_quote,
+                    0,
+                    self.insurance_fund_quote - cmd.insurance_payment_quote,
+                ),
+            )
+        core = self.core
+        if liquidator_id in core.books[cmd.market_id].reduce_only_live:
+            core._reduce_only_touched.add((cmd.market_id, liquidator_id))
+            core._enforce_reduce_only(ts_ns, out)
+
+    def _apply_onchain_liquidation(self, e: OnChainLiquidationBooked) -> None:
+        """Mark the slice booked and settle both accounts' funding in the market to the
+        program's index (the slice itself follows as ``LiquidationExecuted``)."""
+        self.onchain_liquidations.add(f"{e.tx_signature}:{e.slice_index}")
+        m = self.markets[e.market_id]
+        paid = []
+        for owner_id, sub_account_id in (
+            (e.owner_id, e.sub_account_id),
+            (e.liquidator_owner_id, e.liquidator_sub_account_id),
+        ):
+            acct = self._account(owner_id * SUB_ACCOUNTS_PER_OWNER + sub_account_id)
+            paid.append(
+                self._settle_funding_to(acct, e.market_id, m, e.ts_ns, e.cumulative_funding)
+            )
+        if paid != [e.funding_quote, e.liquidator_funding_quote]:
+            raise InvariantViolation(f"on-chain liquidation replay disagrees with state: {e!r}")
+
     def _liquidator_shortfall(self, liquidator_id: int, transfers: Any) -> int:
         """Initial-margin shortfall of the liquidator after taking ``transfers`` over (and
         its fee share), at the current marks with its open orders: 0 when it can."""
@@ -1633,15 +1813,16 @@ class Clearinghouse:
         quote_delta: int,
         ts_ns: int,
         must_reduce: bool,
+        index: int,
     ) -> int:
         """Book a position change off the matcher (liquidation, ADL) on one account, its
-        funding already settled: returns the realised PnL (into collateral)."""
-        m = self.markets[market_id]
+        funding already settled to ``index`` (the market's index, or the on-chain index an
+        on-chain liquidation moved at): returns the realised PnL (into collateral)."""
         position = acct.positions.get(market_id)
-        if position is not None and position.funding_snapshot != m.cumulative_funding:
+        if position is not None and position.funding_snapshot != index:
             raise InvariantViolation(
                 f"liquidation: expected funding settled in market {market_id}, got snapshot "
-                f"{position.funding_snapshot} vs index {m.cumulative_funding}"
+                f"{position.funding_snapshot} vs index {index}"
             )
         held = position.base if position is not None else 0
         if must_reduce and (
@@ -1651,9 +1832,7 @@ class Clearinghouse:
                 f"liquidation: expected a position reduced by {abs(base_delta)} in market "
                 f"{market_id}, got base {held}"
             )
-        result = apply_fill(
-            position or Position(funding_snapshot=m.cumulative_funding), base_delta, quote_delta
-        )
+        result = apply_fill(position or Position(funding_snapshot=index), base_delta, quote_delta)
         if result.position.base:
             acct.positions[market_id] = result.position
         else:
@@ -1662,6 +1841,14 @@ class Clearinghouse:
         acct.realized_pnl_quote += result.realized_quote
         acct.book_pnl(ts_ns, result.realized_quote)
         return result.realized_quote
+
+    def _slice_index(self, target: AccountState, market_id: int) -> int:
+        """The funding index a liquidation or ADL slice moves at: the one the target's position
+        was just settled to (the market's index; an on-chain liquidation's: the program's)."""
+        position = target.positions.get(market_id)
+        if position is None:
+            raise InvariantViolation(f"liquidation: expected a position in market {market_id}")
+        return position.funding_snapshot
 
     def _move_core_position(
         self, market_id: int, from_id: int, to_id: int, base_delta: int
@@ -1697,11 +1884,12 @@ class Clearinghouse:
         if liquidator_id == target_id:
             raise InvariantViolation(f"liquidation: liquidator is the target {target_id}")
         target, liquidator = self._account(target_id), self._account(liquidator_id)
+        index = self._slice_index(target, market_id)
         realized_target = self._book_position(
-            target, market_id, base_delta, quote_delta, ts_ns, True
+            target, market_id, base_delta, quote_delta, ts_ns, True, index
         )
         realized_liquidator = self._book_position(
-            liquidator, market_id, -base_delta, -quote_delta, ts_ns, False
+            liquidator, market_id, -base_delta, -quote_delta, ts_ns, False, index
         )
         target.collateral_quote -= fee
         target.fees_paid_quote += fee
@@ -1726,11 +1914,13 @@ class Clearinghouse:
         (bankrupt account realised, counterparty realised)."""
         if counterparty_id == target_id:
             raise InvariantViolation(f"ADL: counterparty is the bankrupt account {target_id}")
+        target = self._account(target_id)
+        index = self._slice_index(target, market_id)
         realized_target = self._book_position(
-            self._account(target_id), market_id, base_delta, quote_delta, ts_ns, True
+            target, market_id, base_delta, quote_delta, ts_ns, True, index
         )
         realized_counterparty = self._book_position(
-            self._account(counterparty_id), market_id, -base_delta, -quote_delta, ts_ns, True
+            self._account(counterparty_id), market_id, -base_delta, -quote_delta, ts_ns, True, index
         )
         self._move_core_position(market_id, target_id, counterparty_id, base_delta)
         return realized_target, realized_counterparty
@@ -1987,6 +2177,7 @@ class Clearinghouse:
             "insurance_fund_quote": self.insurance_fund_quote,
             "net_deposits_quote": self.net_deposits_quote,
             "insurance_deposits_quote": self.insurance_deposits_quote,
+            "onchain_liquidations": sorted(self.onchain_liquidations),
         }
 
     def snapshot(self) -> bytes:
@@ -2070,6 +2261,7 @@ class Clearinghouse:
         ch.insurance_fund_quote = data["insurance_fund_quote"]
         ch.net_deposits_quote = data["net_deposits_quote"]
         ch.insurance_deposits_quote = data["insurance_deposits_quote"]
+        ch.onchain_liquidations = set(data.get("onchain_liquidations", ()))  # older snapshots
         return ch
 
     def conservation_gap_quote(self) -> int:
@@ -2137,6 +2329,7 @@ Clearinghouse._appliers = {
     MarketStatusChanged: Clearinghouse._apply_status,
     RiskParamsChanged: Clearinghouse._apply_risk_params,
     LiquidationExecuted: Clearinghouse._apply_liquidation,
+    OnChainLiquidationBooked: Clearinghouse._apply_onchain_liquidation,
     PositionDeleveraged: Clearinghouse._apply_deleveraged,
     InsuranceFundPaidBadDebt: Clearinghouse._apply_bad_debt,
     AccountLiquidated: Clearinghouse._apply_account_liquidated,

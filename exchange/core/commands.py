@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, get_type_hints
 
 from exchange.core.market import DEFAULT_MAX_PRICE_TICKS
 from exchange.core.orders import OrderType, SelfTradePrevention, Side, TimeInForce
-from exchange.core.units import I64_MAX, U64_MAX
+from exchange.core.units import I64_MAX, I64_MIN, U64_MAX
 
 
 class CreateMarket(NamedTuple):
@@ -148,6 +148,32 @@ class Liquidate(NamedTuple):
     market_id: int = 0xFFFF  # exchange.core.events.NO_MARKET_ID: every market
 
 
+class BookOnChainLiquidation(NamedTuple):
+    """Book one slice of an on-chain ``liquidate`` (a keeper acted on the clearing program,
+    e.g. while the engine was down) as a fact: no eligibility check (the program decided).
+    The target's orders in the market are cancelled, both accounts' funding in the market is
+    settled to the index the program used, and the slice is booked as ``LiquidationExecuted``;
+    exactly once per ``(tx_signature, slice_index)``. ``insurance_payment_quote``: the fund's
+    payment of the program's ``AccountLiquidated`` (rounding dust of a fully closed account),
+    carried by the transaction's last slice."""
+
+    market_id: int
+    owner_id: int  # the liquidated account
+    sub_account_id: int
+    liquidator_owner_id: int
+    liquidator_sub_account_id: int
+    base_delta: int  # BASE_PRECISION: the liquidated account's change (liquidator: -base_delta)
+    quote_delta: int  # QUOTE_PRECISION: quote to the liquidated account
+    price: int  # PRICE_PRECISION, the on-chain oracle price
+    fee_quote: int
+    liquidator_fee_quote: int
+    insurance_fee_quote: int
+    cumulative_funding: int  # the market's on-chain funding index at the slice
+    tx_signature: str  # base58 transaction signature
+    slice_index: int  # the slice's position among the transaction's PositionLiquidated events
+    insurance_payment_quote: int = 0
+
+
 class SetRiskParams(NamedTuple):
     """Change a listed market's parameters (an executed governance proposal, issue 8).
     ``params_json`` is a JSON object of the ``perp.params.PerpMarketParams`` keys that change
@@ -176,6 +202,7 @@ Command = (
     | DepositInsurance
     | Liquidate
     | SetRiskParams
+    | BookOnChainLiquidation
 )
 
 COMMAND_TYPES: dict[str, Any] = {
@@ -195,6 +222,7 @@ COMMAND_TYPES: dict[str, Any] = {
     "insurance_deposit": DepositInsurance,
     "liquidate": Liquidate,
     "risk_params": SetRiskParams,
+    "onchain_liquidation": BookOnChainLiquidation,
 }
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
@@ -210,6 +238,16 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "status": (0, 4),  # perp.risk_gate.MarketStatus
     "publish_time_s": (0, I64_MAX),
     "amount_quote": (0, I64_MAX),
+    "liquidator_owner_id": (0, 2**47 - 1),
+    "liquidator_sub_account_id": (0, 65535),
+    "base_delta": (I64_MIN, I64_MAX),
+    "quote_delta": (I64_MIN, I64_MAX),
+    "cumulative_funding": (-(2**127), 2**127 - 1),
+    "slice_index": (0, 255),
+    "fee_quote": (0, I64_MAX),
+    "liquidator_fee_quote": (0, I64_MAX),
+    "insurance_fee_quote": (0, I64_MAX),
+    "insurance_payment_quote": (0, I64_MAX),
 }
 
 

@@ -56,6 +56,9 @@ class RejectCode(IntEnum):
     # Governance (perp.clearinghouse, SetRiskParams; perp.params.check_params_change).
     RISK_PARAMS_OUT_OF_BOUNDS = 38  # malformed, or outside a hard bound
     RISK_PARAMS_CHANGE_TOO_LARGE = 39  # beyond the per-change limit against the values in force
+    # On-chain liquidations booked as facts (perp.clearinghouse, BookOnChainLiquidation).
+    ONCHAIN_LIQUIDATION_DUPLICATE = 40  # this (transaction, slice) is already booked
+    ONCHAIN_LIQUIDATION_INCONSISTENT = 41  # the engine's state cannot take the slice as given
 
 
 class ExchangeError(Exception):
@@ -127,6 +130,8 @@ LIQUIDATION_CODES = frozenset(
         RejectCode.LIQUIDATION_ORACLE_INVALID,
         RejectCode.LIQUIDATION_SELF,
         RejectCode.LIQUIDATOR_INSUFFICIENT_MARGIN,
+        RejectCode.ONCHAIN_LIQUIDATION_DUPLICATE,
+        RejectCode.ONCHAIN_LIQUIDATION_INCONSISTENT,
     }
 )
 

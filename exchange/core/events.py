@@ -368,6 +368,25 @@ class RiskParamsChanged(NamedTuple):
     params_json: str
 
 
+class OnChainLiquidationBooked(NamedTuple):
+    """An on-chain liquidation slice accepted as a fact (``BookOnChainLiquidation``), just
+    before its ``LiquidationExecuted``: both accounts' funding in the market settled to the
+    index the program used, and the ``(tx_signature, slice_index)`` marked as booked."""
+
+    seq: int
+    ts_ns: int
+    market_id: int
+    owner_id: int  # the liquidated account
+    sub_account_id: int
+    liquidator_owner_id: int
+    liquidator_sub_account_id: int
+    cumulative_funding: int  # the on-chain index both positions were settled to
+    tx_signature: str
+    slice_index: int
+    funding_quote: int  # the liquidated account's funding payment (> 0 paid)
+    liquidator_funding_quote: int
+
+
 Event = (
     MarketCreated
     | OrderAccepted
@@ -395,6 +414,7 @@ Event = (
     | InsuranceFundPaidBadDebt
     | AccountLiquidated
     | RiskParamsChanged
+    | OnChainLiquidationBooked
 )
 
 #: Stable numeric kind of each event type: never renumber, only append.
@@ -425,6 +445,7 @@ EVENT_KINDS: dict[type, int] = {
     InsuranceFundPaidBadDebt: 34,
     AccountLiquidated: 35,
     RiskParamsChanged: 36,
+    OnChainLiquidationBooked: 37,
 }
 EVENT_TYPES: dict[int, Any] = {kind: cls for cls, kind in EVENT_KINDS.items()}
 assert len(EVENT_TYPES) == len(EVENT_KINDS), "duplicate event kind"

@@ -9,6 +9,7 @@ zero reproduces the live state hash; a snapshot round trip does too.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from exchange.core.commands import (
@@ -168,8 +169,14 @@ def test_a_liquidator_without_margin_is_refused() -> None:
 
 
 def test_every_liquidation_code_is_covered_here() -> None:
-    with open(__file__) as f:
-        source = f.read()
+    # here, and BookOnChainLiquidation's in test_clearinghouse_onchain_liquidation.py
+    source = "".join(
+        Path(__file__).with_name(name).read_text()
+        for name in (
+            "test_clearinghouse_liquidation.py",
+            "test_clearinghouse_onchain_liquidation.py",
+        )
+    )
     assert all(f"RejectCode.{code.name}" in source for code in LIQUIDATION_CODES)
 
 
