@@ -32,7 +32,7 @@ from anchorpy import Program
 from solana.rpc.commitment import Confirmed
 from solders.pubkey import Pubkey
 
-from exchange.core.commands import SetMarketStatus
+from exchange.core.commands import BookOnChainLiquidation, SetMarketStatus
 from exchange.core.events import NO_MARKET_ID
 from perp.clearinghouse import Clearinghouse
 from perp.math.funding import settle
@@ -106,6 +106,54 @@ def liquidations_in_logs(logs: Iterable[str], accounts: AccountMap) -> list[OnCh
             )
         )
     return out
+
+
+_ACCOUNT_LIQUIDATED: Final = event_discriminator("AccountLiquidated")
+_ACCOUNT_LIQUIDATED_LAYOUT: Final = struct.Struct("<64xqQQqB")
+
+
+def booking_commands(
+    logs: Iterable[str], tx_signature: str, accounts: AccountMap
+) -> list[BookOnChainLiquidation]:
+    """The engine commands that book one transaction's on-chain liquidation(s) as facts: one
+    ``BookOnChainLiquidation`` per ``PositionLiquidated`` (slice index = its position in the
+    transaction), the fund's payment of each ``AccountLiquidated`` on that liquidation's
+    last slice. The engine applies each exactly once (signature, slice index)."""
+    logs = list(logs)
+    slices = liquidations_in_logs(logs, accounts)
+    payments = []
+    for line in logs:
+        if line.startswith("Program data: "):
+            data = base64.b64decode(line.removeprefix("Program data: "))
+            if data[:8] == _ACCOUNT_LIQUIDATED:
+                _, _, payment, _, count = _ACCOUNT_LIQUIDATED_LAYOUT.unpack(data[8:])
+                payments.append((count, payment))
+    last_slice_payment: dict[int, int] = {}
+    at = 0
+    for count, payment in payments:  # AccountLiquidated follows its slices
+        at += count
+        if count:
+            last_slice_payment[at - 1] = payment
+    return [
+        BookOnChainLiquidation(
+            s.market_id,
+            s.owner_id,
+            s.sub_account_id,
+            s.liquidator_owner_id,
+            s.liquidator_sub_account_id,
+            s.base_delta,
+            s.quote_delta,
+            s.price,
+            s.fee_quote,
+            s.liquidator_fee_quote,
+            s.insurance_fee_quote,
+            s.cumulative_funding,
+            tx_signature,
+            i,
+            last_slice_payment.get(i, 0),
+        )
+        for i, s in enumerate(slices)
+    ]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,11 +30,12 @@ from test_clearing_program import (
     with_meta,
 )
 
+from exchange.core.commands import BookOnChainLiquidation, check_command
 from liquidation.rules import LiquidationConfig, LiquidationPlan, OracleReading, plan_liquidation
 from perp.position import Position
 from settlement.errors import UnmappedAccount
 from settlement.onchain import AccountMap, ClearingAddresses
-from settlement.reconciler import OnChainLiquidation, liquidations_in_logs
+from settlement.reconciler import OnChainLiquidation, booking_commands, liquidations_in_logs
 from settlement.spec import LIQUIDATION_BUFFER_PPM, LIQUIDATOR_SHARE_PPM, event_discriminator
 
 pytestmark = pytest.mark.integration
@@ -281,3 +282,10 @@ def test_the_reconciler_maps_the_logged_slices_to_engine_accounts(underwater: Ch
     ]  # fmt: skip
     with pytest.raises(UnmappedAccount):
         liquidations_in_logs(result.logs(), AccountMap({}, accounts.addresses))
+    # the engine commands that book it: one per slice, exactly-once key (signature, index)
+    signature = str(result.signature())
+    [book] = booking_commands(result.logs(), signature, accounts)
+    check_command(book)
+    assert book == BookOnChainLiquidation(
+        *found[0][:12], tx_signature=signature, slice_index=0, insurance_payment_quote=0
+    )
