@@ -78,7 +78,7 @@ from exchange.core.events import (
 )
 from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER, Side, TimeInForce
 from exchange.core.state import ExchangeCore
-from exchange.core.units import BASE_PRECISION, I64_MAX, NANOS_PER_SECOND
+from exchange.core.units import BASE_PRECISION, I64_MAX, NANOS_PER_SECOND, RATIO_PRECISION
 from liquidation.rules import (
     AdlCandidate,
     Health,
@@ -121,6 +121,7 @@ from perp.risk_gate import (
     AccountRiskState,
     MarketStatus,
     OrderIntent,
+    TokenBucket,
     check_limits,
     check_order,
     side_reach_base,
@@ -372,33 +373,46 @@ class Clearinghouse:
         open_bids, open_asks = bid_lots * lot, ask_lots * lot
         key = (account_id, market_id)
         size, price = cmd.size, cmd.price
-        gate = check_order(
-            OrderIntent(is_bid, size, price, cmd.reduce_only, cmd.time_in_force in _POST_ONLY_TIFS),
-            now_ns=ts_ns,
-            status=status,
-            limits=m.params.limits,
-            state=self._rate_state.get(key, _NO_RATE_STATE),
-            position_base=position_base,
-            open_bid_base=open_bids,
-            open_ask_base=open_asks,
-            oracle_price=m.index_price,
-            day_loss_quote=acct.day_loss_quote(ts_ns) if acct is not None else 0,
-            margin_shortfall_quote=0,  # the costly check runs below, only if all else passed
-        )
-        self._rate_state[key] = gate.state
-        if gate.code is not None:
-            self.reject(
-                out,
-                ts_ns,
-                market_id,
-                0,
-                cmd.client_order_id,
-                cmd.owner_id,
-                cmd.sub_account_id,
-                gate.code,
-                gate.message,
+        rate_state = self._rate_state.get(key, _NO_RATE_STATE)
+        admitted = (
+            self._gate_admits(
+                rate_state, m, ts_ns, is_bid, size, price, position_base, open_bids, open_asks, acct
             )
-            return
+            if status == MarketStatus.ACTIVE
+            else None
+        )
+        if admitted is not None:
+            self._rate_state[key] = admitted
+        else:  # refused (or a status rule applies): the gate says which and why
+            gate = check_order(
+                OrderIntent(
+                    is_bid, size, price, cmd.reduce_only, cmd.time_in_force in _POST_ONLY_TIFS
+                ),
+                now_ns=ts_ns,
+                status=status,
+                limits=m.params.limits,
+                state=rate_state,
+                position_base=position_base,
+                open_bid_base=open_bids,
+                open_ask_base=open_asks,
+                oracle_price=m.index_price,
+                day_loss_quote=acct.day_loss_quote(ts_ns) if acct is not None else 0,
+                margin_shortfall_quote=0,  # the costly check runs below, if all else passed
+            )
+            self._rate_state[key] = gate.state
+            if gate.code is not None:
+                self.reject(
+                    out,
+                    ts_ns,
+                    market_id,
+                    0,
+                    cmd.client_order_id,
+                    cmd.owner_id,
+                    cmd.sub_account_id,
+                    gate.code,
+                    gate.message,
+                )
+                return
         if size > 0 and price > 0:
             # Does the worst-case base grow (``_worst_case_grows``)? Open base is >= 0.
             long_reach, short_reach = position_base + open_bids, position_base - open_asks
@@ -428,6 +442,71 @@ class Clearinghouse:
                     )
                     return
         self._core_only(cmd, ts_ns, out)
+
+    @staticmethod
+    def _gate_admits(
+        state: AccountRiskState,
+        m: PerpMarket,
+        now_ns: int,
+        is_bid: bool,
+        size: int,
+        price: int,
+        position_base: int,
+        open_bids: int,
+        open_asks: int,
+        acct: AccountState | None,
+    ) -> AccountRiskState | None:
+        """``check_order`` of an ACTIVE market when the order passes every step but the
+        margin check: the rate-limit state after it; ``None`` when some step refuses (the
+        caller then runs ``check_order`` on the unchanged state for the code and message).
+        Same integers as ``take_token`` / ``check_limits``, without their tuples."""
+        limits = m.params.limits
+        per_second_limit = limits.max_orders_per_second
+        per_minute_limit = limits.max_orders_per_minute
+        second = NANOS_PER_SECOND
+        minute = 60 * NANOS_PER_SECOND
+        bucket = state.per_second
+        if bucket is None:
+            tokens_s = per_second_limit * second
+        else:
+            tokens_s = min(
+                per_second_limit * second,
+                bucket.tokens + max(0, now_ns - bucket.updated_ns) * per_second_limit,
+            )
+        bucket = state.per_minute
+        if bucket is None:
+            tokens_m = per_minute_limit * minute
+        else:
+            tokens_m = min(
+                per_minute_limit * minute,
+                bucket.tokens + max(0, now_ns - bucket.updated_ns) * per_minute_limit,
+            )
+        if tokens_s < second or tokens_m < minute or size > limits.max_order_base:
+            return None
+        oracle = m.index_price
+        band = oracle * limits.price_band_ppm // RATIO_PRECISION
+        if not oracle - band <= price <= oracle + band:
+            return None
+        if -(-abs(size) * price // BASE_PRECISION) > limits.max_order_notional_quote:
+            return None
+        if is_bid:
+            reach = position_base + open_bids + size
+            extent, reduces = reach, position_base < 0 and reach <= 0
+        else:
+            reach = position_base - open_asks - size
+            extent, reduces = -reach, position_base > 0 and reach >= 0
+        if extent > limits.max_position_base:
+            return None
+        if (
+            not reduces
+            and limits.daily_loss_limit_quote
+            and acct is not None
+            and acct.day_loss_quote(now_ns) >= limits.daily_loss_limit_quote
+        ):
+            return None
+        return AccountRiskState(
+            TokenBucket(tokens_s - second, now_ns), TokenBucket(tokens_m - minute, now_ns)
+        )
 
     def _place_shortfall(
         self,
