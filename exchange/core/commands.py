@@ -264,8 +264,32 @@ class MalformedCommand(ValueError):
     code = "MALFORMED_COMMAND"
 
 
+# Per command type, each field's exact type (str, bool) or its int range: the fast check of
+# a well-formed command (every command the engine runs passes through check_command).
+_FIELD_SHAPES: dict[type, tuple[Any, ...]] = {
+    cls: tuple(
+        want if want is str or want is bool else _INT_RANGES.get(name, (0, U64_MAX))
+        for name, want in kinds
+    )
+    for cls, kinds in _FIELD_TYPES.items()
+}
+
+
 def check_command(cmd: Any) -> None:
     """Raise ``MalformedCommand`` unless every field of ``cmd`` has its declared shape."""
+    shapes = _FIELD_SHAPES.get(type(cmd))
+    if shapes is not None:
+        # Fast path: every field exactly its declared type (``type(v) is int``: no bools, no
+        # IntEnum members) and in range. Anything else takes the full check below, which
+        # accepts IntEnum members and says what is wrong.
+        for shape, value in zip(shapes, cmd, strict=True):
+            if shape is str or shape is bool:
+                if type(value) is not shape:
+                    break
+            elif type(value) is not int or not shape[0] <= value <= shape[1]:
+                break
+        else:
+            return
     kinds = _FIELD_TYPES.get(type(cmd))
     if kinds is None:
         raise MalformedCommand(f"expected a command, got {type(cmd).__name__}")
