@@ -536,10 +536,17 @@ def _acc_find(addr, acct):  # type: ignore[no-untyped-def]
 @njit(cache=True, inline="always")
 def _acc_get(addr, acct):  # type: ignore[no-untyped-def]
     """Index of the account's record, created (zero) if needed."""
-    S = _view(addr)
     a, i = _acc_probe(addr, acct)
     if a >= 0:
         return a
+    return _acc_new(addr, acct, i)
+
+
+@njit(cache=True, inline="always")
+def _acc_new(addr, acct, i):  # type: ignore[no-untyped-def]
+    """A zero record for an account ``_acc_probe`` did not find; ``i``: its empty slot
+    (no account may have been added in between)."""
+    S = _view(addr)
     a = S[H_NACC]
     S[H_NACC] = a + 1
     T = _view32(addr + 8 * S[H_ACCH])
@@ -1241,14 +1248,13 @@ def _place(addr, owner, sub, side, price, size, otype, tif, cid, trig, ro, stp, 
         d = _cid_get(addr, acct, cid)
         if d >= 0:
             code, tmpl, p1, p2 = C_DUP_CID, T_DUP_CID, cid, S[S[H_POOL] + d * NF + P_OID]
-    if code == 0 and (tif == GTC or tif == PO or tif == POS):  # noqa: SIM109 (numba hot path)
-        a = _acc_find(addr, acct)
-        if a >= 0:
-            live = S[S[H_ACC] + a * AF + A_CNT] & CNT_MASK
-            if live >= S[H_MAXOPEN]:
-                code, tmpl, p1 = C_TOO_MANY, T_TOO_MANY, live
+    a, aslot = _acc_probe(addr, acct)  # one probe: an accepted order's record is made below
+    if code == 0 and a >= 0 and (tif == GTC or tif == PO or tif == POS):  # noqa: SIM109
+        live = S[S[H_ACC] + a * AF + A_CNT] & CNT_MASK
+        if live >= S[H_MAXOPEN]:
+            code, tmpl, p1 = C_TOO_MANY, T_TOO_MANY, live
     if code == 0 and ro != 0:
-        pos = _position(addr, acct)
+        pos = S[S[H_ACC] + a * AF + A_POS] if a >= 0 else 0
         if (side == BID and pos >= 0) or (side != BID and pos <= 0):
             code, tmpl, p1, p2 = C_REDUCE, T_REDUCE, side, pos
         else:
@@ -1315,7 +1321,7 @@ def _place(addr, owner, sub, side, price, size, otype, tif, cid, trig, ro, stp, 
     S[p + P_OID] = oid
     S[p + P_SUB] = sub
     S[p + P_FILLED] = 0
-    S[p + P_ACC] = _acc_get(addr, acct)
+    S[p + P_ACC] = a if a >= 0 else _acc_new(addr, acct, aslot)
     S[p + P_PRICE] = rest_price
     S[p + P_SIDE] = side
     S[p + P_CID] = cid
