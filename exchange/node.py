@@ -23,11 +23,18 @@ Start-up, in order (``Node.start``):
    landed;
 7. the liquidation sweeper and backstop (``LiquidationService``, an engine subscriber) with
    its own funded liquidator account;
+   governance: on a fresh chain ``initialize_governance`` with a council of
+   ``GOV_COUNCIL_SIZE`` keys (``DATA_DIR/keys/council-N.json``, threshold
+   ``GOV_THRESHOLD``), a guardian (``keys/guardian.json``) and ``gov_timelock_s``; the
+   ``GovWatcher`` (PubSub logs -> chain read -> ``SetRiskParams`` / ``SetMarketStatus``)
+   feeds the engine and the API's ``GovernanceView``; on a restart it skips the proposals
+   the journal already holds;
 8. the demo traders (market makers and a taker, ``exchange.demo_bots``) through the SDK, each
    with its own wallet, funded by a real on-chain deposit that the bridge credits.
 
-``Node.stop`` tears down in reverse: traders, oracle, settlement loop, API, engine (the runner
-drains, a snapshot is written), then the chain's accounts are saved and the cluster stops.
+``Node.stop`` tears down in reverse: traders, oracle, governance watcher, settlement loop, API,
+engine (the runner drains, a snapshot is written), then the chain's accounts are saved and the
+cluster stops.
 A restart resumes with the same engine state (same hash) and the same chain.
 """
 
@@ -57,6 +64,7 @@ from spl.token.constants import TOKEN_PROGRAM_ID
 
 from exchange.api.app import create_app
 from exchange.api.config import ApiConfig
+from exchange.api.governance import GOVERNANCE_KEY
 from exchange.api.metrics import METRICS_KEY, Family
 from exchange.api.withdrawals import FUNDS_KEY
 from exchange.client import PerpdexRest
@@ -83,6 +91,9 @@ from perp.clearinghouse import Clearinghouse
 from perp.risk_gate import MarketStatus
 from settlement.bridge import DepositBridge
 from settlement.errors import SettlementError
+from settlement.gov_cli import GovClient
+from settlement.gov_watcher import EngineDirect, GovWatcher, applied_proposal_ids
+from settlement.governance import governance_pda, initialize_governance_ix
 from settlement.onchain import (
     LOCALNET_PROGRAM_ID,
     PROGRAM_SO,
@@ -104,6 +115,8 @@ log = logging.getLogger(__name__)
 
 LAMPORTS_PER_SOL: Final = 1_000_000_000
 LIQUIDATOR_OWNER: Final = 900  # the engine's backstop liquidator (sub-account 0)
+GOV_COUNCIL_SIZE: Final = 3  # council keys council-1..3 in DATA_DIR/keys
+GOV_THRESHOLD: Final = 2  # approvals a proposal needs
 MAKER_OWNER_BASE: Final = 1  # market maker i is owner 1 + i
 TAKER_OWNER_BASE: Final = 100  # taker i is owner 100 + i
 ORACLE_LIMITS: Final = GuardLimits(
@@ -154,6 +167,8 @@ class NodeConfig:
     settle_interval_s: float = 0.5
     reconcile_interval_s: float = 2.0
     seed: int = 7
+    # governance timelock at initialization (the program's bounds: 1 hour .. 30 days)
+    gov_timelock_s: int = 86_400
 
     def __post_init__(self) -> None:
         if not isinstance(self.engine, EngineConfig) or not isinstance(self.api, ApiConfig):
@@ -166,6 +181,7 @@ class NodeConfig:
             ("taker_deposit_quote", 1, 2**63 - 1),
             ("oracle_step_ppm", 0, 100_000),
             ("seed", 0, 2**63 - 1),
+            ("gov_timelock_s", 3_600, 30 * 86_400),
         ):
             value = getattr(self, name)
             if type(value) is not int or not lo <= value <= hi:
@@ -365,6 +381,7 @@ class Node:
         self.settled: SettledView | None = None
         self.bots: list[Any] = []
         self.liquidation: LiquidationService | None = None
+        self.gov_watcher: GovWatcher | None = None
         self._bot_sessions: list[PerpdexRest] = []
         self.endpoints: Endpoints | None = None
         self.final_hash = ""
@@ -439,6 +456,7 @@ class Node:
         await self._start_api(wallets)
         self._start_settlement()
         self._start_liquidation()
+        await self._start_governance()
         await self._start_bots(wallets, fund=fresh_chain)
         if fresh_chain:  # the provisioned chain with the deposits: a crash restarts from here
             assert self.server is not None
@@ -673,6 +691,46 @@ class Node:
             self.engine, self.runner.submit, liquidator_owner_id=LIQUIDATOR_OWNER
         )
 
+    def council(self) -> list[Keypair]:
+        """The governance council's keys (``keys/council-N.json``, created when missing)."""
+        return [self.keys.get(f"council-{i + 1}") for i in range(GOV_COUNCIL_SIZE)]
+
+    async def _start_governance(self) -> None:
+        """``initialize_governance`` when the chain has none (a fresh chain), then the watcher:
+        executed proposals -> engine, every chain read -> the API's ``GovernanceView``."""
+        assert self.server is not None and self.engine is not None and self.runner is not None
+        admin = GovClient(self.client(), self.authority, LOCALNET_PROGRAM_ID)
+        governance = governance_pda(LOCALNET_PROGRAM_ID)[0]
+        info = await admin.client.get_account_info(governance, Confirmed)
+        if info.value is None:
+            guardian = self.keys.get("guardian")
+            # the cap on every market's max_leverage: what the listed markets allow now
+            leverage = [
+                (await admin.market_risk(m.market_id))["max_leverage"] for m in DEMO_MARKETS
+            ]
+            for who in (*self.council(), guardian):
+                self.server.cluster.airdrop(who.pubkey(), 10 * LAMPORTS_PER_SOL)
+            await admin.send([initialize_governance_ix(
+                admin.program, exchange=self.setup.addresses.exchange()[0],
+                authority=self.authority.pubkey(), council=[k.pubkey() for k in self.council()],
+                threshold=GOV_THRESHOLD, guardian=guardian.pubkey(),
+                timelock_seconds=self.config.gov_timelock_s, max_leverage_cap=max(leverage),
+            )])  # fmt: skip
+        runner = self.runner
+        port = EngineDirect(self.engine, submit=lambda c: asyncio.wrap_future(runner.submit(c)))
+        # proposals the journal holds were applied before a restart: never again
+        applied = applied_proposal_ids(self.read_journal().read())
+        view = self.app[GOVERNANCE_KEY] if self.app is not None else None
+        self.gov_watcher = GovWatcher(
+            program=self.program(self.operator),
+            ws_url=self.server.ws_url,
+            market_ids=[m.market_id for m in DEMO_MARKETS],
+            engine=port,
+            applied=applied,
+            on_snapshot=view.update if view is not None else None,
+        )
+        await self.gov_watcher.start()
+
     async def _start_bots(self, wallets: dict[str, Keypair], *, fund: bool) -> None:
         assert self.endpoints is not None
         names = dict(self.wallet_names())
@@ -853,6 +911,14 @@ class Node:
                           "backstop Liquidate commands sent")  # fmt: skip
             sent.add(liq.sent)
             out += [screens, cands, sent]
+        gw = self.gov_watcher
+        if gw is not None:
+            gov = Family("perpdex_governance_total", "counter", "governance watcher work")
+            for what, value in (("syncs", gw.metrics.syncs), ("params_applied", gw.metrics.params_applied),
+                                ("statuses_applied", gw.metrics.statuses_applied),
+                                ("refused", gw.metrics.refused)):  # fmt: skip
+                gov.add(value, (("what", what),))
+            out.append(gov)
         upd = Family("perpdex_oracle_updates_total", "counter", "oracle readings into the engine")
         for market_id, n in sorted(self.status.oracle_updates.items()):
             upd.add(n, (("market_id", str(market_id)),))
@@ -881,6 +947,9 @@ class Node:
             self.feed = None
         if self.publisher is not None:
             await self.publisher.stop()
+        if self.gov_watcher is not None:  # it submits into the runner: before the engine stops
+            await self.gov_watcher.stop()
+            self.gov_watcher = None
         if self.api_runner is not None:
             await self.api_runner.cleanup()
             self.api_runner = None
