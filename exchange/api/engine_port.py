@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 from exchange.api.read_model import ReadModel, ReadUpdate
 from exchange.core.commands import Command, ExpireOrders
@@ -32,6 +32,7 @@ from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
 from exchange.engine.sequencer import EngineRunner
 
 Listener = Callable[[list[Event], ReadUpdate], None]
+T = TypeVar("T")
 
 
 class EnginePort:
@@ -149,12 +150,12 @@ class EnginePort:
         return remove
 
     # ------------------------------------------------------------------ commands
-    def _loop_future(self, done: Future[list[Event]]) -> asyncio.Future[list[Event]]:
+    def _loop_future(self, done: Future[T]) -> asyncio.Future[T]:
         """An asyncio Future that follows ``done`` one way: cancelling it (caller gone)
         leaves the engine's Future alone, since the command is queued and runs anyway (and
         a cancelled engine Future would only break the sequencer)."""
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[list[Event]] = loop.create_future()
+        waiter: asyncio.Future[T] = loop.create_future()
 
         def copy() -> None:
             if waiter.cancelled():
@@ -174,13 +175,11 @@ class EnginePort:
 
     async def submit_many(self, commands: Sequence[Command]) -> list[list[Event]]:
         """Run several commands (queued together, so usually one group commit)."""
-        futures = [self._runner.submit(c) for c in commands]
-        if not futures:
+        if not commands:
             return []
-        # The runner resolves Futures in queue order, so once the last is done all are:
-        # one wake-up of the loop per batch instead of one per command.
-        await self._loop_future(futures[-1])
-        return [f.result() for f in futures]
+        # One queue item and one Future for the batch: one hand-off to the sequencer and
+        # one wake-up of the loop, however many commands.
+        return await self._loop_future(self._runner.submit_many(commands))
 
     # ------------------------------------------------------------------ reads
     def markets(self) -> list[dict[str, Any]]:

@@ -210,7 +210,16 @@ class EngineRunner:
     def submit(self, command: Command) -> Future[list[Event]]:
         """Queue a command; the Future resolves to its events once they are durable."""
         future: Future[list[Event]] = Future()
-        self._queue.put((command, future))
+        self._queue.put(((command,), future, False))
+        return future
+
+    def submit_many(self, commands: Sequence[Command]) -> Future[list[list[Event]]]:
+        """Queue several commands as one item (one Future, one queue hand-off); the Future
+        resolves to each command's events, in order, once they are durable. They run
+        together in one group commit (a batch may take the engine past
+        ``group_commit_max_commands``); cancelled before the engine took them, none runs."""
+        future: Future[list[list[Event]]] = Future()
+        self._queue.put((tuple(commands), future, True))
         return future
 
     def _run(self) -> None:
@@ -232,8 +241,9 @@ class EngineRunner:
             # A Future cancelled before the engine took its command is dropped unexecuted;
             # once taken it is RUNNING and can no longer be cancelled, so set_result is safe.
             batch = [item] if item[1].set_running_or_notify_cancel() else []
+            count = len(item[0]) if batch else 0
             stop = False
-            while len(batch) < limit:
+            while count < limit:
                 try:
                     nxt = q.get_nowait()
                 except queue.Empty:
@@ -243,19 +253,24 @@ class EngineRunner:
                     break
                 if nxt[1].set_running_or_notify_cancel():
                     batch.append(nxt)
+                    count += len(nxt[0])
             if not batch:
                 if stop:
                     return
                 continue
+            commands = [cmd for cmds, _, _ in batch for cmd in cmds]
             try:
-                results = self.engine.process([cmd for cmd, _ in batch])
+                results = self.engine.process(commands)
             except BaseException as exc:
-                for _, future in batch:
+                for _, future, _ in batch:
                     future.set_exception(exc)
                 self._fail_pending(exc)
                 return
-            for (_, future), events in zip(batch, results, strict=True):
-                future.set_result(events)
+            at = 0
+            for cmds, future, many in batch:
+                n = len(cmds)
+                future.set_result(results[at : at + n] if many else results[at])
+                at += n
             if stop:
                 return
 

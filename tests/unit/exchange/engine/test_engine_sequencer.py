@@ -232,3 +232,51 @@ def test_unsubscribed_subscriber_is_not_called(engine: Engine) -> None:
     engine.unsubscribe(subscriber)
     engine.process([PlaceOrder(0, 1, 0, Side.BID, 94 * TICK, LOT)])
     assert len(seen) == 1
+
+
+def test_runner_submit_many_resolves_each_command_in_order_in_one_group_commit(
+    engine: Engine,
+) -> None:
+    # Arrange: hold the sequencer so the single command and the batch queue up behind it.
+    runner = EngineRunner(engine)
+    entered, release = threading.Event(), threading.Event()
+    real_process = engine.process
+    batches: list[int] = []
+
+    def gated(commands: Any) -> Any:
+        if commands:
+            batches.append(len(commands))
+            entered.set()
+            release.wait(10)
+        return real_process(commands)
+
+    engine.process = gated  # type: ignore[method-assign]
+    runner.submit(PlaceOrder(0, 1, 0, Side.BID, 96 * TICK, LOT))
+    assert entered.wait(10)
+    single = runner.submit(PlaceOrder(0, 2, 0, Side.BID, 97 * TICK, LOT))
+    many = runner.submit_many(
+        [
+            PlaceOrder(0, 3, 0, Side.BID, 98 * TICK, LOT),
+            PlaceOrder(0, 4, 0, Side.BID, 0, LOT),  # refused: price 0
+            PlaceOrder(0, 0, 0, Side.BID, 99 * TICK, LOT),
+        ]
+    )
+    cancelled = runner.submit_many([PlaceOrder(0, 1, 0, Side.BID, 95 * TICK, LOT)])
+    assert cancelled.cancel()
+
+    # Act
+    release.set()
+    results = many.result(timeout=10)
+    runner.close()
+
+    # Assert: one result per command, in order; the single and the batch shared one commit;
+    # the cancelled batch never ran.
+    assert [type(r[0]) for r in results] == [OrderAccepted, OrderRejected, OrderAccepted]
+    assert [r[0].owner_id for r in results] == [3, 4, 0]
+    assert single.result(timeout=10)[0].owner_id == 2
+    assert batches == [1, 4]
+    owners = {e.owner_id for e in engine.journal.read(after_seq=0) if type(e) is OrderAccepted}
+    assert owners == {0, 1, 2, 3}
+    assert all(
+        e.price_ticks != 95 for e in engine.journal.read(after_seq=0) if type(e) is OrderAccepted
+    )
