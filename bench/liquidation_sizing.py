@@ -20,7 +20,7 @@ from liquidation import rules
 from liquidation.simulate import simulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "property"))
-from test_liquidation_sizing_properties import reference_smallest_close  # type: ignore[import-not-found]
+from test_liquidation_sizing_properties import reference_smallest_close  # type: ignore[import-not-found,unused-ignore]
 
 
 def run(sizing: str, accounts: int) -> dict[str, Any]:

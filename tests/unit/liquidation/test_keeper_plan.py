@@ -3,6 +3,8 @@ backoff)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from exchange.core.units import NANOS_PER_SECOND as S
@@ -62,6 +64,6 @@ def test_backoff_doubles_to_its_cap_and_resets_after_a_clean_round() -> None:
 @pytest.mark.parametrize(
     "kwargs", [{"max_per_round": 0}, {"retry_ns": -1}, {"backoff_min_ns": 10, "backoff_max_ns": 5}]
 )
-def test_bad_settings_are_refused(kwargs: dict[str, int]) -> None:
+def test_bad_settings_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(LiquidationInputError):
         KeeperPlan(**kwargs)
