@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.clearinghouse
 	$(BIN)/python -m bench.liquidation
+	$(BIN)/python -m bench.liquidation_sizing
 	$(BIN)/python -m bench.settlement
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.localnet
