@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from exchange.core.commands import (
+    FIRST_REGISTERED_OWNER_ID,
     AmendOrder,
     BookOnChainLiquidation,
     CancelAll,
@@ -44,6 +46,7 @@ from exchange.core.commands import (
     ExpireOrders,
     Liquidate,
     PlaceOrder,
+    RegisterAccount,
     SetKillSwitch,
     SetMarketStatus,
     SetRiskParams,
@@ -56,6 +59,7 @@ from exchange.core.errors import InvariantViolation, RejectCode
 from exchange.core.events import (
     NO_MARKET_ID,
     AccountLiquidated,
+    AccountRegistered,
     CollateralDeposited,
     CollateralWithdrawn,
     Event,
@@ -133,6 +137,7 @@ _BID = int(Side.BID)
 _POST_ONLY_TIFS = frozenset({int(TimeInForce.POST_ONLY), int(TimeInForce.POST_ONLY_SLIDE)})
 _IMPACT_DEPTH_LEVELS = 64  # levels read per side for an impact price (thinner: no price)
 _NO_RATE_STATE = AccountRiskState()
+_WALLET_HEX = re.compile(r"[0-9a-f]{64}")  # a registry wallet: 32 bytes of public key
 #: Venue-wide liquidation parameters unless the clearinghouse is given others: a 1 % fee of
 #: the closed notional, half to the liquidator, half to the insurance fund; target
 #: maintenance + 1 % of notional.
@@ -233,6 +238,9 @@ class Clearinghouse:
         self.insurance_deposits_quote = 0  # operator top-ups of the insurance fund
         # "signature:slice" of every on-chain liquidation slice booked (exactly once)
         self.onchain_liquidations: set[str] = set()
+        # account registry (open sign-up): wallet hex public key <-> (owner_id, sub)
+        self.registry: dict[str, tuple[int, int]] = {}
+        self.registry_by_account: dict[tuple[int, int], str] = {}
         self._rate_state: dict[tuple[int, int], AccountRiskState] = {}  # admission, not hashed
         self._pending_breaker: StatusChange | None = None  # fold: the oracle's status change
         self._handlers: dict[type, Any] = {
@@ -253,6 +261,7 @@ class Clearinghouse:
             SetRiskParams: self._set_risk_params,
             Liquidate: self._liquidate,
             BookOnChainLiquidation: self._book_onchain_liquidation,
+            RegisterAccount: self._register_account,
         }
 
     # ------------------------------------------------------------------ views
@@ -1137,6 +1146,38 @@ class Clearinghouse:
                 cmd.amount_quote,
                 acct.collateral_quote - cmd.amount_quote,
             ),
+        )
+
+    # ------------------------------------------------------------------ account registry
+    def registered_account(self, wallet_pubkey_hex: str) -> tuple[int, int] | None:
+        """The ``(owner_id, sub_account_id)`` a wallet (hex public key) registered as."""
+        return self.registry.get(wallet_pubkey_hex)
+
+    def registered_wallet(self, owner_id: int, sub_account_id: int) -> str | None:
+        """The wallet (hex public key) registered as this sub-account, if any."""
+        return self.registry_by_account.get((owner_id, sub_account_id))
+
+    def _register_account(self, cmd: RegisterAccount, ts_ns: int, out: list[Any]) -> None:
+        wallet = cmd.wallet_pubkey_hex
+        if not _WALLET_HEX.fullmatch(wallet):
+            self.reject(
+                out, ts_ns, NO_MARKET_ID, 0, 0, 0, 0, RejectCode.MALFORMED_COMMAND,
+                f"wallet_pubkey_hex: expected 64 lower-case hex digits, got {wallet!r}",
+            )  # fmt: skip
+            return
+        held = self.registry.get(wallet)
+        if held is not None:  # one wallet, one account: a second registration changes nothing
+            self.reject(
+                out, ts_ns, NO_MARKET_ID, 0, 0, held[0], held[1],
+                RejectCode.ACCOUNT_ALREADY_REGISTERED,
+                f"wallet {wallet}: expected an unregistered wallet, got one registered as "
+                f"owner {held[0]} sub-account {held[1]}",
+            )  # fmt: skip
+            return
+        # Deterministic: the next owner id in registration (journal) order, sub-account 0.
+        owner_id = FIRST_REGISTERED_OWNER_ID + len(self.registry)
+        self._emit(
+            out, AccountRegistered(self.core.next_seq, ts_ns, NO_MARKET_ID, owner_id, 0, wallet)
         )
 
     def _deposit_insurance(self, cmd: DepositInsurance, ts_ns: int, out: list[Any]) -> None:
@@ -2088,6 +2129,24 @@ class Clearinghouse:
         if acct.collateral_quote != e.collateral_quote or acct.collateral_quote < 0:
             raise InvariantViolation(f"withdrawal replay disagrees with state: {e!r}")
 
+    def _apply_registered(self, e: AccountRegistered) -> None:
+        account = (e.owner_id, e.sub_account_id)
+        expected = (FIRST_REGISTERED_OWNER_ID + len(self.registry), 0)
+        wallet = e.wallet_pubkey_hex
+        if account != expected or wallet in self.registry or not _WALLET_HEX.fullmatch(wallet):
+            raise InvariantViolation(
+                f"registration: expected account {expected} for a new wallet, got {e!r}"
+            )
+        self.registry[wallet] = account
+        self.registry_by_account[account] = wallet
+
+    def _registry_canonical(self) -> dict[str, Any]:
+        # Absent while empty, so the hash of a state without registrations is unchanged.
+        if not self.registry:
+            return {}
+        rows = sorted([*account, wallet] for wallet, account in self.registry.items())
+        return {"registry": rows}
+
     def _apply_insurance_deposit(self, e: InsuranceFundDeposited) -> None:
         self.insurance_fund_quote += e.amount_quote
         self.insurance_deposits_quote += e.amount_quote
@@ -2257,6 +2316,7 @@ class Clearinghouse:
             "net_deposits_quote": self.net_deposits_quote,
             "insurance_deposits_quote": self.insurance_deposits_quote,
             "onchain_liquidations": sorted(self.onchain_liquidations),
+            **self._registry_canonical(),
         }
 
     def snapshot(self) -> bytes:
@@ -2341,6 +2401,9 @@ class Clearinghouse:
         ch.net_deposits_quote = data["net_deposits_quote"]
         ch.insurance_deposits_quote = data["insurance_deposits_quote"]
         ch.onchain_liquidations = set(data.get("onchain_liquidations", ()))  # older snapshots
+        for owner_id, sub_account_id, wallet in data.get("registry", ()):
+            ch.registry[wallet] = (owner_id, sub_account_id)
+            ch.registry_by_account[(owner_id, sub_account_id)] = wallet
         return ch
 
     def conservation_gap_quote(self) -> int:
@@ -2409,6 +2472,7 @@ Clearinghouse._appliers = {
     RiskParamsChanged: Clearinghouse._apply_risk_params,
     LiquidationExecuted: Clearinghouse._apply_liquidation,
     OnChainLiquidationBooked: Clearinghouse._apply_onchain_liquidation,
+    AccountRegistered: Clearinghouse._apply_registered,
     PositionDeleveraged: Clearinghouse._apply_deleveraged,
     InsuranceFundPaidBadDebt: Clearinghouse._apply_bad_debt,
     AccountLiquidated: Clearinghouse._apply_account_liquidated,

@@ -7,7 +7,7 @@ the market's tick and lot and turns them into ``*_ticks`` / ``*_lots``.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, get_type_hints
+from typing import Any, Final, NamedTuple, get_type_hints
 
 from exchange.core.market import DEFAULT_MAX_PRICE_TICKS
 from exchange.core.orders import OrderType, SelfTradePrevention, Side, TimeInForce
@@ -185,6 +185,21 @@ class SetRiskParams(NamedTuple):
     proposal_id: int = 0  # the clearing program's Proposal.id (0: none, operator)
 
 
+class RegisterAccount(NamedTuple):
+    """Open sign-up: give a wallet its engine account (the deposit bridge sends it for the
+    first on-chain deposit of a wallet it does not know, before crediting that deposit). The
+    clearinghouse assigns owner ``FIRST_REGISTERED_OWNER_ID + accounts registered so far``,
+    sub-account 0: one owner per wallet (docs/PROTOCOL.md, Account registry). A wallet
+    registered already is refused (``ACCOUNT_ALREADY_REGISTERED``)."""
+
+    wallet_pubkey_hex: str  # the wallet's ed25519 public key: 32 bytes, 64 lower-case hex digits
+
+
+#: Owner ids from here up are the account registry's (``RegisterAccount``); owners bound
+#: statically (``[api.owners]``, tests, simulations) stay below it.
+FIRST_REGISTERED_OWNER_ID: Final = 1_000_000
+
+
 Command = (
     CreateMarket
     | PlaceOrder
@@ -203,6 +218,7 @@ Command = (
     | Liquidate
     | SetRiskParams
     | BookOnChainLiquidation
+    | RegisterAccount
 )
 
 COMMAND_TYPES: dict[str, Any] = {
@@ -223,6 +239,7 @@ COMMAND_TYPES: dict[str, Any] = {
     "liquidate": Liquidate,
     "risk_params": SetRiskParams,
     "onchain_liquidation": BookOnChainLiquidation,
+    "register_account": RegisterAccount,
 }
 
 _INT_RANGES: dict[str, tuple[int, int]] = {

@@ -59,6 +59,8 @@ class RejectCode(IntEnum):
     # On-chain liquidations booked as facts (perp.clearinghouse, BookOnChainLiquidation).
     ONCHAIN_LIQUIDATION_DUPLICATE = 40  # this (transaction, slice) is already booked
     ONCHAIN_LIQUIDATION_INCONSISTENT = 41  # the engine's state cannot take the slice as given
+    # Account registry (perp.clearinghouse, RegisterAccount).
+    ACCOUNT_ALREADY_REGISTERED = 42  # the wallet has its engine account already
 
 
 class ExchangeError(Exception):
@@ -119,6 +121,7 @@ CLEARINGHOUSE_CODES = frozenset(
         RejectCode.NON_POSITIVE_AMOUNT,
         RejectCode.WITHDRAWAL_ABOVE_FREE_COLLATERAL,
         RejectCode.STATUS_CHANGE_REFUSED,
+        RejectCode.ACCOUNT_ALREADY_REGISTERED,
     }
 )
 

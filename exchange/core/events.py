@@ -387,6 +387,18 @@ class OnChainLiquidationBooked(NamedTuple):
     liquidator_funding_quote: int
 
 
+class AccountRegistered(NamedTuple):
+    """A wallet got its engine account (``RegisterAccount``; open sign-up). The registry is
+    append-only and one-to-one: one wallet, one ``(owner_id, sub_account_id)``."""
+
+    seq: int
+    ts_ns: int
+    market_id: int  # NO_MARKET_ID
+    owner_id: int
+    sub_account_id: int
+    wallet_pubkey_hex: str  # the wallet's ed25519 public key: 32 bytes, 64 lower-case hex digits
+
+
 Event = (
     MarketCreated
     | OrderAccepted
@@ -415,6 +427,7 @@ Event = (
     | AccountLiquidated
     | RiskParamsChanged
     | OnChainLiquidationBooked
+    | AccountRegistered
 )
 
 #: Stable numeric kind of each event type: never renumber, only append.
@@ -446,6 +459,7 @@ EVENT_KINDS: dict[type, int] = {
     AccountLiquidated: 35,
     RiskParamsChanged: 36,
     OnChainLiquidationBooked: 37,
+    AccountRegistered: 38,
 }
 EVENT_TYPES: dict[int, Any] = {kind: cls for cls, kind in EVENT_KINDS.items()}
 assert len(EVENT_TYPES) == len(EVENT_KINDS), "duplicate event kind"

@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 
 from exchange.core.commands import (
+    FIRST_REGISTERED_OWNER_ID,
     AmendOrder,
     CancelOrder,
     CreateMarket,
     Deposit,
     DepositInsurance,
     PlaceOrder,
+    RegisterAccount,
     SetKillSwitch,
     SetMarketStatus,
     Tick,
@@ -508,6 +510,13 @@ def test_commands_for_an_unknown_market_are_refused() -> None:
     run.rejected(SetMarketStatus(5, 1), RejectCode.UNKNOWN_MARKET)
     run.rejected(SetKillSwitch(5, True), RejectCode.UNKNOWN_MARKET)
     run.rejected(PlaceOrder(5, 1, 0, Side.BID, TICK, LOT), RejectCode.UNKNOWN_MARKET)
+
+
+def test_a_wallet_registers_once() -> None:
+    run = Run()
+    [registered] = run(RegisterAccount("ab" * 32))
+    assert (registered.owner_id, registered.sub_account_id) == (FIRST_REGISTERED_OWNER_ID, 0)
+    run.rejected(RegisterAccount("ab" * 32), RejectCode.ACCOUNT_ALREADY_REGISTERED)
 
 
 def test_every_clearinghouse_code_is_exercised_here() -> None:
