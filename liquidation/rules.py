@@ -44,11 +44,12 @@ class OracleReading(NamedTuple):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LiquidationConfig:
-    """Venue-wide liquidation parameters.
+    """One market's liquidation parameters (``perp.params.PerpMarketParams`` carries them;
+    a single config may also stand for every market).
 
     ``liquidation_fee_ppm`` of the closed notional is charged to the liquidated account;
     ``liquidator_share_ppm`` of that fee goes to the liquidator, the rest to the insurance fund.
-    ``buffer_ppm`` of the account's notional is added to maintenance as the sizing target.
+    ``buffer_ppm`` of the market's notional is added to maintenance as the sizing target.
     """
 
     liquidation_fee_ppm: int
@@ -76,6 +77,25 @@ class LiquidationConfig:
                 f"market {market_id}: expected maintenance_ppm + buffer_ppm > liquidation_fee_ppm, "
                 f"got {mr} + {self.buffer_ppm} <= {self.liquidation_fee_ppm}"
             )
+
+
+#: One config for every market, or each market's own.
+LiquidationConfigs = LiquidationConfig | Mapping[int, LiquidationConfig]
+
+
+def market_configs(
+    config: LiquidationConfigs, market_ids: Iterable[int]
+) -> dict[int, LiquidationConfig]:
+    """Each of ``market_ids``' config: ``config`` itself when it is one for all markets."""
+    ids = list(market_ids)
+    if isinstance(config, LiquidationConfig):
+        return dict.fromkeys(ids, config)
+    missing = [m for m in ids if not isinstance(config.get(m), LiquidationConfig)]
+    if missing:
+        raise LiquidationInputError(
+            f"liquidation config: expected a LiquidationConfig for markets {missing}, got none"
+        )
+    return {m: config[m] for m in ids}
 
 
 class AdlCandidate(NamedTuple):
@@ -147,26 +167,33 @@ class LiquidationPlan(NamedTuple):
 # ------------------------------------------------------------------ margin helpers
 
 
+_NO_BUFFER: Mapping[int, int] = {}
+
+
 def _account_margin(
     collateral_quote: int,
     positions: Mapping[int, Position],
     prices: Mapping[int, int],
     schedules: Mapping[int, MarginSchedule],
-    buffer_ppm: int,
+    buffer_ppm: Mapping[int, int] | int,
 ) -> tuple[int, int, int]:
-    """(equity, maintenance, maintenance + buffer) at ``prices``."""
+    """(equity, maintenance, maintenance + buffer) at ``prices``; the buffer is
+    ``ceil(sum(notional_m x buffer_m) / 10^6)`` with ``buffer_m = buffer_ppm[m]`` (markets
+    absent: 0), or ``buffer_ppm`` itself for every market when it is an int."""
+    if isinstance(buffer_ppm, int):
+        buffer_ppm = dict.fromkeys(positions, buffer_ppm)
     equity = collateral_quote
     maintenance = 0
-    notional_total = 0
+    buffer_numerator = 0  # quote x ppm
     for market_id, position in positions.items():
         if not position.base:
             continue
         price = prices[market_id]
         equity += unrealized_pnl_quote(position.base, position.entry_quote, price)
         notional = notional_quote(position.base, price)
-        notional_total += notional
+        buffer_numerator += notional * buffer_ppm.get(market_id, 0)
         maintenance += requirement_quote(notional, schedules[market_id], MarginKind.MAINTENANCE)
-    buffer = -(-notional_total * buffer_ppm // RATIO_PRECISION)
+    buffer = -(-buffer_numerator // RATIO_PRECISION)
     return equity, maintenance, maintenance + buffer
 
 
@@ -183,7 +210,9 @@ def check_eligibility(
     if invalid:
         return Eligibility(Health.ORACLE_INVALID, 0, 0, invalid)
     prices = {m: _oracle_price(oracles, m) for m in held}
-    equity, maintenance, _ = _account_margin(collateral_quote, positions, prices, schedules, 0)
+    equity, maintenance, _ = _account_margin(
+        collateral_quote, positions, prices, schedules, _NO_BUFFER
+    )
     health = Health.LIQUIDATABLE if equity < maintenance else Health.HEALTHY
     return Eligibility(health, equity, maintenance, ())
 
@@ -245,8 +274,9 @@ def _transfer(
     config: LiquidationConfig,
     charge_fee: bool,
 ) -> tuple[int, PositionTransfer]:
-    """Move ``close_base`` (> 0, <= |position|) of ``market_id`` to the liquidator; mutates
-    ``positions`` and returns the new collateral and the transfer."""
+    """Move ``close_base`` (> 0, <= |position|) of ``market_id`` to the liquidator at
+    ``market_id``'s ``config``; mutates ``positions`` and returns the new collateral and the
+    transfer."""
     base = positions[market_id].base
     base_delta = -close_base if base > 0 else close_base
     quote = _close_quote(base_delta, price)
@@ -256,7 +286,7 @@ def _transfer(
         fee_full = -(
             -notional_quote(close_base, price) * config.liquidation_fee_ppm // RATIO_PRECISION
         )
-        equity, _, _ = _account_margin(collateral, positions, prices, schedules, 0)
+        equity, _, _ = _account_margin(collateral, positions, prices, schedules, _NO_BUFFER)
         fee = min(fee_full, max(0, equity))  # never charged beyond the equity left
     liquidator_fee = fee * config.liquidator_share_ppm // RATIO_PRECISION
     transfer = PositionTransfer(
@@ -335,11 +365,14 @@ def plan_liquidation(
     oracles: Mapping[int, OracleReading],
     schedules: Mapping[int, MarginSchedule],
     lot_sizes: Mapping[int, int],
-    config: LiquidationConfig,
+    config: LiquidationConfigs,
     insurance_fund_quote: int,
     adl_candidates: Mapping[int, Sequence[AdlCandidate]],
 ) -> LiquidationPlan | Eligibility:
     """The liquidation of one account, or its :class:`Eligibility` if it is not liquidatable.
+
+    ``config`` is one :class:`LiquidationConfig` for every market or a mapping market ->
+    config (each market's fee, share and buffer; the target's buffer is summed per market).
 
     1. Cancel its resting orders in every market (``cancel_orders_in_markets``).
     2. Not bankrupt (equity at the oracle >= 0): markets by maintenance requirement, largest
@@ -359,8 +392,10 @@ def plan_liquidation(
     if eligibility.health != Health.LIQUIDATABLE:
         return eligibility
     held = [m for m, p in positions.items() if p.base]
+    configs = market_configs(config, held)
+    buffers = {m: c.buffer_ppm for m, c in configs.items()}
     for market_id in held:
-        config.check_schedule(market_id, schedules[market_id])
+        configs[market_id].check_schedule(market_id, schedules[market_id])
         if lot_sizes.get(market_id, 0) <= 0:
             raise LiquidationInputError(f"lot size of market {market_id}: expected > 0, got none")
     prices = {m: oracles[m].price for m in held}
@@ -383,13 +418,11 @@ def plan_liquidation(
 
     if equity_before >= 0:
         for market_id in order:
-            equity, _, target = _account_margin(
-                collateral, work, prices, schedules, config.buffer_ppm
-            )
+            equity, _, target = _account_margin(collateral, work, prices, schedules, buffers)
             if equity >= target:
                 break
             close = _smallest_close(
-                collateral, work, market_id, equity, target, prices, schedules, lot_sizes, config
+                collateral, work, market_id, equity, target, prices, schedules, lot_sizes, configs
             )
             collateral, transfer = _transfer(
                 collateral,
@@ -399,7 +432,7 @@ def plan_liquidation(
                 prices[market_id],
                 prices,
                 schedules,
-                config,
+                configs[market_id],
                 True,
             )
             transfers.append(transfer)
@@ -416,7 +449,7 @@ def plan_liquidation(
             for market_id in order:
                 collateral, transfer = _transfer(
                     collateral, work, market_id, abs(work[market_id].base),
-                    prices[market_id], prices, schedules, config, False,
+                    prices[market_id], prices, schedules, configs[market_id], False,
                 )  # fmt: skip
                 transfers.append(transfer)
         elif order:  # (no positions: nothing to deleverage, the rest stays uncovered)
@@ -428,9 +461,7 @@ def plan_liquidation(
         collateral += insurance_payment
         uncovered = max(0, -collateral)
 
-    equity_after, _, target_after = _account_margin(
-        collateral, work, prices, schedules, config.buffer_ppm
-    )
+    equity_after, _, target_after = _account_margin(collateral, work, prices, schedules, buffers)
     return LiquidationPlan(
         account_id=account_id,
         cancel_orders_in_markets=cancel,
@@ -456,7 +487,7 @@ def _smallest_close(
     prices: Mapping[int, int],
     schedules: Mapping[int, MarginSchedule],
     lot_sizes: Mapping[int, int],
-    config: LiquidationConfig,
+    config: LiquidationConfigs,
 ) -> int:
     """Smallest base (whole lots, or the whole position) of ``market_id`` whose transfer
     brings the account to its target, as the guided bisection over lots of
@@ -477,8 +508,8 @@ def _smallest_close(
         target - equity,
         sizing.price,
         sizing.schedule.tiers[0].maintenance_ppm,
-        config.buffer_ppm,
-        config.liquidation_fee_ppm,
+        sizing.buffer_ppm,
+        sizing.fee_ppm,
     )
     guess = min(max(1, -(-estimate // lot)), max_lots)
     if not sizing.monotone(lot):
@@ -503,18 +534,19 @@ class _CloseSizing:
     (``delta`` the signed change, ``S = BASE_PRECISION``), exactly what ``_transfer`` and
     ``_account_margin`` compute on copies. The fee is ``ceil(ceil(c x P / S) x fee / 10^6)``
     capped at ``max(0, equity(c))``; the target is the other markets' maintenance plus this
-    market's at the notional left, plus the buffer of the whole notional left.
+    market's at the notional left, plus the buffer of every market's notional left at its
+    own buffer ratio (one ceiling over the sum).
     """
 
     __slots__ = (
         "base",
+        "buffer_other_numerator",
         "buffer_ppm",
         "equity",
         "fee_ppm",
         "floor_value",
         "maintenance_other",
         "notional_now",
-        "notional_other",
         "price",
         "schedule",
         "size",
@@ -527,28 +559,30 @@ class _CloseSizing:
         equity: int,
         prices: Mapping[int, int],
         schedules: Mapping[int, MarginSchedule],
-        config: LiquidationConfig,
+        config: LiquidationConfigs,
     ) -> None:
+        held = [m for m, p in work.items() if p.base]
+        configs = market_configs(config, held)
         self.base = base = work[market_id].base
         self.price = price = prices[market_id]
         self.schedule = schedules[market_id]
         self.size = abs(base)
         self.equity = equity
         self.floor_value = (base * price) // BASE_PRECISION
-        self.fee_ppm = config.liquidation_fee_ppm
-        self.buffer_ppm = config.buffer_ppm
+        self.fee_ppm = configs[market_id].liquidation_fee_ppm
+        self.buffer_ppm = configs[market_id].buffer_ppm
         self.notional_now = notional_quote(base, price)
-        maintenance_other = notional_other = 0
-        for other_id, position in work.items():
-            if other_id == market_id or not position.base:
+        maintenance_other = buffer_other_numerator = 0  # quote, quote x ppm
+        for other_id in held:
+            if other_id == market_id:
                 continue
-            notional = notional_quote(position.base, prices[other_id])
-            notional_other += notional
+            notional = notional_quote(work[other_id].base, prices[other_id])
+            buffer_other_numerator += notional * configs[other_id].buffer_ppm
             maintenance_other += requirement_quote(
                 notional, schedules[other_id], MarginKind.MAINTENANCE
             )
         self.maintenance_other = maintenance_other
-        self.notional_other = notional_other
+        self.buffer_other_numerator = buffer_other_numerator
 
     def meets(self, close_base: int) -> bool:
         """Does moving ``close_base`` (> 0, <= size) bring equity to the target?"""
@@ -566,7 +600,7 @@ class _CloseSizing:
         equity -= min(fee_full, max(0, equity))
         notional_left = -(-abs(remaining) * price // BASE_PRECISION)
         target = self.maintenance_other + -(
-            -(self.notional_other + notional_left) * self.buffer_ppm // RATIO_PRECISION
+            -(self.buffer_other_numerator + notional_left * self.buffer_ppm) // RATIO_PRECISION
         )
         if notional_left:
             target += requirement_quote(notional_left, self.schedule, MarginKind.MAINTENANCE)

@@ -86,7 +86,6 @@ from exchange.core.units import BASE_PRECISION, I64_MAX, NANOS_PER_SECOND, RATIO
 from liquidation.rules import (
     AdlCandidate,
     Health,
-    LiquidationConfig,
     LiquidationPlan,
     OracleReading,
     check_eligibility,
@@ -138,12 +137,6 @@ _POST_ONLY_TIFS = frozenset({int(TimeInForce.POST_ONLY), int(TimeInForce.POST_ON
 _IMPACT_DEPTH_LEVELS = 64  # levels read per side for an impact price (thinner: no price)
 _NO_RATE_STATE = AccountRiskState()
 _WALLET_HEX = re.compile(r"[0-9a-f]{64}")  # a registry wallet: 32 bytes of public key
-#: Venue-wide liquidation parameters unless the clearinghouse is given others: a 1 % fee of
-#: the closed notional, half to the liquidator, half to the insurance fund; target
-#: maintenance + 1 % of notional.
-DEFAULT_LIQUIDATION_CONFIG = LiquidationConfig(
-    liquidation_fee_ppm=10_000, liquidator_share_ppm=500_000, buffer_ppm=10_000
-)
 #: An oracle reading older than this (engine time since the last valid reading) is stale:
 #: no liquidation on it.
 DEFAULT_LIQUIDATION_MAX_ORACLE_AGE_NS = 30 * NANOS_PER_SECOND
@@ -214,13 +207,11 @@ class Clearinghouse:
         *,
         default_params: PerpMarketParams | None = None,
         params_by_symbol: Mapping[str, PerpMarketParams] | None = None,
-        liquidation: LiquidationConfig | None = None,
         liquidation_max_oracle_age_ns: int = DEFAULT_LIQUIDATION_MAX_ORACLE_AGE_NS,
     ) -> None:
         self.core = ExchangeCore()
-        # Liquidation parameters decide; the journaled events carry the amounts they decided,
-        # so the fold never reads these (like the listing parameters below).
-        self.liquidation = liquidation if liquidation is not None else DEFAULT_LIQUIDATION_CONFIG
+        # Liquidation fee, share and buffer are each market's parameters (journaled with it);
+        # the events carry the amounts they decided, so the fold never reads them.
         if type(liquidation_max_oracle_age_ns) is not int or liquidation_max_oracle_age_ns < 0:
             raise ValueError(
                 f"liquidation_max_oracle_age_ns: expected an int >= 0, got "
@@ -1592,7 +1583,7 @@ class Clearinghouse:
             oracles=oracles,
             schedules=schedules,
             lot_sizes={mid: self.core.books[mid].spec.lot_size for mid in held},
-            config=self.liquidation,
+            config={mid: self.markets[mid].params.liquidation for mid in held},
             insurance_fund_quote=self.insurance_fund_quote,
             adl_candidates=candidates,
         )
@@ -2334,7 +2325,6 @@ class Clearinghouse:
         *,
         default_params: PerpMarketParams | None = None,
         params_by_symbol: Mapping[str, PerpMarketParams] | None = None,
-        liquidation: LiquidationConfig | None = None,
         liquidation_max_oracle_age_ns: int = DEFAULT_LIQUIDATION_MAX_ORACLE_AGE_NS,
     ) -> Clearinghouse:
         """Rebuild from :meth:`snapshot`; its ``state_hash`` equals the original's."""
@@ -2342,7 +2332,6 @@ class Clearinghouse:
         ch = cls(
             default_params=default_params,
             params_by_symbol=params_by_symbol,
-            liquidation=liquidation,
             liquidation_max_oracle_age_ns=liquidation_max_oracle_age_ns,
         )
         ch.core = ExchangeCore.from_snapshot(

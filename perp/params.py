@@ -1,5 +1,5 @@
 """A perpetual market's parameters: fees, margin tiers, risk limits, circuit breaker,
-funding and mark price, in one frozen, typed, keyword-only record.
+funding, mark price and liquidation, in one frozen, typed, keyword-only record.
 
 The clearinghouse journals them with the market (``MarketParamsSet``, canonical JSON), so a
 replay needs no config file. Units are in every name: ``*_ppm`` at ``RATIO_PRECISION``,
@@ -23,6 +23,7 @@ from exchange.core.units import (
     RATIO_PRECISION,
     U64_MAX,
 )
+from liquidation.rules import LiquidationConfig
 from perp.circuit_breaker import BreakerConfig
 from perp.math.fees import FeeSchedule
 from perp.math.margin import MarginSchedule, MarginTier
@@ -34,6 +35,11 @@ class ParamsError(ValueError):
 
     code = "PERP_PARAMS"
 
+
+#: Hard bounds of the liquidation parameters (the clearing program's
+#: MAX_LIQUIDATION_FEE_PPM; the buffer as liquidation.rules.LiquidationConfig allows).
+MAX_LIQUIDATION_FEE_PPM = RATIO_PRECISION // 10
+MAX_LIQUIDATION_BUFFER_PPM = RATIO_PRECISION // 10
 
 #: Default tiers: (up to notional, initial, maintenance): 20x up to 1M, 10x to 10M, 5x above.
 DEFAULT_MARGIN_TIERS: tuple[tuple[int, int, int], ...] = (
@@ -75,12 +81,18 @@ class PerpMarketParams:
     # mark price (perp.math.mark)
     mark_ema_window_ns: int = 150 * NANOS_PER_SECOND
     mark_band_ppm: int = 50_000  # mark within oracle +- 5 %
+    # liquidation (liquidation.rules; the clearing program's Market holds the same three).
+    # A market journaled before these existed reads the venue-wide values it was run with.
+    liquidation_fee_ppm: int = 10_000  # 1 % of the closed notional, paid by the target ...
+    liquidator_share_ppm: int = 500_000  # ... half of it to the liquidator, half to the fund
+    liquidation_buffer_ppm: int = 10_000  # sizing target: maintenance + 1 % of notional
 
     # Derived, validated views (built in __post_init__, not parameters).
     fees: FeeSchedule = field(init=False, repr=False, compare=False)
     margin: MarginSchedule = field(init=False, repr=False, compare=False)
     limits: RiskLimits = field(init=False, repr=False, compare=False)
     breaker: BreakerConfig = field(init=False, repr=False, compare=False)
+    liquidation: LiquidationConfig = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in _PARAM_NAMES:
@@ -105,6 +117,9 @@ class PerpMarketParams:
             ("impact_notional_quote", 1, U64_MAX),
             ("mark_ema_window_ns", 1, 86_400 * NANOS_PER_SECOND),
             ("mark_band_ppm", 0, RATIO_PRECISION - 1),
+            ("liquidation_fee_ppm", 0, MAX_LIQUIDATION_FEE_PPM),
+            ("liquidator_share_ppm", 0, RATIO_PRECISION),
+            ("liquidation_buffer_ppm", 0, MAX_LIQUIDATION_BUFFER_PPM),
         ):
             value = getattr(self, name)
             if not lo <= value <= hi:
@@ -147,10 +162,24 @@ class PerpMarketParams:
             )
         except ValueError as exc:  # each schedule's own error, with its expected/got text
             raise ParamsError(str(exc)) from exc
+        # The clearing program's bound (create_market, governance): the fee stays below the
+        # first tier's maintenance ratio, so closing always helps (rules: mr + buffer > fee).
+        first_maintenance = tiers[0][2]
+        if self.liquidation_fee_ppm >= first_maintenance:
+            raise ParamsError(
+                f"liquidation_fee_ppm: expected < margin_tiers[0] maintenance_ppm "
+                f"{first_maintenance}, got {self.liquidation_fee_ppm}"
+            )
+        liquidation = LiquidationConfig(
+            liquidation_fee_ppm=self.liquidation_fee_ppm,
+            liquidator_share_ppm=self.liquidator_share_ppm,
+            buffer_ppm=self.liquidation_buffer_ppm,
+        )
         object.__setattr__(self, "fees", fees)
         object.__setattr__(self, "margin", margin)
         object.__setattr__(self, "limits", limits)
         object.__setattr__(self, "breaker", breaker)
+        object.__setattr__(self, "liquidation", liquidation)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready form (tiers as lists)."""
@@ -242,7 +271,9 @@ def check_params_change(
     (``RISK_PARAMS_CHANGE_TOO_LARGE``): the number of tiers stays, each tier's initial and
     maintenance ratio falls by at most 20 %, each tier bound and each cap in
     ``_DOUBLING_CAPS`` at most doubles, and a daily loss limit in force is neither lifted
-    (0) nor more than doubled. Tightening is never limited.
+    (0) nor more than doubled. Tightening is never limited. The liquidation fee, liquidator
+    share and buffer have hard bounds only (the record's: the fee below the first tier's
+    maintenance ratio), as in the program.
     """
     first_initial = proposed.margin_tiers[0][1]
     if first_initial < MIN_FIRST_INITIAL_PPM:

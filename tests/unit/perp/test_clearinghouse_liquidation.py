@@ -35,7 +35,7 @@ from exchange.core.events import (
 from exchange.core.orders import Side, TimeInForce
 from exchange.core.units import NANOS_PER_SECOND
 from liquidation.rules import Health
-from perp.clearinghouse import DEFAULT_LIQUIDATION_CONFIG, Clearinghouse
+from perp.clearinghouse import Clearinghouse
 from perp.params import PerpMarketParams
 
 TICK = 1_000_000  # 1.0 quote per base unit
@@ -203,9 +203,7 @@ def test_partial_liquidation_cancels_orders_then_restores_maintenance_plus_buffe
         assert s.liquidator_fee_quote == s.fee_quote * 500_000 // 1_000_000
     [record] = of(events, AccountLiquidated)
     assert record.equity_before_quote < record.maintenance_before_quote
-    buffer = -(
-        -(10 * LOT - closed) // LOT * 92 * USDC * DEFAULT_LIQUIDATION_CONFIG.buffer_ppm // 10**6
-    )
+    buffer = -(-(10 * LOT - closed) // LOT * 92 * USDC * PARAMS.liquidation_buffer_ppm // 10**6)
     assert record.equity_after_quote >= record.maintenance_after_quote + buffer
     keeper = run.ch.account(KEEPER, 0)
     assert keeper.positions[M].base == closed

@@ -9,6 +9,7 @@ import pytest
 
 from exchange.core.errors import GOVERNANCE_CODES, RejectCode
 from exchange.core.units import BASE_PRECISION, U64_MAX
+from liquidation.rules import LiquidationConfig
 from perp.params import (
     MIN_FIRST_INITIAL_PPM,
     ParamsError,
@@ -120,8 +121,12 @@ def test_loosening_up_to_the_limit_is_allowed() -> None:
 
 def test_leverage_above_100x_is_out_of_bounds_at_any_pace() -> None:
     # Arrange: a market already at 100x; 99x -> 100x is fine, 101x never
-    at_100x = PerpMarketParams(margin_tiers=((U64_MAX, MIN_FIRST_INITIAL_PPM, 5_000),))
-    above = PerpMarketParams(margin_tiers=((U64_MAX, MIN_FIRST_INITIAL_PPM - 1, 5_000),))
+    at_100x = PerpMarketParams(
+        margin_tiers=((U64_MAX, MIN_FIRST_INITIAL_PPM, 5_000),), liquidation_fee_ppm=2_500
+    )
+    above = PerpMarketParams(
+        margin_tiers=((U64_MAX, MIN_FIRST_INITIAL_PPM - 1, 5_000),), liquidation_fee_ppm=2_500
+    )
     # Act
     refusal = check_params_change(at_100x, above)
     # Assert
@@ -134,3 +139,55 @@ def test_a_change_is_a_valid_record_first() -> None:
         changed(margin_tiers=tiers((50_000, 50_000), (100_000, 50_000), (200_000, 100_000)))
     with pytest.raises(ParamsError, match="unknown keys"):
         changed(max_leverage=5)
+
+
+# ---------------------------------------------------------------- liquidation parameters
+
+
+def test_liquidation_parameters_default_to_the_program_constants_and_journal() -> None:
+    # Arrange: a record journaled before the liquidation keys existed
+    legacy = {k: v for k, v in CURRENT.to_dict().items() if "liquid" not in k}
+    # Act
+    params = PerpMarketParams.from_mapping(legacy)
+    # Assert: the venue-wide values it ran with; the three keys travel in the JSON
+    assert (params.liquidation_fee_ppm, params.liquidator_share_ppm) == (10_000, 500_000)
+    assert params.liquidation_buffer_ppm == 10_000
+    assert params.liquidation == LiquidationConfig(
+        liquidation_fee_ppm=10_000, liquidator_share_ppm=500_000, buffer_ppm=10_000
+    )
+    custom = changed(liquidation_fee_ppm=7, liquidator_share_ppm=8, liquidation_buffer_ppm=9)
+    assert PerpMarketParams.from_json(custom.to_json()) == custom
+    assert custom.liquidation.liquidation_fee_ppm == 7 and custom.liquidation.buffer_ppm == 9
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"liquidation_fee_ppm": -1}, "liquidation_fee_ppm: expected 0..100000, got -1"),
+        ({"liquidator_share_ppm": 1_000_001}, "liquidator_share_ppm: expected 0..1000000"),
+        ({"liquidation_buffer_ppm": 100_001}, "liquidation_buffer_ppm: expected 0..100000"),
+        ({"liquidation_fee_ppm": "1"}, "liquidation_fee_ppm: expected an int"),
+        # the first tier's maintenance is 30,000: the fee must stay below it (program bound)
+        ({"liquidation_fee_ppm": 30_000}, "expected < margin_tiers[0] maintenance_ppm 30000"),
+        (
+            {"margin_tiers": [[U64_MAX, 20_000, 10_000]]},
+            "expected < margin_tiers[0] maintenance_ppm 10000, got 10000",
+        ),
+    ],
+)
+def test_liquidation_parameters_out_of_bounds_are_refused(
+    values: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(ParamsError) as info:
+        changed(**values)
+    assert words in str(info.value)
+
+
+def test_liquidation_parameters_change_within_bounds_at_any_pace() -> None:
+    # Arrange: the program limits no pace for these (only the bounds)
+    proposed = changed(
+        liquidation_fee_ppm=29_999, liquidator_share_ppm=1_000_000, liquidation_buffer_ppm=100_000
+    )
+    # Act / Assert
+    assert check_params_change(CURRENT, proposed) is None
+    assert check_params_change(proposed, CURRENT) is None
