@@ -7,6 +7,10 @@ Engine accounts and on-chain accounts (documented in docs/ARCHITECTURE.md, Settl
 * one engine sub-account ``(owner_id, sub_account_id)`` is one wallet (``AccountMap``), and
   its on-chain ``User`` is the PDA ``["user", wallet]``; a wallet serves one sub-account only,
   so two sub-accounts never share a User;
+* open sign-up: the first on-chain deposit of an unknown wallet makes the deposit bridge send
+  ``RegisterAccount`` (journaled before the credit); the engine's registry assigns the wallet
+  its account (owner ``FIRST_REGISTERED_OWNER_ID + n``, sub-account 0) and the map is fed
+  from that registry (``registry_wallets``, ``AccountMap.add``), at start and as wallets sign up;
 * the wallet creates its User and funds it itself: ``deposit`` (signed by the wallet) moves
   USDC from its token account into the vault and creates the User on first use. Once the
   deposit is confirmed the same amount is credited in the engine with ``Deposit(owner_id,
@@ -39,6 +43,8 @@ from spl.token.instructions import (
     InitializeAccountParams,
     InitializeMintParams,
     MintToParams,
+    create_idempotent_associated_token_account,
+    get_associated_token_address,
     initialize_account,
     initialize_mint,
     mint_to,
@@ -60,6 +66,9 @@ LOCALNET_PROGRAM_ID: Final = Pubkey.from_string("5MCGEsKshcCxpaurLNaaFfoFeWSVpyf
 SYSTEM_PROGRAM: Final = Pubkey.from_string("11111111111111111111111111111111")
 ORACLE_SOURCE_PYTH_PULL: Final = 2
 CONFIRMED_OPTS: Final = TxOpts(skip_confirmation=False, preflight_commitment=Confirmed)
+#: Exchange.escape_hatch_slots of a new Exchange: ~1 hour of 400 ms slots without a
+#: settle_fills / settle_liquidation / process_withdrawal before wallet withdraw opens.
+DEFAULT_ESCAPE_HATCH_SLOTS: Final = 9_000
 
 
 def localnet_program_keypair() -> Keypair:
@@ -145,6 +154,49 @@ class AccountMap:
 
     def engine_account(self, user: Pubkey) -> tuple[int, int]:
         return self._by_user[user]
+
+    def add(self, owner_id: int, sub_account_id: int, wallet: Pubkey) -> None:
+        """Map one more sub-account (a wallet registered by ``RegisterAccount``); mapping the
+        same pair again is a no-op, anything that breaks one-to-one is refused."""
+        key = (owner_id, sub_account_id)
+        if not (0 <= owner_id < 2**47 and 0 <= sub_account_id < SUB_ACCOUNTS_PER_OWNER):
+            raise SettlementConfigError(
+                f"account map: expected (owner_id, sub_account_id) in range, got {key}"
+            )
+        if not isinstance(wallet, Pubkey):
+            raise SettlementConfigError(f"account map {key}: expected a Pubkey, got {wallet!r}")
+        held = self._wallets.get(key)
+        user = self.addresses.user(wallet)[0]
+        if held == wallet:
+            return
+        if held is not None or user in self._by_user:
+            raise SettlementConfigError(
+                f"account map: expected a new sub-account and wallet, got {key} -> {wallet} "
+                f"(held: {held}, {self._by_user.get(user)})"
+            )
+        self._wallets[key] = wallet
+        self._users[key] = user
+        self._by_user[user] = key
+
+    def account_of_wallet(self, wallet: Pubkey) -> tuple[int, int] | None:
+        """The engine sub-account of a wallet, or None when it has none."""
+        return self._by_user.get(self.addresses.user(wallet)[0])
+
+
+def wallet_hex(wallet: Pubkey) -> str:
+    """A wallet as the account registry writes it (``RegisterAccount.wallet_pubkey_hex``)."""
+    return bytes(wallet).hex()
+
+
+def wallet_from_hex(wallet_pubkey_hex: str) -> Pubkey:
+    """The inverse of ``wallet_hex``."""
+    return Pubkey.from_bytes(bytes.fromhex(wallet_pubkey_hex))
+
+
+def registry_wallets(registry: Mapping[str, tuple[int, int]]) -> dict[tuple[int, int], Pubkey]:
+    """The clearinghouse's registry (``Clearinghouse.registry``: wallet hex -> account) as
+    ``AccountMap`` entries."""
+    return {account: wallet_from_hex(wallet) for wallet, account in registry.items()}
 
 
 def load_idl() -> Idl:
@@ -252,10 +304,16 @@ class ExchangeSetup:
 
 
 async def initialize_exchange(
-    program: Program, *, authority: Keypair, operator: Pubkey, mint_keypair: Keypair
+    program: Program,
+    *,
+    authority: Keypair,
+    operator: Pubkey,
+    mint_keypair: Keypair,
+    escape_hatch_slots: int = DEFAULT_ESCAPE_HATCH_SLOTS,
 ) -> ExchangeSetup:
     """Collateral mint, the two PDA-owned vaults and ``initialize`` (``authority`` pays and
-    must be the program's provider wallet)."""
+    must be the program's provider wallet). ``escape_hatch_slots``: the operator inactivity
+    after which a wallet may ``withdraw`` by itself (docs/PROTOCOL.md, Withdrawals)."""
     client = program.provider.connection
     addresses = ClearingAddresses(program.program_id)
     vault_authority, vault_bump = addresses.vault_authority()
@@ -263,7 +321,7 @@ async def initialize_exchange(
     mint = await create_mint(client, authority, mint_keypair)
     vault = await create_token_account(client, authority, mint, vault_authority)
     insurance_vault = await create_token_account(client, authority, mint, vault_authority)
-    await program.rpc["initialize"](operator, exchange_bump, vault_bump, ctx=Context(accounts={
+    await program.rpc["initialize"](operator, exchange_bump, vault_bump, escape_hatch_slots, ctx=Context(accounts={
         "exchange": exchange, "authority": authority.pubkey(), "collateral_mint": mint,
         "vault": vault, "insurance_vault": insurance_vault, "vault_authority": vault_authority,
         "system_program": SYSTEM_PROGRAM}, signers=[authority]))  # fmt: skip
@@ -309,4 +367,43 @@ async def deposit_collateral(
         "owner_token": token, "vault": setup.vault, "token_program": TOKEN_PROGRAM_ID,
         "system_program": SYSTEM_PROGRAM}, signers=[wallet]))  # fmt: skip
     credit_engine(Deposit(owner_id, sub_account_id, amount_quote))
+    return user
+
+
+async def read_exchange_setup(program: Program) -> ExchangeSetup:
+    """The mint and vaults of an initialised exchange, read from its Exchange account."""
+    addresses = ClearingAddresses(program.program_id)
+    exchange = await program.account["Exchange"].fetch(addresses.exchange()[0], Confirmed)
+    return ExchangeSetup(
+        addresses, exchange.collateral_mint, exchange.vault, exchange.insurance_vault
+    )
+
+
+async def deposit_from_wallet(
+    program: Program,
+    setup: ExchangeSetup,
+    *,
+    wallet: Keypair,
+    amount_quote: int,
+    mint_authority: Keypair | None = None,
+) -> Pubkey:
+    """A wallet's own ``deposit`` from its associated token account of the collateral mint
+    (the User is created on first use; the deposit bridge then registers the wallet and
+    credits the engine). ``mint_authority`` (a local cluster's faucet) first mints
+    ``amount_quote`` into that token account, created if missing. Returns the User PDA."""
+    if amount_quote <= 0 or amount_quote > U64_MAX:
+        raise SettlementConfigError(f"deposit: expected 1..u64 max quote, got {amount_quote}")
+    client = program.provider.connection
+    token = get_associated_token_address(wallet.pubkey(), setup.mint)
+    if mint_authority is not None:
+        await send_instructions(client, [
+            create_idempotent_associated_token_account(wallet.pubkey(), wallet.pubkey(), setup.mint),
+            mint_to(MintToParams(program_id=TOKEN_PROGRAM_ID, mint=setup.mint, dest=token,
+                                 mint_authority=mint_authority.pubkey(), amount=amount_quote)),
+        ], [wallet, mint_authority])  # fmt: skip
+    user, bump = setup.addresses.user(wallet.pubkey())
+    await program.rpc["deposit"](amount_quote, bump, ctx=Context(accounts={
+        "exchange": setup.addresses.exchange()[0], "user": user, "owner": wallet.pubkey(),
+        "owner_token": token, "vault": setup.vault, "token_program": TOKEN_PROGRAM_ID,
+        "system_program": SYSTEM_PROGRAM}, signers=[wallet]))  # fmt: skip
     return user

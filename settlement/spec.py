@@ -176,6 +176,16 @@ MAX_LIQUIDATION_MARKETS: Final = 2 * MAX_POSITIONS
 #: perp.clearinghouse.DEFAULT_LIQUIDATION_CONFIG); the fee itself is Market.liquidation_fee_ppm.
 LIQUIDATOR_SHARE_PPM: Final = 500_000
 LIQUIDATION_BUFFER_PPM: Final = 10_000
+#: Moves one settle_liquidation may carry, and the Markets it may chain on.
+MAX_LIQUIDATION_MOVES: Final = 32
+MAX_LIQUIDATION_BATCH_MARKETS: Final = MAX_POSITIONS
+#: settle_liquidation move kinds (LiquidationMove.kind).
+LIQUIDATION_MOVE_SLICE: Final = 0
+LIQUIDATION_MOVE_ADL: Final = 1
+LIQUIDATION_MOVE_PAYMENT: Final = 2
+#: Bounds of Exchange.escape_hatch_slots (~1 minute .. ~7 days at 400 ms slots).
+MIN_ESCAPE_HATCH_SLOTS: Final = 150
+MAX_ESCAPE_HATCH_SLOTS: Final = 1_512_000
 #: First seed of the PDA that owns the vault and insurance-fund token accounts.
 VAULT_AUTHORITY_SEED: Final = "vault"
 
@@ -218,6 +228,19 @@ CONSTANTS: Final = (
         LIQUIDATION_BUFFER_PPM,
         "sizing target: maintenance + this x notional",
     ),
+    Constant("MAX_LIQUIDATION_MOVES", MAX_LIQUIDATION_MOVES, "moves one settle_liquidation carries"),
+    Constant(
+        "MAX_LIQUIDATION_BATCH_MARKETS",
+        MAX_LIQUIDATION_BATCH_MARKETS,
+        "Markets one settle_liquidation chains on",
+    ),
+    Constant("LIQUIDATION_MOVE_SLICE", LIQUIDATION_MOVE_SLICE, "move: a slice to the liquidator"),
+    Constant("LIQUIDATION_MOVE_ADL", LIQUIDATION_MOVE_ADL, "move: an ADL fill at bankruptcy price"),
+    Constant(
+        "LIQUIDATION_MOVE_PAYMENT", LIQUIDATION_MOVE_PAYMENT, "move: insurance fund -> account"
+    ),
+    Constant("MIN_ESCAPE_HATCH_SLOTS", MIN_ESCAPE_HATCH_SLOTS, "hard bound: escape_hatch_slots"),
+    Constant("MAX_ESCAPE_HATCH_SLOTS", MAX_ESCAPE_HATCH_SLOTS, "hard bound: escape_hatch_slots"),
 )
 
 # ---------------------------------------------------------------- types
@@ -260,6 +283,26 @@ TYPES: Final = (
             f("num_base_lots", "u64", "fill size in lots of the market"),
         ),
         "One fill of an engine batch (Borsh: 19 bytes, unaligned inside the args).",
+    ),
+    Struct(
+        "LiquidationMove",
+        (
+            f("kind", "u8", "LIQUIDATION_MOVE_SLICE, _ADL or _PAYMENT"),
+            f("market", "u8", "index of its Market among the instruction's Markets (payment: 0)"),
+            f("account", "u8", "index of the liquidated / bankrupt User among the Users"),
+            f("counterparty", "u8", "the liquidator's / ADL counterparty's User (payment: 0)"),
+            f("base_delta", "i64", "the account's position change (counterparty: -base_delta)"),
+            f(
+                "quote_delta",
+                "i64",
+                "quote to the account (counterparty: -quote_delta; payment: from the fund)",
+            ),
+            f("price", "u64", "slice: oracle price; ADL: bankruptcy price (PRICE_PRECISION)"),
+            f("fee_quote", "u64", "slice: liquidation fee paid by the account (else 0)"),
+            f("liquidator_fee_quote", "u64", "slice: its share to the liquidator (else 0)"),
+        ),
+        "One engine liquidation event (LiquidationExecuted, PositionDeleveraged or "
+        "InsuranceFundPaidBadDebt) of a settle_liquidation batch (Borsh: 44 bytes, unaligned).",
     ),
     Struct(
         "MarketParams",
@@ -336,7 +379,22 @@ ACCOUNTS: Final = (
                 "u64",
                 "engine seq of the last process_withdrawal applied (0: none)",
             ),
-            f("reserved", Array("u8", 24), "zero; room for global governance params"),
+            f(
+                "last_liquidation_sequence",
+                "u64",
+                "engine seq of the last settle_liquidation batch applied (0: none)",
+            ),
+            f(
+                "operator_active_slot",
+                "u64",
+                "Clock slot of the operator's last settle_fills / settle_liquidation / "
+                "process_withdrawal (initialize: its slot)",
+            ),
+            f(
+                "escape_hatch_slots",
+                "u64",
+                "wallet withdraw opens once the operator has been inactive this many slots",
+            ),
         ),
         "The singleton root: keys, vaults and global balances.",
         seeds='"exchange"',
@@ -457,6 +515,12 @@ INSTRUCTIONS: Final = (
             f("operator", KEY, "engine key allowed to settle and update funding"),
             f("bump", "u8", "bump of the Exchange PDA"),
             f("vault_authority_bump", "u8", "bump of the vault authority PDA"),
+            f(
+                "escape_hatch_slots",
+                "u64",
+                "operator inactivity (slots) after which wallet withdraw opens; "
+                "MIN_ESCAPE_HATCH_SLOTS..MAX_ESCAPE_HATCH_SLOTS",
+            ),
         ),
         "Create the Exchange once.",
     ),
@@ -504,8 +568,9 @@ INSTRUCTIONS: Final = (
             TOKEN,
         ),
         (f("amount_quote", "u64", "collateral to move out, quote"),),
-        "Move free collateral out after settling funding and checking initial margin "
-        "at on-chain oracle prices.",
+        "Escape hatch: move free collateral out after settling funding and checking initial "
+        "margin at on-chain oracle prices; only once the operator has been inactive for "
+        "Exchange.escape_hatch_slots (otherwise withdraw through the exchange).",
         remaining="for each used position slot, in slot order: its Market (writable), its oracle",
     ),
     Instruction(
@@ -674,6 +739,36 @@ INSTRUCTIONS: Final = (
         "(previous_sequence == last_withdrawal_sequence), so each applies once and in order.",
         remaining="for each used position slot, in slot order: its Market (writable), its oracle",
     ),
+    Instruction(
+        "settle_liquidation",
+        (
+            acc("exchange", mut=True, doc="Exchange PDA (insurance fund, liquidation chain)"),
+            acc("operator", signer=True, doc="Exchange.operator"),
+        ),
+        (
+            f(
+                "previous_liquidation_sequence",
+                "u64",
+                "seq of the previous batch; == Exchange.last_liquidation_sequence",
+            ),
+            f("first_sequence", "u64", "seq of the batch's first move; > every previous sequence"),
+            f("sequence", "u64", "seq of the batch's last move; >= first_sequence"),
+            f("num_markets", "u8", "Markets first among the remaining accounts, 0..8"),
+            f(
+                "previous_sequences",
+                Array("u64", MAX_LIQUIDATION_BATCH_MARKETS),
+                "per Market: == its last_settled_sequence (the chain shared with fills); rest 0",
+            ),
+            f("moves", Vec(Defined("LiquidationMove")), "1..MAX_LIQUIDATION_MOVES, journal order"),
+        ),
+        "Apply engine liquidation events exactly once and in journal order: slices to the "
+        "liquidator at the engine's price and fee, ADL fills at the bankruptcy price, the "
+        "insurance fund's bad-debt payments; funding of both sides settled first. The batch "
+        "continues the Exchange's liquidation chain and the settled chain of every Market it "
+        "moves (shared with settle_fills), whose last_settled_sequence becomes sequence.",
+        remaining="num_markets Markets (writable, ascending index), then the Users the moves "
+        "index (writable)",
+    ),
 )
 
 # ---------------------------------------------------------------- errors (append only)
@@ -832,6 +927,59 @@ _ERRORS: Final = (
     ),
     ("DestinationNotOwner", "owner_token: expected a token account owned by User.owner"),
     ("FundingCarryOutOfRange", "funding: expected a position's carry numerator < 1e18"),
+    (
+        "LiquidationChainNotContiguous",
+        "settle_liquidation: expected previous == Exchange.last_liquidation_sequence",
+    ),
+    (
+        "LiquidationMarketNotContiguous",
+        "settle_liquidation: expected previous_sequences[i] == Market.last_settled_sequence",
+    ),
+    (
+        "LiquidationSequenceRange",
+        "settle_liquidation: expected every previous sequence < first_sequence <= sequence",
+    ),
+    ("LiquidationBatchEmpty", "settle_liquidation: expected at least one move"),
+    ("LiquidationBatchTooLarge", "settle_liquidation: expected at most MAX_LIQUIDATION_MOVES"),
+    (
+        "LiquidationBatchMarketsInvalid",
+        "settle_liquidation: expected <= 8 Markets, ascending index, unused previous zero",
+    ),
+    ("LiquidationMarketUnused", "settle_liquidation: expected a move in every Market"),
+    ("LiquidationMoveBadKind", "move: kind must be LIQUIDATION_MOVE_SLICE, _ADL or _PAYMENT"),
+    ("LiquidationMoveMarketOutOfRange", "move: market index beyond num_markets"),
+    ("LiquidationMoveUserOutOfRange", "move: account/counterparty beyond the Users"),
+    ("LiquidationMoveSelf", "move: expected the counterparty to differ from the account"),
+    (
+        "LiquidationMoveNotReducing",
+        "move: expected whole lots reducing the account's position (ADL: both positions)",
+    ),
+    (
+        "LiquidationQuoteMismatch",
+        "move: expected quote_delta = base_delta x price rounded against the account "
+        "(ADL: against the counterparty)",
+    ),
+    (
+        "LiquidationFeeInvalid",
+        "move: expected liquidator_fee <= fee <= notional x MAX_LIQUIDATION_FEE_PPM",
+    ),
+    (
+        "LiquidationMoveFieldsInvalid",
+        "move: expected price > 0 for a slice, no fee for ADL, a payment only quote_delta > 0",
+    ),
+    ("LiquidationValueOverflow", "move: a quote, notional or fee does not fit"),
+    ("InsuranceFundInsufficient", "payment: expected <= Exchange.insurance_fund_quote"),
+    ("InsurancePaymentAccountOpen", "payment: expected the account to hold no position"),
+    ("InsurancePaymentAboveDeficit", "payment: expected the account's collateral <= 0 after"),
+    (
+        "OperatorActive",
+        "withdraw: the operator settled within Exchange.escape_hatch_slots; "
+        "withdraw through the exchange",
+    ),
+    (
+        "InvalidEscapeHatch",
+        "initialize: expected MIN_ESCAPE_HATCH_SLOTS <= escape_hatch_slots <= MAX",
+    ),
 )
 
 ERROR_BASE: Final = 6000
@@ -949,6 +1097,16 @@ EVENTS: Final = (
             f("collateral_quote", "i64", "collateral after, quote"),
         ),
         "An engine withdrawal landed (process_withdrawal).",
+    ),
+    Event(
+        "LiquidationsSettled",
+        (
+            f("sequence", "u64", "batch sequence (its last move's seq)"),
+            f("first_sequence", "u64", "seq of its first move"),
+            f("num_moves", "u32", "moves applied"),
+            f("num_markets", "u8", "Markets whose settled chain moved to sequence"),
+        ),
+        "An engine liquidation batch was applied (settle_liquidation).",
     ),
 )
 

@@ -51,6 +51,13 @@ typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));
 #define PERPDEX_MAX_LIQUIDATION_MARKETS 16ULL /* (Market, oracle) pairs of a liquidate */
 #define PERPDEX_LIQUIDATOR_SHARE_PPM 500000ULL /* liquidator's share of the fee, ppm */
 #define PERPDEX_LIQUIDATION_BUFFER_PPM 10000ULL /* sizing target: maintenance + this x notional */
+#define PERPDEX_MAX_LIQUIDATION_MOVES 32ULL /* moves one settle_liquidation carries */
+#define PERPDEX_MAX_LIQUIDATION_BATCH_MARKETS 8ULL /* Markets one settle_liquidation chains on */
+#define PERPDEX_LIQUIDATION_MOVE_SLICE 0ULL /* move: a slice to the liquidator */
+#define PERPDEX_LIQUIDATION_MOVE_ADL 1ULL /* move: an ADL fill at bankruptcy price */
+#define PERPDEX_LIQUIDATION_MOVE_PAYMENT 2ULL /* move: insurance fund -> account */
+#define PERPDEX_MIN_ESCAPE_HATCH_SLOTS 150ULL /* hard bound: escape_hatch_slots */
+#define PERPDEX_MAX_ESCAPE_HATCH_SLOTS 1512000ULL /* hard bound: escape_hatch_slots */
 #define PERPDEX_ERROR_BASE 6000u
 
 /* PDA seed prefixes (the first seed of each program address) */
@@ -203,6 +210,27 @@ typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));
 #define PERPDEX_ERR_WITHDRAWAL_NOT_CONTIGUOUS 6132u /* process_withdrawal: expected previous_sequence == Exchange.last_withdrawal_sequence */
 #define PERPDEX_ERR_DESTINATION_NOT_OWNER 6133u /* owner_token: expected a token account owned by User.owner */
 #define PERPDEX_ERR_FUNDING_CARRY_OUT_OF_RANGE 6134u /* funding: expected a position's carry numerator < 1e18 */
+#define PERPDEX_ERR_LIQUIDATION_CHAIN_NOT_CONTIGUOUS 6135u /* settle_liquidation: expected previous == Exchange.last_liquidation_sequence */
+#define PERPDEX_ERR_LIQUIDATION_MARKET_NOT_CONTIGUOUS 6136u /* settle_liquidation: expected previous_sequences[i] == Market.last_settled_sequence */
+#define PERPDEX_ERR_LIQUIDATION_SEQUENCE_RANGE 6137u /* settle_liquidation: expected every previous sequence < first_sequence <= sequence */
+#define PERPDEX_ERR_LIQUIDATION_BATCH_EMPTY 6138u /* settle_liquidation: expected at least one move */
+#define PERPDEX_ERR_LIQUIDATION_BATCH_TOO_LARGE 6139u /* settle_liquidation: expected at most MAX_LIQUIDATION_MOVES */
+#define PERPDEX_ERR_LIQUIDATION_BATCH_MARKETS_INVALID 6140u /* settle_liquidation: expected <= 8 Markets, ascending index, unused previous zero */
+#define PERPDEX_ERR_LIQUIDATION_MARKET_UNUSED 6141u /* settle_liquidation: expected a move in every Market */
+#define PERPDEX_ERR_LIQUIDATION_MOVE_BAD_KIND 6142u /* move: kind must be LIQUIDATION_MOVE_SLICE, _ADL or _PAYMENT */
+#define PERPDEX_ERR_LIQUIDATION_MOVE_MARKET_OUT_OF_RANGE 6143u /* move: market index beyond num_markets */
+#define PERPDEX_ERR_LIQUIDATION_MOVE_USER_OUT_OF_RANGE 6144u /* move: account/counterparty beyond the Users */
+#define PERPDEX_ERR_LIQUIDATION_MOVE_SELF 6145u /* move: expected the counterparty to differ from the account */
+#define PERPDEX_ERR_LIQUIDATION_MOVE_NOT_REDUCING 6146u /* move: expected whole lots reducing the account's position (ADL: both positions) */
+#define PERPDEX_ERR_LIQUIDATION_QUOTE_MISMATCH 6147u /* move: expected quote_delta = base_delta x price rounded against the account (ADL: against the counterparty) */
+#define PERPDEX_ERR_LIQUIDATION_FEE_INVALID 6148u /* move: expected liquidator_fee <= fee <= notional x MAX_LIQUIDATION_FEE_PPM */
+#define PERPDEX_ERR_LIQUIDATION_MOVE_FIELDS_INVALID 6149u /* move: expected price > 0 for a slice, no fee for ADL, a payment only quote_delta > 0 */
+#define PERPDEX_ERR_LIQUIDATION_VALUE_OVERFLOW 6150u /* move: a quote, notional or fee does not fit */
+#define PERPDEX_ERR_INSURANCE_FUND_INSUFFICIENT 6151u /* payment: expected <= Exchange.insurance_fund_quote */
+#define PERPDEX_ERR_INSURANCE_PAYMENT_ACCOUNT_OPEN 6152u /* payment: expected the account to hold no position */
+#define PERPDEX_ERR_INSURANCE_PAYMENT_ABOVE_DEFICIT 6153u /* payment: expected the account's collateral <= 0 after */
+#define PERPDEX_ERR_OPERATOR_ACTIVE 6154u /* withdraw: the operator settled within Exchange.escape_hatch_slots; withdraw through the exchange */
+#define PERPDEX_ERR_INVALID_ESCAPE_HATCH 6155u /* initialize: expected MIN_ESCAPE_HATCH_SLOTS <= escape_hatch_slots <= MAX */
 
 /* ------------------------------------------------------------ types */
 /* One marginal bracket of a margin schedule (docs/PROTOCOL.md, Margin). */
@@ -251,6 +279,29 @@ _Static_assert(__builtin_offsetof(perpdex_Fill, taker_side) == 2, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Fill, price_ticks) == 3, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Fill, num_base_lots) == 11, "layout");
 _Static_assert(sizeof(perpdex_Fill) == 19, "size");
+
+/* One engine liquidation event (LiquidationExecuted, PositionDeleveraged or InsuranceFundPaidBadDebt) of a settle_liquidation batch (Borsh: 44 bytes, unaligned). */
+typedef struct __attribute__((packed)) perpdex_LiquidationMove {
+    uint8_t kind; /* offset 0: LIQUIDATION_MOVE_SLICE, _ADL or _PAYMENT */
+    uint8_t market; /* offset 1: index of its Market among the instruction's Markets (payment: 0) */
+    uint8_t account; /* offset 2: index of the liquidated / bankrupt User among the Users */
+    uint8_t counterparty; /* offset 3: the liquidator's / ADL counterparty's User (payment: 0) */
+    int64_t base_delta; /* offset 4: the account's position change (counterparty: -base_delta) */
+    int64_t quote_delta; /* offset 12: quote to the account (counterparty: -quote_delta; payment: from the fund) */
+    uint64_t price; /* offset 20: slice: oracle price; ADL: bankruptcy price (PRICE_PRECISION) */
+    uint64_t fee_quote; /* offset 28: slice: liquidation fee paid by the account (else 0) */
+    uint64_t liquidator_fee_quote; /* offset 36: slice: its share to the liquidator (else 0) */
+} perpdex_LiquidationMove;
+_Static_assert(__builtin_offsetof(perpdex_LiquidationMove, kind) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_LiquidationMove, market) == 1, "layout");
+_Static_assert(__builtin_offsetof(perpdex_LiquidationMove, account) == 2, "layout");
+_Static_assert(__builtin_offsetof(perpdex_LiquidationMove, counterparty) == 3, "layout");
+_Static_assert(__builtin_offsetof(perpdex_LiquidationMove, base_delta) == 4, "layout");
+_Static_assert(__builtin_offsetof(perpdex_LiquidationMove, quote_delta) == 12, "layout");
+_Static_assert(__builtin_offsetof(perpdex_LiquidationMove, price) == 20, "layout");
+_Static_assert(__builtin_offsetof(perpdex_LiquidationMove, fee_quote) == 28, "layout");
+_Static_assert(__builtin_offsetof(perpdex_LiquidationMove, liquidator_fee_quote) == 36, "layout");
+_Static_assert(sizeof(perpdex_LiquidationMove) == 44, "size");
 
 /* Risk and trading parameters of a new market. */
 typedef struct __attribute__((packed)) perpdex_MarketParams {
@@ -349,7 +400,9 @@ typedef struct __attribute__((packed, aligned(8))) perpdex_Exchange {
     uint8_t padding[4]; /* offset 196: zero */
     uint8_t address[32]; /* offset 200: this account's own address (the PDA, verified at creation) */
     uint64_t last_withdrawal_sequence; /* offset 232: engine seq of the last process_withdrawal applied (0: none) */
-    uint8_t reserved[24]; /* offset 240: zero; room for global governance params */
+    uint64_t last_liquidation_sequence; /* offset 240: engine seq of the last settle_liquidation batch applied (0: none) */
+    uint64_t operator_active_slot; /* offset 248: Clock slot of the operator's last settle_fills / settle_liquidation / process_withdrawal (initialize: its slot) */
+    uint64_t escape_hatch_slots; /* offset 256: wallet withdraw opens once the operator has been inactive this many slots */
 } perpdex_Exchange;
 _Static_assert(__builtin_offsetof(perpdex_Exchange, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Exchange, authority) == 8, "layout");
@@ -366,7 +419,9 @@ _Static_assert(__builtin_offsetof(perpdex_Exchange, vault_authority_bump) == 195
 _Static_assert(__builtin_offsetof(perpdex_Exchange, padding) == 196, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Exchange, address) == 200, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Exchange, last_withdrawal_sequence) == 232, "layout");
-_Static_assert(__builtin_offsetof(perpdex_Exchange, reserved) == 240, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Exchange, last_liquidation_sequence) == 240, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Exchange, operator_active_slot) == 248, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Exchange, escape_hatch_slots) == 256, "layout");
 _Static_assert(sizeof(perpdex_Exchange) == 264, "size");
 _Static_assert(sizeof(perpdex_Exchange) == PERPDEX_ACCOUNT_EXCHANGE_SIZE, "size");
 
@@ -548,12 +603,14 @@ typedef struct __attribute__((packed)) perpdex_initialize_args {
     uint8_t operator[32]; /* offset 8: engine key allowed to settle and update funding */
     uint8_t bump; /* offset 40: bump of the Exchange PDA */
     uint8_t vault_authority_bump; /* offset 41: bump of the vault authority PDA */
+    uint64_t escape_hatch_slots; /* offset 42: operator inactivity (slots) after which wallet withdraw opens; MIN_ESCAPE_HATCH_SLOTS..MAX_ESCAPE_HATCH_SLOTS */
 } perpdex_initialize_args;
 _Static_assert(__builtin_offsetof(perpdex_initialize_args, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_initialize_args, operator) == 8, "layout");
 _Static_assert(__builtin_offsetof(perpdex_initialize_args, bump) == 40, "layout");
 _Static_assert(__builtin_offsetof(perpdex_initialize_args, vault_authority_bump) == 41, "layout");
-_Static_assert(sizeof(perpdex_initialize_args) == 42, "size");
+_Static_assert(__builtin_offsetof(perpdex_initialize_args, escape_hatch_slots) == 42, "layout");
+_Static_assert(sizeof(perpdex_initialize_args) == 50, "size");
 
 #define PERPDEX_IX_CREATE_MARKET_DISCRIMINATOR 0xfefbbcc8eb61e267ULL /* sha256("global:create_market")[:8] */
 #define PERPDEX_IX_CREATE_MARKET_NUM_ACCOUNTS 5
@@ -608,7 +665,7 @@ _Static_assert(sizeof(perpdex_deposit_args) == 17, "size");
 #define PERPDEX_IX_WITHDRAW_ACC_VAULT 4 /* writable */
 #define PERPDEX_IX_WITHDRAW_ACC_VAULT_AUTHORITY 5 /*  */
 #define PERPDEX_IX_WITHDRAW_ACC_TOKEN_PROGRAM 6 /*  */
-/* instruction data of withdraw: Move free collateral out after settling funding and checking initial margin at on-chain oracle prices. Remaining accounts: for each used position slot, in slot order: its Market (writable), its oracle. */
+/* instruction data of withdraw: Escape hatch: move free collateral out after settling funding and checking initial margin at on-chain oracle prices; only once the operator has been inactive for Exchange.escape_hatch_slots (otherwise withdraw through the exchange). Remaining accounts: for each used position slot, in slot order: its Market (writable), its oracle. */
 typedef struct __attribute__((packed)) perpdex_withdraw_args {
     uint64_t discriminator; /* offset 0 */
     uint64_t amount_quote; /* offset 8: collateral to move out, quote */
@@ -824,6 +881,32 @@ _Static_assert(__builtin_offsetof(perpdex_process_withdrawal_args, sequence) == 
 _Static_assert(__builtin_offsetof(perpdex_process_withdrawal_args, amount_quote) == 24, "layout");
 _Static_assert(sizeof(perpdex_process_withdrawal_args) == 32, "size");
 
+#define PERPDEX_IX_SETTLE_LIQUIDATION_DISCRIMINATOR 0x77a226ba19e4ac32ULL /* sha256("global:settle_liquidation")[:8] */
+#define PERPDEX_IX_SETTLE_LIQUIDATION_NUM_ACCOUNTS 2
+#define PERPDEX_IX_SETTLE_LIQUIDATION_WRITABLE_MASK 0x1u
+#define PERPDEX_IX_SETTLE_LIQUIDATION_SIGNER_MASK 0x2u
+#define PERPDEX_IX_SETTLE_LIQUIDATION_ACC_EXCHANGE 0 /* writable */
+#define PERPDEX_IX_SETTLE_LIQUIDATION_ACC_OPERATOR 1 /* signer */
+/* instruction data of settle_liquidation: Apply engine liquidation events exactly once and in journal order: slices to the liquidator at the engine's price and fee, ADL fills at the bankruptcy price, the insurance fund's bad-debt payments; funding of both sides settled first. The batch continues the Exchange's liquidation chain and the settled chain of every Market it moves (shared with settle_fills), whose last_settled_sequence becomes sequence. Remaining accounts: num_markets Markets (writable, ascending index), then the Users the moves index (writable). */
+typedef struct __attribute__((packed)) perpdex_settle_liquidation_args {
+    uint64_t discriminator; /* offset 0 */
+    uint64_t previous_liquidation_sequence; /* offset 8: seq of the previous batch; == Exchange.last_liquidation_sequence */
+    uint64_t first_sequence; /* offset 16: seq of the batch's first move; > every previous sequence */
+    uint64_t sequence; /* offset 24: seq of the batch's last move; >= first_sequence */
+    uint8_t num_markets; /* offset 32: Markets first among the remaining accounts, 0..8 */
+    uint64_t previous_sequences[8]; /* offset 33: per Market: == its last_settled_sequence (the chain shared with fills); rest 0 */
+    uint32_t moves_len; /* offset 97: element count */
+    perpdex_LiquidationMove moves[]; /* 1..MAX_LIQUIDATION_MOVES, journal order */
+} perpdex_settle_liquidation_args;
+_Static_assert(__builtin_offsetof(perpdex_settle_liquidation_args, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_settle_liquidation_args, previous_liquidation_sequence) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_settle_liquidation_args, first_sequence) == 16, "layout");
+_Static_assert(__builtin_offsetof(perpdex_settle_liquidation_args, sequence) == 24, "layout");
+_Static_assert(__builtin_offsetof(perpdex_settle_liquidation_args, num_markets) == 32, "layout");
+_Static_assert(__builtin_offsetof(perpdex_settle_liquidation_args, previous_sequences) == 33, "layout");
+_Static_assert(__builtin_offsetof(perpdex_settle_liquidation_args, moves_len) == 97, "layout");
+_Static_assert(sizeof(perpdex_settle_liquidation_args) == 101, "size");
+
 /* ------------------------------------------------------------ events */
 #define PERPDEX_EVENT_DEPOSITED_DISCRIMINATOR 0x396423a12d1a8d6fULL /* sha256("event:Deposited")[:8] */
 /* A deposit landed. */
@@ -1012,6 +1095,22 @@ _Static_assert(__builtin_offsetof(perpdex_WithdrawalProcessedEvent, sequence) ==
 _Static_assert(__builtin_offsetof(perpdex_WithdrawalProcessedEvent, amount_quote) == 48, "layout");
 _Static_assert(__builtin_offsetof(perpdex_WithdrawalProcessedEvent, collateral_quote) == 56, "layout");
 _Static_assert(sizeof(perpdex_WithdrawalProcessedEvent) == 64, "size");
+
+#define PERPDEX_EVENT_LIQUIDATIONS_SETTLED_DISCRIMINATOR 0x2b196087f6a7cda7ULL /* sha256("event:LiquidationsSettled")[:8] */
+/* An engine liquidation batch was applied (settle_liquidation). */
+typedef struct __attribute__((packed)) perpdex_LiquidationsSettledEvent {
+    uint64_t discriminator; /* offset 0 */
+    uint64_t sequence; /* offset 8: batch sequence (its last move's seq) */
+    uint64_t first_sequence; /* offset 16: seq of its first move */
+    uint32_t num_moves; /* offset 24: moves applied */
+    uint8_t num_markets; /* offset 28: Markets whose settled chain moved to sequence */
+} perpdex_LiquidationsSettledEvent;
+_Static_assert(__builtin_offsetof(perpdex_LiquidationsSettledEvent, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_LiquidationsSettledEvent, sequence) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_LiquidationsSettledEvent, first_sequence) == 16, "layout");
+_Static_assert(__builtin_offsetof(perpdex_LiquidationsSettledEvent, num_moves) == 24, "layout");
+_Static_assert(__builtin_offsetof(perpdex_LiquidationsSettledEvent, num_markets) == 28, "layout");
+_Static_assert(sizeof(perpdex_LiquidationsSettledEvent) == 29, "size");
 
 /* ------------------------------------------------------------ oracle layouts */
 /* From oracle_feeds/layouts.py. Offsets from the start of the account data. */

@@ -181,6 +181,14 @@ static uint64_t ix_initialize(const SolParameters *params) {
       mint->data_len != 82 || mint->data[45] != 1)
     return PERPDEX_ERR_MINT_BAD_LAYOUT;
   if (key_eq(vault->key, insurance->key)) return PERPDEX_ERR_VAULT_MISMATCH;
+  uint64_t escape_hatch_slots;
+  __builtin_memcpy(&escape_hatch_slots, &args->escape_hatch_slots, sizeof escape_hatch_slots);
+  if (escape_hatch_slots < PERPDEX_MIN_ESCAPE_HATCH_SLOTS ||
+      escape_hatch_slots > PERPDEX_MAX_ESCAPE_HATCH_SLOTS)
+    return PERPDEX_ERR_INVALID_ESCAPE_HATCH;
+  SolClock clock;
+  err = pd_get_clock(&clock);
+  if (err) return err;
   const SolAccountInfo *vaults[2] = {vault, insurance};
   for (int i = 0; i < 2; i++) {
     err = check_token_account(vaults[i], mint->key->x);
@@ -210,6 +218,8 @@ static uint64_t ix_initialize(const SolParameters *params) {
   state->bump = args->bump;
   state->vault_authority_bump = args->vault_authority_bump;
   pd_pubkey_copy((SolPubkey *)state->address, exchange->key);
+  state->escape_hatch_slots = escape_hatch_slots;
+  state->operator_active_slot = clock.slot; /* the hatch opens only after N slots of silence */
   return PD_SUCCESS;
 }
 
@@ -565,6 +575,7 @@ typedef struct {
   SolAccountInfo *token_program;
   uint64_t fixed_accounts; /* the (Market, oracle) pairs follow these */
   uint64_t amount;
+  const SolClock *clock;
 } PdWithdrawal;
 
 /* What withdraw and process_withdrawal share: funding settled in every held market, then
@@ -581,9 +592,7 @@ static uint64_t withdraw_checked(const SolParameters *params, const PdWithdrawal
     return PERPDEX_ERR_VAULT_AUTHORITY_WRONG_PDA;
   uint64_t amount = w->amount;
   if (amount == 0) return PERPDEX_ERR_AMOUNT_ZERO;
-  SolClock clock;
-  uint64_t err = pd_get_clock(&clock);
-  if (err) return err;
+  uint64_t err;
   pd_margin_position positions[PERPDEX_MAX_POSITIONS];
   perpdex_MarginTier tiers[PERPDEX_MAX_POSITIONS][PERPDEX_MAX_MARGIN_TIERS];
   uint64_t num_positions = 0, next_account = w->fixed_accounts;
@@ -602,7 +611,7 @@ static uint64_t withdraw_checked(const SolParameters *params, const PdWithdrawal
     err = settle_funding(exchange, market, user, position);
     if (err) return err;
     uint64_t price;
-    err = read_oracle_price(market, oracle, &clock, &price);
+    err = read_oracle_price(market, oracle, w->clock, &price);
     if (err) return err;
     __builtin_memcpy(tiers[num_positions], market->margin_tiers, sizeof tiers[0]);
     positions[num_positions] = (pd_margin_position){position->base, position->entry_quote, price,
@@ -650,6 +659,14 @@ static uint64_t ix_withdraw(const SolParameters *params) {
   if (!user_pda_ok(user_account, owner->key, user->bump, params->program_id))
     return PERPDEX_ERR_USER_WRONG_PDA;
   if (!key_eq(owner->key, user->owner)) return PERPDEX_ERR_OWNER_MISMATCH;
+  /* Escape hatch only: while the operator settles, the engine is the authority (the chain
+   * knows only settled fills, so it could pay out against unsettled losses). */
+  SolClock clock;
+  err = pd_get_clock(&clock);
+  if (err) return err;
+  if (clock.slot <= exchange->operator_active_slot ||
+      clock.slot - exchange->operator_active_slot <= exchange->escape_hatch_slots)
+    return PERPDEX_ERR_OPERATOR_ACTIVE;
   PdWithdrawal w = {exchange,
                     user,
                     &ka[PERPDEX_IX_WITHDRAW_ACC_OWNER_TOKEN],
@@ -657,7 +674,8 @@ static uint64_t ix_withdraw(const SolParameters *params) {
                     &ka[PERPDEX_IX_WITHDRAW_ACC_VAULT_AUTHORITY],
                     &ka[PERPDEX_IX_WITHDRAW_ACC_TOKEN_PROGRAM],
                     WITHDRAW_FIXED_ACCOUNTS,
-                    args->amount_quote};
+                    args->amount_quote,
+                    &clock};
   err = withdraw_checked(params, &w);
   if (err) return err;
   perpdex_WithdrawnEvent event = {PERPDEX_EVENT_WITHDRAWN_DISCRIMINATOR, {0}, args->amount_quote,
@@ -702,6 +720,9 @@ static uint64_t ix_process_withdrawal(const SolParameters *params) {
   if (err) return err;
   if (!key_eq(destination->data + PD_TOKEN_ACCOUNT_OWNER_OFFSET, user->owner))
     return PERPDEX_ERR_DESTINATION_NOT_OWNER;
+  SolClock clock;
+  err = pd_get_clock(&clock);
+  if (err) return err;
   PdWithdrawal w = {exchange,
                     user,
                     destination,
@@ -709,10 +730,12 @@ static uint64_t ix_process_withdrawal(const SolParameters *params) {
                     &ka[PERPDEX_IX_PROCESS_WITHDRAWAL_ACC_VAULT_AUTHORITY],
                     &ka[PERPDEX_IX_PROCESS_WITHDRAWAL_ACC_TOKEN_PROGRAM],
                     PERPDEX_IX_PROCESS_WITHDRAWAL_NUM_ACCOUNTS,
-                    args->amount_quote};
+                    args->amount_quote,
+                    &clock};
   err = withdraw_checked(params, &w);
   if (err) return err;
   exchange->last_withdrawal_sequence = sequence;
+  exchange->operator_active_slot = clock.slot;
   perpdex_WithdrawalProcessedEvent event = {PERPDEX_EVENT_WITHDRAWAL_PROCESSED_DISCRIMINATOR,
                                             {0}, sequence, args->amount_quote,
                                             user->collateral_quote};
@@ -818,6 +841,9 @@ static uint64_t ix_settle_fills(const SolParameters *params) {
     return PERPDEX_ERR_BATCH_NOT_CONTIGUOUS;
   if (args->first_sequence <= args->previous_sequence || args->first_sequence > sequence)
     return PERPDEX_ERR_BATCH_SEQUENCE_RANGE;
+  SolClock clock;
+  err = pd_get_clock(&clock);
+  if (err) return err;
   for (uint64_t i = 0; i < num_fills; i++) {
     perpdex_Fill fill;
     __builtin_memcpy(&fill, (const uint8_t *)args->fills + i * sizeof(perpdex_Fill), sizeof fill);
@@ -825,8 +851,233 @@ static uint64_t ix_settle_fills(const SolParameters *params) {
     if (err) return err;
   }
   market->last_settled_sequence = sequence;
+  exchange->operator_active_slot = clock.slot;
   perpdex_FillsSettledEvent event = {PERPDEX_EVENT_FILLS_SETTLED_DISCRIMINATOR, market->index,
                                      sequence, (uint32_t)num_fills, args->first_sequence};
+  emit(&event, sizeof event);
+  return PD_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ settle_liquidation */
+/* The engine's own liquidations (docs/PROTOCOL.md, Engine liquidations on-chain): the events
+ * LiquidationExecuted, PositionDeleveraged and InsuranceFundPaidBadDebt as moves, applied at
+ * the engine's prices and fees. The program checks that each move is what the protocol allows
+ * (a position reduced by whole lots, the quote rounded as the rules round it, a fee split that
+ * adds up and stays under the hard bound, a payment the fund holds and the account needs) and
+ * keeps journal order: the batch continues the Exchange's liquidation chain and the settled
+ * chain of every Market it moves, the same chain settle_fills continues. */
+#define SETTLE_LIQUIDATION_FIXED_ACCOUNTS PERPDEX_IX_SETTLE_LIQUIDATION_NUM_ACCOUNTS
+
+typedef struct {
+  const SolParameters *params;
+  uint64_t first; /* index in ka of the first User */
+  uint64_t count;
+  perpdex_Market *markets[PERPDEX_MAX_LIQUIDATION_BATCH_MARKETS];
+  uint64_t num_markets;
+  uint8_t market_used[PERPDEX_MAX_LIQUIDATION_BATCH_MARKETS];
+} LiquidationBatch;
+
+static uint64_t liquidation_user(const LiquidationBatch *batch, uint64_t index,
+                                 perpdex_User **out) {
+  if (index >= batch->count) return PERPDEX_ERR_LIQUIDATION_MOVE_USER_OUT_OF_RANGE;
+  SolAccountInfo *account = &batch->params->ka[batch->first + index];
+  if (!account->is_writable) return PERPDEX_ERR_ACCOUNT_NOT_WRITABLE;
+  return load_user(account, batch->params->program_id, out);
+}
+
+/* The user's slot in `market` whose position base_delta reduces (same rule as the engine's
+ * apply_plan: a position, the opposite sign, no larger than it). */
+static uint64_t reduced_slot(perpdex_User *user, const perpdex_Market *market, int64_t base_delta,
+                             perpdex_Position **out) {
+  for (uint64_t i = 0; i < PERPDEX_MAX_POSITIONS; i++) {
+    perpdex_Position *p = &user->positions[i];
+    if (!p->in_use || p->market_index != market->index) continue;
+    if (p->base == 0 || (p->base > 0) == (base_delta > 0) ||
+        pd_abs_i64(base_delta) > pd_abs_i64(p->base))
+      return PERPDEX_ERR_LIQUIDATION_MOVE_NOT_REDUCING;
+    *out = p;
+    return PD_SUCCESS;
+  }
+  return PERPDEX_ERR_LIQUIDATION_MOVE_NOT_REDUCING;
+}
+
+/* liquidation/rules.py: a slice's quote (_close_quote) rounds against the account, an ADL
+ * fill's (_adl_quote) against the counterparty; a purchase pays the ceiling either way. */
+static uint64_t move_quote(int64_t base_delta, uint64_t price, bool adl, int64_t *out) {
+  pd_rounding rounding = (base_delta > 0 || adl) ? PD_ROUND_UP : PD_ROUND_DOWN;
+  uint64_t quote;
+  if (!pd_mul_div_u64(pd_abs_i64(base_delta), price, PERPDEX_BASE_PRECISION, rounding, &quote) ||
+      quote > (uint64_t)INT64_MAX)
+    return PERPDEX_ERR_LIQUIDATION_VALUE_OVERFLOW;
+  *out = base_delta > 0 ? -(int64_t)quote : (int64_t)quote;
+  return PD_SUCCESS;
+}
+
+static uint64_t settle_payment(perpdex_Exchange *exchange, perpdex_User *account,
+                               const perpdex_LiquidationMove *move) {
+  if (move->market != 0 || move->counterparty != 0 || move->base_delta != 0 || move->price != 0 ||
+      move->fee_quote != 0 || move->liquidator_fee_quote != 0 || move->quote_delta <= 0)
+    return PERPDEX_ERR_LIQUIDATION_MOVE_FIELDS_INVALID;
+  uint64_t amount = (uint64_t)move->quote_delta;
+  if (amount > exchange->insurance_fund_quote) return PERPDEX_ERR_INSURANCE_FUND_INSUFFICIENT;
+  for (uint64_t i = 0; i < PERPDEX_MAX_POSITIONS; i++)
+    if (account->positions[i].in_use && account->positions[i].base != 0)
+      return PERPDEX_ERR_INSURANCE_PAYMENT_ACCOUNT_OPEN;
+  int64_t collateral;
+  if (!pd_add_i64(account->collateral_quote, move->quote_delta, &collateral))
+    return PERPDEX_ERR_COLLATERAL_OVERFLOW;
+  if (collateral > 0) return PERPDEX_ERR_INSURANCE_PAYMENT_ABOVE_DEFICIT;
+  account->collateral_quote = collateral;
+  exchange->insurance_fund_quote -= amount;
+  return PD_SUCCESS;
+}
+
+static uint64_t settle_move(perpdex_Exchange *exchange, LiquidationBatch *batch,
+                            const perpdex_LiquidationMove *move) {
+  if (move->kind > PERPDEX_LIQUIDATION_MOVE_PAYMENT) return PERPDEX_ERR_LIQUIDATION_MOVE_BAD_KIND;
+  perpdex_User *account;
+  uint64_t err = liquidation_user(batch, move->account, &account);
+  if (err) return err;
+  if (move->kind == PERPDEX_LIQUIDATION_MOVE_PAYMENT) return settle_payment(exchange, account, move);
+  if (move->market >= batch->num_markets) return PERPDEX_ERR_LIQUIDATION_MOVE_MARKET_OUT_OF_RANGE;
+  perpdex_Market *market = batch->markets[move->market];
+  perpdex_User *counterparty;
+  err = liquidation_user(batch, move->counterparty, &counterparty);
+  if (err) return err;
+  if (counterparty == account) return PERPDEX_ERR_LIQUIDATION_MOVE_SELF;
+  bool adl = move->kind == PERPDEX_LIQUIDATION_MOVE_ADL;
+  if (adl ? (move->fee_quote != 0 || move->liquidator_fee_quote != 0) : move->price == 0)
+    return PERPDEX_ERR_LIQUIDATION_MOVE_FIELDS_INVALID;
+  int64_t base_delta = move->base_delta;
+  if (base_delta == 0 || pd_abs_i64(base_delta) % market->lot_size != 0)
+    return PERPDEX_ERR_LIQUIDATION_MOVE_NOT_REDUCING;
+  perpdex_Position *account_position, *counterparty_position;
+  err = reduced_slot(account, market, base_delta, &account_position);
+  if (err) return err;
+  if (adl) {
+    err = reduced_slot(counterparty, market, -base_delta, &counterparty_position);
+    if (err) return err;
+  } else {
+    counterparty_position = position_slot(counterparty, market);
+    if (counterparty_position == NULL) return PERPDEX_ERR_POSITION_SLOTS_FULL;
+  }
+  int64_t quote;
+  err = move_quote(base_delta, move->price, adl, &quote);
+  if (err) return err;
+  if (quote != move->quote_delta) return PERPDEX_ERR_LIQUIDATION_QUOTE_MISMATCH;
+  if (!adl) {
+    uint64_t notional, max_fee;
+    if (!pd_mul_div_u64(pd_abs_i64(base_delta), move->price, PERPDEX_BASE_PRECISION, PD_ROUND_UP,
+                        &notional) ||
+        !pd_mul_div_u64(notional, PERPDEX_MAX_LIQUIDATION_FEE_PPM, PERPDEX_RATIO_PRECISION,
+                        PD_ROUND_UP, &max_fee))
+      return PERPDEX_ERR_LIQUIDATION_VALUE_OVERFLOW;
+    if (move->liquidator_fee_quote > move->fee_quote || move->fee_quote > max_fee)
+      return PERPDEX_ERR_LIQUIDATION_FEE_INVALID;
+  }
+  /* both sides settled to the market's index first (the carry rule makes the point free) */
+  err = settle_funding(exchange, market, account, account_position);
+  if (err) return err;
+  err = settle_funding(exchange, market, counterparty, counterparty_position);
+  if (err) return err;
+  const PositionMove account_move = {base_delta, quote};
+  const PositionMove counterparty_move = {-base_delta, -quote};
+  err = fill_side(exchange, market, account, account_position, &account_move);
+  if (err) return err;
+  err = fill_side(exchange, market, counterparty, counterparty_position, &counterparty_move);
+  if (err) return err;
+  if (!adl) {
+    /* fee <= max_fee <= 1e5 / 1e6 of a notional that fits i64 */
+    int64_t account_collateral, counterparty_collateral;
+    uint64_t insurance;
+    if (!pd_sub_i64(account->collateral_quote, (int64_t)move->fee_quote, &account_collateral) ||
+        !pd_add_i64(counterparty->collateral_quote, (int64_t)move->liquidator_fee_quote,
+                    &counterparty_collateral))
+      return PERPDEX_ERR_COLLATERAL_OVERFLOW;
+    if (!pd_add_u64(exchange->insurance_fund_quote,
+                    move->fee_quote - move->liquidator_fee_quote, &insurance))
+      return PERPDEX_ERR_FEE_OVERFLOW;
+    account->collateral_quote = account_collateral;
+    counterparty->collateral_quote = counterparty_collateral;
+    exchange->insurance_fund_quote = insurance;
+  }
+  batch->market_used[move->market] = 1;
+  return PD_SUCCESS;
+}
+
+static uint64_t ix_settle_liquidation(const SolParameters *params) {
+  const uint64_t header = sizeof(perpdex_settle_liquidation_args);
+  if (params->data_len < header) return PERPDEX_ERR_INSTRUCTION_DATA_LENGTH;
+  const perpdex_settle_liquidation_args *args =
+      (const perpdex_settle_liquidation_args *)params->data;
+  uint64_t num_moves = args->moves_len;
+  if (num_moves == 0) return PERPDEX_ERR_LIQUIDATION_BATCH_EMPTY;
+  if (num_moves > PERPDEX_MAX_LIQUIDATION_MOVES) return PERPDEX_ERR_LIQUIDATION_BATCH_TOO_LARGE;
+  if (params->data_len != header + num_moves * sizeof(perpdex_LiquidationMove))
+    return PERPDEX_ERR_INSTRUCTION_DATA_LENGTH;
+  uint64_t err = check_accounts(params, SETTLE_LIQUIDATION_FIXED_ACCOUNTS,
+                                PERPDEX_IX_SETTLE_LIQUIDATION_WRITABLE_MASK,
+                                PERPDEX_IX_SETTLE_LIQUIDATION_SIGNER_MASK,
+                                PERPDEX_ERR_OPERATOR_NOT_SIGNER);
+  if (err) return err;
+  SolAccountInfo *ka = params->ka;
+  perpdex_Exchange *exchange;
+  err = load_exchange(&ka[PERPDEX_IX_SETTLE_LIQUIDATION_ACC_EXCHANGE], params->program_id,
+                      &exchange);
+  if (err) return err;
+  if (!key_eq(ka[PERPDEX_IX_SETTLE_LIQUIDATION_ACC_OPERATOR].key, exchange->operator))
+    return PERPDEX_ERR_OPERATOR_MISMATCH;
+  uint64_t previous = args->previous_liquidation_sequence, first = args->first_sequence,
+           sequence = args->sequence;
+  if (sequence <= exchange->last_liquidation_sequence) return PERPDEX_ERR_SEQUENCE_NOT_INCREASING;
+  if (previous != exchange->last_liquidation_sequence)
+    return PERPDEX_ERR_LIQUIDATION_CHAIN_NOT_CONTIGUOUS;
+  if (first <= previous || first > sequence) return PERPDEX_ERR_LIQUIDATION_SEQUENCE_RANGE;
+  uint64_t num_markets = args->num_markets;
+  uint64_t previous_sequences[PERPDEX_MAX_LIQUIDATION_BATCH_MARKETS];
+  __builtin_memcpy(previous_sequences, args->previous_sequences, sizeof previous_sequences);
+  if (num_markets > PERPDEX_MAX_LIQUIDATION_BATCH_MARKETS ||
+      params->ka_num - SETTLE_LIQUIDATION_FIXED_ACCOUNTS < num_markets)
+    return PERPDEX_ERR_LIQUIDATION_BATCH_MARKETS_INVALID;
+  for (uint64_t i = num_markets; i < PERPDEX_MAX_LIQUIDATION_BATCH_MARKETS; i++)
+    if (previous_sequences[i] != 0) return PERPDEX_ERR_LIQUIDATION_BATCH_MARKETS_INVALID;
+  LiquidationBatch batch;
+  pd_memset(&batch, 0, sizeof batch);
+  perpdex_Market **markets = batch.markets;
+  for (uint64_t i = 0; i < num_markets; i++) {
+    SolAccountInfo *market_account = &ka[SETTLE_LIQUIDATION_FIXED_ACCOUNTS + i];
+    err = load_market(market_account, params->program_id, &markets[i]);
+    if (err) return err;
+    if (!market_account->is_writable) return PERPDEX_ERR_ACCOUNT_NOT_WRITABLE;
+    if (i > 0 && markets[i]->index <= markets[i - 1]->index)
+      return PERPDEX_ERR_LIQUIDATION_BATCH_MARKETS_INVALID;
+    if (sequence <= markets[i]->last_settled_sequence) return PERPDEX_ERR_SEQUENCE_NOT_INCREASING;
+    if (previous_sequences[i] != markets[i]->last_settled_sequence)
+      return PERPDEX_ERR_LIQUIDATION_MARKET_NOT_CONTIGUOUS;
+    if (first <= previous_sequences[i]) return PERPDEX_ERR_LIQUIDATION_SEQUENCE_RANGE;
+  }
+  SolClock clock;
+  err = pd_get_clock(&clock);
+  if (err) return err;
+  batch.params = params;
+  batch.first = SETTLE_LIQUIDATION_FIXED_ACCOUNTS + num_markets;
+  batch.count = params->ka_num - batch.first;
+  batch.num_markets = num_markets;
+  for (uint64_t i = 0; i < num_moves; i++) {
+    perpdex_LiquidationMove move;
+    __builtin_memcpy(&move, (const uint8_t *)args->moves + i * sizeof move, sizeof move);
+    err = settle_move(exchange, &batch, &move);
+    if (err) return err;
+  }
+  for (uint64_t i = 0; i < num_markets; i++) {
+    if (!batch.market_used[i]) return PERPDEX_ERR_LIQUIDATION_MARKET_UNUSED;
+    markets[i]->last_settled_sequence = sequence;
+  }
+  exchange->last_liquidation_sequence = sequence;
+  exchange->operator_active_slot = clock.slot;
+  perpdex_LiquidationsSettledEvent event = {PERPDEX_EVENT_LIQUIDATIONS_SETTLED_DISCRIMINATOR,
+                                            sequence, first, (uint32_t)num_moves,
+                                            (uint8_t)num_markets};
   emit(&event, sizeof event);
   return PD_SUCCESS;
 }
@@ -1124,6 +1375,8 @@ uint64_t entrypoint(const uint8_t *input) {
       return ix_liquidate(&params);
     case PERPDEX_IX_PROCESS_WITHDRAWAL_DISCRIMINATOR:
       return ix_process_withdrawal(&params);
+    case PERPDEX_IX_SETTLE_LIQUIDATION_DISCRIMINATOR:
+      return ix_settle_liquidation(&params);
     default:
       return PERPDEX_ERR_UNKNOWN_INSTRUCTION;
   }

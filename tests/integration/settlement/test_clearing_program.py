@@ -62,6 +62,7 @@ SOL = 1_000_000_000
 USD = 1_000_000
 FEED_ID = bytes(range(32))
 NOW_SLOT, NOW_S = 1_000, 1_700_000_000
+ESCAPE_HATCH_SLOTS = 150  # the smallest the program takes
 
 TICK_SIZE = 10_000  # 0.01 USD
 LOT_SIZE = 100_000_000  # 0.1 base
@@ -95,6 +96,8 @@ class Chain:
     oracle: Pubkey
     users: dict[int, Keypair] = field(default_factory=dict)
     markets: list[Pubkey] = field(default_factory=list)
+    now_slot: int = NOW_SLOT  # the SVM clock (warp moves it)
+    now_s: int = NOW_S
 
     # ---------------------------------------------------------------- plumbing
     def send(self, ixs: list[Instruction], signers: list[Keypair]) -> Any:
@@ -148,16 +151,31 @@ class Chain:
         )  # fmt: skip
         return account.pubkey()
 
-    def set_oracle(self, *, price: int = 10_000_000_000, conf: int = 5_000_000, slot: int = NOW_SLOT,
-                   publish_time: int = NOW_S, exponent: int = -8, owner: Pubkey = PYTH_RECEIVER_PROGRAM_ID,
-                   address: Pubkey | None = None) -> Pubkey:  # fmt: skip
+    def set_oracle(self, *, price: int = 10_000_000_000, conf: int = 5_000_000, slot: int | None = None,
+                   publish_time: int | None = None, exponent: int = -8,
+                   owner: Pubkey = PYTH_RECEIVER_PROGRAM_ID, address: Pubkey | None = None) -> Pubkey:  # fmt: skip
+        """A Pyth pull price account, posted now unless ``slot`` / ``publish_time`` say otherwise."""
         data = encode_pyth_pull_price_update_v2(
             PythPullAccount(feed_id=FEED_ID, price=price, conf=conf, exponent=exponent,
-                            publish_time=publish_time, posted_slot=slot)
+                            publish_time=self.now_s if publish_time is None else publish_time,
+                            posted_slot=self.now_slot if slot is None else slot)
         )  # fmt: skip
         target = address or self.oracle
         self.svm.set_account(target, Account(SOL, data, owner, False, 0))
         return target
+
+    def warp(self, slots: int) -> None:
+        """Move the SVM clock ``slots`` ahead (400 ms each)."""
+        self.now_slot += slots
+        self.now_s += slots * 2 // 5
+        self.svm.set_clock(Clock(self.now_slot, self.now_s, 0, 0, self.now_s))
+
+    def operator_inactive(self, **oracle: Any) -> None:
+        """Warp to the first slot at which the wallet's escape-hatch ``withdraw`` is open (the
+        operator silent for ``escape_hatch_slots`` + 1 slots) and re-post the oracle there."""
+        exchange = self.decode(self.exchange)
+        self.warp(exchange.operator_active_slot + exchange.escape_hatch_slots + 1 - self.now_slot)
+        self.set_oracle(**oracle)
 
     def snapshot(self, addresses: list[Pubkey]) -> list[bytes | None]:
         out = []
@@ -313,7 +331,7 @@ def make_chain() -> Chain:
     c.vault = c.token_account(vault_authority, authority)
     c.insurance_vault = c.token_account(vault_authority, authority)
     c.set_oracle()
-    c.ok([c.ix("initialize", operator.pubkey(), exchange_bump, vault_bump,
+    c.ok([c.ix("initialize", operator.pubkey(), exchange_bump, vault_bump, ESCAPE_HATCH_SLOTS,
                accounts={"exchange": exchange, "authority": authority.pubkey(), "collateral_mint": c.mint,
                          "vault": c.vault, "insurance_vault": c.insurance_vault,
                          "vault_authority": vault_authority, "system_program": SYSTEM_PROGRAM})],
@@ -351,6 +369,7 @@ def test_fills_funding_and_withdrawal_match_the_python_ledger_to_the_unit(chain:
     summary = margin_summary(ledger.collateral[1], {0: ledger.position(1, 0)}, {}, {0: oracle_price},
                              {0: SCHEDULE})  # fmt: skip
     free = min(summary.free_collateral_quote, ledger.collateral[1])
+    chain.operator_inactive()  # the wallet's own withdraw is the escape hatch
     refused = chain.send([chain.withdraw_ix(1, free + 1)], [chain.users[1]])
     chain.ok([chain.withdraw_ix(1, free)], [chain.users[1]])
     ledger.withdraw(1, free)
@@ -530,6 +549,7 @@ def test_settle_refuses_a_fill_pointing_past_the_user_accounts(traded: Chain) ->
 
 def test_withdraw_beyond_collateral_or_free_collateral_is_refused(traded: Chain) -> None:
     traded.new_user(2, 1_000 * USD)  # no position: free == collateral
+    traded.operator_inactive()
     assert_rejected(traded, [traded.withdraw_ix(2, 1_000 * USD + 1)], [traded.users[2]],
                     "InsufficientCollateral")  # fmt: skip
     traded.ok([traded.withdraw_ix(2, 1_000 * USD)], [traded.users[2]])
@@ -541,19 +561,26 @@ def test_withdraw_beyond_collateral_or_free_collateral_is_refused(traded: Chain)
     ("oracle", "error"),
     [
         ({"owner": SYSTEM_PROGRAM}, "OracleWrongOwner"),
-        ({"slot": NOW_SLOT - 51}, "OracleStaleSlots"),
-        ({"publish_time": NOW_S - 61}, "OracleStaleSeconds"),
+        ({"slot": -51}, "OracleStaleSlots"),  # slot, publish_time: relative to now
+        ({"publish_time": -61}, "OracleStaleSeconds"),
         ({"conf": 300_000_000}, "OracleConfidenceTooWide"),
         ({"price": -1}, "OracleNonPositivePrice"),
         ({"exponent": -40}, "OracleExponentOutOfRange"),
     ],
 )
 def test_withdraw_refuses_a_bad_oracle(traded: Chain, oracle: dict[str, Any], error: str) -> None:
+    traded.operator_inactive()
+    oracle = dict(oracle)
+    if "slot" in oracle:
+        oracle["slot"] += traded.now_slot
+    if "publish_time" in oracle:
+        oracle["publish_time"] += traded.now_s
     traded.set_oracle(**oracle)
     assert_rejected(traded, [traded.withdraw_ix(0, 1 * USD)], [traded.users[0]], error)
 
 
 def test_withdraw_refuses_another_oracle_account_and_a_foreign_layout(traded: Chain) -> None:
+    traded.operator_inactive()
     other = traded.set_oracle(address=Keypair().pubkey())
     assert_rejected(traded, [traded.withdraw_ix(0, 1 * USD, oracle=other)], [traded.users[0]],
                     "OracleMismatch")  # fmt: skip
@@ -564,6 +591,7 @@ def test_withdraw_refuses_another_oracle_account_and_a_foreign_layout(traded: Ch
 
 
 def test_withdraw_refuses_a_missing_signer_and_someone_elses_user(traded: Chain) -> None:
+    traded.operator_inactive()
     ix = traded.withdraw_ix(0, 1 * USD)
     assert_rejected(traded, [with_meta(ix, 2, signer=False)], [traded.authority], "OwnerNotSigner")
     thief = with_meta(ix, 2, pubkey=traded.users[1].pubkey())  # user 1 signs for user 0's account
@@ -573,7 +601,7 @@ def test_withdraw_refuses_a_missing_signer_and_someone_elses_user(traded: Chain)
 
 
 def test_initialize_and_create_market_cannot_be_repeated_or_forged(chain: Chain) -> None:
-    again = chain.ix("initialize", chain.operator.pubkey(), chain.exchange_bump, chain.vault_bump,
+    again = chain.ix("initialize", chain.operator.pubkey(), chain.exchange_bump, chain.vault_bump, 150,
                      accounts={"exchange": chain.exchange, "authority": chain.authority.pubkey(),
                                "collateral_mint": chain.mint, "vault": chain.vault,
                                "insurance_vault": chain.insurance_vault,

@@ -108,7 +108,7 @@ async def test_anchorpy_program_over_rpc_settles_fills_and_maps_program_errors(
     server.cluster.set_account(oracle, Account(SOL, encode_pyth_pull_price_update_v2(PythPullAccount(
         feed_id=FEED_ID, price=10_000_000_000, conf=1, exponent=-8, publish_time=0, posted_slot=0,
     )), PYTH_RECEIVER_PROGRAM_ID, False, 0))  # fmt: skip
-    await program.rpc["initialize"](operator.pubkey(), exchange_bump, vault_bump, ctx=Context(accounts={
+    await program.rpc["initialize"](operator.pubkey(), exchange_bump, vault_bump, 9_000, ctx=Context(accounts={
         "exchange": exchange, "authority": authority.pubkey(), "collateral_mint": mint.pubkey(),
         "vault": vault, "insurance_vault": insurance_vault, "vault_authority": vault_authority,
         "system_program": SYSTEM_PROGRAM}))  # fmt: skip

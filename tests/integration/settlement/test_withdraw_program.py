@@ -177,6 +177,7 @@ def test_forged_exchange_user_and_vault_accounts_are_refused(traded: Chain) -> N
 
 
 def test_the_owner_signed_withdraw_leaves_the_engine_chain_alone(traded: Chain) -> None:
+    traded.operator_inactive()
     traded.ok([traded.withdraw_ix(2, 10 * USD)], [traded.users[2]])
     assert traded.decode(traded.exchange).last_withdrawal_sequence == 0
     traded.ok([process_ix(traded, 2, 990 * USD, sequence=3)], [traded.operator])  # the rest

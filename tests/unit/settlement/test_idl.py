@@ -161,7 +161,7 @@ def test_anchorpy_parses_the_idl_with_every_instruction_account_and_error(progra
     assert [ix.name for ix in program.idl.instructions] == [
         "initialize", "createMarket", "deposit", "withdraw", "settleFills", "updateFunding",
         "setMarketStatus", "initializeGovernance", "proposeParamChange", "approve", "execute",
-        "cancel", "guardianSetStatus", "liquidate", "processWithdrawal",
+        "cancel", "guardianSetStatus", "liquidate", "processWithdrawal", "settleLiquidation",
     ]  # fmt: skip
     assert [a.name for a in program.idl.accounts] == [
         "Exchange", "Market", "User", "Governance", "Proposal",
