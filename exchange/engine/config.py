@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from exchange.core.errors import ConfigError
+from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
+from exchange.core.units import NANOS_PER_SECOND
 from perp.params import ParamsError, PerpMarketParams
 
 
@@ -24,7 +26,15 @@ class EngineConfig:
     breaker, funding and mark parameters a new market is listed with, and
     ``market_overrides`` (``[engine.market_overrides.SYMBOL]`` tables) the keys that differ for
     one symbol. They are journaled with the market, so changing them later does not change
-    markets that already exist.
+    markets that already exist (the liquidation fee, liquidator share and buffer are market
+    parameters too).
+
+    Engine-level liquidation settings: an oracle reading older than
+    ``liquidation_max_oracle_age_ns`` (engine time) is stale for liquidation; the sweeper's
+    backstop liquidates an account keepers left below maintenance for
+    ``liquidation_grace_period_ns``, at most once per ``liquidation_retry_ns``, from the
+    operator-funded sub-account ``liquidation_backstop_owner_id`` /
+    ``liquidation_backstop_sub_account_id``.
     """
 
     data_dir: Path = Path("data")
@@ -34,6 +44,11 @@ class EngineConfig:
     tick_interval_ns: int = 1_000_000_000
     market_params: PerpMarketParams = field(default_factory=PerpMarketParams)
     market_overrides: tuple[tuple[str, PerpMarketParams], ...] = ()
+    liquidation_max_oracle_age_ns: int = 30 * NANOS_PER_SECOND
+    liquidation_grace_period_ns: int = 2 * NANOS_PER_SECOND
+    liquidation_retry_ns: int = 1 * NANOS_PER_SECOND
+    liquidation_backstop_owner_id: int = 900
+    liquidation_backstop_sub_account_id: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.data_dir, Path):
@@ -46,6 +61,11 @@ class EngineConfig:
             ("group_commit_max_commands", 1, 1_000_000),
             ("snapshot_every_events", 1, 10**12),
             ("tick_interval_ns", 1_000_000, 3_600_000_000_000),
+            ("liquidation_max_oracle_age_ns", 1_000_000, 3_600 * NANOS_PER_SECOND),
+            ("liquidation_grace_period_ns", 0, 3_600 * NANOS_PER_SECOND),
+            ("liquidation_retry_ns", 1_000_000, 3_600 * NANOS_PER_SECOND),
+            ("liquidation_backstop_owner_id", 1, 2**47 - 1),
+            ("liquidation_backstop_sub_account_id", 0, SUB_ACCOUNTS_PER_OWNER - 1),
         ):
             value = getattr(self, name)
             if type(value) is not int or not lo <= value <= hi:

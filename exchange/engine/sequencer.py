@@ -23,7 +23,7 @@ from exchange.core.errors import ExchangeError, JournalError, RejectCode, Replay
 from exchange.core.events import Event
 from exchange.engine.config import EngineConfig
 from exchange.engine.journal import Journal
-from perp.clearinghouse import Clearinghouse
+from perp.clearinghouse import DEFAULT_LIQUIDATION_MAX_ORACLE_AGE_NS, Clearinghouse
 from perp.params import PerpMarketParams
 
 Subscriber = Callable[[Sequence[Event]], None]
@@ -50,21 +50,30 @@ def recover(
     *,
     default_params: PerpMarketParams | None = None,
     params_by_symbol: Mapping[str, PerpMarketParams] | None = None,
+    liquidation_max_oracle_age_ns: int = DEFAULT_LIQUIDATION_MAX_ORACLE_AGE_NS,
 ) -> tuple[Clearinghouse, RecoveryReport]:
     """Rebuild the clearinghouse from the newest usable snapshot plus the events after it.
 
     A snapshot whose own hash does not match its payload is a ``ReplayMismatch``.
     ``default_params`` / ``params_by_symbol`` only list markets created from now on (existing
-    ones carry their journaled parameters).
+    ones carry their journaled parameters); ``liquidation_max_oracle_age_ns`` is the
+    engine's staleness bound for liquidation (a setting, not state).
     """
     started = time.perf_counter()
     snap = journal.latest_snapshot(upto_seq)
     if snap is None:
-        core = Clearinghouse(default_params=default_params, params_by_symbol=params_by_symbol)
+        core = Clearinghouse(
+            default_params=default_params,
+            params_by_symbol=params_by_symbol,
+            liquidation_max_oracle_age_ns=liquidation_max_oracle_age_ns,
+        )
         after = 0
     else:
         core = Clearinghouse.from_snapshot(
-            snap.payload, default_params=default_params, params_by_symbol=params_by_symbol
+            snap.payload,
+            default_params=default_params,
+            params_by_symbol=params_by_symbol,
+            liquidation_max_oracle_age_ns=liquidation_max_oracle_age_ns,
         )
         if core.state_hash() != snap.state_hash:
             raise ReplayMismatch(
@@ -97,6 +106,7 @@ class Engine:
             self.journal,
             default_params=config.market_params,
             params_by_symbol=dict(config.market_overrides),
+            liquidation_max_oracle_age_ns=config.liquidation_max_oracle_age_ns,
         )
         self._clock = clock
         self._last_ts = 0

@@ -128,3 +128,60 @@ def test_an_engine_lists_each_symbol_with_its_parameters(tmp_path: Path) -> None
     assert engine.core.markets[0].params == PerpMarketParams()
     assert engine.core.markets[2].params == sol
     engine.close()
+
+
+def test_liquidation_settings_come_from_toml_and_reach_the_engine(tmp_path: Path) -> None:
+    from exchange.engine.sequencer import Engine
+
+    # Arrange: engine-level settings, and one market's own liquidation parameters
+    path = tmp_path / "perpdex.toml"
+    path.write_text(
+        f'[engine]\ndata_dir = "{tmp_path}"\nliquidation_max_oracle_age_ns = 5_000_000_000\n'
+        "liquidation_grace_period_ns = 0\nliquidation_retry_ns = 250_000_000\n"
+        "liquidation_backstop_owner_id = 77\nliquidation_backstop_sub_account_id = 3\n"
+        '[engine.market_overrides."SOL-PERP"]\nliquidation_fee_ppm = 4_000\n'
+        "liquidator_share_ppm = 250_000\nliquidation_buffer_ppm = 0\n"
+    )
+    # Act
+    config = EngineConfig.from_toml(path)
+    engine = Engine(config)
+    # Assert
+    assert (config.liquidation_grace_period_ns, config.liquidation_retry_ns) == (0, 250_000_000)
+    assert (config.liquidation_backstop_owner_id, config.liquidation_backstop_sub_account_id) == (
+        77,
+        3,
+    )
+    [(_, sol)] = config.market_overrides
+    assert (sol.liquidation_fee_ppm, sol.liquidator_share_ppm, sol.liquidation_buffer_ppm) == (
+        4_000,
+        250_000,
+        0,
+    )
+    assert engine.core.liquidation_max_oracle_age_ns == 5_000_000_000
+    engine.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"liquidation_max_oracle_age_ns": 0}, "liquidation_max_oracle_age_ns: expected an int"),
+        ({"liquidation_grace_period_ns": -1}, "liquidation_grace_period_ns: expected an int"),
+        ({"liquidation_retry_ns": 1.5}, "liquidation_retry_ns: expected an int"),
+        ({"liquidation_backstop_owner_id": 0}, "liquidation_backstop_owner_id: expected an int"),
+        (
+            {"liquidation_backstop_sub_account_id": 65_536},
+            "liquidation_backstop_sub_account_id: expected an int in 0..65535, got 65536",
+        ),
+        (
+            {"market_params": {"liquidation_fee_ppm": 40_000}},
+            "market_params: liquidation_fee_ppm: expected < margin_tiers",
+        ),
+        (
+            {"market_params": {"liquidator_share_ppm": 2_000_000}},
+            r"market_params: liquidator_share_ppm: expected 0..1000000",
+        ),
+    ],
+)
+def test_bad_liquidation_settings_say_what_was_expected(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        EngineConfig.from_mapping(data)
