@@ -11,7 +11,11 @@ time per command), through:
   oracle readings as ``UpdateTriggerPrice``, ticks as ``ExpireOrders``, no deposits.
 
 Then both journals are folded from zero (``apply``), which must reproduce each live hash.
-No journal I/O: ``bench.journal`` measures that. The last line printed is one JSON object.
+No journal I/O there: ``bench.journal`` measures that. Apart, the engine path per order
+(``engine_path_cpu_us_per_order``): ``bench.api``'s orders (IOC bids from 16 sub-accounts,
+accepted, remainder canceled) through ``Engine.process`` (check, clearinghouse, SQLite
+journal group commit) in batches of 2,000, thread CPU time per order.
+The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ import gc
 import json
 import random
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from exchange.core.commands import (
     Deposit,
     ExpireOrders,
+    PlaceOrder,
     Tick,
     UpdateOraclePrice,
     UpdateTriggerPrice,
@@ -101,6 +108,27 @@ def fold(fresh: Any, journal: list[Any]) -> tuple[float, str]:
     return time.perf_counter() - started, fresh.state_hash()
 
 
+def engine_path_cpu_us(orders: int, batch: int = 2_000) -> float:
+    """Thread CPU time per order of ``Engine.process`` on ``bench.api``'s IOC orders."""
+    from bench.api import LOT, MARKET, OWNER, SUB_ACCOUNTS, TICK, start_engine
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        runner = start_engine(Path(data_dir))
+        runner.close()  # the engine alone, on this thread
+        engine = runner.engine
+        try:
+            cmds = [
+                PlaceOrder(MARKET, OWNER, i % SUB_ACCOUNTS, 0, 99 * TICK, LOT, time_in_force=1)
+                for i in range(orders)
+            ]
+            started = time.thread_time()
+            for i in range(0, orders, batch):
+                engine.process(cmds[i : i + batch])
+            return (time.thread_time() - started) / orders * 1e6
+        finally:
+            engine.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROUNDS} rounds")
@@ -122,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         print("fold hash differs from the live hash", file=sys.stderr)
         return 1
 
+    engine_us = engine_path_cpu_us(5_000 if args.quick else 20_000)
     fills = sum(type(e) is TradeExecuted for e in ch_journal)
     rejected = sum(type(e) is OrderRejected for e in ch_journal)
     figures = {
@@ -140,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "bare_core_fold_events_per_s": round(len(core_journal) / core_fold_seconds),
         "fold_hash_equals_live": True,
         "conservation_gap_quote": ch.conservation_gap_quote(),
+        "engine_path_cpu_us_per_order": round(engine_us, 1),
     }
     print(
         f"clearinghouse: {figures['clearinghouse_commands_per_s']:,} commands/s "
@@ -153,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"fold: clearinghouse {figures['clearinghouse_fold_events_per_s']:,} events/s, bare "
         f"core {figures['bare_core_fold_events_per_s']:,} events/s; both equal their live hash"
+    )
+    print(
+        f"engine path (Engine.process + SQLite journal, IOC batches): {engine_us:.1f} us CPU/order"
     )
     print(json.dumps(figures))
     return 0
