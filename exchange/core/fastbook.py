@@ -1086,7 +1086,9 @@ def _run_taker(addr, t, registered, ts):  # type: ignore[no-untyped-def]
     S = _view(addr)
     pt = S[H_POOL] + t * NF
     S[pt + P_CANCELED] = 0
-    _match(addr, t, ts)
+    # (the touch check first: a passive order, most orders, skips the call into the matcher)
+    if _crosses(addr, 0 if S[pt + P_SIDE] == BID else 1, S[pt + P_PRICE]):
+        _match(addr, t, ts)
     if S[pt + P_CANCELED] != 0:
         if registered:
             _forget(addr, t)
