@@ -6,8 +6,14 @@ A user deposits on-chain by itself (``deposit``, wallet-signed; the program emit
 (``getSignaturesForAddress``, newest first, paged back to the last one it has seen), reads
 each confirmed transaction's logs and parses the program's events with anchorpy's
 ``EventParser``. Every ``Deposited`` of a wallet in the ``AccountMap`` becomes
-``Deposit(owner_id, sub_account_id, amount_quote)`` into the engine; deposits of unmapped
-wallets stay on-chain and are counted (``metrics.unmapped``). A failed transaction is skipped.
+``Deposit(owner_id, sub_account_id, amount_quote)`` into the engine. Open sign-up: with
+``register`` set, the first deposit of a wallet the map does not know first sends
+``RegisterAccount`` (durable before the credit); the engine's ``AccountRegistered`` names the
+account, which joins the map (so settlement, withdrawals and the reconciler know it) and
+takes the credit. Without ``register``, deposits of unmapped wallets stay on-chain and are
+counted (``metrics.unmapped``). A failed transaction is skipped. A crash between the
+registration and the credit leaves a registered wallet with an uncredited deposit: the map is
+rebuilt from the engine's registry at start and the next poll credits it.
 
 Exactly once across crashes: before a credit the bridge writes the deposit as ``pending`` in
 its state file together with the engine's last sequence number at that moment; after the
@@ -37,11 +43,11 @@ from solana.rpc.commitment import Confirmed
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from exchange.core.commands import Deposit
-from exchange.core.events import CollateralDeposited, Event
+from exchange.core.commands import Deposit, RegisterAccount
+from exchange.core.events import AccountRegistered, CollateralDeposited, Event
 from exchange.engine.journal import Journal
 from settlement.errors import SettlementError
-from settlement.onchain import AccountMap
+from settlement.onchain import AccountMap, wallet_hex
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,7 @@ class BridgeMetrics:
     deposits_credited: int = 0
     deposited_quote: int = 0  # QUOTE_PRECISION, credited by this process
     unmapped: int = 0  # deposits of wallets outside the account map (left on-chain)
+    registered: int = 0  # wallets this process registered (open sign-up)
     failed_transactions: int = 0
     recovered_pending: int = 0  # pending credits found in the journal at start
 
@@ -133,6 +140,7 @@ class BridgeState:
 
 
 Credit = Callable[[Deposit], Awaitable[Sequence[Event]]]
+Register = Callable[[RegisterAccount], Awaitable[Sequence[Event]]]
 
 
 class DepositBridge:
@@ -148,8 +156,10 @@ class DepositBridge:
         engine_last_seq: Callable[[], int],
         journal: Journal,
         state_path: Path,
+        register: Register | None = None,
     ) -> None:
         self.program = program
+        self.register = register
         self.client = program.provider.connection
         self.vault = vault
         self.accounts = accounts
@@ -271,17 +281,34 @@ class DepositBridge:
             self.state.save(self.state_path)
         return credited
 
+    async def _register(self, deposit: ChainDeposit) -> tuple[int, int]:
+        """Open sign-up: the engine registers the wallet (journaled) and the map learns it."""
+        assert self.register is not None
+        events = await self.register(RegisterAccount(wallet_hex(deposit.wallet)))
+        registered = next((e for e in events if type(e) is AccountRegistered), None)
+        if registered is None:  # the map is fed from the registry: it cannot be missing here
+            raise BridgeError(
+                f"deposit {deposit.key}: expected the engine to register wallet "
+                f"{deposit.wallet}, got {list(events)!r}"
+            )
+        account = (registered.owner_id, registered.sub_account_id)
+        self.accounts.add(*account, deposit.wallet)
+        self.metrics.registered += 1
+        log.info("bridge: wallet %s registered as %s", deposit.wallet, account)
+        return account
+
     async def _credit(self, deposit: ChainDeposit) -> int:
-        user = self.accounts.addresses.user(deposit.wallet)[0]
-        try:
-            owner_id, sub_account_id = self.accounts.engine_account(user)
-        except KeyError:
+        account = self.accounts.account_of_wallet(deposit.wallet)
+        if account is None and self.register is not None:
+            account = await self._register(deposit)
+        if account is None:
             self.metrics.unmapped += 1
             log.warning(
                 "bridge: deposit %s of %d quote from unmapped wallet %s left on-chain",
                 deposit.key, deposit.amount_quote, deposit.wallet,
             )  # fmt: skip
             return 0
+        owner_id, sub_account_id = account
         self.state.pending = {
             "key": deposit.key,
             "owner_id": owner_id,

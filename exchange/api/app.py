@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from exchange.api import codec
+from exchange.api.account import install_account
 from exchange.api.auth import (
     OwnerRegistry,
     ReplayGuard,
@@ -392,6 +393,8 @@ def create_app(
         app, port, authenticate, public_limit, engine_core=engine_runner.engine.core,
         clock_ns=clock_ns,
     )  # fmt: skip
+    # keys of registered wallets (open sign-up) and GET /v1/account
+    install_account(app, port, authenticate, app[REGISTRY_KEY])
     r = app.router
     r.add_get("/openapi.json", get_openapi)
     r.add_get("/v1/markets", get_markets)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import re
+from collections.abc import Callable
 from typing import Any
 
 from solders.keypair import Keypair
@@ -83,13 +84,26 @@ class OwnerRegistry:
     or exactly one, the settlement model's one wallet per sub-account
     (``settlement.onchain.AccountMap``). A key is bound once; an owner has either one
     all-sub-accounts key or keys for distinct sub-accounts.
+
+    A key bound here (``[api.owners]``) wins; any other key is looked up in the engine's
+    account registry (``attach_registry``: wallet hex -> ``(owner_id, sub_account_id)``),
+    limited to that one sub-account: open sign-up, a wallet that deposited on-chain signs.
     """
 
     def __init__(self, entries: tuple[tuple[Any, ...], ...] = ()) -> None:
         self._by_key: dict[str, tuple[int, int | None]] = {}
         self._subs_by_owner: dict[int, set[int | None]] = {}
+        self._registered: Callable[[str], tuple[int, int] | None] | None = None
         for entry in entries:
             self.bind(*entry)
+
+    def attach_registry(self, lookup: Callable[[str], tuple[int, int] | None]) -> None:
+        """Resolve keys without a static binding through ``lookup`` (wallet hex -> account)."""
+        self._registered = lookup
+
+    def source_of(self, pubkey_b58: str) -> str:
+        """``config`` for a statically bound key, else ``registry``."""
+        return "config" if pubkey_b58 in self._by_key else "registry"
 
     def bind(self, pubkey_b58: str, owner_id: int, sub_account_id: int | None = None) -> None:
         """Bind a key; a key bound twice or an owner's scope bound twice is refused."""
@@ -119,8 +133,14 @@ class OwnerRegistry:
                 f"X-PD-Pubkey: expected a base58 public key, got {pubkey_b58!r}"
             ) from None
         bound = self._by_key.get(pubkey_b58)
+        if bound is None and self._registered is not None:
+            bound = self._registered(bytes(pubkey).hex())
         if bound is None:
-            raise UnknownKey(f"X-PD-Pubkey: expected a key bound to an account, got {pubkey_b58}")
+            raise UnknownKey(
+                f"X-PD-Pubkey: expected the key of a registered wallet (deposit collateral "
+                f"on-chain from it first: the first deposit registers it) or one bound in "
+                f"[api.owners], got {pubkey_b58}"
+            )
         return pubkey, bound[0], bound[1]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from exchange.core.commands import FIRST_REGISTERED_OWNER_ID
 from exchange.core.errors import ConfigError
 
 
@@ -16,6 +17,8 @@ class ApiConfig:
     key act for every sub-account of ``owner_id``; ``(pubkey_base58, owner_id,
     sub_account_id)`` for that one only (settlement's one wallet per sub-account). In a
     config file: ``[api.owners]`` with ``"<pubkey>" = owner_id`` or ``= [owner_id, sub]``.
+    Static owners stay below ``FIRST_REGISTERED_OWNER_ID``: the ids from there up belong to
+    the engine's account registry (open sign-up), which resolves every other key.
 
     Rate limits are token buckets per key (per remote address for unsigned requests):
     ``rate_limit_burst`` tokens, refilled at ``rate_limit_per_second``; one request costs one
@@ -72,6 +75,11 @@ class ApiConfig:
             ):
                 raise ConfigError(
                     f"owners: expected (pubkey, owner_id[, sub_account_id]), got {entry!r}"
+                )
+            if entry[1] >= FIRST_REGISTERED_OWNER_ID:
+                raise ConfigError(
+                    f"owners: expected owner_id below {FIRST_REGISTERED_OWNER_ID} (the account "
+                    f"registry's ids start there), got {entry!r}"
                 )
 
     @classmethod

@@ -386,6 +386,9 @@ def openapi_document() -> dict[str, Any]:
     from exchange.api.liquidations import liquidation_paths
 
     paths.update(liquidation_paths())
+    from exchange.api.account import account_paths
+
+    paths.update(account_paths())
     return {
         "openapi": "3.1.0",
         "info": {

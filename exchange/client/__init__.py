@@ -2,6 +2,7 @@
 
 from exchange.client.rest import ApiRequestError, PerpdexRest
 from exchange.client.types import (
+    AccountInfo,
     Balance,
     CommandResult,
     DepositRecord,
@@ -15,6 +16,7 @@ from exchange.client.types import (
 from exchange.client.ws import PerpdexWs
 
 __all__ = [
+    "AccountInfo",
     "ApiRequestError",
     "Balance",
     "CommandResult",

@@ -14,6 +14,7 @@ from solders.keypair import Keypair
 from exchange.api.auth import signed_headers
 from exchange.client.liquidations import AdlRank, LiquidationCandidate, LiquidationResult
 from exchange.client.types import (
+    AccountInfo,
     Balance,
     CommandResult,
     DepositRecord,
@@ -233,6 +234,11 @@ class PerpdexRest:
             path += f"&sub_account_id={sub_account_id}"
         data = await self._request("GET", path, private=True)
         return [Withdrawal.from_json(w) for w in data["withdrawals"]]
+
+    async def account(self) -> AccountInfo:
+        """Who the key is (``GET /v1/account``); an unregistered wallet's key is refused with
+        403 ``AUTH_UNKNOWN_KEY``: its first on-chain deposit registers it."""
+        return AccountInfo.from_json(await self._request("GET", "/v1/account", private=True))
 
     async def deposits(
         self, limit: int = 100, sub_account_id: int | None = None

@@ -205,3 +205,25 @@ class DepositRecord:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> DepositRecord:
         return cls(**_pick(cls, obj))
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    """``GET /v1/account``: the signing key's owner and sub-account (``None``: all of the
+    owner's) and where the binding comes from (``registry``: open sign-up, ``config``)."""
+
+    pubkey: str
+    owner_id: int
+    sub_account_id: int | None
+    sub_account_ids: tuple[int, ...]
+    source: str
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> AccountInfo:
+        return cls(
+            obj["pubkey"],
+            obj["owner_id"],
+            obj["sub_account_id"],
+            tuple(obj["sub_account_ids"]),
+            obj["source"],
+        )
