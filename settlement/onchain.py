@@ -66,6 +66,9 @@ LOCALNET_PROGRAM_ID: Final = Pubkey.from_string("5MCGEsKshcCxpaurLNaaFfoFeWSVpyf
 SYSTEM_PROGRAM: Final = Pubkey.from_string("11111111111111111111111111111111")
 ORACLE_SOURCE_PYTH_PULL: Final = 2
 CONFIRMED_OPTS: Final = TxOpts(skip_confirmation=False, preflight_commitment=Confirmed)
+#: Exchange.escape_hatch_slots of a new Exchange: ~1 hour of 400 ms slots without a
+#: settle_fills / settle_liquidation / process_withdrawal before wallet withdraw opens.
+DEFAULT_ESCAPE_HATCH_SLOTS: Final = 9_000
 
 
 def localnet_program_keypair() -> Keypair:
@@ -301,10 +304,16 @@ class ExchangeSetup:
 
 
 async def initialize_exchange(
-    program: Program, *, authority: Keypair, operator: Pubkey, mint_keypair: Keypair
+    program: Program,
+    *,
+    authority: Keypair,
+    operator: Pubkey,
+    mint_keypair: Keypair,
+    escape_hatch_slots: int = DEFAULT_ESCAPE_HATCH_SLOTS,
 ) -> ExchangeSetup:
     """Collateral mint, the two PDA-owned vaults and ``initialize`` (``authority`` pays and
-    must be the program's provider wallet)."""
+    must be the program's provider wallet). ``escape_hatch_slots``: the operator inactivity
+    after which a wallet may ``withdraw`` by itself (docs/PROTOCOL.md, Withdrawals)."""
     client = program.provider.connection
     addresses = ClearingAddresses(program.program_id)
     vault_authority, vault_bump = addresses.vault_authority()
@@ -312,7 +321,7 @@ async def initialize_exchange(
     mint = await create_mint(client, authority, mint_keypair)
     vault = await create_token_account(client, authority, mint, vault_authority)
     insurance_vault = await create_token_account(client, authority, mint, vault_authority)
-    await program.rpc["initialize"](operator, exchange_bump, vault_bump, ctx=Context(accounts={
+    await program.rpc["initialize"](operator, exchange_bump, vault_bump, escape_hatch_slots, ctx=Context(accounts={
         "exchange": exchange, "authority": authority.pubkey(), "collateral_mint": mint,
         "vault": vault, "insurance_vault": insurance_vault, "vault_authority": vault_authority,
         "system_program": SYSTEM_PROGRAM}, signers=[authority]))  # fmt: skip
