@@ -228,7 +228,9 @@ CONSTANTS: Final = (
         LIQUIDATION_BUFFER_PPM,
         "sizing target: maintenance + this x notional",
     ),
-    Constant("MAX_LIQUIDATION_MOVES", MAX_LIQUIDATION_MOVES, "moves one settle_liquidation carries"),
+    Constant(
+        "MAX_LIQUIDATION_MOVES", MAX_LIQUIDATION_MOVES, "moves one settle_liquidation carries"
+    ),
     Constant(
         "MAX_LIQUIDATION_BATCH_MARKETS",
         MAX_LIQUIDATION_BATCH_MARKETS,

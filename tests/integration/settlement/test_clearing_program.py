@@ -202,6 +202,15 @@ class Chain:
         }  # fmt: skip
         return params
 
+    def initialize_ix(self, escape_hatch_slots: int) -> Instruction:
+        return self.ix(
+            "initialize", self.operator.pubkey(), self.exchange_bump, self.vault_bump, escape_hatch_slots,
+            accounts={"exchange": self.exchange, "authority": self.authority.pubkey(),
+                      "collateral_mint": self.mint, "vault": self.vault,
+                      "insurance_vault": self.insurance_vault, "vault_authority": self.vault_authority,
+                      "system_program": SYSTEM_PROGRAM},
+        )  # fmt: skip
+
     def create_market_ix(self, market_index: int, **overrides: Any) -> Instruction:
         market, bump = self.market_pda(market_index)
         params = self.market_params(market_index)
@@ -302,8 +311,9 @@ def chain() -> Chain:
     return make_chain()
 
 
-def make_chain() -> Chain:
-    """SPL mint and vaults, the program, ``initialize`` and market 0 on a fresh LiteSVM."""
+def make_chain(*, initialize: bool = True) -> Chain:
+    """SPL mint and vaults, the program, ``initialize`` and market 0 on a fresh LiteSVM (only
+    the mint, vaults and program without ``initialize``)."""
     svm = LiteSVM().with_sigverify(True)
     program_id = key(1).pubkey()
     svm.add_program(program_id, PROGRAM_SO.read_bytes())
@@ -331,12 +341,9 @@ def make_chain() -> Chain:
     c.vault = c.token_account(vault_authority, authority)
     c.insurance_vault = c.token_account(vault_authority, authority)
     c.set_oracle()
-    c.ok([c.ix("initialize", operator.pubkey(), exchange_bump, vault_bump, ESCAPE_HATCH_SLOTS,
-               accounts={"exchange": exchange, "authority": authority.pubkey(), "collateral_mint": c.mint,
-                         "vault": c.vault, "insurance_vault": c.insurance_vault,
-                         "vault_authority": vault_authority, "system_program": SYSTEM_PROGRAM})],
-         [authority])  # fmt: skip
-    c.ok([c.create_market_ix(0)], [authority])
+    if initialize:
+        c.ok([c.initialize_ix(ESCAPE_HATCH_SLOTS)], [authority])
+        c.ok([c.create_market_ix(0)], [authority])
     return c
 
 
