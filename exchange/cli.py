@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from exchange.core.errors import ExchangeError
+from exchange.deposit_cli import register as register_deposit_command
 from exchange.liquidation_cli import register as register_liquidation_commands
 from settlement.gov_cli import register as register_gov_commands
 
@@ -333,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     net.set_defaults(func=cmd_localnet)
     register_liquidation_commands(sub)
     register_gov_commands(sub)
+    register_deposit_command(sub)
     return parser
 
 

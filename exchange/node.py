@@ -32,6 +32,14 @@ Start-up, in order (``Node.start``):
 8. the demo traders (market makers and a taker, ``exchange.demo_bots``) through the SDK, each
    with its own wallet, funded by a real on-chain deposit that the bridge credits.
 
+Accounts (open sign-up, docs/PROTOCOL.md, Account registry): no wallet is configured up
+front. Every wallet, the node's own included (market makers, takers, the backstop
+liquidator), gets its engine account the way any user does: its first on-chain deposit makes
+the bridge register it (``RegisterAccount``, journaled before the credit). The settlement
+``AccountMap`` is built from the engine's registry at start and grows as wallets sign up; the
+API resolves keys through the same registry. On a fresh chain the node's wallets deposit
+before the sweeper starts (its backstop account is the liquidator wallet's registered one).
+
 ``Node.stop`` tears down in reverse: traders, oracle, governance watcher, settlement loop, API,
 engine (the runner drains, a snapshot is written), then the chain's accounts are saved and the
 cluster stops.
@@ -50,7 +58,7 @@ import time
 import tomllib
 from collections.abc import Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -103,9 +111,10 @@ from settlement.onchain import (
     ExchangeSetup,
     clearing_program,
     create_market,
-    deposit_collateral,
+    deposit_from_wallet,
     initialize_exchange,
     market_params_for,
+    registry_wallets,
 )
 from settlement.reconciler import Reconciler, ReconcilerConfig, ReconciliationReport
 from settlement.service import ServiceState, SettlementConfig, SettlementService
@@ -114,11 +123,9 @@ from settlement.withdrawals import WithdrawalExecutor, WithdrawalHalted
 log = logging.getLogger(__name__)
 
 LAMPORTS_PER_SOL: Final = 1_000_000_000
-LIQUIDATOR_OWNER: Final = 900  # the engine's backstop liquidator (sub-account 0)
 GOV_COUNCIL_SIZE: Final = 3  # council keys council-1..3 in DATA_DIR/keys
 GOV_THRESHOLD: Final = 2  # approvals a proposal needs
-MAKER_OWNER_BASE: Final = 1  # market maker i is owner 1 + i
-TAKER_OWNER_BASE: Final = 100  # taker i is owner 100 + i
+REGISTRATION_TIMEOUT_S: Final = 60.0  # the node's own wallets registered after their deposits
 ORACLE_LIMITS: Final = GuardLimits(
     max_age_slots=50, max_age_seconds=30, max_confidence_ppm=20_000, max_twap_deviation_ppm=50_000
 )
@@ -427,14 +434,22 @@ class Node:
         assert self.engine is not None
         return self.engine.core.next_seq - 1  # an int read: safe from any thread
 
+    def key_names(self) -> list[str]:
+        """Key names (``DATA_DIR/keys/NAME.json``) of the node's own wallets: the demo traders
+        and the backstop liquidator."""
+        makers = [f"maker-{i + 1}" for i in range(self.config.market_makers)]
+        takers = [f"taker-{i + 1}" for i in range(self.config.takers)]
+        return [*makers, *takers, "liquidator"]
+
     def wallet_names(self) -> list[tuple[str, int]]:
-        """(key name, owner_id) of every demo trader and the backstop liquidator; sub-account
-        0 each."""
-        makers = [
-            (f"maker-{i + 1}", MAKER_OWNER_BASE + i) for i in range(self.config.market_makers)
-        ]
-        takers = [(f"taker-{i + 1}", TAKER_OWNER_BASE + i) for i in range(self.config.takers)]
-        return [*makers, *takers, ("liquidator", LIQUIDATOR_OWNER)]
+        """(key name, owner_id) of the node's wallets registered so far (all of them once
+        started); sub-account 0 each."""
+        out = []
+        for name in self.key_names():
+            account = self.accounts.account_of_wallet(self.keys.get(name).pubkey())
+            if account is not None:
+                out.append((name, account[0]))
+        return out
 
     # ------------------------------------------------------------------ start
     async def start(self) -> None:
@@ -443,21 +458,25 @@ class Node:
         fresh_chain = not self.chain_dir.is_dir()
         self._open_engine(fresh_chain)
         await self._start_cluster(fresh_chain)
-        wallets = {name: self.keys.get(name) for name, _ in self.wallet_names()}
+        wallets = {name: self.keys.get(name) for name in self.key_names()}
+        assert self.engine is not None
+        # every wallet the engine registered (open sign-up), the node's own included
         self.accounts = AccountMap(
-            {(owner, 0): wallets[name].pubkey() for name, owner in self.wallet_names()},
-            ClearingAddresses(LOCALNET_PROGRAM_ID),
+            registry_wallets(self.engine.core.registry), ClearingAddresses(LOCALNET_PROGRAM_ID)
         )
         self.authority = self.keys.get("authority")
         self.operator = self.keys.get("operator")
         await self._list_markets()
         self.setup = await self._provision(fresh_chain, wallets)
         await self._start_oracle()
-        await self._start_api(wallets)
+        await self._start_api()
         self._start_settlement()
-        self._start_liquidation()
+        if fresh_chain:  # the node's wallets sign up like anyone: an on-chain deposit
+            await self._fund_wallets(wallets)
+        await self._await_registered(wallets)
+        self._start_liquidation(wallets["liquidator"])
         await self._start_governance()
-        await self._start_bots(wallets, fund=fresh_chain)
+        await self._start_bots(wallets)
         if fresh_chain:  # the provisioned chain with the deposits: a crash restarts from here
             assert self.server is not None
             save_chain(self.server, self.chain_dir)
@@ -469,6 +488,14 @@ class Node:
         self.recovered_hash, self.recovered_seq = rec.state_hash, rec.last_seq
         # Without a saved chain the chain is provisioned anew; that is only consistent with a
         # journal in which no account holds collateral yet (markets and prices are re-listed).
+        if not fresh_chain and self.engine.core.accounts and not self.engine.core.registry:
+            self.engine.close()
+            self.engine = None
+            raise NodeError(
+                f"data dir {self.data_dir}: expected a journal with the account registry, got "
+                f"accounts without registrations (a data directory from before open sign-up); "
+                "use a new data directory"
+            )
         if fresh_chain and self.engine.core.accounts:
             self.engine.close()
             self.engine = None
@@ -619,10 +646,10 @@ class Node:
 
         future.add_done_callback(done)
 
-    async def _start_api(self, wallets: dict[str, Keypair]) -> None:
+    async def _start_api(self) -> None:
+        """The API; keys resolve through the engine's account registry (plus ``[api.owners]``)."""
         assert self.runner is not None
-        owners = tuple((str(wallets[name].pubkey()), owner) for name, owner in self.wallet_names())
-        api_config = replace(self.config.api, owners=tuple(self.config.api.owners) + owners)
+        api_config = self.config.api
         self.app = create_app(api_config, self.runner)
         self.app[METRICS_KEY].add_collector(self._collect_metrics)
         self.api_runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
@@ -659,6 +686,7 @@ class Node:
             engine_last_seq=self.engine_last_seq,
             journal=self.read_journal(),
             state_path=self.data_dir / "bridge.json",
+            register=self.submit,  # open sign-up: a new wallet's first deposit registers it
         )
         self.bridge.recover()
         # the engine's CollateralWithdrawn -> process_withdrawal, in journal order with the fills
@@ -682,14 +710,50 @@ class Node:
         self.status.settlement_caught_up_s = time.time()
         self._tasks.append(asyncio.create_task(self._settlement_loop(), name="settlement"))
 
-    def _start_liquidation(self) -> None:
+    def _start_liquidation(self, liquidator: Keypair) -> None:
         """The sweeper and backstop inside the engine (``LiquidationService``, an engine
         subscriber on the sequencer thread); its backstop account is the ``liquidator``
-        wallet's, funded by an on-chain deposit like the traders'."""
+        wallet's, registered and funded by an on-chain deposit like the traders'."""
         assert self.engine is not None and self.runner is not None
+        account = self.accounts.account_of_wallet(liquidator.pubkey())
+        assert account is not None  # _await_registered
         self.liquidation = LiquidationService(
-            self.engine, self.runner.submit, liquidator_owner_id=LIQUIDATOR_OWNER
-        )
+            self.engine, self.runner.submit, liquidator_owner_id=account[0],
+            liquidator_sub_account_id=account[1],
+        )  # fmt: skip
+
+    async def _fund_wallets(self, wallets: dict[str, Keypair]) -> None:
+        """Each of the node's wallets deposits on-chain (the local mint authority mints its
+        USDC first); the bridge, not this call, registers and credits them."""
+        for name, wallet in wallets.items():
+            amount = (
+                self.config.taker_deposit_quote
+                if name.startswith("taker")
+                else self.config.maker_deposit_quote
+            )
+            await deposit_from_wallet(
+                self.admin, self.setup, wallet=wallet, amount_quote=amount,
+                mint_authority=self.authority,
+            )  # fmt: skip
+
+    async def _await_registered(self, wallets: dict[str, Keypair]) -> None:
+        """Wait until the bridge registered every wallet of the node (at once on a restart)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REGISTRATION_TIMEOUT_S
+        missing = list(wallets)
+        while missing:
+            missing = [
+                n for n in wallets if self.accounts.account_of_wallet(wallets[n].pubkey()) is None
+            ]
+            if not missing:
+                return
+            if loop.time() > deadline:
+                raise NodeError(
+                    f"accounts: expected the node's wallets registered within "
+                    f"{REGISTRATION_TIMEOUT_S:.0f} s of their deposits, got none for {missing} "
+                    f"({self.status.settlement_error or 'no settlement error'})"
+                )
+            await asyncio.sleep(0.05)
 
     def council(self) -> list[Keypair]:
         """The governance council's keys (``keys/council-N.json``, created when missing)."""
@@ -731,22 +795,9 @@ class Node:
         )
         await self.gov_watcher.start()
 
-    async def _start_bots(self, wallets: dict[str, Keypair], *, fund: bool) -> None:
+    async def _start_bots(self, wallets: dict[str, Keypair]) -> None:
         assert self.endpoints is not None
         names = dict(self.wallet_names())
-        if fund:
-            for name, owner in self.wallet_names():
-                amount = (
-                    self.config.maker_deposit_quote
-                    if not name.startswith("taker")
-                    else self.config.taker_deposit_quote
-                )
-                # The wallet deposits on-chain; the bridge (not this call) credits the engine.
-                await deposit_collateral(
-                    self.admin, self.setup, mint_authority=self.authority,
-                    wallet=wallets[name], owner_id=owner, sub_account_id=0,
-                    amount_quote=amount, credit_engine=lambda _cmd: None,
-                )  # fmt: skip
         rest_markets = None
         for name, _owner in self.wallet_names():
             if name == "liquidator":
