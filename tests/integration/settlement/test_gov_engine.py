@@ -295,7 +295,7 @@ def chain_risk(**changes: Any) -> ChainRiskParams:
         "oracle_max_age_seconds": 60, "max_position_base": U64_MAX,
         "max_open_interest_base": U64_MAX, "maker_fee_ppm": PARAMS.maker_fee_ppm,
         "taker_fee_ppm": PARAMS.taker_fee_ppm, "insurance_share_ppm": PARAMS.insurance_share_ppm,
-        "oracle_max_confidence_ppm": 20_000, "liquidation_fee_ppm": 25_000, "max_leverage": 10,
+        "oracle_max_confidence_ppm": 20_000, "liquidation_fee_ppm": PARAMS.liquidation_fee_ppm, "max_leverage": 10,
         "margin_tiers": PARAMS.margin_tiers,
     }  # fmt: skip
     return ChainRiskParams(**{**base, **changes})
@@ -310,9 +310,15 @@ def test_the_mapping_keeps_units_and_leaves_what_the_engine_does_not_govern() ->
         "max_position_base": 7 * BASE_PRECISION
     }
     # fields the engine has no parameter for change nothing
-    unmapped = chain_risk(max_leverage=3, liquidation_fee_ppm=1, oracle_max_age_slots=9,
-                          max_open_interest_base=10**12)  # fmt: skip
+    unmapped = chain_risk(max_leverage=3, oracle_max_age_slots=9, max_open_interest_base=10**12)
     assert params_change(unmapped, PARAMS) == {}
+    # one set of liquidation parameters per market on both sides (share and buffer when the
+    # program's RiskParams carries them)
+    assert params_change(chain_risk(liquidation_fee_ppm=1), PARAMS) == {"liquidation_fee_ppm": 1}
+    assert params_change(
+        chain_risk(liquidator_share_ppm=PARAMS.liquidator_share_ppm, liquidation_buffer_ppm=7),
+        PARAMS,
+    ) == {"liquidation_buffer_ppm": 7}
     tiers = ((U64_MAX, 90_000, 45_000),)
     assert params_change(chain_risk(margin_tiers=tiers, taker_fee_ppm=500), PARAMS) == {
         "margin_tiers": [[U64_MAX, 90_000, 45_000]], "taker_fee_ppm": 500}  # fmt: skip
