@@ -15,8 +15,8 @@ from anchorpy import Context
 from solders.account import Account
 from solders.instruction import AccountMeta
 
-from exchange.core.commands import PlaceOrder
-from exchange.core.events import LiquidationExecuted, OnChainLiquidationBooked
+from exchange.core.commands import BookOnChainLiquidation, PlaceOrder
+from exchange.core.events import Event, LiquidationExecuted, OnChainLiquidationBooked
 from exchange.core.orders import Side, TimeInForce
 from exchange.core.units import BASE_PRECISION, PRICE_PRECISION, U64_MAX
 from oracle_feeds.encoders import encode_pyth_pull_price_update_v2
@@ -89,7 +89,7 @@ async def keeper_liquidates(stack: SettlementStack) -> str:
 def scanner(stack: SettlementStack, state_path: Path) -> LiquidationScanner:
     assert stack.setup is not None
 
-    async def submit(command: object) -> list[object]:
+    async def submit(command: BookOnChainLiquidation) -> list[Event]:
         return stack.process_one(command)
 
     return LiquidationScanner(
