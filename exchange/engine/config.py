@@ -34,7 +34,8 @@ class EngineConfig:
     backstop liquidates an account keepers left below maintenance for
     ``liquidation_grace_period_ns``, at most once per ``liquidation_retry_ns``, from the
     operator-funded sub-account ``liquidation_backstop_owner_id`` /
-    ``liquidation_backstop_sub_account_id``.
+    ``liquidation_backstop_sub_account_id`` (none: the main job's own ``liquidator`` wallet,
+    registered by its deposit).
     """
 
     data_dir: Path = Path("data")
@@ -47,7 +48,7 @@ class EngineConfig:
     liquidation_max_oracle_age_ns: int = 30 * NANOS_PER_SECOND
     liquidation_grace_period_ns: int = 2 * NANOS_PER_SECOND
     liquidation_retry_ns: int = 1 * NANOS_PER_SECOND
-    liquidation_backstop_owner_id: int = 900
+    liquidation_backstop_owner_id: int | None = None
     liquidation_backstop_sub_account_id: int = 0
 
     def __post_init__(self) -> None:
@@ -68,6 +69,8 @@ class EngineConfig:
             ("liquidation_backstop_sub_account_id", 0, SUB_ACCOUNTS_PER_OWNER - 1),
         ):
             value = getattr(self, name)
+            if name == "liquidation_backstop_owner_id" and value is None:
+                continue
             if type(value) is not int or not lo <= value <= hi:
                 raise ConfigError(f"{name}: expected an int in {lo}..{hi}, got {value!r}")
         if not isinstance(self.market_params, PerpMarketParams):

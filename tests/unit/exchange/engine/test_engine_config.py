@@ -159,6 +159,8 @@ def test_liquidation_settings_come_from_toml_and_reach_the_engine(tmp_path: Path
     )
     assert engine.core.liquidation_max_oracle_age_ns == 5_000_000_000
     engine.close()
+    # by default the main job's own liquidator wallet is the backstop account
+    assert EngineConfig().liquidation_backstop_owner_id is None
 
 
 @pytest.mark.parametrize(
