@@ -261,7 +261,8 @@ def register(sub: Any) -> None:
         description="Polls GET /v1/liquidations/candidates and the keeper's own margin, sends "
         "signed POST /v1/liquidations (the liquidator's fee share is credited to its "
         "sub-account), backs off on errors; one JSON object per line, the last one a summary. "
-        "The key must be bound to an owner in the API's [api.owners].",
+        "The key must be a registered wallet's (its first on-chain deposit registers it: "
+        "perpdex deposit) or bound in the API's [api.owners].",
     )
     liq.add_argument("--api", required=True, help="the API's base URL, e.g. http://127.0.0.1:8080")
     liq.add_argument("--key", required=True, type=Path, help="solana CLI keypair file (JSON)")
