@@ -9,7 +9,9 @@ Start-up, in order (``Node.start``):
    BTC-PERP, ETH-PERP and SOL-PERP are listed once (``CreateMarket``, journaled);
 3. on a fresh data directory: keys (``DATA_DIR/keys``), airdrops, the collateral mint and
    vaults, ``initialize``, and per market a simulated Pyth pull oracle account and
-   ``create_market`` with the engine's own tick, lot, fees, margin tiers and funding cap;
+   ``create_market`` with the engine's own tick, lot, fees, margin tiers and funding cap; the
+   Market's liquidation fee, liquidator share and buffer must equal the engine market's
+   (checked after listing: one set of liquidation parameters per market on both sides);
 4. the simulated oracle publisher (seeded random walk, continuing from the engine's last index
    price) -> ``OracleFeed`` (PubSub, guards) -> oracle port -> engine;
 5. the API (``create_app``) on ``api_host:api_port`` with ``/metrics``;
@@ -20,9 +22,13 @@ Start-up, in order (``Node.start``):
    flight halts the markets concerned (``SetMarketStatus``); the withdrawal executor
    (``settlement/withdrawals.py``) runs in the same loop, in journal order with settlement:
    the engine's ``CollateralWithdrawn`` -> ``process_withdrawal`` once the fills before it
-   landed;
+   landed; before settlement and reconciliation the liquidation scanner
+   (``settlement/liquidation_scanner.py``) books the keepers' on-chain ``liquidate``
+   transactions into the engine (``BookOnChainLiquidation``, exactly once; progress in
+   ``DATA_DIR/liquidation-scanner.json``);
 7. the liquidation sweeper and backstop (``LiquidationService``, an engine subscriber) with
-   its own funded liquidator account;
+   its own funded liquidator account (or ``[engine] liquidation_backstop_owner_id``), grace
+   period and retry from ``EngineConfig``;
    governance: on a fresh chain ``initialize_governance`` with a council of
    ``GOV_COUNCIL_SIZE`` keys (``DATA_DIR/keys/council-N.json``, threshold
    ``GOV_THRESHOLD``), a guardian (``keys/guardian.json``) and ``gov_timelock_s``; the
@@ -58,7 +64,7 @@ import time
 import tomllib
 from collections.abc import Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -96,12 +102,14 @@ from oracle_feeds.price import OracleSource
 from oracle_feeds.publisher import RandomWalk, SimulatedFeed, SimulatedPublisher
 from oracle_feeds.stream import StreamFeed
 from perp.clearinghouse import Clearinghouse
+from perp.params import MAX_LIQUIDATION_FEE_PPM, PerpMarketParams
 from perp.risk_gate import MarketStatus
 from settlement.bridge import DepositBridge
 from settlement.errors import SettlementError
 from settlement.gov_cli import GovClient
 from settlement.gov_watcher import EngineDirect, GovWatcher, applied_proposal_ids
 from settlement.governance import governance_pda, initialize_governance_ix
+from settlement.liquidation_scanner import LiquidationScanner
 from settlement.onchain import (
     LOCALNET_PROGRAM_ID,
     PROGRAM_SO,
@@ -118,6 +126,8 @@ from settlement.onchain import (
 )
 from settlement.reconciler import Reconciler, ReconcilerConfig, ReconciliationReport
 from settlement.service import ServiceState, SettlementConfig, SettlementService
+from settlement.spec import LIQUIDATION_BUFFER_PPM, LIQUIDATOR_SHARE_PPM
+from settlement.spec import TYPES as SPEC_TYPES
 from settlement.withdrawals import WithdrawalExecutor, WithdrawalHalted
 
 log = logging.getLogger(__name__)
@@ -142,6 +152,41 @@ _SAVED_OWNERS: Final = (
     SYSTEM_PROGRAM,
     PYTH_RECEIVER_PROGRAM_ID,
 )
+
+
+def _program_lists_liquidation_params() -> bool:
+    """Does ``create_market`` take the liquidation fee, share and buffer (MarketParams)?"""
+    market_params = next(t for t in SPEC_TYPES if t.name == "MarketParams")
+    return {f.name for f in market_params.fields} >= {
+        "liquidation_fee_ppm",
+        "liquidator_share_ppm",
+        "liquidation_buffer_ppm",
+    }
+
+
+def chain_listable(config: EngineConfig) -> EngineConfig:
+    """``config`` with the liquidation parameters the program will hold for a new market.
+
+    A program whose ``create_market`` takes them lists the engine's own (unchanged config).
+    One that does not sets the fee to half the first maintenance ratio (at most
+    MAX_LIQUIDATION_FEE_PPM) and uses its constant share and buffer: new engine markets are
+    listed with those, so engine = chain (markets already journaled keep theirs)."""
+    if _program_lists_liquidation_params():
+        return config
+
+    def as_program(params: PerpMarketParams) -> PerpMarketParams:
+        return replace(
+            params,
+            liquidation_fee_ppm=min(params.margin_tiers[0][2] // 2, MAX_LIQUIDATION_FEE_PPM),
+            liquidator_share_ppm=LIQUIDATOR_SHARE_PPM,
+            liquidation_buffer_ppm=LIQUIDATION_BUFFER_PPM,
+        )
+
+    return replace(
+        config,
+        market_params=as_program(config.market_params),
+        market_overrides=tuple((s, as_program(p)) for s, p in config.market_overrides),
+    )
 
 
 class NodeError(ExchangeError):
@@ -388,6 +433,7 @@ class Node:
         self.settled: SettledView | None = None
         self.bots: list[Any] = []
         self.liquidation: LiquidationService | None = None
+        self.scanner: LiquidationScanner | None = None
         self.gov_watcher: GovWatcher | None = None
         self._bot_sessions: list[PerpdexRest] = []
         self.endpoints: Endpoints | None = None
@@ -468,6 +514,7 @@ class Node:
         self.operator = self.keys.get("operator")
         await self._list_markets()
         self.setup = await self._provision(fresh_chain, wallets)
+        await self._check_liquidation_params()
         await self._start_oracle()
         await self._start_api()
         self._start_settlement()
@@ -483,7 +530,7 @@ class Node:
         self._write_endpoints()
 
     def _open_engine(self, fresh_chain: bool) -> None:
-        self.engine = Engine(self.config.engine)
+        self.engine = Engine(chain_listable(self.config.engine))
         rec = self.engine.recovery
         self.recovered_hash, self.recovered_seq = rec.state_hash, rec.last_seq
         # Without a saved chain the chain is provisioned anew; that is only consistent with a
@@ -532,6 +579,33 @@ class Node:
             refused = [e for e in events if type(e) is OrderRejected]
             if refused:
                 raise NodeError(f"{m.symbol}: expected the market listed, got {refused[0].message}")
+
+    async def _check_liquidation_params(self) -> None:
+        """Engine = chain: every listed Market's liquidation fee, liquidator share and buffer
+        (the program's constants where its Market has no such field) are the engine
+        market's; a difference is a NodeError (liquidations would differ by venue)."""
+        assert self.engine is not None and self.admin is not None
+        addresses = ClearingAddresses(LOCALNET_PROGRAM_ID)
+        for m in DEMO_MARKETS:
+            market = await self.admin.account["Market"].fetch(
+                addresses.market(m.market_id)[0], Confirmed
+            )
+            chain = (
+                int(market.liquidation_fee_ppm),
+                int(getattr(market, "liquidator_share_ppm", LIQUIDATOR_SHARE_PPM)),
+                int(getattr(market, "liquidation_buffer_ppm", LIQUIDATION_BUFFER_PPM)),
+            )
+            params = self.engine.core.markets[m.market_id].params
+            engine = (
+                params.liquidation_fee_ppm,
+                params.liquidator_share_ppm,
+                params.liquidation_buffer_ppm,
+            )
+            if chain != engine:
+                raise NodeError(
+                    f"{m.symbol}: expected the Market's liquidation fee, share and buffer "
+                    f"(ppm) equal to the engine's {engine}, got {chain}"
+                )
 
     def _oracle_address(self, symbol: str) -> Pubkey:
         seed = hashlib.sha256(f"perpdex oracle {symbol}".encode()).digest()
@@ -689,6 +763,16 @@ class Node:
             register=self.submit,  # open sign-up: a new wallet's first deposit registers it
         )
         self.bridge.recover()
+        engine = self.engine
+        self.scanner = LiquidationScanner(
+            client=self.client(),
+            exchange=self.setup.addresses.exchange()[0],
+            accounts=self.accounts,
+            submit=self.submit,
+            state_path=self.data_dir / "liquidation-scanner.json",
+            # a set lookup from the event loop: the engine adds to it, never removes
+            booked=lambda sig, i: f"{sig}:{i}" in engine.core.onchain_liquidations,  # type: ignore[union-attr]
+        )
         # the engine's CollateralWithdrawn -> process_withdrawal, in journal order with the fills
         self.withdrawals = WithdrawalExecutor(
             journal=self.read_journal(),
@@ -715,11 +799,21 @@ class Node:
         subscriber on the sequencer thread); its backstop account is the ``liquidator``
         wallet's, registered and funded by an on-chain deposit like the traders'."""
         assert self.engine is not None and self.runner is not None
-        account = self.accounts.account_of_wallet(liquidator.pubkey())
-        assert account is not None  # _await_registered
+        engine_config = self.config.engine
+        if engine_config.liquidation_backstop_owner_id is not None:
+            account = (
+                engine_config.liquidation_backstop_owner_id,
+                engine_config.liquidation_backstop_sub_account_id,
+            )
+        else:
+            registered = self.accounts.account_of_wallet(liquidator.pubkey())
+            assert registered is not None  # _await_registered
+            account = registered
         self.liquidation = LiquidationService(
             self.engine, self.runner.submit, liquidator_owner_id=account[0],
             liquidator_sub_account_id=account[1],
+            grace_period_ns=engine_config.liquidation_grace_period_ns,
+            retry_ns=engine_config.liquidation_retry_ns,
         )  # fmt: skip
 
     async def _fund_wallets(self, wallets: dict[str, Keypair]) -> None:
@@ -834,6 +928,8 @@ class Node:
         while not self._stop.is_set():
             try:
                 credited = await self.bridge.poll()
+                assert self.scanner is not None
+                await self.scanner.poll()  # keepers' on-chain liquidations, before settling
                 await self._withdraw_and_settle()
                 if self.service.cursor >= self.engine_last_seq():
                     self.status.settlement_caught_up_s = time.time()
@@ -962,6 +1058,17 @@ class Node:
                           "backstop Liquidate commands sent")  # fmt: skip
             sent.add(liq.sent)
             out += [screens, cands, sent]
+        scan = self.scanner
+        if scan is not None:
+            onchain = Family("perpdex_onchain_liquidations_total", "counter",
+                             "liquidation scanner work (keepers' on-chain liquidate)")  # fmt: skip
+            for what, value in (("transactions_read", scan.metrics.transactions_read),
+                                ("liquidations", scan.metrics.liquidation_transactions),
+                                ("slices_booked", scan.metrics.slices_booked),
+                                ("duplicates", scan.metrics.duplicates),
+                                ("incidents", scan.metrics.incidents)):  # fmt: skip
+                onchain.add(value, (("what", what),))
+            out.append(onchain)
         gw = self.gov_watcher
         if gw is not None:
             gov = Family("perpdex_governance_total", "counter", "governance watcher work")
