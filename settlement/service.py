@@ -20,7 +20,17 @@ order:
   batch, can therefore never both land;
 * a ``FundingRateApplied`` closes the market's open batch and becomes a ``FundingUpdate``
   (sequence: its ``seq``), so fills before and after an interval see the same funding index
-  on-chain as in the engine.
+  on-chain as in the engine;
+* the engine's own liquidations (``LiquidationExecuted``, ``PositionDeleveraged``,
+  ``InsuranceFundPaidBadDebt`` with an amount) become ``LiquidationBatch`` actions for
+  ``settle_liquidation``: consecutive ones share a batch (as many moves as fit), which first
+  closes every open fill batch and is closed by the next fill or funding update, so actions
+  land in journal order. A batch continues the Exchange's liquidation chain
+  (``previous_sequence`` = ``Exchange.last_liquidation_sequence``, then the previous batch's
+  sequence) and the settled chain of every market it moves, the chain fill batches continue:
+  a fill after a liquidation names the liquidation's sequence as its predecessor. A slice the
+  engine booked from an on-chain ``liquidate`` (``OnChainLiquidationBooked`` then its
+  ``LiquidationExecuted`` and payment) is already on-chain and is skipped.
 
 Each action is posted with anchorpy (``Program.rpc``, a ``SetComputeUnitLimit`` first),
 confirmed, and checked against the Market account before the progress moves. RPC failures
@@ -70,7 +80,16 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction_status import TransactionErrorInstructionError
 
-from exchange.core.events import Event, FillSettled, FundingRateApplied
+from exchange.core.events import (
+    NO_MARKET_ID,
+    Event,
+    FillSettled,
+    FundingRateApplied,
+    InsuranceFundPaidBadDebt,
+    LiquidationExecuted,
+    OnChainLiquidationBooked,
+    PositionDeleveraged,
+)
 from exchange.core.orders import Side
 from exchange.core.units import BASE_PRECISION
 from exchange.engine.journal import Journal
@@ -82,7 +101,15 @@ from settlement.errors import (
     UnmappedAccount,
 )
 from settlement.onchain import AccountMap, ClearingAddresses, clearing_program
-from settlement.spec import ERRORS, MAX_FILLS_PER_BATCH
+from settlement.spec import (
+    ERRORS,
+    LIQUIDATION_MOVE_ADL,
+    LIQUIDATION_MOVE_PAYMENT,
+    LIQUIDATION_MOVE_SLICE,
+    MAX_FILLS_PER_BATCH,
+    MAX_LIQUIDATION_BATCH_MARKETS,
+    MAX_LIQUIDATION_MOVES,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +120,20 @@ TAKER_SIDE_SELL: Final = 1
 _FILL_BYTES: Final = 19  # Borsh Fill: u8 maker, u8 taker, u8 side, u64 price_ticks, u64 lots
 _SETTLE_FIXED_ACCOUNTS: Final = 3  # exchange, market, operator
 _JOURNAL_READ_CHUNK: Final = 50_000  # events per journal read
-BATCH_NOT_CONTIGUOUS: Final = next(e.code for e in ERRORS if e.name == "BatchNotContiguous")
+_CODES: Final = {e.name: e.code for e in ERRORS}
+BATCH_NOT_CONTIGUOUS: Final = _CODES["BatchNotContiguous"]
+#: Refusals that mean "another process's batch landed first" for a liquidation batch.
+LIQUIDATION_NOT_CONTIGUOUS: Final = frozenset(
+    _CODES[n]
+    for n in (
+        "LiquidationChainNotContiguous",
+        "LiquidationMarketNotContiguous",
+        "BatchNotContiguous",
+    )
+)
+_MOVE_BYTES: Final = 44  # Borsh LiquidationMove
+_LIQUIDATION_FIXED_ACCOUNTS: Final = 2  # exchange, operator
+_LIQUIDATION_ARGS_BYTES: Final = 8 + 3 * 8 + 1 + 8 * MAX_LIQUIDATION_BATCH_MARKETS + 4
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,7 +225,40 @@ class FundingUpdate(NamedTuple):
     index_price: int  # PRICE_PRECISION
 
 
-Action = FillBatch | FundingUpdate
+class OnChainMove(NamedTuple):
+    """One ``LiquidationMove`` argument: ``market`` indexes the batch's markets, ``account`` and
+    ``counterparty`` its users."""
+
+    kind: int  # LIQUIDATION_MOVE_*
+    market: int
+    account: int
+    counterparty: int
+    base_delta: int  # BASE_PRECISION, the account's change
+    quote_delta: int  # QUOTE_PRECISION, quote to the account
+    price: int  # PRICE_PRECISION
+    fee_quote: int
+    liquidator_fee_quote: int
+
+    def arg(self) -> dict[str, int]:
+        return self._asdict()
+
+
+class LiquidationBatch(NamedTuple):
+    """Consecutive engine liquidation events for one ``settle_liquidation``."""
+
+    sequence: int  # seq of its last move
+    first_seq: int
+    previous_sequence: int  # Exchange.last_liquidation_sequence it continues
+    markets: tuple[tuple[int, int], ...]  # (market_id, previous settled sequence), ascending
+    moves: tuple[OnChainMove, ...]
+    users: tuple[Pubkey, ...]  # remaining accounts after the markets, in first-use order
+
+    @property
+    def market_id(self) -> int:  # for logs: the batch may span markets
+        return self.markets[0][0] if self.markets else NO_MARKET_ID
+
+
+Action = FillBatch | FundingUpdate | LiquidationBatch
 
 
 class MarketProgress(NamedTuple):
@@ -219,6 +292,43 @@ def settle_tx_bytes(num_users: int, num_fills: int) -> int:
     )  # fmt: skip
 
 
+def liquidation_tx_bytes(num_markets: int, num_users: int, num_moves: int) -> int:
+    """Serialized size of a legacy ``settle_liquidation`` transaction (as ``settle_tx_bytes``)."""
+    num_keys = _LIQUIDATION_FIXED_ACCOUNTS + num_markets + num_users + 2
+    ix_accounts = _LIQUIDATION_FIXED_ACCOUNTS + num_markets + num_users
+    data = _LIQUIDATION_ARGS_BYTES + _MOVE_BYTES * num_moves
+    return (
+        1 + 64 + 3 + _compact_len(num_keys) + 32 * num_keys + 32 + 1 + 1 + 1 + 1 + 5
+        + 1 + _compact_len(ix_accounts) + ix_accounts + _compact_len(data) + data
+    )  # fmt: skip
+
+
+# (kind, market_id, account, counterparty, base_delta, quote_delta, price, fee, liquidator fee)
+# with the accounts as (owner_id, sub_account_id): a move before the batch maps it.
+_RawMove = tuple[int, int, tuple[int, int], tuple[int, int], int, int, int, int, int]
+
+
+def move_of(event: Event) -> _RawMove | None:
+    """The ``settle_liquidation`` move of an engine liquidation event (None: nothing to move)."""
+    if isinstance(event, LiquidationExecuted):
+        return (
+            LIQUIDATION_MOVE_SLICE, event.market_id, (event.owner_id, event.sub_account_id),
+            (event.liquidator_owner_id, event.liquidator_sub_account_id), event.base_delta,
+            event.quote_delta, event.price, event.fee_quote, event.liquidator_fee_quote,
+        )  # fmt: skip
+    if isinstance(event, PositionDeleveraged):
+        return (
+            LIQUIDATION_MOVE_ADL, event.market_id, (event.owner_id, event.sub_account_id),
+            (event.counterparty_owner_id, event.counterparty_sub_account_id), event.base_delta,
+            event.quote_delta, event.bankruptcy_price, 0, 0,
+        )  # fmt: skip
+    if isinstance(event, InsuranceFundPaidBadDebt) and event.amount_quote > 0:
+        account = (event.owner_id, event.sub_account_id)
+        return (LIQUIDATION_MOVE_PAYMENT, NO_MARKET_ID, account, account, 0,
+                event.amount_quote, 0, 0, 0)  # fmt: skip
+    return None
+
+
 def fill_for_chain(event: FillSettled, tick_size: int, lot_size: int) -> tuple[int, int, int]:
     """(taker_side, price_ticks, num_base_lots) of a journaled fill in the on-chain market's
     units; exact or ``FillNotRepresentable``."""
@@ -243,10 +353,28 @@ class BatchPlanner:
         accounts: AccountMap,
         progress: dict[int, MarketProgress],
         config: SettlementConfig,
+        *,
+        liquidation_sequence: int = 0,
+        booked_onchain: dict[int, type] | None = None,
     ) -> None:
         self.accounts = accounts
         self.progress = progress
         self.config = config
+        self.liquidation_sequence = liquidation_sequence  # Exchange.last_liquidation_sequence
+        # seq -> event type of slices (and payments) an on-chain liquidate already applied:
+        # kept by the caller across calls, a booking may straddle two journal reads
+        self.booked_onchain = booked_onchain if booked_onchain is not None else {}
+
+    def liquidation_fits(self, num_markets: int, num_users: int, num_moves: int) -> bool:
+        cfg = self.config
+        return (
+            num_moves <= MAX_LIQUIDATION_MOVES
+            and num_markets <= MAX_LIQUIDATION_BATCH_MARKETS
+            and liquidation_tx_bytes(num_markets, num_users, num_moves) <= cfg.max_tx_bytes
+            and cfg.compute_units_base + 2 * cfg.compute_units_per_fill * num_moves
+            <= MAX_COMPUTE_UNITS
+            and num_users <= 256
+        )
 
     def fits(self, num_users: int, num_fills: int) -> bool:
         cfg = self.config
@@ -262,6 +390,47 @@ class BatchPlanner:
         open_batches: dict[int, tuple[list[OnChainFill], dict[Pubkey, int], int, int]] = {}
         # the settled chain's tail per market: the on-chain progress, then each batch planned
         chain_tail = {m: p.settled_sequence for m, p in self.progress.items()}
+        liquidation_tail = self.liquidation_sequence
+        # the open liquidation batch: raw moves with their first and last seq
+        open_moves: list[_RawMove] = []
+        open_span = [0, 0]
+
+        def liquidation_keys(moves: list[_RawMove]) -> tuple[set[int], dict[tuple[int, int], None]]:
+            markets = {m[1] for m in moves if m[0] != LIQUIDATION_MOVE_PAYMENT}
+            users: dict[tuple[int, int], None] = {}
+            for m in moves:
+                users.setdefault(m[2])
+                if m[0] != LIQUIDATION_MOVE_PAYMENT:
+                    users.setdefault(m[3])
+            return markets, users
+
+        def close_liquidation() -> None:
+            nonlocal liquidation_tail
+            if not open_moves:
+                return
+            market_ids, keys = liquidation_keys(open_moves)
+            markets = sorted(market_ids)
+            users = [self.accounts.user(*k) for k in keys]
+            index = {k: i for i, k in enumerate(keys)}
+            moves = tuple(
+                OnChainMove(
+                    kind,
+                    0 if kind == LIQUIDATION_MOVE_PAYMENT else markets.index(market_id),
+                    index[account],
+                    0 if kind == LIQUIDATION_MOVE_PAYMENT else index[counterparty],
+                    *amounts,
+                )
+                for kind, market_id, account, counterparty, *amounts in open_moves
+            )
+            batch = LiquidationBatch(
+                open_span[1], open_span[0], liquidation_tail,
+                tuple((m, chain_tail[m]) for m in markets), moves, tuple(users),
+            )  # fmt: skip
+            actions.append(batch)
+            liquidation_tail = batch.sequence
+            for m in markets:
+                chain_tail[m] = batch.sequence
+            open_moves.clear()
 
         def close(market_id: int) -> None:
             batch = open_batches.pop(market_id, None)
@@ -275,6 +444,35 @@ class BatchPlanner:
                 chain_tail[market_id] = last
 
         for e in events:
+            if isinstance(e, OnChainLiquidationBooked):
+                # its slice (next seq) and the fund's payment (the one after) are on-chain
+                self.booked_onchain[e.seq + 1] = LiquidationExecuted
+                self.booked_onchain[e.seq + 2] = InsuranceFundPaidBadDebt
+                continue
+            booked = self.booked_onchain.pop(e.seq, None)
+            if booked is not None and type(e) is booked:
+                continue
+            raw = move_of(e) if type(e) in _LIQUIDATION_EVENTS else None
+            if raw is not None:
+                if e.seq <= liquidation_tail:
+                    continue
+                if raw[0] != LIQUIDATION_MOVE_PAYMENT:
+                    self._progress(raw[1])
+                if not open_moves:  # everything journaled before it lands first
+                    for market_id in list(open_batches):
+                        close(market_id)
+                market_ids, keys = liquidation_keys([*open_moves, raw])
+                if open_moves and not self.liquidation_fits(
+                    len(market_ids), len(keys), len(open_moves) + 1
+                ):
+                    close_liquidation()
+                if not open_moves:
+                    open_span[0] = e.seq
+                open_moves.append(raw)
+                open_span[1] = e.seq
+                continue
+            if isinstance(e, FillSettled | FundingRateApplied):
+                close_liquidation()
             if isinstance(e, FillSettled):
                 progress = self._progress(e.market_id)
                 if e.seq <= progress.settled_sequence:
@@ -304,6 +502,7 @@ class BatchPlanner:
                 actions.append(FundingUpdate(e.market_id, e.seq, e.funding_rate, e.index_price))
         for market_id in list(open_batches):
             close(market_id)
+        close_liquidation()
         return actions
 
     def _progress(self, market_id: int) -> MarketProgress:
@@ -316,6 +515,9 @@ class BatchPlanner:
 
 
 # ---------------------------------------------------------------- the service
+
+
+_LIQUIDATION_EVENTS: Final = (LiquidationExecuted, PositionDeleveraged, InsuranceFundPaidBadDebt)
 
 
 class ServiceState(enum.Enum):
@@ -340,6 +542,8 @@ class SettlementMetrics:
     batches_posted: int = 0
     fills_settled: int = 0
     funding_updates: int = 0
+    liquidation_batches: int = 0
+    liquidation_moves: int = 0
     rpc_retries: int = 0
     found_landed: int = 0  # actions an ambiguous failure had in fact landed
     lost_races: int = 0  # batches refused because another process's batch had landed first
@@ -407,6 +611,8 @@ class SettlementService:
         self.exchange = self.addresses.exchange()[0]
         self.markets = {i: self.addresses.market(i)[0] for i in config.market_ids}
         self.progress: dict[int, MarketProgress] = {}
+        self.liquidation_sequence = 0  # Exchange.last_liquidation_sequence
+        self._booked_onchain: dict[int, type] = {}  # see BatchPlanner.booked_onchain
         self.cursor = 0  # journal seq read up to
         self.state = ServiceState.NEW
         self.halt: SettlementRejection | None = None
@@ -431,10 +637,19 @@ class SettlementService:
             out[market_id] = market
         return out
 
+    async def _fetch_exchange(self) -> Any:
+        exchange = await self.program.account["Exchange"].fetch(self.exchange, commitment=Confirmed)
+        if exchange is None:
+            raise UnmappedAccount(f"exchange: expected an Exchange account at {self.exchange}")
+        return exchange
+
     async def resume(self) -> None:
         """Load progress from the Market accounts (the only progress that counts)."""
         self._check_not_halted()
         markets = await self._with_retries("resume", self._fetch_markets)
+        exchange = await self._with_retries("resume", self._fetch_exchange)
+        self.liquidation_sequence = int(exchange.last_liquidation_sequence)
+        self._booked_onchain = {}
         self.progress = {
             i: MarketProgress(
                 m.last_settled_sequence, m.last_funding_sequence, m.tick_size, m.lot_size
@@ -467,7 +682,11 @@ class SettlementService:
                 while self.cursor < last:
                     upto = min(last, self.cursor + _JOURNAL_READ_CHUNK)
                     events = list(self.journal.read(after_seq=self.cursor, upto_seq=upto))
-                    planner = BatchPlanner(self.accounts, self.progress, self.config)
+                    planner = BatchPlanner(
+                        self.accounts, self.progress, self.config,
+                        liquidation_sequence=self.liquidation_sequence,
+                        booked_onchain=self._booked_onchain,
+                    )  # fmt: skip
                     for action in planner.plan(events):
                         await self._settle(action)
                         landed += 1
@@ -499,7 +718,12 @@ class SettlementService:
                     # confirmed but not applied: a failed transaction is a rejection
                     self._reject(action, None, "confirmed, but the Market sequence did not move")
                 self.metrics.note_posted(
-                    sig, len(action.fills) if isinstance(action, FillBatch) else 0
+                    sig,
+                    len(action.fills)
+                    if isinstance(action, FillBatch)
+                    else len(action.moves)
+                    if isinstance(action, LiquidationBatch)
+                    else 0,
                 )
                 break
             except (ProgramError, RPCException) as exc:
@@ -511,6 +735,10 @@ class SettlementService:
                         break  # an earlier attempt had landed; the retry hit the sequence check
                     if refusal[0] == BATCH_NOT_CONTIGUOUS and isinstance(action, FillBatch):
                         await self._raise_if_chain_moved(action)
+                    if refusal[0] in LIQUIDATION_NOT_CONTIGUOUS and isinstance(
+                        action, LiquidationBatch
+                    ):
+                        await self._raise_if_liquidations_moved(action)
                     self._reject(action, *refusal)
             except _TRANSIENT as exc:
                 error = exc
@@ -534,6 +762,8 @@ class SettlementService:
         self._outcome_unknown = False
 
     async def _post(self, action: Action) -> Signature:
+        if isinstance(action, LiquidationBatch):
+            return await self._post_liquidations(action)
         market = self.markets[action.market_id]
         if isinstance(action, FillBatch):
             limit = self.config.compute_units_base + self.config.compute_units_per_fill * len(
@@ -559,7 +789,29 @@ class SettlementService:
         )
         return sig
 
+    async def _post_liquidations(self, action: LiquidationBatch) -> Signature:
+        limit = self.config.compute_units_base + 2 * self.config.compute_units_per_fill * len(
+            action.moves
+        )
+        remaining = [AccountMeta(self.markets[m], False, True) for m, _ in action.markets]
+        remaining += [AccountMeta(u, False, True) for u in action.users]
+        ctx = Context(
+            accounts={"exchange": self.exchange, "operator": self.operator.pubkey()},
+            remaining_accounts=remaining,
+            pre_instructions=[set_compute_unit_limit(min(limit, MAX_COMPUTE_UNITS))],
+        )
+        previous = [p for _, p in action.markets]
+        previous += [0] * (MAX_LIQUIDATION_BATCH_MARKETS - len(previous))
+        sig: Signature = await self.program.rpc["settle_liquidation"](
+            action.previous_sequence, action.first_seq, action.sequence, len(action.markets),
+            previous, [m.arg() for m in action.moves], ctx=ctx,
+        )  # fmt: skip
+        return sig
+
     async def _landed(self, action: Action) -> bool:
+        if isinstance(action, LiquidationBatch):
+            exchange = await self._fetch_exchange()
+            return bool(exchange.last_liquidation_sequence >= action.sequence)
         market = await self.program.account["Market"].fetch(
             self.markets[action.market_id], commitment=Confirmed
         )
@@ -594,6 +846,20 @@ class SettlementService:
                 f"{market.last_settled_sequence}"
             )
 
+    async def _raise_if_liquidations_moved(self, action: LiquidationBatch) -> None:
+        """``_ChainMoved`` when the Exchange's liquidation chain (or a market's settled chain)
+        no longer is where the batch continues it: another process's batch landed first."""
+        exchange = await self._with_retries("read Exchange", self._fetch_exchange)
+        markets = await self._with_retries("read Markets", self._fetch_markets)
+        moved = exchange.last_liquidation_sequence != action.previous_sequence or any(
+            markets[m].last_settled_sequence != previous for m, previous in action.markets
+        )
+        if moved:
+            raise _ChainMoved(
+                f"liquidation batch {action.first_seq}..{action.sequence}: expected the chain "
+                f"at {action.previous_sequence}, got {exchange.last_liquidation_sequence}"
+            )
+
     async def _with_retries(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         delay = self.config.retry_initial_s
         attempts = 0
@@ -613,6 +879,15 @@ class SettlementService:
                 delay = min(delay * 2, self.config.retry_max_s)
 
     def _record(self, action: Action) -> None:
+        if isinstance(action, LiquidationBatch):
+            self.liquidation_sequence = action.sequence
+            for market_id, _ in action.markets:
+                self.progress[market_id] = self.progress[market_id]._replace(
+                    settled_sequence=action.sequence
+                )
+            self.metrics.liquidation_batches += 1
+            self.metrics.liquidation_moves += len(action.moves)
+            return
         p = self.progress[action.market_id]
         if isinstance(action, FillBatch):
             self.progress[action.market_id] = p._replace(settled_sequence=action.sequence)
@@ -623,7 +898,13 @@ class SettlementService:
             self.metrics.funding_updates += 1
 
     def _reject(self, action: Action, error_code: int | None, message: str) -> None:
-        name = "settle_fills" if isinstance(action, FillBatch) else "update_funding"
+        name = (
+            "settle_fills"
+            if isinstance(action, FillBatch)
+            else "settle_liquidation"
+            if isinstance(action, LiquidationBatch)
+            else "update_funding"
+        )
         self.halt = SettlementRejection(
             action.market_id, action.sequence, name, error_code, message
         )

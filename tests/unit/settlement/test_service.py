@@ -19,7 +19,15 @@ from solders.transaction_status import (
     TransactionErrorInstructionError,
 )
 
-from exchange.core.events import Event, FillSettled, FundingRateApplied
+from exchange.core.events import (
+    Event,
+    FillSettled,
+    FundingRateApplied,
+    InsuranceFundPaidBadDebt,
+    LiquidationExecuted,
+    OnChainLiquidationBooked,
+    PositionDeleveraged,
+)
 from exchange.core.orders import Side
 from settlement.errors import FillNotRepresentable, SettlementConfigError, UnmappedAccount
 from settlement.onchain import AccountMap, ClearingAddresses
@@ -29,13 +37,16 @@ from settlement.service import (
     BatchPlanner,
     FillBatch,
     FundingUpdate,
+    LiquidationBatch,
     MarketProgress,
     OnChainFill,
     SettlementConfig,
     fill_for_chain,
+    liquidation_tx_bytes,
     rejection_of,
     settle_tx_bytes,
 )
+from settlement.spec import LIQUIDATION_MOVE_ADL, LIQUIDATION_MOVE_PAYMENT, LIQUIDATION_MOVE_SLICE
 
 ADDRESSES = ClearingAddresses(Pubkey.from_bytes(bytes([7]) * 32))
 WALLETS = {(o, 0): Pubkey.from_bytes(bytes([o]) * 32) for o in range(1, 31)}
@@ -191,3 +202,106 @@ def test_config_and_account_map_are_strict() -> None:
         SettlementConfig(market_ids=(0,), unknown=1)  # type: ignore[call-arg]
     with pytest.raises(SettlementConfigError, match="one sub-account per wallet"):
         AccountMap({(1, 0): WALLETS[(1, 0)], (1, 1): WALLETS[(1, 0)]}, ADDRESSES)
+
+
+# ------------------------------------------------------------------ liquidation batches
+
+USD = 1_000_000
+LIQ_TICK, LIQ_LOT = 1_000_000, 1_000_000_000
+TARGET, TARGET2, MAKER, KEEPER = (1, 0), (2, 0), (3, 0), (4, 0)
+
+
+def liquidation_planner(progress: dict[int, MarketProgress] | None = None) -> BatchPlanner:
+    accounts = AccountMap(
+        {k: Pubkey.from_bytes(bytes([10 + k[0]]) * 32) for k in (TARGET, TARGET2, MAKER, KEEPER)},
+        ADDRESSES,
+    )
+    return BatchPlanner(
+        accounts,
+        progress or {m: MarketProgress(0, 0, LIQ_TICK, LIQ_LOT) for m in (0, 1)},
+        SettlementConfig(market_ids=(0, 1)),
+    )
+
+
+def liq_fill(seq: int, market: int) -> FillSettled:
+    return FillSettled(seq, 0, market, seq, *MAKER, *TARGET, 0, LIQ_LOT, 100 * USD,
+                       0, 0, 0, 0, 0, 0, 0, 0)  # fmt: skip
+
+
+def liq_slice(seq: int, market: int = 0, target: tuple[int, int] = TARGET2) -> LiquidationExecuted:
+    return LiquidationExecuted(seq, 0, market, *KEEPER, *target, -LIQ_LOT, 92 * USD, 92 * USD,
+                               920_000, 460_000, 460_000, 0, 0)  # fmt: skip
+
+
+def test_liquidations_keep_journal_order_with_fills_and_skip_onchain_booked_slices() -> None:
+    # Arrange: fills in two markets around engine liquidations and an on-chain booked slice
+    events = [
+        liq_fill(1, 0), liq_fill(2, 1), liq_slice(3), liq_slice(4, 1), liq_fill(5, 1),
+        OnChainLiquidationBooked(6, 0, 0, *TARGET2, *KEEPER, 0, "sig", 0, 0, 0), liq_slice(7),
+        InsuranceFundPaidBadDebt(8, 0, 0xFFFF, *TARGET2, 5, 5, 0, 0), liq_fill(9, 0),
+    ]  # fmt: skip
+    # Act
+    actions = liquidation_planner().plan(events)
+    # Assert: the open fill batches close before the liquidation batch, which the next fill
+    # closes; the on-chain booked slice and its payment are not posted again
+    assert [(type(a).__name__, a.sequence) for a in actions] == [
+        ("FillBatch", 1), ("FillBatch", 2), ("LiquidationBatch", 4), ("FillBatch", 5),
+        ("FillBatch", 9),
+    ]  # fmt: skip
+    batch = actions[2]
+    assert isinstance(batch, LiquidationBatch)
+    assert (batch.first_seq, batch.previous_sequence, batch.markets) == (3, 0, ((0, 1), (1, 2)))
+    assert [(m.kind, m.market, m.base_delta, m.quote_delta) for m in batch.moves] == [
+        (LIQUIDATION_MOVE_SLICE, 0, -LIQ_LOT, 92 * USD), (LIQUIDATION_MOVE_SLICE, 1, -LIQ_LOT, 92 * USD),
+    ]  # fmt: skip
+    after = actions[3]
+    assert isinstance(after, FillBatch) and after.previous_sequence == 4  # continues market 1
+    assert isinstance(actions[4], FillBatch) and actions[4].previous_sequence == 4
+
+
+def test_a_booking_straddling_two_reads_is_still_skipped() -> None:
+    booked: dict[int, type] = {}
+    first = liquidation_planner()
+    first.booked_onchain = booked
+    assert first.plan([OnChainLiquidationBooked(6, 0, 0, *TARGET2, *KEEPER, 0, "s", 0, 0, 0)]) == []
+    second = liquidation_planner()
+    second.booked_onchain = booked
+    assert second.plan([liq_slice(7)]) == []
+    assert [type(a) for a in second.plan([liq_slice(9)])] == [LiquidationBatch]
+
+
+def test_liquidation_moves_map_adl_and_payments_and_skip_what_landed() -> None:
+    events = [
+        PositionDeleveraged(3, 0, 0, *TARGET, *MAKER, -2 * LIQ_LOT, 190 * USD, 95 * USD, 0, 0),
+        InsuranceFundPaidBadDebt(4, 0, 0xFFFF, *TARGET, 0, 7, 0, 0),  # nothing paid: no move
+        InsuranceFundPaidBadDebt(5, 0, 0xFFFF, *TARGET, 3, 3, 0, 0),
+    ]
+    planner = liquidation_planner()
+    [batch] = planner.plan(events)
+    assert isinstance(batch, LiquidationBatch)
+    assert [(m.kind, m.account, m.counterparty, m.quote_delta, m.price) for m in batch.moves] == [
+        (LIQUIDATION_MOVE_ADL, 0, 1, 190 * USD, 95 * USD), (LIQUIDATION_MOVE_PAYMENT, 0, 0, 3, 0),
+    ]  # fmt: skip
+    landed = liquidation_planner()
+    landed.liquidation_sequence = 5
+    assert landed.plan(events) == []
+
+
+def test_a_long_liquidation_is_split_into_batches_that_fit_a_transaction() -> None:
+    # Arrange: 40 ADL fills of one bankrupt account against four counterparties
+    events = [
+        PositionDeleveraged(10 + i, 0, 0, *TARGET, *(MAKER, KEEPER, TARGET2)[i % 3], -LIQ_LOT,
+                            95 * USD, 95 * USD, 0, 0)
+        for i in range(40)
+    ]  # fmt: skip
+    # Act
+    actions = liquidation_planner().plan(events)
+    # Assert: each fits, they chain on each other, nothing is lost
+    assert len(actions) > 1
+    previous = 0
+    for batch in actions:
+        assert isinstance(batch, LiquidationBatch)
+        assert liquidation_tx_bytes(len(batch.markets), len(batch.users), len(batch.moves)) <= 1232
+        assert batch.previous_sequence == previous and batch.markets[0][1] == previous
+        previous = batch.sequence
+    assert sum(len(b.moves) for b in actions if isinstance(b, LiquidationBatch)) == 40
