@@ -498,9 +498,26 @@ def event_from_row(row: list[Any]) -> Event:
 
 
 def encode_events(events: list[Event]) -> bytes:
-    """Serialise events into one compact UTF-8 JSON array."""
+    """Serialise events into one compact UTF-8 JSON array of ``[KIND, *fields]`` rows.
+
+    orjson asks ``default`` for each event (a namedtuple is not one of its native types),
+    so every row is a short-lived tuple: no list of rows stays alive while the batch is
+    encoded, which would make the cyclic GC walk them (the GC cost several times the
+    encoding itself on the engine's batches). An item that is not an event (a plain tuple
+    or list, which orjson would write as it is) is refused.
+    """
     kinds = EVENT_KINDS
-    return orjson.dumps([[kinds[type(e)], *e] for e in events])
+    rows = 0
+
+    def row(event: Any) -> tuple[Any, ...]:
+        nonlocal rows
+        rows += 1
+        return (kinds[type(event)], *event)
+
+    blob = orjson.dumps(events, default=row)
+    if rows != len(events):
+        raise TypeError(f"expected {len(events)} events, got {rows} (a non-event item)")
+    return blob
 
 
 def decode_events(blob: bytes) -> list[Event]:

@@ -199,3 +199,19 @@ def test_decode_wrong_arity_message_names_the_type() -> None:
 
 def test_event_union_lists_every_type() -> None:
     assert set(ev.Event.__args__) == set(EVENT_TYPES.values())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("bad", [[(1, 2)], [SAMPLES[0][1], [1, 2]], [object()]])
+def test_encode_refuses_items_that_are_not_events(bad: list) -> None:
+    # Arrange: a plain tuple or list would be written as an array without its kind
+    # Act / Assert
+    with pytest.raises(TypeError):
+        encode_events(bad)  # type: ignore[arg-type]
+
+
+def test_encode_is_byte_identical_to_rows_of_kind_and_fields() -> None:
+    events = [e for _, e in SAMPLES]
+    expected = json.dumps(
+        [[ev.EVENT_KINDS[type(e)], *e] for e in events], separators=(",", ":"), ensure_ascii=False
+    ).encode()
+    assert encode_events(events) == expected  # type: ignore[arg-type]
