@@ -82,7 +82,9 @@ async def test_a_crash_between_registration_and_credit_credits_once_after_restar
     assert first.metrics.registered == 1 and second.metrics.registered == 0
     assert credited == 1
     assert [type(e) for e in events] == [AccountRegistered, CollateralDeposited]
-    assert (events[1].owner_id, events[1].sub_account_id, events[1].amount_quote) == (owner, 0, 750)
+    deposited = events[1]
+    assert isinstance(deposited, CollateralDeposited)
+    assert (deposited.owner_id, deposited.sub_account_id, deposited.amount_quote) == (owner, 0, 750)
     assert accounts.account_of_wallet(WALLET) == (owner, 0)
 
 
