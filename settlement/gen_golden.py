@@ -438,8 +438,20 @@ def _liquidation_case(rng: random.Random, *, hand: bool) -> Case:
         share, buffer = rng.randrange(0, 10**6 + 1), rng.randrange(0, 100_001)
         fee = rng.randrange(0, min(smallest_mm, 100_001)) if rng.randrange(20) else smallest_mm
         fee = min(fee, 100_000, smallest_mm + buffer)
+    per_market = not hand and rng.randrange(2) == 0  # each market its own fee, share, buffer
     for p in positions:
-        p["liquidation_fee_ppm"] = fee
+        p["liquidation_fee_ppm"], p["liquidator_share_ppm"], p["liquidation_buffer_ppm"] = (
+            fee,
+            share,
+            buffer,
+        )
+        if per_market:
+            mm = p["tiers"][0][2]
+            p["liquidator_share_ppm"] = rng.randrange(0, 10**6 + 1)
+            p["liquidation_buffer_ppm"] = rng.randrange(0, 100_001)
+            p["liquidation_fee_ppm"] = min(
+                rng.randrange(0, min(mm, 100_001)), mm + p["liquidation_buffer_ppm"]
+            )
     schedules = {p["market_index"]: _margin_schedule(p["tiers"]) for p in positions}
     held = {p["market_index"]: Position(base=p["base"], entry_quote=p["entry_quote"])
             for p in positions}  # fmt: skip
@@ -458,22 +470,27 @@ def _liquidation_case(rng: random.Random, *, hand: bool) -> Case:
     ])  # fmt: skip
     collateral = equity - pnl
     fund = rng.choice([0, 1, 10**6, 10**12])
-    inputs = {"collateral_quote": collateral, "insurance_fund_quote": fund, "buffer_ppm": buffer,
-              "liquidator_share_ppm": share, "positions": positions}  # fmt: skip
+    inputs = {"collateral_quote": collateral, "insurance_fund_quote": fund,
+              "positions": positions}  # fmt: skip
     if not _fits_i64(collateral):
         return _err("liquidation_plan", inputs, "CollateralOverflow")
     if equity >= maintenance:
         return _err("liquidation_plan", inputs, "NotLiquidatable")
     if equity < 0:
         return _err("liquidation_plan", inputs, "AccountBankrupt")
-    if any(p["tiers"][0][2] + buffer <= fee for p in positions):
+    if any(
+        p["tiers"][0][2] + p["liquidation_buffer_ppm"] <= p["liquidation_fee_ppm"]
+        for p in positions
+    ):
         return _err("liquidation_plan", inputs, "InvalidLiquidationFee")
     plan = plan_liquidation(
         account_id=1, collateral_quote=collateral, positions=held, open_order_markets=(),
         oracles={m: OracleReading(price, True) for m, price in prices.items()},
         schedules=schedules, lot_sizes={p["market_index"]: p["lot_size"] for p in positions},
-        config=LiquidationConfig(liquidation_fee_ppm=fee, liquidator_share_ppm=share,
-                                 buffer_ppm=buffer),
+        config={p["market_index"]: LiquidationConfig(
+            liquidation_fee_ppm=p["liquidation_fee_ppm"],
+            liquidator_share_ppm=p["liquidator_share_ppm"],
+            buffer_ppm=p["liquidation_buffer_ppm"]) for p in positions},
         insurance_fund_quote=fund, adl_candidates={},
     )  # fmt: skip
     assert isinstance(plan, LiquidationPlan) and not plan.bankrupt, plan

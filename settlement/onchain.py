@@ -220,7 +220,8 @@ def market_params_for(
     oracle_max_confidence_ppm: int = 20_000,
 ) -> dict[str, Any]:
     """The ``create_market`` argument for an engine market: the same tick, lot, fees, margin
-    tiers and funding cap, so the program's maths matches the engine's to the unit."""
+    tiers, funding cap and liquidation fee, share and buffer, so the program's maths matches
+    the engine's to the unit."""
     tiers = params.margin_tiers
     if len(tiers) > MAX_MARGIN_TIERS:
         raise SettlementConfigError(
@@ -250,6 +251,9 @@ def market_params_for(
         "oracle_source": ORACLE_SOURCE_PYTH_PULL,
         "num_margin_tiers": len(tiers),
         "margin_tiers": rows,
+        "liquidation_fee_ppm": params.liquidation_fee_ppm,
+        "liquidator_share_ppm": params.liquidator_share_ppm,
+        "liquidation_buffer_ppm": params.liquidation_buffer_ppm,
     }
 
 

@@ -172,8 +172,8 @@ MAX_FILLS_PER_BATCH: Final = 64
 MAX_COUNCIL: Final = 7
 #: (Market, oracle) pairs one liquidate may read: every market either account holds.
 MAX_LIQUIDATION_MARKETS: Final = 2 * MAX_POSITIONS
-#: Venue-wide liquidation split and sizing buffer (LiquidationConfig of the engine,
-#: perp.clearinghouse.DEFAULT_LIQUIDATION_CONFIG); the fee itself is Market.liquidation_fee_ppm.
+#: The engine's default liquidation split and sizing buffer (perp.params.PerpMarketParams);
+#: each Market carries its own (liquidator_share_ppm, liquidation_buffer_ppm).
 LIQUIDATOR_SHARE_PPM: Final = 500_000
 LIQUIDATION_BUFFER_PPM: Final = 10_000
 #: Moves one settle_liquidation may carry, and the Markets it may chain on.
@@ -323,6 +323,9 @@ TYPES: Final = (
             f("oracle_source", "u8", "ORACLE_SOURCE_*"),
             f("num_margin_tiers", "u8", "1..MAX_MARGIN_TIERS tiers in use"),
             f("margin_tiers", Array(Defined("MarginTier"), MAX_MARGIN_TIERS), "schedule"),
+            f("liquidation_fee_ppm", "u32", "fee on liquidated notional, ppm; < first mm, <= 1e5"),
+            f("liquidator_share_ppm", "u32", "liquidator's share of that fee, ppm; <= 1e6"),
+            f("liquidation_buffer_ppm", "u32", "sizing target: maintenance + this, ppm; <= 1e5"),
         ),
         "Risk and trading parameters of a new market.",
     ),
@@ -435,7 +438,8 @@ ACCOUNTS: Final = (
             f("max_open_interest_base", "u64", "largest open interest (engine-enforced)"),
             f("liquidation_fee_ppm", "u32", "fee on liquidated notional, ppm"),
             f("max_leverage", "u32", "largest leverage an order may open at (engine-enforced)"),
-            f("reserved", Array("u8", 8), "zero"),
+            f("liquidator_share_ppm", "u32", "liquidator's share of the liquidation fee, ppm"),
+            f("liquidation_buffer_ppm", "u32", "liquidation sizing buffer over maintenance, ppm"),
         ),
         "One perpetual market: parameters, funding index, settlement progress.",
         seeds='"market", index as u16 little-endian',
@@ -981,6 +985,10 @@ _ERRORS: Final = (
     (
         "InvalidEscapeHatch",
         "initialize: expected MIN_ESCAPE_HATCH_SLOTS <= escape_hatch_slots <= MAX",
+    ),
+    (
+        "InvalidLiquidationSplit",
+        "params: expected liquidator_share_ppm <= 1e6 and liquidation_buffer_ppm <= 1e5",
     ),
 )
 

@@ -231,6 +231,7 @@ typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));
 #define PERPDEX_ERR_INSURANCE_PAYMENT_ABOVE_DEFICIT 6153u /* payment: expected the account's collateral <= 0 after */
 #define PERPDEX_ERR_OPERATOR_ACTIVE 6154u /* withdraw: the operator settled within Exchange.escape_hatch_slots; withdraw through the exchange */
 #define PERPDEX_ERR_INVALID_ESCAPE_HATCH 6155u /* initialize: expected MIN_ESCAPE_HATCH_SLOTS <= escape_hatch_slots <= MAX */
+#define PERPDEX_ERR_INVALID_LIQUIDATION_SPLIT 6156u /* params: expected liquidator_share_ppm <= 1e6 and liquidation_buffer_ppm <= 1e5 */
 
 /* ------------------------------------------------------------ types */
 /* One marginal bracket of a margin schedule (docs/PROTOCOL.md, Margin). */
@@ -319,6 +320,9 @@ typedef struct __attribute__((packed)) perpdex_MarketParams {
     uint8_t oracle_source; /* offset 90: ORACLE_SOURCE_* */
     uint8_t num_margin_tiers; /* offset 91: 1..MAX_MARGIN_TIERS tiers in use */
     perpdex_MarginTier margin_tiers[4]; /* offset 92: schedule */
+    uint32_t liquidation_fee_ppm; /* offset 156: fee on liquidated notional, ppm; < first mm, <= 1e5 */
+    uint32_t liquidator_share_ppm; /* offset 160: liquidator's share of that fee, ppm; <= 1e6 */
+    uint32_t liquidation_buffer_ppm; /* offset 164: sizing target: maintenance + this, ppm; <= 1e5 */
 } perpdex_MarketParams;
 _Static_assert(__builtin_offsetof(perpdex_MarketParams, tick_size) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_MarketParams, lot_size) == 8, "layout");
@@ -334,7 +338,10 @@ _Static_assert(__builtin_offsetof(perpdex_MarketParams, index) == 88, "layout");
 _Static_assert(__builtin_offsetof(perpdex_MarketParams, oracle_source) == 90, "layout");
 _Static_assert(__builtin_offsetof(perpdex_MarketParams, num_margin_tiers) == 91, "layout");
 _Static_assert(__builtin_offsetof(perpdex_MarketParams, margin_tiers) == 92, "layout");
-_Static_assert(sizeof(perpdex_MarketParams) == 156, "size");
+_Static_assert(__builtin_offsetof(perpdex_MarketParams, liquidation_fee_ppm) == 156, "layout");
+_Static_assert(__builtin_offsetof(perpdex_MarketParams, liquidator_share_ppm) == 160, "layout");
+_Static_assert(__builtin_offsetof(perpdex_MarketParams, liquidation_buffer_ppm) == 164, "layout");
+_Static_assert(sizeof(perpdex_MarketParams) == 168, "size");
 
 /* The governable risk parameters of one market (a proposal's new values). */
 typedef struct __attribute__((packed, aligned(8))) perpdex_RiskParams {
@@ -460,7 +467,8 @@ typedef struct __attribute__((packed, aligned(8))) perpdex_Market {
     uint64_t max_open_interest_base; /* offset 328: largest open interest (engine-enforced) */
     uint32_t liquidation_fee_ppm; /* offset 336: fee on liquidated notional, ppm */
     uint32_t max_leverage; /* offset 340: largest leverage an order may open at (engine-enforced) */
-    uint8_t reserved[8]; /* offset 344: zero */
+    uint32_t liquidator_share_ppm; /* offset 344: liquidator's share of the liquidation fee, ppm */
+    uint32_t liquidation_buffer_ppm; /* offset 348: liquidation sizing buffer over maintenance, ppm */
 } perpdex_Market;
 _Static_assert(__builtin_offsetof(perpdex_Market, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Market, exchange) == 8, "layout");
@@ -493,7 +501,8 @@ _Static_assert(__builtin_offsetof(perpdex_Market, max_position_base) == 320, "la
 _Static_assert(__builtin_offsetof(perpdex_Market, max_open_interest_base) == 328, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Market, liquidation_fee_ppm) == 336, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Market, max_leverage) == 340, "layout");
-_Static_assert(__builtin_offsetof(perpdex_Market, reserved) == 344, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Market, liquidator_share_ppm) == 344, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Market, liquidation_buffer_ppm) == 348, "layout");
 _Static_assert(sizeof(perpdex_Market) == 352, "size");
 _Static_assert(sizeof(perpdex_Market) == PERPDEX_ACCOUNT_MARKET_SIZE, "size");
 
@@ -625,12 +634,12 @@ _Static_assert(sizeof(perpdex_initialize_args) == 50, "size");
 typedef struct __attribute__((packed)) perpdex_create_market_args {
     uint64_t discriminator; /* offset 0 */
     perpdex_MarketParams params; /* offset 8: the market's parameters */
-    uint8_t bump; /* offset 164: bump of the Market PDA */
+    uint8_t bump; /* offset 176: bump of the Market PDA */
 } perpdex_create_market_args;
 _Static_assert(__builtin_offsetof(perpdex_create_market_args, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_create_market_args, params) == 8, "layout");
-_Static_assert(__builtin_offsetof(perpdex_create_market_args, bump) == 164, "layout");
-_Static_assert(sizeof(perpdex_create_market_args) == 165, "size");
+_Static_assert(__builtin_offsetof(perpdex_create_market_args, bump) == 176, "layout");
+_Static_assert(sizeof(perpdex_create_market_args) == 177, "size");
 
 #define PERPDEX_IX_DEPOSIT_DISCRIMINATOR 0xb6f2e15289c623f2ULL /* sha256("global:deposit")[:8] */
 #define PERPDEX_IX_DEPOSIT_NUM_ACCOUNTS 7

@@ -318,6 +318,13 @@ static uint64_t validate_market_params(const perpdex_MarketParams *p) {
   if (p->oracle_max_confidence_ppm > PERPDEX_RATIO_PRECISION)
     return PERPDEX_ERR_INVALID_GUARD_LIMITS;
   if (p->funding_cap_rate > PERPDEX_FUNDING_RATE_PRECISION) return PERPDEX_ERR_INVALID_FUNDING_CAP;
+  /* the governance bounds: closing must help (fee < first maintenance), fee <= 10 % */
+  if (p->liquidation_fee_ppm >= tiers[0].maintenance_ppm ||
+      p->liquidation_fee_ppm > PERPDEX_MAX_LIQUIDATION_FEE_PPM)
+    return PERPDEX_ERR_INVALID_LIQUIDATION_FEE;
+  if (p->liquidator_share_ppm > PERPDEX_RATIO_PRECISION ||
+      p->liquidation_buffer_ppm > PERPDEX_MAX_LIQUIDATION_FEE_PPM)
+    return PERPDEX_ERR_INVALID_LIQUIDATION_SPLIT;
   return PD_SUCCESS;
 }
 
@@ -387,13 +394,11 @@ static uint64_t ix_create_market(const SolParameters *params) {
   __builtin_memcpy(m->margin_tiers, p->margin_tiers, sizeof m->margin_tiers);
   /* governable limits start at what the margin schedule implies (docs/PROTOCOL.md, Governance) */
   uint64_t first_initial = m->margin_tiers[0].initial_ppm;
-  uint64_t first_maintenance = m->margin_tiers[0].maintenance_ppm;
   uint64_t leverage = PERPDEX_RATIO_PRECISION / first_initial; /* >= 1: initial <= 1e6 */
   m->max_leverage = (uint32_t)(leverage < PERPDEX_MAX_LEVERAGE ? leverage : PERPDEX_MAX_LEVERAGE);
-  uint64_t liquidation_fee = first_maintenance / 2;
-  m->liquidation_fee_ppm = (uint32_t)(liquidation_fee < PERPDEX_MAX_LIQUIDATION_FEE_PPM
-                                          ? liquidation_fee
-                                          : PERPDEX_MAX_LIQUIDATION_FEE_PPM);
+  m->liquidation_fee_ppm = p->liquidation_fee_ppm;
+  m->liquidator_share_ppm = p->liquidator_share_ppm;
+  m->liquidation_buffer_ppm = p->liquidation_buffer_ppm;
   m->max_position_base = UINT64_MAX;
   m->max_open_interest_base = UINT64_MAX;
   exchange->num_markets = (uint16_t)(index + 1);
@@ -1246,15 +1251,21 @@ static uint64_t ix_liquidate(const SolParameters *params) {
     if (err) return err;
     perpdex_Market *market = markets.market[j];
     __builtin_memcpy(s->tiers[n], market->margin_tiers, sizeof s->tiers[0]);
-    s->positions[n] = (pd_liq_position){position->base, position->entry_quote, markets.price[j],
-                                        market->lot_size, market->liquidation_fee_ppm,
-                                        s->tiers[n], market->num_margin_tiers, market->index};
+    s->positions[n] = (pd_liq_position){position->base,
+                                        position->entry_quote,
+                                        markets.price[j],
+                                        market->lot_size,
+                                        market->liquidation_fee_ppm,
+                                        market->liquidator_share_ppm,
+                                        market->liquidation_buffer_ppm,
+                                        s->tiers[n],
+                                        market->num_margin_tiers,
+                                        market->index};
     s->slot[n] = position;
     s->pair[n] = j;
     n++;
   }
-  pd_liq_input input = {user->collateral_quote, exchange->insurance_fund_quote,
-                        PERPDEX_LIQUIDATION_BUFFER_PPM, PERPDEX_LIQUIDATOR_SHARE_PPM, n};
+  pd_liq_input input = {user->collateral_quote, exchange->insurance_fund_quote, n};
   err = pd_liquidation_plan(&input, s->positions, &s->plan);
   if (err) return err;
   perpdex_PositionLiquidatedEvent slice_event;

@@ -19,7 +19,7 @@
 typedef struct {
   pd_i128 pnl;
   pd_u128 maintenance;
-  pd_u128 notional;
+  pd_u128 buffer_numerator; /* sum of notional x the market's buffer ppm (< 2^84) */
 } margin_sums;
 
 static uint64_t add_position(margin_sums *s, const pd_liq_position *p, int64_t base,
@@ -31,17 +31,15 @@ static uint64_t add_position(margin_sums *s, const pd_liq_position *p, int64_t b
   err = pd_requirement_quote(notional, p->tiers, p->num_tiers, PD_MARGIN_MAINTENANCE, &required);
   if (err != PD_SUCCESS) return err;
   s->pnl += pd_pnl_i128(base, entry_quote, p->price);
-  s->notional += notional;
+  s->buffer_numerator += pd_mul_u64_wide(notional, p->liquidation_buffer_ppm);
   s->maintenance += required;
   return PD_SUCCESS;
 }
 
-/* maintenance + ceil(notional x buffer / 1e6); notional < 2^67 (<= 8 u64 terms) */
-PD_INLINE pd_u128 target_of(const margin_sums *s, uint64_t buffer_ppm) {
-  uint64_t hi = pd_u128_hi(s->notional), rem;
-  pd_u128 product = pd_mul_u64_wide(pd_u128_lo(s->notional), buffer_ppm) +
-                    ((pd_u128)(hi * buffer_ppm) << 64);
-  pd_u128 buffer = pd_div_u128_u64(product, PD_RATIO, &rem);
+/* maintenance + ceil(sum(notional_m x buffer_m) / 1e6): one ceiling over the sum */
+PD_INLINE pd_u128 target_of(const margin_sums *s) {
+  uint64_t rem;
+  pd_u128 buffer = pd_div_u128_u64(s->buffer_numerator, PD_RATIO, &rem);
   if (rem != 0) buffer += 1;
   return s->maintenance + buffer;
 }
@@ -110,7 +108,7 @@ static uint64_t slice(const slice_ctx *c, uint64_t close_base, slice_result *out
   uint64_t fee_quote = pd_u128_lo(fee); /* <= fee_full < 2^64 */
   if (fee_quote > (uint64_t)INT64_MAX || !pd_sub_i64(collateral, (int64_t)fee_quote, &collateral))
     return PERPDEX_ERR_COLLATERAL_OVERFLOW;
-  pd_u128 share = pd_div_u128_u64(pd_mul_u64_wide(fee_quote, c->in->liquidator_share_ppm),
+  pd_u128 share = pd_div_u128_u64(pd_mul_u64_wide(fee_quote, p->liquidator_share_ppm),
                                   PD_RATIO, &rem); /* <= fee: share <= 100 % */
   out->state = state;
   out->collateral = collateral;
@@ -119,7 +117,7 @@ static uint64_t slice(const slice_ctx *c, uint64_t close_base, slice_result *out
   out->transfer.fee_quote = fee_quote;
   out->transfer.liquidator_fee_quote = pd_u128_lo(share);
   out->transfer.insurance_fee_quote = fee_quote - pd_u128_lo(share);
-  out->meets = at_least((pd_i128)collateral + sums.pnl, target_of(&sums, c->in->buffer_ppm));
+  out->meets = at_least((pd_i128)collateral + sums.pnl, target_of(&sums));
   return PD_SUCCESS;
 }
 
@@ -145,7 +143,7 @@ static uint64_t smallest_close(const slice_ctx *c, pd_u128 shortfall, uint64_t *
   /* Drift's estimate ceil(shortfall x 1e15 / (price x rate)) in lots, as nested ceilings
    * (ceil(ceil(a / b) / c) == ceil(a / (b c))); shortfall < 2^64 keeps the product in u128 */
   if (pd_u128_hi(shortfall) != 0) return PERPDEX_ERR_REQUIREMENT_OVERFLOW;
-  uint64_t rate = (uint64_t)p->tiers[0].maintenance_ppm + c->in->buffer_ppm -
+  uint64_t rate = (uint64_t)p->tiers[0].maintenance_ppm + p->liquidation_buffer_ppm -
                   p->liquidation_fee_ppm; /* > 0: checked before */
   pd_u128 estimate = pd_mul_u64_wide(pd_u128_lo(shortfall), PD_DRIFT_SCALE);
   estimate = ceil_div(ceil_div(ceil_div(estimate, p->price), rate), lot);
@@ -201,7 +199,7 @@ uint64_t pd_liquidation_plan(const pd_liq_input *in, const pd_liq_position *posi
     if (err != PD_SUCCESS) return err;
     maintenance_of[i] = pd_u128_lo(one.maintenance);
     all.pnl += one.pnl;
-    all.notional += one.notional;
+    all.buffer_numerator += one.buffer_numerator;
     all.maintenance += one.maintenance;
   }
   /* rules.check_eligibility: liquidatable when equity < maintenance */
@@ -212,7 +210,7 @@ uint64_t pd_liquidation_plan(const pd_liq_input *in, const pd_liq_position *posi
     return PERPDEX_ERR_REQUIREMENT_OVERFLOW;
   /* rules.LiquidationConfig.check_schedule: closing must help */
   for (uint64_t i = 0; i < n; i++)
-    if ((uint64_t)positions[i].tiers[0].maintenance_ppm + in->buffer_ppm <=
+    if ((uint64_t)positions[i].tiers[0].maintenance_ppm + positions[i].liquidation_buffer_ppm <=
         positions[i].liquidation_fee_ppm)
       return PERPDEX_ERR_INVALID_LIQUIDATION_FEE;
   /* order: maintenance requirement, largest first; ties: lower market index */
@@ -242,7 +240,7 @@ uint64_t pd_liquidation_plan(const pd_liq_input *in, const pd_liq_position *posi
     err = add_position(&sums, &positions[at], work[at].base, work[at].entry_quote);
     if (err != PD_SUCCESS) return err;
     pd_i128 equity = (pd_i128)collateral + sums.pnl;
-    pd_u128 target = target_of(&sums, in->buffer_ppm);
+    pd_u128 target = target_of(&sums);
     if (at_least(equity, target)) break;
     slice_ctx c = {in, &positions[at], work[at], &others, collateral};
     uint64_t close;

@@ -15,7 +15,9 @@ typedef struct {
   int64_t entry_quote;          /* signed cost basis */
   uint64_t price;               /* oracle price, PRICE_PRECISION, > 0 */
   uint64_t lot_size;            /* BASE_PRECISION units per lot, > 0 */
-  uint64_t liquidation_fee_ppm; /* Market.liquidation_fee_ppm */
+  uint64_t liquidation_fee_ppm;    /* Market.liquidation_fee_ppm */
+  uint64_t liquidator_share_ppm;   /* Market.liquidator_share_ppm */
+  uint64_t liquidation_buffer_ppm; /* Market.liquidation_buffer_ppm */
   const perpdex_MarginTier *tiers;
   uint64_t num_tiers;
   uint64_t market_index; /* breaks ties of the plan order */
@@ -24,9 +26,7 @@ typedef struct {
 typedef struct {
   int64_t collateral_quote;
   uint64_t insurance_fund_quote; /* before this liquidation's fees */
-  uint64_t buffer_ppm;
-  uint64_t liquidator_share_ppm;
-  uint64_t num_positions; /* <= PERPDEX_MAX_POSITIONS */
+  uint64_t num_positions;        /* <= PERPDEX_MAX_POSITIONS */
 } pd_liq_input;
 
 /* A slice moved to the liquidator: rules.PositionTransfer. */
@@ -48,7 +48,8 @@ typedef struct {
   int64_t collateral_after_quote;
 } pd_liq_plan;
 
-/* The liquidation of one account: PERPDEX_ERR_NOT_LIQUIDATABLE when equity >= maintenance,
+/* The liquidation of one account (each market's own fee, share and buffer; the target is
+ * maintenance + ceil(sum over markets of notional x buffer / 1e6)): PERPDEX_ERR_NOT_LIQUIDATABLE when equity >= maintenance,
  * PERPDEX_ERR_ACCOUNT_BANKRUPT when equity < 0 (the engine's insurance / ADL path),
  * PERPDEX_ERR_INVALID_LIQUIDATION_FEE when a market's first maintenance + buffer <= its fee. */
 uint64_t pd_liquidation_plan(const pd_liq_input *in, const pd_liq_position *positions,

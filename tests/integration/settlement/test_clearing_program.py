@@ -199,6 +199,9 @@ class Chain:
             "insurance_share_ppm": FEES.insurance_share_ppm, "oracle_max_confidence_ppm": 20_000,
             "oracle_feed_id": list(FEED_ID), "index": index, "oracle_source": 2,
             "num_margin_tiers": len(TIERS), "margin_tiers": tiers,
+            # half the first maintenance ratio, the engine's default share and buffer
+            "liquidation_fee_ppm": TIERS[0][2] // 2, "liquidator_share_ppm": 500_000,
+            "liquidation_buffer_ppm": 10_000,
         }  # fmt: skip
         return params
 

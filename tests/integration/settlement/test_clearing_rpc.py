@@ -118,7 +118,8 @@ async def test_anchorpy_program_over_rpc_settles_fills_and_maps_program_errors(
               "oracle_max_age_slots": 50, "oracle_max_age_seconds": 60, "maker_fee_ppm": 0,
               "taker_fee_ppm": 500, "insurance_share_ppm": 0, "oracle_max_confidence_ppm": 20_000,
               "oracle_feed_id": list(FEED_ID), "index": 0, "oracle_source": 2, "num_margin_tiers": 1,
-              "margin_tiers": tiers}  # fmt: skip
+              "margin_tiers": tiers, "liquidation_fee_ppm": 25_000, "liquidator_share_ppm": 500_000,
+              "liquidation_buffer_ppm": 10_000}  # fmt: skip
     await program.rpc["create_market"](params, market_bump, ctx=Context(accounts={
         "exchange": exchange, "market": market, "authority": authority.pubkey(), "oracle": oracle,
         "system_program": SYSTEM_PROGRAM}))  # fmt: skip

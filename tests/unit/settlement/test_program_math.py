@@ -57,13 +57,14 @@ class MarginResult(ctypes.Structure):
 
 class LiqPosition(ctypes.Structure):
     _fields_ = [("base", I64), ("entry_quote", I64), ("price", U64), ("lot_size", U64),
-                ("liquidation_fee_ppm", U64), ("tiers", ctypes.POINTER(MarginTier)),
+                ("liquidation_fee_ppm", U64), ("liquidator_share_ppm", U64),
+                ("liquidation_buffer_ppm", U64), ("tiers", ctypes.POINTER(MarginTier)),
                 ("num_tiers", U64), ("market_index", U64)]  # fmt: skip
 
 
 class LiqInput(ctypes.Structure):
-    _fields_ = [("collateral_quote", I64), ("insurance_fund_quote", U64), ("buffer_ppm", U64),
-                ("liquidator_share_ppm", U64), ("num_positions", U64)]  # fmt: skip
+    _fields_ = [("collateral_quote", I64), ("insurance_fund_quote", U64),
+                ("num_positions", U64)]  # fmt: skip
 
 
 class LiqTransfer(ctypes.Structure):
@@ -241,12 +242,12 @@ def run_liquidation_plan(lib: ctypes.CDLL, i: dict[str, Any]) -> tuple[int, dict
     positions = (LiqPosition * len(keep))(
         *(
             LiqPosition(p["base"], p["entry_quote"], p["price"], p["lot_size"],
-                        p["liquidation_fee_ppm"], t, len(p["tiers"]), p["market_index"])
+                        p["liquidation_fee_ppm"], p["liquidator_share_ppm"],
+                        p["liquidation_buffer_ppm"], t, len(p["tiers"]), p["market_index"])
             for p, t in zip(i["positions"], keep)
         )
     )  # fmt: skip
-    inputs = LiqInput(i["collateral_quote"], i["insurance_fund_quote"], i["buffer_ppm"],
-                      i["liquidator_share_ppm"], len(keep))  # fmt: skip
+    inputs = LiqInput(i["collateral_quote"], i["insurance_fund_quote"], len(keep))
     plan = LiqPlan()
     code = lib.pd_liquidation_plan(ctypes.byref(inputs), positions, ctypes.byref(plan))
     transfers = [[t.position, t.base_delta, t.quote_delta, t.fee_quote, t.liquidator_fee_quote,
