@@ -19,6 +19,7 @@ from exchange.core.commands import (
     Liquidate,
     MalformedCommand,
     PlaceOrder,
+    RegisterAccount,
     SetKillSwitch,
     SetMarketStatus,
     SetRiskParams,
@@ -175,6 +176,10 @@ GOOD: list[tuple[dict[str, Any], Any]] = [
             0,
             0,
         ),
+    ),
+    (
+        {"type": "register_account", "wallet_pubkey_hex": "ab" * 32},
+        RegisterAccount("ab" * 32),
     ),
 ]
 
