@@ -15,7 +15,8 @@ the anchor machine that halves the per-call overhead.
 * order pool: ``NF`` int64 fields per slot, free list through ``P_NEXT``.
 * levels: a pool of levels plus, per side, a sorted array of level keys (bids: price, asks:
   -price) with the best level at the END, so a level near the touch is found, added or
-  removed with a short scan / memmove.
+  removed with a short scan / memmove; a direct-mapped level cache (price mod ``LCN`` ->
+  live level) lets a resting order skip the search.
 * hashes (open addressing, linear probing, backward-shift deletion): order id -> slot,
   (account, client id) -> slot; account -> account record index in 32-bit slots (a tag
   and the index; a tag match is confirmed against the record's key), so the table that
