@@ -102,7 +102,7 @@ from perp.circuit_breaker import (
     set_status,
 )
 from perp.margin_check import MarginSummary, OpenOrders, margin_summary, order_margin_shortfall
-from perp.math.fees import fee_quote, fill_fees
+from perp.math.fees import fill_fees
 from perp.math.funding import (
     SETTLEMENT_DENOMINATOR,
     average_premium,
@@ -112,8 +112,6 @@ from perp.math.funding import (
     sweep_surplus,
 )
 from perp.math.margin import (
-    MarginKind,
-    requirement_quote,
     unrealized_pnl_quote,
     worst_case_base,
 )
@@ -132,6 +130,9 @@ from perp.risk_gate import (
 )
 
 DAY_NS = 86_400 * NANOS_PER_SECOND
+_SECOND_NS = NANOS_PER_SECOND  # the per-second token bucket's window
+_MINUTE_NS = 60 * NANOS_PER_SECOND  # the per-minute one's
+_new_tuple = tuple.__new__
 _BID = int(Side.BID)
 _POST_ONLY_TIFS = frozenset({int(TimeInForce.POST_ONLY), int(TimeInForce.POST_ONLY_SLIDE)})
 _IMPACT_DEPTH_LEVELS = 64  # levels read per side for an impact price (thinner: no price)
@@ -193,10 +194,31 @@ class PerpMarket:
     premium_samples: list[int] = field(default_factory=list)
     last_sample_ns: int = 0
     last_funding_ns: int = 0
+    # Derived from ``params`` (not state, not hashed): the initial-margin brackets as
+    # (up_to_notional_quote, initial_ppm) pairs, rebuilt when ``params`` is another object.
+    tiers_params: PerpMarketParams | None = field(default=None, repr=False, compare=False)
+    initial_tiers: tuple[tuple[int, int], ...] = field(default=(), repr=False, compare=False)
 
     @property
     def price_for_margin(self) -> int:
         return self.mark_price or self.index_price
+
+    def initial_quote(self, notional: int) -> int:
+        """``requirement_quote(notional, params.margin, INITIAL)`` for ``notional >= 0``: the
+        same brackets and rounding (up), without the enum and dataclass reads per call."""
+        params = self.params
+        if self.tiers_params is not params:
+            self.initial_tiers = tuple(
+                (t.up_to_notional_quote, t.initial_ppm) for t in params.margin.tiers
+            )
+            self.tiers_params = params
+        charged = lower = 0
+        for up_to, ppm in self.initial_tiers:
+            if notional <= lower:
+                break
+            charged += ((notional if notional < up_to else up_to) - lower) * ppm
+            lower = up_to
+        return -(-charged // RATIO_PRECISION)
 
 
 class Clearinghouse:
@@ -422,7 +444,7 @@ class Clearinghouse:
             else:
                 grows = max(abs(long_reach), abs(short_reach - size)) > before
             if grows:
-                if acct is not None:
+                if acct is not None and acct.positions:  # funding is settled per position
                     self._touch(out, ts_ns, account_id, acct)
                 shortfall = self._place_shortfall(
                     account_id, acct, market_id, m, is_bid, size, price, open_bids, open_asks
@@ -463,25 +485,25 @@ class Clearinghouse:
         limits = m.params.limits
         per_second_limit = limits.max_orders_per_second
         per_minute_limit = limits.max_orders_per_minute
-        second = NANOS_PER_SECOND
-        minute = 60 * NANOS_PER_SECOND
+        capacity_s = per_second_limit * _SECOND_NS
+        capacity_m = per_minute_limit * _MINUTE_NS
         bucket = state.per_second
         if bucket is None:
-            tokens_s = per_second_limit * second
+            tokens_s = capacity_s
         else:
-            tokens_s = min(
-                per_second_limit * second,
-                bucket.tokens + max(0, now_ns - bucket.updated_ns) * per_second_limit,
-            )
+            tokens, updated_ns = bucket
+            if now_ns > updated_ns:
+                tokens += (now_ns - updated_ns) * per_second_limit
+            tokens_s = tokens if tokens < capacity_s else capacity_s
         bucket = state.per_minute
         if bucket is None:
-            tokens_m = per_minute_limit * minute
+            tokens_m = capacity_m
         else:
-            tokens_m = min(
-                per_minute_limit * minute,
-                bucket.tokens + max(0, now_ns - bucket.updated_ns) * per_minute_limit,
-            )
-        if tokens_s < second or tokens_m < minute or size > limits.max_order_base:
+            tokens, updated_ns = bucket
+            if now_ns > updated_ns:
+                tokens += (now_ns - updated_ns) * per_minute_limit
+            tokens_m = tokens if tokens < capacity_m else capacity_m
+        if tokens_s < _SECOND_NS or tokens_m < _MINUTE_NS or size > limits.max_order_base:
             return None
         oracle = m.index_price
         band = oracle * limits.price_band_ppm // RATIO_PRECISION
@@ -504,8 +526,13 @@ class Clearinghouse:
             and acct.day_loss_quote(now_ns) >= limits.daily_loss_limit_quote
         ):
             return None
-        return AccountRiskState(
-            TokenBucket(tokens_s - second, now_ns), TokenBucket(tokens_m - minute, now_ns)
+        # NamedTuples built as plain tuples (the fields in order): no keyword handling
+        return _new_tuple(
+            AccountRiskState,
+            (
+                _new_tuple(TokenBucket, (tokens_s - _SECOND_NS, now_ns)),
+                _new_tuple(TokenBucket, (tokens_m - _MINUTE_NS, now_ns)),
+            ),
         )
 
     def _place_shortfall(
@@ -554,17 +581,30 @@ class Clearinghouse:
                 position_base = position.base
                 if not position_base and not bids and not asks:
                     continue
-            mark = markets[mid].price_for_margin
+            pm = markets[mid]
+            mark = pm.mark_price or pm.index_price
             if position is not None:
                 equity += (position_base * mark) // BASE_PRECISION + position.entry_quote
-            worst = max(abs(position_base + bids), abs(position_base - asks))
-            notional = -(-worst * mark // BASE_PRECISION)
-            initial += requirement_quote(notional, markets[mid].params.margin, MarginKind.INITIAL)
-        mark = m.price_for_margin
+            long_reach, short_reach = position_base + bids, position_base - asks
+            if long_reach < 0:
+                long_reach = -long_reach
+            if short_reach < 0:
+                short_reach = -short_reach
+            worst = long_reach if long_reach > short_reach else short_reach
+            initial += pm.initial_quote(-(-worst * mark // BASE_PRECISION))
+        mark = m.mark_price or m.index_price
         gap = (price - mark) if is_bid else (mark - price)  # > 0: filling here loses value
-        adverse = -(-max(0, gap) * base // BASE_PRECISION)
-        fee = fee_quote(-(-base * price // BASE_PRECISION), m.params.taker_fee_ppm)
-        return max(0, initial - (equity - adverse - fee))
+        adverse = -(-gap * base // BASE_PRECISION) if gap > 0 else 0
+        # fee_quote of the fill's notional (rounded up), taker side: owed rounds up, a
+        # rebate toward zero
+        notional = -(-base * price // BASE_PRECISION)
+        rate_ppm = m.params.taker_fee_ppm
+        if rate_ppm >= 0:
+            fee = -(-notional * rate_ppm // RATIO_PRECISION)
+        else:
+            fee = -(notional * -rate_ppm // RATIO_PRECISION)
+        shortfall = initial - (equity - adverse - fee)
+        return shortfall if shortfall > 0 else 0
 
     def _place_reference(self, cmd: PlaceOrder, ts_ns: int, out: list[Any]) -> None:
         """A new order, as the rule reads (gate, margin after the fill, then the core)."""

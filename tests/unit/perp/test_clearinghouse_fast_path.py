@@ -9,6 +9,8 @@ status, amends, stops, funding intervals, price jumps, deposits and withdrawals.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 from typing import Any
 
@@ -22,12 +24,13 @@ from exchange.core.commands import (
     Deposit,
     PlaceOrder,
     SetMarketStatus,
+    SetRiskParams,
     Tick,
     UpdateOraclePrice,
     Withdraw,
 )
 from exchange.core.errors import RejectCode
-from exchange.core.events import FillSettled, OrderRejected, encode_events
+from exchange.core.events import FillSettled, OrderRejected, RiskParamsChanged, encode_events
 from exchange.core.orders import OrderType, TimeInForce
 from exchange.core.units import NANOS_PER_SECOND
 from exchange.demo import (
@@ -36,7 +39,8 @@ from exchange.demo import (
     demo_round,
     market_setup_commands,
 )
-from perp.clearinghouse import Clearinghouse
+from perp.clearinghouse import Clearinghouse, PerpMarket
+from perp.math.margin import MarginKind, requirement_quote
 from perp.params import PerpMarketParams
 
 TICK = 10_000
@@ -228,3 +232,66 @@ def test_demo_flow_journal_is_byte_identical() -> None:
     # Assert
     assert encode_events(fast_journal) == encode_events(reference_journal)
     assert fast.state_hash() == reference.state_hash()
+
+
+#: Brackets small enough for the streams' orders to cross them (the default's first one
+#: ends at 1M USD): the fast path's own bracket table against ``requirement_quote``.
+TIERED = dataclasses.replace(
+    PARAMS,
+    margin_tiers=(
+        (40 * USDC, 50_000, 30_000),
+        (150 * USDC, 120_000, 60_000),
+        (2**64 - 1, 300_000, 150_000),
+    ),
+)
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_tiered_margin_and_param_changes_journal_is_byte_identical(seed: int) -> None:
+    # Arrange: tiered brackets, and governance raising them mid-stream (the bracket table
+    # the fast path derives from the parameters must follow each change)
+    stream = random_stream(seed, 2_000)
+    raised = json.dumps(
+        {
+            "margin_tiers": [
+                [30 * USDC, 80_000, 40_000],
+                [150 * USDC, 150_000, 80_000],
+                [2**64 - 1, 350_000, 200_000],
+            ]
+        }
+    )
+    for at in (500, 1_200):
+        ts = stream[at][0]
+        stream[at:at] = [(ts, SetRiskParams(market_id, raised)) for market_id in (0, 1, 2)]
+    fast, reference = (
+        Clearinghouse(default_params=TIERED),
+        ReferenceClearinghouse(default_params=TIERED),
+    )
+
+    # Act
+    fast_journal, reference_journal = run(fast, stream), run(reference, stream)
+
+    # Assert
+    assert encode_events(fast_journal) == encode_events(reference_journal)
+    assert fast.state_hash() == reference.state_hash()
+    assert fast._rate_state == reference._rate_state
+    assert sum(type(e) is RiskParamsChanged for e in fast_journal) == 6
+    codes = {RejectCode(e.code).name for e in fast_journal if type(e) is OrderRejected}
+    assert "INSUFFICIENT_MARGIN" in codes, codes
+    fast.check_invariants()
+
+
+@pytest.mark.parametrize("params", [PerpMarketParams(), TIERED], ids=["default", "tiered"])
+def test_market_initial_quote_equals_requirement_quote(params: PerpMarketParams) -> None:
+    # Arrange: notionals at, around and between every bracket edge, and random ones
+    rng = random.Random(11)
+    edges = [t.up_to_notional_quote for t in params.margin.tiers[:-1]]
+    notionals = [0, 1, *(e + d for e in edges for d in (-1, 0, 1))]
+    notionals += [rng.randrange(0, 4 * edges[-1]) for _ in range(500)]
+    market = PerpMarket(params=params, listed_ns=0)
+
+    # Act / Assert
+    for notional in notionals:
+        assert market.initial_quote(notional) == requirement_quote(
+            notional, params.margin, MarginKind.INITIAL
+        ), notional
