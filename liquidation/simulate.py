@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from exchange.core.commands import (
@@ -179,69 +179,46 @@ def _drain(rng: SplitMix64) -> list[int | None]:
     return [*_segment(rng, START_PRICE, START_PRICE, 10, 500), low, *[low] * 30]
 
 
-def _outage_spec(accounts: int) -> ScenarioSpec:
-    half = _OUTAGE_START + _OUTAGE_STEPS // 2
-    return ScenarioSpec(
-        name="outage5m",
+# name, price path, accounts at full size, long share (ppm), leverage range, insurance fund (USDC)
+_SCENARIO_ROWS: tuple[
+    tuple[str, Callable[[SplitMix64], list[int | None]], int, int, tuple[int, int], int], ...
+] = (
+    ("fall40", _fall40, 1_000, 700_000, (2, 19), 100_000),
+    ("gap25", _gap25, 1_000, 700_000, (2, 19), 20_000),
+    ("outage5m", _outage5m, 1_000, 700_000, (4, 19), 100_000),
+    ("cascade10k", _cascade, 10_000, 850_000, (5, 19), 500_000),
+    ("insurance-drain", _drain, 200, 500_000, (2, 5), 10_000),
+)
+# Each scenario at its full size; ``scenario`` rescales the population only.
+_SCENARIO_SPECS: dict[str, ScenarioSpec] = {
+    name: ScenarioSpec(
+        name=name,
         accounts=accounts,
-        long_ppm=700_000,
-        min_leverage=4,
-        max_leverage=19,
-        insurance_fund_quote=100_000 * USDC,
-        path=_outage5m,
-        invalid_steps=frozenset(range(_OUTAGE_START, half)),
-        true_path=_outage_true,
+        long_ppm=long_ppm,
+        min_leverage=min_leverage,
+        max_leverage=max_leverage,
+        insurance_fund_quote=insurance_fund_usdc * USDC,
+        path=path,
     )
+    for name, path, accounts, long_ppm, (min_leverage, max_leverage), insurance_fund_usdc in (
+        _SCENARIO_ROWS
+    )
+}
+# The outage's first half is invalid readings (then silence); naive keepers see the true path.
+_SCENARIO_SPECS["outage5m"] = replace(
+    _SCENARIO_SPECS["outage5m"],
+    invalid_steps=frozenset(range(_OUTAGE_START, _OUTAGE_START + _OUTAGE_STEPS // 2)),
+    true_path=_outage_true,
+)
+SCENARIOS = tuple(_SCENARIO_SPECS)
 
 
 def scenario(name: str, *, accounts: int | None = None) -> ScenarioSpec:
     """The named scenario; ``accounts`` scales its population (tests run smaller ones)."""
-    if name == "fall40":
-        return ScenarioSpec(
-            name=name,
-            accounts=accounts or 1_000,
-            long_ppm=700_000,
-            min_leverage=2,
-            max_leverage=19,
-            insurance_fund_quote=100_000 * USDC,
-            path=_fall40,
-        )
-    if name == "gap25":
-        return ScenarioSpec(
-            name=name,
-            accounts=accounts or 1_000,
-            long_ppm=700_000,
-            min_leverage=2,
-            max_leverage=19,
-            insurance_fund_quote=20_000 * USDC,
-            path=_gap25,
-        )
-    if name == "outage5m":
-        return _outage_spec(accounts or 1_000)
-    if name == "cascade10k":
-        return ScenarioSpec(
-            name=name,
-            accounts=accounts or 10_000,
-            long_ppm=850_000,
-            min_leverage=5,
-            max_leverage=19,
-            insurance_fund_quote=500_000 * USDC,
-            path=_cascade,
-        )
-    if name == "insurance-drain":
-        return ScenarioSpec(
-            name=name,
-            accounts=accounts or 200,
-            long_ppm=500_000,
-            min_leverage=2,
-            max_leverage=5,
-            insurance_fund_quote=10_000 * USDC,
-            path=_drain,
-        )
-    raise LiquidationInputError(f"scenario: expected one of {SCENARIOS}, got {name!r}")
-
-
-SCENARIOS = ("fall40", "gap25", "outage5m", "cascade10k", "insurance-drain")
+    spec = _SCENARIO_SPECS.get(name)
+    if spec is None:
+        raise LiquidationInputError(f"scenario: expected one of {SCENARIOS}, got {name!r}")
+    return replace(spec, accounts=accounts or spec.accounts)
 
 
 @dataclass(slots=True)
