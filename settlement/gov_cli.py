@@ -233,7 +233,8 @@ class GovClient:
         market = None
         if int(proposal.market_index) != GLOBAL_TARGET:
             market = ClearingAddresses(self.program_id).market(int(proposal.market_index))[0]
-        return await self.send([execute_ix(self.program, proposal_id=proposal_id, market=market)])
+        return await self.send([execute_ix(self.program, proposal_id=proposal_id, market=market,
+                                           exchange=market is None)])  # fmt: skip
 
     async def cancel(self, proposal_id: int) -> str:
         return await self.send(

@@ -14,6 +14,7 @@ from anchorpy import Context, Program
 from solders.instruction import AccountMeta, Instruction
 from solders.pubkey import Pubkey
 
+from settlement.onchain import DEFAULT_ESCAPE_HATCH_SLOTS, ClearingAddresses
 from settlement.spec import MAX_COUNCIL, MAX_MARGIN_TIERS
 
 GOVERNANCE_SEED: Final = b"governance"
@@ -26,6 +27,7 @@ _RISK_FIELDS: Final = (
     "funding_cap_rate", "oracle_max_age_slots", "oracle_max_age_seconds", "max_position_base",
     "max_open_interest_base", "maker_fee_ppm", "taker_fee_ppm", "insurance_share_ppm",
     "oracle_max_confidence_ppm", "liquidation_fee_ppm", "max_leverage", "num_margin_tiers",
+    "liquidator_share_ppm", "liquidation_buffer_ppm",
 )  # fmt: skip
 
 
@@ -53,7 +55,8 @@ def zero_risk_params() -> dict[str, Any]:
 
 def zero_global_params() -> dict[str, Any]:
     """All-zero ``GlobalParams`` (the unused side of a market proposal)."""
-    return {"timelock_seconds": 0, "max_leverage_cap": 0, "padding": [0] * 4}
+    return {"timelock_seconds": 0, "max_leverage_cap": 0, "padding": [0] * 4,
+            "escape_hatch_slots": 0}  # fmt: skip
 
 
 def risk_params_of(market: Any) -> dict[str, Any]:
@@ -75,7 +78,7 @@ def global_params_of(governance: Any) -> dict[str, Any]:
     """The ``GlobalParams`` in force in a decoded Governance account."""
     p = governance.params
     return {"timelock_seconds": p.timelock_seconds, "max_leverage_cap": p.max_leverage_cap,
-            "padding": [0] * 4}  # fmt: skip
+            "padding": [0] * 4, "escape_hatch_slots": p.escape_hatch_slots}  # fmt: skip
 
 
 def initialize_governance_ix(
@@ -88,14 +91,16 @@ def initialize_governance_ix(
     guardian: Pubkey,
     timelock_seconds: int,
     max_leverage_cap: int,
+    escape_hatch_slots: int = DEFAULT_ESCAPE_HATCH_SLOTS,
 ) -> Instruction:
-    """``initialize_governance``: council keys (padded with zero keys), threshold, guardian."""
+    """``initialize_governance``: council keys (padded with zero keys), threshold, guardian;
+    ``escape_hatch_slots`` must be the Exchange's (the program checks it)."""
     if not 1 <= len(council) <= MAX_COUNCIL:
         raise ValueError(f"council: expected 1..{MAX_COUNCIL} keys, got {len(council)}")
     padded = list(council) + [Pubkey.default()] * (MAX_COUNCIL - len(council))
     governance, bump = governance_pda(program.program_id)
     params = {"timelock_seconds": timelock_seconds, "max_leverage_cap": max_leverage_cap,
-              "padding": [0] * 4}  # fmt: skip
+              "padding": [0] * 4, "escape_hatch_slots": escape_hatch_slots}  # fmt: skip
     return program.instruction["initialize_governance"](
         padded, len(council), threshold, guardian, params, bump,
         ctx=Context(accounts={"exchange": exchange, "governance": governance,
@@ -132,8 +137,13 @@ def approve_ix(program: Program, *, proposal_id: int, member: Pubkey) -> Instruc
     )  # fmt: skip
 
 
-def execute_ix(program: Program, *, proposal_id: int, market: Pubkey | None = None) -> Instruction:
-    """``execute``; a market proposal takes its Market (writable) after the named accounts."""
+def execute_ix(
+    program: Program, *, proposal_id: int, market: Pubkey | None = None, exchange: bool = False
+) -> Instruction:
+    """``execute``; a market proposal takes its Market (writable) after the named accounts, a
+    global one (``exchange``) the Exchange PDA (writable: its escape_hatch_slots)."""
+    if exchange:
+        market = ClearingAddresses(program.program_id).exchange()[0]
     remaining = [AccountMeta(market, False, True)] if market is not None else []
     return program.instruction["execute"](
         ctx=Context(accounts={"governance": governance_pda(program.program_id)[0],

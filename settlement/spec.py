@@ -346,6 +346,8 @@ TYPES: Final = (
             f("num_margin_tiers", "u8", "tiers in use (unchanged by governance)"),
             f("padding", Array("u8", 7), "zero"),
             f("margin_tiers", Array(Defined("MarginTier"), MAX_MARGIN_TIERS), "schedule"),
+            f("liquidator_share_ppm", "u32", "liquidator's share of the liquidation fee; <= 1e6"),
+            f("liquidation_buffer_ppm", "u32", "sizing target: maintenance + this, ppm; <= 1e5"),
         ),
         "The governable risk parameters of one market (a proposal's new values).",
     ),
@@ -355,6 +357,11 @@ TYPES: Final = (
             f("timelock_seconds", "u64", "delay from proposal to earliest execution, seconds"),
             f("max_leverage_cap", "u32", "ceiling of every market's max_leverage, 1..100"),
             f("padding", Array("u8", 4), "zero"),
+            f(
+                "escape_hatch_slots",
+                "u64",
+                "Exchange.escape_hatch_slots: operator inactivity (slots) opening wallet withdraw",
+            ),
         ),
         "The governable exchange-wide parameters.",
     ),
@@ -472,7 +479,7 @@ ACCOUNTS: Final = (
             f("threshold", "u8", "approvals an execution needs, 1..num_council"),
             f("bump", "u8", "bump of this PDA"),
             f("padding", Array("u8", 5), "zero"),
-            f("reserved", Array("u8", 24), "zero"),
+            f("reserved", Array("u8", 16), "zero"),
         ),
         "The council (N keys, threshold M), the guardian and the global parameters.",
         seeds='"governance"',
@@ -679,7 +686,8 @@ INSTRUCTIONS: Final = (
         (),
         "Apply a proposal once: approvals >= threshold, timelock elapsed, bounds and "
         "rate limits against the current values. Anyone may send it.",
-        remaining="for a market change: its Market (writable)",
+        remaining="for a market change: its Market (writable); for a global change: the "
+        "Exchange (writable: escape_hatch_slots)",
     ),
     Instruction(
         "cancel",
@@ -774,6 +782,20 @@ INSTRUCTIONS: Final = (
         "moves (shared with settle_fills), whose last_settled_sequence becomes sequence.",
         remaining="num_markets Markets (writable, ascending index), then the Users the moves "
         "index (writable)",
+    ),
+    Instruction(
+        "deposit_insurance",
+        (
+            acc("exchange", mut=True, doc="Exchange PDA (insurance_fund_quote)"),
+            acc("funder", signer=True, doc="any wallet; owner of funder_token"),
+            acc("funder_token", mut=True, doc="funder's token account of the collateral mint"),
+            acc("vault", mut=True, doc="Exchange.vault (the fund is a claim on the vault)"),
+            TOKEN,
+        ),
+        (f("amount_quote", "u64", "tokens added to the insurance fund, quote"),),
+        "Top up the insurance fund: move tokens from the funder into the vault and add them to "
+        "Exchange.insurance_fund_quote (permissionless: it only adds money). The engine books "
+        "the InsuranceDeposited event as its DepositInsurance (the deposit bridge).",
     ),
 )
 
@@ -984,12 +1006,18 @@ _ERRORS: Final = (
     ),
     (
         "InvalidEscapeHatch",
-        "initialize: expected MIN_ESCAPE_HATCH_SLOTS <= escape_hatch_slots <= MAX",
+        "escape_hatch_slots: expected MIN_ESCAPE_HATCH_SLOTS <= escape_hatch_slots <= MAX",
     ),
     (
         "InvalidLiquidationSplit",
         "params: expected liquidator_share_ppm <= 1e6 and liquidation_buffer_ppm <= 1e5",
     ),
+    (
+        "EscapeHatchMismatch",
+        "initialize_governance: expected params.escape_hatch_slots == Exchange's",
+    ),
+    ("ExecuteExchangeMissing", "execute: expected the Exchange after the accounts (global)"),
+    ("EscapeHatchChangeTooFast", "rate limit: escape_hatch_slots more than doubles or halves"),
 )
 
 ERROR_BASE: Final = 6000
@@ -1117,6 +1145,15 @@ EVENTS: Final = (
             f("num_markets", "u8", "Markets whose settled chain moved to sequence"),
         ),
         "An engine liquidation batch was applied (settle_liquidation).",
+    ),
+    Event(
+        "InsuranceDeposited",
+        (
+            f("funder", KEY, "the wallet that paid"),
+            f("amount_quote", "u64", "added to the insurance fund, quote"),
+            f("insurance_fund_quote", "u64", "Exchange.insurance_fund_quote after, quote"),
+        ),
+        "The insurance fund was topped up (deposit_insurance).",
     ),
 )
 

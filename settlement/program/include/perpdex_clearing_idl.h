@@ -230,8 +230,11 @@ typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));
 #define PERPDEX_ERR_INSURANCE_PAYMENT_ACCOUNT_OPEN 6152u /* payment: expected the account to hold no position */
 #define PERPDEX_ERR_INSURANCE_PAYMENT_ABOVE_DEFICIT 6153u /* payment: expected the account's collateral <= 0 after */
 #define PERPDEX_ERR_OPERATOR_ACTIVE 6154u /* withdraw: the operator settled within Exchange.escape_hatch_slots; withdraw through the exchange */
-#define PERPDEX_ERR_INVALID_ESCAPE_HATCH 6155u /* initialize: expected MIN_ESCAPE_HATCH_SLOTS <= escape_hatch_slots <= MAX */
+#define PERPDEX_ERR_INVALID_ESCAPE_HATCH 6155u /* escape_hatch_slots: expected MIN_ESCAPE_HATCH_SLOTS <= escape_hatch_slots <= MAX */
 #define PERPDEX_ERR_INVALID_LIQUIDATION_SPLIT 6156u /* params: expected liquidator_share_ppm <= 1e6 and liquidation_buffer_ppm <= 1e5 */
+#define PERPDEX_ERR_ESCAPE_HATCH_MISMATCH 6157u /* initialize_governance: expected params.escape_hatch_slots == Exchange's */
+#define PERPDEX_ERR_EXECUTE_EXCHANGE_MISSING 6158u /* execute: expected the Exchange after the accounts (global) */
+#define PERPDEX_ERR_ESCAPE_HATCH_CHANGE_TOO_FAST 6159u /* rate limit: escape_hatch_slots more than doubles or halves */
 
 /* ------------------------------------------------------------ types */
 /* One marginal bracket of a margin schedule (docs/PROTOCOL.md, Margin). */
@@ -359,6 +362,8 @@ typedef struct __attribute__((packed, aligned(8))) perpdex_RiskParams {
     uint8_t num_margin_tiers; /* offset 64: tiers in use (unchanged by governance) */
     uint8_t padding[7]; /* offset 65: zero */
     perpdex_MarginTier margin_tiers[4]; /* offset 72: schedule */
+    uint32_t liquidator_share_ppm; /* offset 136: liquidator's share of the liquidation fee; <= 1e6 */
+    uint32_t liquidation_buffer_ppm; /* offset 140: sizing target: maintenance + this, ppm; <= 1e5 */
 } perpdex_RiskParams;
 _Static_assert(__builtin_offsetof(perpdex_RiskParams, funding_cap_rate) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_RiskParams, oracle_max_age_slots) == 8, "layout");
@@ -374,18 +379,22 @@ _Static_assert(__builtin_offsetof(perpdex_RiskParams, max_leverage) == 60, "layo
 _Static_assert(__builtin_offsetof(perpdex_RiskParams, num_margin_tiers) == 64, "layout");
 _Static_assert(__builtin_offsetof(perpdex_RiskParams, padding) == 65, "layout");
 _Static_assert(__builtin_offsetof(perpdex_RiskParams, margin_tiers) == 72, "layout");
-_Static_assert(sizeof(perpdex_RiskParams) == 136, "size");
+_Static_assert(__builtin_offsetof(perpdex_RiskParams, liquidator_share_ppm) == 136, "layout");
+_Static_assert(__builtin_offsetof(perpdex_RiskParams, liquidation_buffer_ppm) == 140, "layout");
+_Static_assert(sizeof(perpdex_RiskParams) == 144, "size");
 
 /* The governable exchange-wide parameters. */
 typedef struct __attribute__((packed, aligned(8))) perpdex_GlobalParams {
     uint64_t timelock_seconds; /* offset 0: delay from proposal to earliest execution, seconds */
     uint32_t max_leverage_cap; /* offset 8: ceiling of every market's max_leverage, 1..100 */
     uint8_t padding[4]; /* offset 12: zero */
+    uint64_t escape_hatch_slots; /* offset 16: Exchange.escape_hatch_slots: operator inactivity (slots) opening wallet withdraw */
 } perpdex_GlobalParams;
 _Static_assert(__builtin_offsetof(perpdex_GlobalParams, timelock_seconds) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_GlobalParams, max_leverage_cap) == 8, "layout");
 _Static_assert(__builtin_offsetof(perpdex_GlobalParams, padding) == 12, "layout");
-_Static_assert(sizeof(perpdex_GlobalParams) == 16, "size");
+_Static_assert(__builtin_offsetof(perpdex_GlobalParams, escape_hatch_slots) == 16, "layout");
+_Static_assert(sizeof(perpdex_GlobalParams) == 24, "size");
 
 /* ------------------------------------------------------------ accounts */
 #define PERPDEX_ACCOUNT_EXCHANGE_DISCRIMINATOR 0x32683d0395dcc81eULL /* sha256("account:Exchange")[:8] */
@@ -539,11 +548,11 @@ typedef struct __attribute__((packed, aligned(8))) perpdex_Governance {
     uint8_t address[32]; /* offset 296: this account's own address (the PDA, verified at creation) */
     uint64_t next_proposal_id; /* offset 328: id of the next proposal (its PDA seed) */
     perpdex_GlobalParams params; /* offset 336: exchange-wide governable parameters */
-    uint8_t num_council; /* offset 352: council keys in use, 1..MAX_COUNCIL */
-    uint8_t threshold; /* offset 353: approvals an execution needs, 1..num_council */
-    uint8_t bump; /* offset 354: bump of this PDA */
-    uint8_t padding[5]; /* offset 355: zero */
-    uint8_t reserved[24]; /* offset 360: zero */
+    uint8_t num_council; /* offset 360: council keys in use, 1..MAX_COUNCIL */
+    uint8_t threshold; /* offset 361: approvals an execution needs, 1..num_council */
+    uint8_t bump; /* offset 362: bump of this PDA */
+    uint8_t padding[5]; /* offset 363: zero */
+    uint8_t reserved[16]; /* offset 368: zero */
 } perpdex_Governance;
 _Static_assert(__builtin_offsetof(perpdex_Governance, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Governance, exchange) == 8, "layout");
@@ -552,16 +561,16 @@ _Static_assert(__builtin_offsetof(perpdex_Governance, council) == 72, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Governance, address) == 296, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Governance, next_proposal_id) == 328, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Governance, params) == 336, "layout");
-_Static_assert(__builtin_offsetof(perpdex_Governance, num_council) == 352, "layout");
-_Static_assert(__builtin_offsetof(perpdex_Governance, threshold) == 353, "layout");
-_Static_assert(__builtin_offsetof(perpdex_Governance, bump) == 354, "layout");
-_Static_assert(__builtin_offsetof(perpdex_Governance, padding) == 355, "layout");
-_Static_assert(__builtin_offsetof(perpdex_Governance, reserved) == 360, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Governance, num_council) == 360, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Governance, threshold) == 361, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Governance, bump) == 362, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Governance, padding) == 363, "layout");
+_Static_assert(__builtin_offsetof(perpdex_Governance, reserved) == 368, "layout");
 _Static_assert(sizeof(perpdex_Governance) == 384, "size");
 _Static_assert(sizeof(perpdex_Governance) == PERPDEX_ACCOUNT_GOVERNANCE_SIZE, "size");
 
 #define PERPDEX_ACCOUNT_PROPOSAL_DISCRIMINATOR 0x21358874bbbd5e1aULL /* sha256("account:Proposal")[:8] */
-#define PERPDEX_ACCOUNT_PROPOSAL_SIZE 256
+#define PERPDEX_ACCOUNT_PROPOSAL_SIZE 272
 /* One parameter change: approvals, timelock, outcome. PDA: "proposal", id as u64 little-endian */
 typedef struct __attribute__((packed, aligned(8))) perpdex_Proposal {
     uint64_t discriminator; /* offset 0 */
@@ -576,7 +585,7 @@ typedef struct __attribute__((packed, aligned(8))) perpdex_Proposal {
     uint8_t bump; /* offset 100: bump of this PDA */
     uint8_t padding[3]; /* offset 101: zero */
     perpdex_RiskParams risk; /* offset 104: new market parameters (zero for a global change) */
-    perpdex_GlobalParams global_params; /* offset 240: new global parameters (zero otherwise) */
+    perpdex_GlobalParams global_params; /* offset 248: new global parameters (zero otherwise) */
 } perpdex_Proposal;
 _Static_assert(__builtin_offsetof(perpdex_Proposal, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Proposal, proposer) == 8, "layout");
@@ -590,8 +599,8 @@ _Static_assert(__builtin_offsetof(perpdex_Proposal, approvals_mask) == 99, "layo
 _Static_assert(__builtin_offsetof(perpdex_Proposal, bump) == 100, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Proposal, padding) == 101, "layout");
 _Static_assert(__builtin_offsetof(perpdex_Proposal, risk) == 104, "layout");
-_Static_assert(__builtin_offsetof(perpdex_Proposal, global_params) == 240, "layout");
-_Static_assert(sizeof(perpdex_Proposal) == 256, "size");
+_Static_assert(__builtin_offsetof(perpdex_Proposal, global_params) == 248, "layout");
+_Static_assert(sizeof(perpdex_Proposal) == 272, "size");
 _Static_assert(sizeof(perpdex_Proposal) == PERPDEX_ACCOUNT_PROPOSAL_SIZE, "size");
 
 /* ------------------------------------------------------------ instructions */
@@ -758,7 +767,7 @@ typedef struct __attribute__((packed)) perpdex_initialize_governance_args {
     uint8_t threshold; /* offset 233: 1..num_council */
     uint8_t guardian[32]; /* offset 234: guardian key */
     perpdex_GlobalParams params; /* offset 266: initial global parameters */
-    uint8_t bump; /* offset 282: bump of the Governance PDA */
+    uint8_t bump; /* offset 290: bump of the Governance PDA */
 } perpdex_initialize_governance_args;
 _Static_assert(__builtin_offsetof(perpdex_initialize_governance_args, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_initialize_governance_args, council) == 8, "layout");
@@ -766,8 +775,8 @@ _Static_assert(__builtin_offsetof(perpdex_initialize_governance_args, num_counci
 _Static_assert(__builtin_offsetof(perpdex_initialize_governance_args, threshold) == 233, "layout");
 _Static_assert(__builtin_offsetof(perpdex_initialize_governance_args, guardian) == 234, "layout");
 _Static_assert(__builtin_offsetof(perpdex_initialize_governance_args, params) == 266, "layout");
-_Static_assert(__builtin_offsetof(perpdex_initialize_governance_args, bump) == 282, "layout");
-_Static_assert(sizeof(perpdex_initialize_governance_args) == 283, "size");
+_Static_assert(__builtin_offsetof(perpdex_initialize_governance_args, bump) == 290, "layout");
+_Static_assert(sizeof(perpdex_initialize_governance_args) == 291, "size");
 
 #define PERPDEX_IX_PROPOSE_PARAM_CHANGE_DISCRIMINATOR 0x9c86d9cb9f094d53ULL /* sha256("global:propose_param_change")[:8] */
 #define PERPDEX_IX_PROPOSE_PARAM_CHANGE_NUM_ACCOUNTS 4
@@ -783,16 +792,16 @@ typedef struct __attribute__((packed)) perpdex_propose_param_change_args {
     uint64_t id; /* offset 8: == Governance.next_proposal_id */
     uint16_t market_index; /* offset 16: market to change, or GLOBAL_TARGET */
     perpdex_RiskParams risk; /* offset 18: new market parameters (zero for a global change) */
-    perpdex_GlobalParams global_params; /* offset 154: new global parameters (zero otherwise) */
-    uint8_t bump; /* offset 170: bump of the Proposal PDA */
+    perpdex_GlobalParams global_params; /* offset 162: new global parameters (zero otherwise) */
+    uint8_t bump; /* offset 186: bump of the Proposal PDA */
 } perpdex_propose_param_change_args;
 _Static_assert(__builtin_offsetof(perpdex_propose_param_change_args, discriminator) == 0, "layout");
 _Static_assert(__builtin_offsetof(perpdex_propose_param_change_args, id) == 8, "layout");
 _Static_assert(__builtin_offsetof(perpdex_propose_param_change_args, market_index) == 16, "layout");
 _Static_assert(__builtin_offsetof(perpdex_propose_param_change_args, risk) == 18, "layout");
-_Static_assert(__builtin_offsetof(perpdex_propose_param_change_args, global_params) == 154, "layout");
-_Static_assert(__builtin_offsetof(perpdex_propose_param_change_args, bump) == 170, "layout");
-_Static_assert(sizeof(perpdex_propose_param_change_args) == 171, "size");
+_Static_assert(__builtin_offsetof(perpdex_propose_param_change_args, global_params) == 162, "layout");
+_Static_assert(__builtin_offsetof(perpdex_propose_param_change_args, bump) == 186, "layout");
+_Static_assert(sizeof(perpdex_propose_param_change_args) == 187, "size");
 
 #define PERPDEX_IX_APPROVE_DISCRIMINATOR 0x4c61757324d94a45ULL /* sha256("global:approve")[:8] */
 #define PERPDEX_IX_APPROVE_NUM_ACCOUNTS 3
@@ -814,7 +823,7 @@ _Static_assert(sizeof(perpdex_approve_args) == 8, "size");
 #define PERPDEX_IX_EXECUTE_SIGNER_MASK 0x0u
 #define PERPDEX_IX_EXECUTE_ACC_GOVERNANCE 0 /* writable */
 #define PERPDEX_IX_EXECUTE_ACC_PROPOSAL 1 /* writable */
-/* instruction data of execute: Apply a proposal once: approvals >= threshold, timelock elapsed, bounds and rate limits against the current values. Anyone may send it. Remaining accounts: for a market change: its Market (writable). */
+/* instruction data of execute: Apply a proposal once: approvals >= threshold, timelock elapsed, bounds and rate limits against the current values. Anyone may send it. Remaining accounts: for a market change: its Market (writable); for a global change: the Exchange (writable: escape_hatch_slots). */
 typedef struct __attribute__((packed)) perpdex_execute_args {
     uint64_t discriminator; /* offset 0 */
 } perpdex_execute_args;
@@ -915,6 +924,24 @@ _Static_assert(__builtin_offsetof(perpdex_settle_liquidation_args, num_markets) 
 _Static_assert(__builtin_offsetof(perpdex_settle_liquidation_args, previous_sequences) == 33, "layout");
 _Static_assert(__builtin_offsetof(perpdex_settle_liquidation_args, moves_len) == 97, "layout");
 _Static_assert(sizeof(perpdex_settle_liquidation_args) == 101, "size");
+
+#define PERPDEX_IX_DEPOSIT_INSURANCE_DISCRIMINATOR 0xc21788be67eedd22ULL /* sha256("global:deposit_insurance")[:8] */
+#define PERPDEX_IX_DEPOSIT_INSURANCE_NUM_ACCOUNTS 5
+#define PERPDEX_IX_DEPOSIT_INSURANCE_WRITABLE_MASK 0xdu
+#define PERPDEX_IX_DEPOSIT_INSURANCE_SIGNER_MASK 0x2u
+#define PERPDEX_IX_DEPOSIT_INSURANCE_ACC_EXCHANGE 0 /* writable */
+#define PERPDEX_IX_DEPOSIT_INSURANCE_ACC_FUNDER 1 /* signer */
+#define PERPDEX_IX_DEPOSIT_INSURANCE_ACC_FUNDER_TOKEN 2 /* writable */
+#define PERPDEX_IX_DEPOSIT_INSURANCE_ACC_VAULT 3 /* writable */
+#define PERPDEX_IX_DEPOSIT_INSURANCE_ACC_TOKEN_PROGRAM 4 /*  */
+/* instruction data of deposit_insurance: Top up the insurance fund: move tokens from the funder into the vault and add them to Exchange.insurance_fund_quote (permissionless: it only adds money). The engine books the InsuranceDeposited event as its DepositInsurance (the deposit bridge). */
+typedef struct __attribute__((packed)) perpdex_deposit_insurance_args {
+    uint64_t discriminator; /* offset 0 */
+    uint64_t amount_quote; /* offset 8: tokens added to the insurance fund, quote */
+} perpdex_deposit_insurance_args;
+_Static_assert(__builtin_offsetof(perpdex_deposit_insurance_args, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_deposit_insurance_args, amount_quote) == 8, "layout");
+_Static_assert(sizeof(perpdex_deposit_insurance_args) == 16, "size");
 
 /* ------------------------------------------------------------ events */
 #define PERPDEX_EVENT_DEPOSITED_DISCRIMINATOR 0x396423a12d1a8d6fULL /* sha256("event:Deposited")[:8] */
@@ -1120,6 +1147,20 @@ _Static_assert(__builtin_offsetof(perpdex_LiquidationsSettledEvent, first_sequen
 _Static_assert(__builtin_offsetof(perpdex_LiquidationsSettledEvent, num_moves) == 24, "layout");
 _Static_assert(__builtin_offsetof(perpdex_LiquidationsSettledEvent, num_markets) == 28, "layout");
 _Static_assert(sizeof(perpdex_LiquidationsSettledEvent) == 29, "size");
+
+#define PERPDEX_EVENT_INSURANCE_DEPOSITED_DISCRIMINATOR 0x4d05c754fa97f225ULL /* sha256("event:InsuranceDeposited")[:8] */
+/* The insurance fund was topped up (deposit_insurance). */
+typedef struct __attribute__((packed)) perpdex_InsuranceDepositedEvent {
+    uint64_t discriminator; /* offset 0 */
+    uint8_t funder[32]; /* offset 8: the wallet that paid */
+    uint64_t amount_quote; /* offset 40: added to the insurance fund, quote */
+    uint64_t insurance_fund_quote; /* offset 48: Exchange.insurance_fund_quote after, quote */
+} perpdex_InsuranceDepositedEvent;
+_Static_assert(__builtin_offsetof(perpdex_InsuranceDepositedEvent, discriminator) == 0, "layout");
+_Static_assert(__builtin_offsetof(perpdex_InsuranceDepositedEvent, funder) == 8, "layout");
+_Static_assert(__builtin_offsetof(perpdex_InsuranceDepositedEvent, amount_quote) == 40, "layout");
+_Static_assert(__builtin_offsetof(perpdex_InsuranceDepositedEvent, insurance_fund_quote) == 48, "layout");
+_Static_assert(sizeof(perpdex_InsuranceDepositedEvent) == 56, "size");
 
 /* ------------------------------------------------------------ oracle layouts */
 /* From oracle_feeds/layouts.py. Offsets from the start of the account data. */

@@ -568,6 +568,48 @@ static uint64_t ix_deposit(const SolParameters *params) {
   return PD_SUCCESS;
 }
 
+/* ------------------------------------------------------------------ deposit_insurance */
+/* A top-up of the insurance fund by any wallet (it only adds money, so no signer but the
+ * funder's). The tokens go into the vault, not the insurance_vault token account: the fund is
+ * a claim on the vault (fee shares, liquidation fees and bad-debt payments move between it and
+ * collateral inside the vault), so a payment the top-up makes possible is backed by tokens a
+ * wallet can then withdraw from the vault. */
+static uint64_t ix_deposit_insurance(const SolParameters *params) {
+  if (params->data_len != sizeof(perpdex_deposit_insurance_args))
+    return PERPDEX_ERR_INSTRUCTION_DATA_LENGTH;
+  const perpdex_deposit_insurance_args *args = (const perpdex_deposit_insurance_args *)params->data;
+  uint64_t err = check_accounts(params, PERPDEX_IX_DEPOSIT_INSURANCE_NUM_ACCOUNTS,
+                                PERPDEX_IX_DEPOSIT_INSURANCE_WRITABLE_MASK,
+                                PERPDEX_IX_DEPOSIT_INSURANCE_SIGNER_MASK,
+                                PERPDEX_ERR_OWNER_NOT_SIGNER);
+  if (err) return err;
+  SolAccountInfo *ka = params->ka;
+  SolAccountInfo *funder = &ka[PERPDEX_IX_DEPOSIT_INSURANCE_ACC_FUNDER];
+  SolAccountInfo *vault = &ka[PERPDEX_IX_DEPOSIT_INSURANCE_ACC_VAULT];
+  perpdex_Exchange *exchange;
+  err = load_exchange(&ka[PERPDEX_IX_DEPOSIT_INSURANCE_ACC_EXCHANGE], params->program_id,
+                      &exchange);
+  if (err) return err;
+  if (!is_token_program(&ka[PERPDEX_IX_DEPOSIT_INSURANCE_ACC_TOKEN_PROGRAM]))
+    return PERPDEX_ERR_TOKEN_PROGRAM_MISMATCH;
+  if (!key_eq(vault->key, exchange->vault)) return PERPDEX_ERR_VAULT_MISMATCH;
+  uint64_t amount = args->amount_quote, fund;
+  if (amount == 0) return PERPDEX_ERR_AMOUNT_ZERO;
+  /* the engine's fund is an i64: keep the claim within it */
+  if (!pd_add_u64(exchange->insurance_fund_quote, amount, &fund) || fund > (uint64_t)INT64_MAX)
+    return PERPDEX_ERR_FEE_OVERFLOW;
+  PdTokenTransferAccounts transfer = {&ka[PERPDEX_IX_DEPOSIT_INSURANCE_ACC_FUNDER_TOKEN], vault,
+                                      funder, &ka[PERPDEX_IX_DEPOSIT_INSURANCE_ACC_TOKEN_PROGRAM]};
+  err = pd_spl_token_transfer(&transfer, amount, NULL, 0);
+  if (err) return err;
+  exchange->insurance_fund_quote = fund;
+  perpdex_InsuranceDepositedEvent event = {PERPDEX_EVENT_INSURANCE_DEPOSITED_DISCRIMINATOR, {0},
+                                           amount, fund};
+  pd_pubkey_copy((SolPubkey *)event.funder, funder->key);
+  emit(&event, sizeof event);
+  return PD_SUCCESS;
+}
+
 /* ------------------------------------------------------------------ withdraw */
 #define WITHDRAW_FIXED_ACCOUNTS PERPDEX_IX_WITHDRAW_NUM_ACCOUNTS
 
@@ -1388,6 +1430,8 @@ uint64_t entrypoint(const uint8_t *input) {
       return ix_process_withdrawal(&params);
     case PERPDEX_IX_SETTLE_LIQUIDATION_DISCRIMINATOR:
       return ix_settle_liquidation(&params);
+    case PERPDEX_IX_DEPOSIT_INSURANCE_DISCRIMINATOR:
+      return ix_deposit_insurance(&params);
     default:
       return PERPDEX_ERR_UNKNOWN_INSTRUCTION;
   }

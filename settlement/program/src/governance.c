@@ -94,6 +94,9 @@ static uint64_t validate_global(const perpdex_GlobalParams *p) {
     return PERPDEX_ERR_INVALID_TIMELOCK;
   if (p->max_leverage_cap < 1 || p->max_leverage_cap > PERPDEX_MAX_LEVERAGE)
     return PERPDEX_ERR_INVALID_MAX_LEVERAGE_CAP;
+  if (p->escape_hatch_slots < PERPDEX_MIN_ESCAPE_HATCH_SLOTS ||
+      p->escape_hatch_slots > PERPDEX_MAX_ESCAPE_HATCH_SLOTS)
+    return PERPDEX_ERR_INVALID_ESCAPE_HATCH;
   return PD_SUCCESS;
 }
 
@@ -101,6 +104,11 @@ static uint64_t rate_limit_global(const perpdex_GlobalParams *now, const perpdex
   if (p->timelock_seconds * 2 < now->timelock_seconds) return PERPDEX_ERR_TIMELOCK_FALLS_TOO_FAST;
   if (!leverage_rise_ok(now->max_leverage_cap, p->max_leverage_cap))
     return PERPDEX_ERR_LEVERAGE_RISES_TOO_FAST;
+  /* both directions are risky: shorter lets wallets race an operator's brief outage, longer
+   * locks funds longer if it is gone; at most double or half per change (both bounded) */
+  if (p->escape_hatch_slots > 2 * now->escape_hatch_slots ||
+      2 * p->escape_hatch_slots < now->escape_hatch_slots)
+    return PERPDEX_ERR_ESCAPE_HATCH_CHANGE_TOO_FAST;
   return PD_SUCCESS;
 }
 
@@ -130,6 +138,11 @@ static uint64_t validate_risk(const perpdex_RiskParams *p, const perpdex_GlobalP
    * initial margin: max_leverage x initial_ppm <= 1e6 */
   if ((uint64_t)p->max_leverage * p->margin_tiers[0].initial_ppm > PERPDEX_RATIO_PRECISION)
     return PERPDEX_ERR_LEVERAGE_ABOVE_MARGIN;
+  /* as at create_market; no pace limit: the share only moves a fee between the liquidator and
+   * the fund, the buffer only sizes liquidations of accounts already below maintenance */
+  if (p->liquidator_share_ppm > PERPDEX_RATIO_PRECISION ||
+      p->liquidation_buffer_ppm > PERPDEX_MAX_LIQUIDATION_FEE_PPM)
+    return PERPDEX_ERR_INVALID_LIQUIDATION_SPLIT;
   return PD_SUCCESS;
 }
 
@@ -169,6 +182,8 @@ static void apply_risk(perpdex_Market *m, const perpdex_RiskParams *p) {
   m->oracle_max_confidence_ppm = p->oracle_max_confidence_ppm;
   m->liquidation_fee_ppm = p->liquidation_fee_ppm;
   m->max_leverage = p->max_leverage;
+  m->liquidator_share_ppm = p->liquidator_share_ppm;
+  m->liquidation_buffer_ppm = p->liquidation_buffer_ppm;
   __builtin_memcpy(m->margin_tiers, p->margin_tiers, sizeof m->margin_tiers);
 }
 
@@ -217,6 +232,9 @@ uint64_t ix_initialize_governance(const SolParameters *params) {
                                 perpdex_initialize_governance_args, params), sizeof global);
   err = validate_global(&global);
   if (err) return err;
+  /* one value in force: the Exchange's (withdraw reads it there); execute moves both */
+  if (global.escape_hatch_slots != exchange->escape_hatch_slots)
+    return PERPDEX_ERR_ESCAPE_HATCH_MISMATCH;
   const SolSignerSeeds signer = {seeds, 2};
   PdCreateAccount create = {authority,
                             governance_account,
@@ -375,7 +393,16 @@ uint64_t ix_execute(const SolParameters *params) {
     if (err) return err;
     err = rate_limit_global(&governance->params, &proposal->global_params);
     if (err) return err;
+    if (params->ka_num < PERPDEX_IX_EXECUTE_NUM_ACCOUNTS + 1)
+      return PERPDEX_ERR_EXECUTE_EXCHANGE_MISSING;
+    SolAccountInfo *exchange_account = &ka[PERPDEX_IX_EXECUTE_NUM_ACCOUNTS];
+    perpdex_Exchange *exchange;
+    err = load_exchange(exchange_account, params->program_id, &exchange);
+    if (err) return err;
+    if (!key_eq(exchange_account->key, governance->exchange)) return PERPDEX_ERR_EXCHANGE_WRONG_PDA;
+    if (!exchange_account->is_writable) return PERPDEX_ERR_ACCOUNT_NOT_WRITABLE;
     governance->params = proposal->global_params;
+    exchange->escape_hatch_slots = proposal->global_params.escape_hatch_slots;
   } else {
     if (params->ka_num < PERPDEX_IX_EXECUTE_NUM_ACCOUNTS + 1)
       return PERPDEX_ERR_PROPOSAL_MARKET_MISSING;

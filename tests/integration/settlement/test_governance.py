@@ -21,6 +21,7 @@ from solders.pubkey import Pubkey
 # pytest puts this directory on sys.path (rootdir-relative, no packages)
 from test_clearing_program import (
     CODES,
+    ESCAPE_HATCH_SLOTS,
     NOW_S,
     NOW_SLOT,
     SOL,
@@ -93,8 +94,10 @@ class Gov:
                                   member=COUNCIL[1].pubkey())], [COUNCIL[1]])  # fmt: skip
         return proposal_id
 
-    def execute(self, proposal_id: int, *, market: Pubkey | None = None) -> Instruction:
-        return execute_ix(self.program, proposal_id=proposal_id, market=market)
+    def execute(
+        self, proposal_id: int, *, market: Pubkey | None = None, exchange: bool = False
+    ) -> Instruction:
+        return execute_ix(self.program, proposal_id=proposal_id, market=market, exchange=exchange)
 
     def watched(self) -> list[Pubkey]:
         proposals = [proposal_pda(self.chain.program_id, i)[0] for i in range(self.next_id + 1)]
@@ -119,7 +122,8 @@ def gov(chain: Chain) -> Gov:
     chain.ok([initialize_governance_ix(
         chain.program, exchange=chain.exchange, authority=chain.authority.pubkey(),
         council=[k.pubkey() for k in COUNCIL], threshold=2, guardian=GUARDIAN.pubkey(),
-        timelock_seconds=TIMELOCK_S, max_leverage_cap=20)], [chain.authority])  # fmt: skip
+        timelock_seconds=TIMELOCK_S, max_leverage_cap=20,
+        escape_hatch_slots=ESCAPE_HATCH_SLOTS)], [chain.authority])  # fmt: skip
     return Gov(chain)
 
 
@@ -160,17 +164,18 @@ def test_a_change_needs_the_threshold_and_the_timelock_and_applies_exactly_once(
 
 
 def test_a_global_change_moves_the_timelock_within_its_limits(gov: Gov) -> None:
-    longer = {"timelock_seconds": TIMELOCK_S * 3, "max_leverage_cap": 25, "padding": [0] * 4}
+    longer = {"timelock_seconds": TIMELOCK_S * 3, "max_leverage_cap": 25, "padding": [0] * 4,
+              "escape_hatch_slots": ESCAPE_HATCH_SLOTS}  # fmt: skip
     first = gov.proposed(global_params=longer)
     gov.warp(TIMELOCK_S)
-    gov.chain.ok([gov.execute(first)], [STRANGER])
+    gov.chain.ok([gov.execute(first, exchange=True)], [STRANGER])
     # the new timelock governs later proposals; more than halving it at once is refused
-    too_fast = {"timelock_seconds": TIMELOCK_S, "max_leverage_cap": 25, "padding": [0] * 4}
+    too_fast = {**longer, "timelock_seconds": TIMELOCK_S}
     second = gov.proposed(global_params=too_fast)
     gov.warp(TIMELOCK_S * 3 - 1)
-    gov.rejected([gov.execute(second)], [STRANGER], "TimelockNotElapsed")
+    gov.rejected([gov.execute(second, exchange=True)], [STRANGER], "TimelockNotElapsed")
     gov.warp(1)
-    gov.rejected([gov.execute(second)], [STRANGER], "TimelockFallsTooFast")
+    gov.rejected([gov.execute(second, exchange=True)], [STRANGER], "TimelockFallsTooFast")
     governance = gov.chain.decode(gov.governance)
     assert global_params_of(governance)["timelock_seconds"] == TIMELOCK_S * 3
     assert governance.params.max_leverage_cap == 25 and governance.next_proposal_id == 2
@@ -269,19 +274,28 @@ def test_a_proposal_outside_the_hard_bounds_is_refused(
         ({"timelock_seconds": 31 * 86_400, "max_leverage_cap": 20}, "InvalidTimelock"),
         ({"timelock_seconds": 3_600, "max_leverage_cap": 0}, "InvalidMaxLeverageCap"),
         ({"timelock_seconds": 3_600, "max_leverage_cap": 101}, "InvalidMaxLeverageCap"),
+        (
+            {"timelock_seconds": 3_600, "max_leverage_cap": 20, "escape_hatch_slots": 149},
+            "InvalidEscapeHatch",
+        ),
+        (
+            {"timelock_seconds": 3_600, "max_leverage_cap": 20, "escape_hatch_slots": 1_512_001},
+            "InvalidEscapeHatch",
+        ),
     ],
 )
 def test_a_global_proposal_outside_the_hard_bounds_is_refused(
     gov: Gov, global_params: dict[str, int], error: str
 ) -> None:
-    params = {**global_params, "padding": [0] * 4}
+    params = {"escape_hatch_slots": ESCAPE_HATCH_SLOTS, **global_params, "padding": [0] * 4}
     gov.rejected([gov.propose(global_params=params)], [COUNCIL[0]], error)
 
 
 def test_a_proposal_carries_values_for_its_target_only(gov: Gov) -> None:
     both = gov.propose(market_index=0, risk=gov.risk(),
                        global_params={"timelock_seconds": 3_600, "max_leverage_cap": 20,
-                                      "padding": [0] * 4})  # fmt: skip
+                                      "padding": [0] * 4,
+                                      "escape_hatch_slots": ESCAPE_HATCH_SLOTS})  # fmt: skip
     gov.rejected([both], [COUNCIL[0]], "ProposalTargetMismatch")
     gov.rejected([gov.propose(market_index=GLOBAL_TARGET, risk=gov.risk())], [COUNCIL[0]],
                  "ProposalTargetMismatch")  # fmt: skip
@@ -377,7 +391,7 @@ def test_governance_is_created_once_by_the_exchange_authority_with_a_sound_counc
             chain.program, exchange=chain.exchange, authority=signer.pubkey(),
             council=[k.pubkey() for k in council], threshold=threshold,
             guardian=guardian or GUARDIAN.pubkey(), timelock_seconds=TIMELOCK_S,
-            max_leverage_cap=20)  # fmt: skip
+            max_leverage_cap=20, escape_hatch_slots=ESCAPE_HATCH_SLOTS)  # fmt: skip
 
     chain.svm.airdrop(STRANGER.pubkey(), 10 * SOL)
     gov = Gov(chain)
@@ -391,3 +405,73 @@ def test_governance_is_created_once_by_the_exchange_authority_with_a_sound_counc
     governance = chain.decode(gov.governance)
     assert (governance.num_council, governance.threshold, governance.next_proposal_id) == (3, 2, 0)
     assert list(governance.council[:3]) == [k.pubkey() for k in COUNCIL]
+
+
+# ------------------------------------------------------------------ liquidation split, escape hatch
+
+
+def test_the_liquidators_share_and_the_buffer_are_governed_within_their_bounds(gov: Gov) -> None:
+    # Arrange: the fixture market was created with the engine's defaults
+    market = gov.chain.decode(gov.market)
+    assert (market.liquidator_share_ppm, market.liquidation_buffer_ppm) == (500_000, 10_000)
+    for changes in ({"liquidator_share_ppm": 10**6 + 1}, {"liquidation_buffer_ppm": 100_001}):
+        gov.rejected([gov.propose(market_index=0, risk=gov.risk(**changes))], [COUNCIL[0]],
+                     "InvalidLiquidationSplit")  # fmt: skip
+    # Act: no pace limit (the share moves a fee between liquidator and fund, the buffer sizes
+    # liquidations of accounts already below maintenance): the bounds in one step
+    proposal_id = gov.proposed(market_index=0, risk=gov.risk(
+        liquidator_share_ppm=10**6, liquidation_buffer_ppm=100_000))  # fmt: skip
+    gov.warp(TIMELOCK_S)
+    gov.chain.ok([gov.execute(proposal_id, market=gov.market)], [STRANGER])
+    # Assert: the Market holds them (liquidate and the gov watcher read them there)
+    market = gov.chain.decode(gov.market)
+    assert (market.liquidator_share_ppm, market.liquidation_buffer_ppm) == (10**6, 100_000)
+    assert risk_params_of(market)["liquidator_share_ppm"] == 10**6
+
+
+def test_escape_hatch_slots_are_governed_on_the_exchange_at_most_doubling_or_halving(
+    gov: Gov,
+) -> None:
+    # Arrange: the global values in force
+    now = global_params_of(gov.chain.decode(gov.governance))
+    assert now["escape_hatch_slots"] == ESCAPE_HATCH_SLOTS
+
+    def hatch(slots: int) -> int:
+        return gov.proposed(global_params={**now, "escape_hatch_slots": slots})
+
+    too_far, doubled = hatch(2 * ESCAPE_HATCH_SLOTS + 1), hatch(2 * ESCAPE_HATCH_SLOTS)
+    gov.warp(TIMELOCK_S)
+    # Act / Assert: more than double is refused; the Exchange must come along, writable
+    gov.rejected([gov.execute(too_far, exchange=True)], [STRANGER], "EscapeHatchChangeTooFast")
+    gov.rejected([gov.execute(doubled)], [STRANGER], "ExecuteExchangeMissing")
+    ix = gov.execute(doubled, exchange=True)
+    readonly = [*ix.accounts[:2], AccountMeta(gov.chain.exchange, False, False)]
+    gov.rejected([Instruction(ix.program_id, ix.data, readonly)], [STRANGER],
+                 "AccountNotWritable")  # fmt: skip
+    gov.chain.ok([ix], [STRANGER])
+    # Assert: the value in force is the Exchange's (withdraw reads it), Governance mirrors it
+    assert gov.chain.decode(gov.chain.exchange).escape_hatch_slots == 2 * ESCAPE_HATCH_SLOTS
+    now = global_params_of(gov.chain.decode(gov.governance))
+    assert now["escape_hatch_slots"] == 2 * ESCAPE_HATCH_SLOTS
+    # below the hard bound already at proposal; from 600, less than half (299) at execution
+    gov.rejected([gov.propose(global_params={**now, "escape_hatch_slots": 149})], [COUNCIL[0]],
+                 "InvalidEscapeHatch")  # fmt: skip
+    up = hatch(4 * ESCAPE_HATCH_SLOTS)
+    gov.warp(TIMELOCK_S)
+    gov.chain.ok([gov.execute(up, exchange=True)], [STRANGER])
+    now = global_params_of(gov.chain.decode(gov.governance))
+    halved_too_far = hatch(2 * ESCAPE_HATCH_SLOTS - 1)
+    gov.warp(TIMELOCK_S)
+    gov.rejected([gov.execute(halved_too_far, exchange=True)], [STRANGER],
+                 "EscapeHatchChangeTooFast")  # fmt: skip
+    assert gov.chain.decode(gov.chain.exchange).escape_hatch_slots == 4 * ESCAPE_HATCH_SLOTS
+
+
+def test_governance_starts_from_the_exchanges_escape_hatch(chain: Chain) -> None:
+    gov = Gov(chain)
+    ix = initialize_governance_ix(
+        chain.program, exchange=chain.exchange, authority=chain.authority.pubkey(),
+        council=[k.pubkey() for k in COUNCIL], threshold=2, guardian=GUARDIAN.pubkey(),
+        timelock_seconds=TIMELOCK_S, max_leverage_cap=20,
+        escape_hatch_slots=ESCAPE_HATCH_SLOTS + 1)  # fmt: skip
+    gov.rejected([ix], [chain.authority], "EscapeHatchMismatch")

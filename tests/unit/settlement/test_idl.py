@@ -162,6 +162,7 @@ def test_anchorpy_parses_the_idl_with_every_instruction_account_and_error(progra
         "initialize", "createMarket", "deposit", "withdraw", "settleFills", "updateFunding",
         "setMarketStatus", "initializeGovernance", "proposeParamChange", "approve", "execute",
         "cancel", "guardianSetStatus", "liquidate", "processWithdrawal", "settleLiquidation",
+        "depositInsurance",
     ]  # fmt: skip
     assert [a.name for a in program.idl.accounts] == [
         "Exchange", "Market", "User", "Governance", "Proposal",
