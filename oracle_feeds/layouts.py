@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Final
+from typing import Final, Literal
 
 from solders.pubkey import Pubkey
 
@@ -256,3 +256,91 @@ class SwitchboardV2Account:
     std_scale: int = 0
     min_oracle_results: int = 1
     name: bytes = b""
+
+
+# ---------------------------------------------------------------- field tables
+
+# (record field, offset, on-chain type) of each record's plain integer and key fields: the one
+# layout the encoders write from and the parsers read with. Fields with checks or shapes of
+# their own (enums, bools, byte strings, arrays, nested records) stay in the code of each.
+FieldType = Literal["u8", "u32", "i32", "u64", "i64", "i128", "key"]
+FieldTable = tuple[tuple[str, int, FieldType], ...]
+
+PYTH_PUSH_FIELDS: Final[FieldTable] = (
+    ("price_type", PYTH_OFF_PRICE_TYPE, "u32"),
+    ("exponent", PYTH_OFF_EXPONENT, "i32"),
+    ("num_qt", PYTH_OFF_NUM_QT, "u32"),
+    ("last_slot", PYTH_OFF_LAST_SLOT, "u64"),
+    ("valid_slot", PYTH_OFF_VALID_SLOT, "u64"),
+    ("timestamp", PYTH_OFF_TIMESTAMP, "i64"),
+    ("min_pub", PYTH_OFF_MIN_PUB, "u8"),
+    ("message_sent", PYTH_OFF_MESSAGE_SENT, "u8"),
+    ("max_latency", PYTH_OFF_MAX_LATENCY, "u8"),
+    ("product", PYTH_OFF_PRODUCT, "key"),
+    ("next_price", PYTH_OFF_NEXT, "key"),
+    ("prev_slot", PYTH_OFF_PREV, "u64"),
+    ("prev_price", PYTH_OFF_PREV + 8, "i64"),
+    ("prev_conf", PYTH_OFF_PREV + 16, "u64"),
+    ("prev_timestamp", PYTH_OFF_PREV + 24, "i64"),
+)
+# Offsets within a pc_price_info_t; its status (u32 at +16) is an enum.
+PYTH_PRICE_INFO_FIELDS: Final[FieldTable] = (
+    ("price", 0, "i64"),
+    ("conf", 8, "u64"),
+    ("corp_act", 20, "u32"),
+    ("pub_slot", 24, "u64"),
+)
+# Offsets within the price message, which starts after the verification level (41 or 42);
+# feed_id (32 bytes) is at +0.
+PYTH_PULL_MESSAGE_FIELDS: Final[FieldTable] = (
+    ("price", 32, "i64"),
+    ("conf", 40, "u64"),
+    ("exponent", 48, "i32"),
+    ("publish_time", 52, "i64"),
+    ("prev_publish_time", 60, "i64"),
+    ("ema_price", 68, "i64"),
+    ("ema_conf", 76, "u64"),
+    ("posted_slot", 84, "u64"),
+)
+SB_ON_DEMAND_FIELDS: Final[FieldTable] = (
+    ("authority", SB_OFF_AUTHORITY, "key"),
+    ("queue", SB_OFF_QUEUE, "key"),
+    ("initialized_at", SB_OFF_INITIALIZED_AT, "i64"),
+    ("permissions", SB_OFF_PERMISSIONS, "u64"),
+    ("max_variance", SB_OFF_MAX_VARIANCE, "u64"),
+    ("min_responses", SB_OFF_MIN_RESPONSES, "u32"),
+    ("historical_result_idx", SB_OFF_HISTORICAL_RESULT_IDX, "u8"),
+    ("min_sample_size", SB_OFF_MIN_SAMPLE_SIZE, "u8"),
+    ("last_update_timestamp", SB_OFF_LAST_UPDATE_TIMESTAMP, "i64"),
+    ("lut_slot", SB_OFF_LUT_SLOT, "u64"),
+    ("value", SB_OFF_RESULT, "i128"),
+    ("std_dev", SB_OFF_RESULT + 16, "i128"),
+    ("mean", SB_OFF_RESULT + 32, "i128"),
+    ("value_range", SB_OFF_RESULT + 48, "i128"),
+    ("min_value", SB_OFF_RESULT + 64, "i128"),
+    ("max_value", SB_OFF_RESULT + 80, "i128"),
+    ("num_samples", SB_OFF_NUM_SAMPLES, "u8"),
+    ("submission_idx", SB_OFF_SUBMISSION_IDX, "u8"),
+    ("slot", SB_OFF_RESULT_SLOT, "u64"),
+    ("min_slot", SB_OFF_RESULT_SLOT + 8, "u64"),
+    ("max_slot", SB_OFF_RESULT_SLOT + 16, "u64"),
+    ("max_staleness", SB_OFF_MAX_STALENESS, "u32"),
+)
+# Offsets within one OracleSubmission.
+SB_SUBMISSION_FIELDS: Final[FieldTable] = (
+    ("oracle", 0, "key"),
+    ("slot", 32, "u64"),
+    ("landed_at", 40, "u64"),
+    ("value", 48, "i128"),
+)
+SB_V2_FIELDS: Final[FieldTable] = (
+    ("min_oracle_results", SB_V2_OFF_MIN_ORACLE_RESULTS, "u32"),
+    ("num_success", SB_V2_OFF_NUM_SUCCESS, "u32"),
+    ("num_error", SB_V2_OFF_NUM_ERROR, "u32"),
+    ("round_open_slot", SB_V2_OFF_ROUND_OPEN_SLOT, "u64"),
+    ("round_open_timestamp", SB_V2_OFF_ROUND_OPEN_TIMESTAMP, "i64"),
+    ("result_mantissa", SB_V2_OFF_RESULT, "i128"),
+    ("result_scale", SB_V2_OFF_RESULT + 16, "u32"),
+    ("std_mantissa", SB_V2_OFF_STD_DEVIATION, "i128"),
+    ("std_scale", SB_V2_OFF_STD_DEVIATION + 16, "u32"),
+)

@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -44,63 +45,37 @@ from oracle_feeds.layouts import (
     PYTH_OFF_AGG,
     PYTH_OFF_EMA_CONF,
     PYTH_OFF_EMA_PRICE,
-    PYTH_OFF_EXPONENT,
-    PYTH_OFF_LAST_SLOT,
-    PYTH_OFF_MAX_LATENCY,
-    PYTH_OFF_MESSAGE_SENT,
-    PYTH_OFF_MIN_PUB,
-    PYTH_OFF_NEXT,
-    PYTH_OFF_NUM_QT,
-    PYTH_OFF_PREV,
     PYTH_OFF_PRICE_TYPE,
-    PYTH_OFF_PRODUCT,
-    PYTH_OFF_TIMESTAMP,
-    PYTH_OFF_VALID_SLOT,
+    PYTH_PRICE_INFO_FIELDS,
     PYTH_PRICE_TYPE_PRICE,
     PYTH_PULL_DISCRIMINATOR,
+    PYTH_PULL_MESSAGE_FIELDS,
     PYTH_PULL_OFF_VERIFICATION,
     PYTH_PULL_OFF_WRITE_AUTHORITY,
     PYTH_PULL_SIZE,
+    PYTH_PUSH_FIELDS,
     PYTH_PUSH_PROGRAM_ID,
     PYTH_PUSH_SIZE,
     PYTH_RECEIVER_PROGRAM_ID,
     PYTH_VERSION,
     SB_MAX_SUBMISSIONS,
-    SB_OFF_AUTHORITY,
     SB_OFF_FEED_HASH,
-    SB_OFF_HISTORICAL_RESULT_IDX,
-    SB_OFF_INITIALIZED_AT,
-    SB_OFF_LAST_UPDATE_TIMESTAMP,
-    SB_OFF_LUT_SLOT,
-    SB_OFF_MAX_STALENESS,
-    SB_OFF_MAX_VARIANCE,
-    SB_OFF_MIN_RESPONSES,
-    SB_OFF_MIN_SAMPLE_SIZE,
     SB_OFF_NAME,
-    SB_OFF_NUM_SAMPLES,
-    SB_OFF_PERMISSIONS,
-    SB_OFF_QUEUE,
-    SB_OFF_RESULT,
-    SB_OFF_RESULT_SLOT,
-    SB_OFF_SUBMISSION_IDX,
     SB_ON_DEMAND_DECIMALS,
     SB_ON_DEMAND_DISCRIMINATOR,
+    SB_ON_DEMAND_FIELDS,
     SB_ON_DEMAND_SIZE,
+    SB_SUBMISSION_FIELDS,
     SB_SUBMISSION_SIZE,
     SB_SUBMISSIONS_OFFSET,
     SB_V2_DISCRIMINATOR,
+    SB_V2_FIELDS,
     SB_V2_OFF_IS_CLOSED,
-    SB_V2_OFF_MIN_ORACLE_RESULTS,
     SB_V2_OFF_NAME,
-    SB_V2_OFF_NUM_ERROR,
-    SB_V2_OFF_NUM_SUCCESS,
-    SB_V2_OFF_RESULT,
-    SB_V2_OFF_ROUND_OPEN_SLOT,
-    SB_V2_OFF_ROUND_OPEN_TIMESTAMP,
-    SB_V2_OFF_STD_DEVIATION,
     SB_V2_SIZE,
     SWITCHBOARD_ON_DEMAND_PROGRAM_ID,
     SWITCHBOARD_V2_PROGRAM_ID,
+    FieldTable,
     PythComponent,
     PythPriceInfo,
     PythPullAccount,
@@ -144,6 +119,22 @@ def _key(data: bytes, off: int) -> Pubkey:
     return Pubkey.from_bytes(data[off : off + 32])
 
 
+_READERS: dict[str, Callable[[bytes, int], Any]] = {
+    "u8": _u8,
+    "u32": _u32,
+    "i32": _i32,
+    "u64": _u64,
+    "i64": _i64,
+    "i128": _i128,
+    "key": _key,
+}
+
+
+def _fields(data: bytes, base: int, table: FieldTable) -> dict[str, Any]:
+    """Each ``(field, offset, type)`` of ``table`` read at ``base + offset``, by field name."""
+    return {name: _READERS[field_type](data, base + off) for name, off, field_type in table}
+
+
 # ---------------------------------------------------------------- common checks
 
 
@@ -182,13 +173,7 @@ def _pyth_info(data: bytes, off: int, what: str) -> PythPriceInfo:
     status = _u32(data, off + 16)
     if status not in PythStatus._value2member_map_:
         raise BadEnumTagError(f"{what}: expected a price status in 0..4, got {status}")
-    return PythPriceInfo(
-        price=_i64(data, off),
-        conf=_u64(data, off + 8),
-        status=PythStatus(status),
-        corp_act=_u32(data, off + 20),
-        pub_slot=_u64(data, off + 24),
-    )
+    return PythPriceInfo(status=PythStatus(status), **_fields(data, off, PYTH_PRICE_INFO_FIELDS))
 
 
 def _check_pyth_push_header(data: bytes, owner: Pubkey, program_id: Pubkey) -> int:
@@ -228,32 +213,18 @@ def decode_pyth_push(
         off = PYTH_COMP_OFFSET + index * PYTH_COMP_SIZE
         components.append(
             PythComponent(
-                publisher=_key(data, off),
+                publisher=_key(data, off),  # agg and latest follow the 32-byte publisher
                 agg=_pyth_info(data, off + 32, f"component {index} agg"),
                 latest=_pyth_info(data, off + 64, f"component {index} latest"),
             )
         )
     assert len(components) <= PYTH_MAX_COMPONENTS
     return PythPushAccount(
-        exponent=_i32(data, PYTH_OFF_EXPONENT),
         agg=_pyth_info(data, PYTH_OFF_AGG, "pyth push aggregate"),
-        timestamp=_i64(data, PYTH_OFF_TIMESTAMP),
-        price_type=_u32(data, PYTH_OFF_PRICE_TYPE),
-        num_qt=_u32(data, PYTH_OFF_NUM_QT),
-        last_slot=_u64(data, PYTH_OFF_LAST_SLOT),
-        valid_slot=_u64(data, PYTH_OFF_VALID_SLOT),
         ema_price=struct.unpack_from("<qqq", data, PYTH_OFF_EMA_PRICE),
         ema_conf=struct.unpack_from("<qqq", data, PYTH_OFF_EMA_CONF),
-        min_pub=_u8(data, PYTH_OFF_MIN_PUB),
-        message_sent=_u8(data, PYTH_OFF_MESSAGE_SENT),
-        max_latency=_u8(data, PYTH_OFF_MAX_LATENCY),
-        product=_key(data, PYTH_OFF_PRODUCT),
-        next_price=_key(data, PYTH_OFF_NEXT),
-        prev_slot=_u64(data, PYTH_OFF_PREV),
-        prev_price=_i64(data, PYTH_OFF_PREV + 8),
-        prev_conf=_u64(data, PYTH_OFF_PREV + 16),
-        prev_timestamp=_i64(data, PYTH_OFF_PREV + 24),
         components=tuple(components),
+        **_fields(data, 0, PYTH_PUSH_FIELDS),
     )
 
 
@@ -336,20 +307,9 @@ def decode_pyth_pull_price_update_v2(data: bytes, owner: Pubkey) -> PythPullAcco
         raise BadEnumTagError(
             f"{what}: expected verification level tag 0 (Partial) or 1 (Full), got {tag}"
         )
-    feed_id = data[off : off + 32]
-    price, conf, exponent, publish, prev_publish, ema_price, ema_conf, posted_slot = (
-        struct.unpack_from("<qQiqqqQQ", data, off + 32)
-    )
     return PythPullAccount(
-        feed_id=feed_id,
-        price=price,
-        conf=conf,
-        exponent=exponent,
-        publish_time=publish,
-        posted_slot=posted_slot,
-        prev_publish_time=prev_publish,
-        ema_price=ema_price,
-        ema_conf=ema_conf,
+        feed_id=data[off : off + 32],
+        **_fields(data, off, PYTH_PULL_MESSAGE_FIELDS),
         verification_level=level,
         num_signatures=num_signatures,
         write_authority=_key(data, PYTH_PULL_OFF_WRITE_AUTHORITY),
@@ -398,41 +358,12 @@ def decode_switchboard_on_demand(data: bytes, owner: Pubkey) -> SwitchboardOnDem
         off = SB_SUBMISSIONS_OFFSET + index * SB_SUBMISSION_SIZE
         if data[off : off + SB_SUBMISSION_SIZE] == bytes(SB_SUBMISSION_SIZE):
             continue
-        submissions.append(
-            SwitchboardSubmission(
-                oracle=_key(data, off),
-                slot=_u64(data, off + 32),
-                landed_at=_u64(data, off + 40),
-                value=_i128(data, off + 48),
-            )
-        )
-    r = SB_OFF_RESULT
+        submissions.append(SwitchboardSubmission(**_fields(data, off, SB_SUBMISSION_FIELDS)))
     return SwitchboardOnDemandAccount(
-        value=_i128(data, r),
-        std_dev=_i128(data, r + 16),
-        mean=_i128(data, r + 32),
-        value_range=_i128(data, r + 48),
-        min_value=_i128(data, r + 64),
-        max_value=_i128(data, r + 80),
-        num_samples=_u8(data, SB_OFF_NUM_SAMPLES),
-        submission_idx=_u8(data, SB_OFF_SUBMISSION_IDX),
-        slot=_u64(data, SB_OFF_RESULT_SLOT),
-        min_slot=_u64(data, SB_OFF_RESULT_SLOT + 8),
-        max_slot=_u64(data, SB_OFF_RESULT_SLOT + 16),
-        last_update_timestamp=_i64(data, SB_OFF_LAST_UPDATE_TIMESTAMP),
-        lut_slot=_u64(data, SB_OFF_LUT_SLOT),
-        initialized_at=_i64(data, SB_OFF_INITIALIZED_AT),
-        permissions=_u64(data, SB_OFF_PERMISSIONS),
-        max_variance=_u64(data, SB_OFF_MAX_VARIANCE),
-        min_responses=_u32(data, SB_OFF_MIN_RESPONSES),
-        min_sample_size=_u8(data, SB_OFF_MIN_SAMPLE_SIZE),
-        historical_result_idx=_u8(data, SB_OFF_HISTORICAL_RESULT_IDX),
-        max_staleness=_u32(data, SB_OFF_MAX_STALENESS),
         name=data[SB_OFF_NAME : SB_OFF_NAME + 32].rstrip(b"\0"),
-        authority=_key(data, SB_OFF_AUTHORITY),
-        queue=_key(data, SB_OFF_QUEUE),
         feed_hash=data[SB_OFF_FEED_HASH : SB_OFF_FEED_HASH + 32],
         submissions=tuple(submissions),
+        **_fields(data, 0, SB_ON_DEMAND_FIELDS),
     )
 
 
@@ -472,17 +403,9 @@ def decode_switchboard_v2(data: bytes, owner: Pubkey) -> SwitchboardV2Account:
     _check_size(what, data, SB_V2_SIZE)
     _check_discriminator(what, data, SB_V2_DISCRIMINATOR)
     return SwitchboardV2Account(
-        result_mantissa=_i128(data, SB_V2_OFF_RESULT),
-        result_scale=_u32(data, SB_V2_OFF_RESULT + 16),
-        round_open_slot=_u64(data, SB_V2_OFF_ROUND_OPEN_SLOT),
-        round_open_timestamp=_i64(data, SB_V2_OFF_ROUND_OPEN_TIMESTAMP),
-        num_success=_u32(data, SB_V2_OFF_NUM_SUCCESS),
-        num_error=_u32(data, SB_V2_OFF_NUM_ERROR),
         is_closed=data[SB_V2_OFF_IS_CLOSED] != 0,
-        std_mantissa=_i128(data, SB_V2_OFF_STD_DEVIATION),
-        std_scale=_u32(data, SB_V2_OFF_STD_DEVIATION + 16),
-        min_oracle_results=_u32(data, SB_V2_OFF_MIN_ORACLE_RESULTS),
         name=data[SB_V2_OFF_NAME : SB_V2_OFF_NAME + 32].rstrip(b"\0"),
+        **_fields(data, 0, SB_V2_FIELDS),
     )
 
 
