@@ -37,6 +37,7 @@ from exchange.core.commands import (
     FIRST_REGISTERED_OWNER_ID,
     AmendOrder,
     BookOnChainLiquidation,
+    BookOnChainWithdrawal,
     CancelAll,
     CancelOrder,
     Command,
@@ -75,6 +76,7 @@ from exchange.core.events import (
     MarketStatusChanged,
     MarkPriceUpdated,
     OnChainLiquidationBooked,
+    OnChainWithdrawalBooked,
     OraclePriceUpdated,
     PositionDeleveraged,
     RiskParamsChanged,
@@ -82,7 +84,13 @@ from exchange.core.events import (
 )
 from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER, Side, TimeInForce
 from exchange.core.state import ExchangeCore
-from exchange.core.units import BASE_PRECISION, I64_MAX, NANOS_PER_SECOND, RATIO_PRECISION
+from exchange.core.units import (
+    BASE_PRECISION,
+    I64_MAX,
+    I64_MIN,
+    NANOS_PER_SECOND,
+    RATIO_PRECISION,
+)
 from liquidation.rules import (
     AdlCandidate,
     Health,
@@ -134,6 +142,7 @@ _SECOND_NS = NANOS_PER_SECOND  # the per-second token bucket's window
 _MINUTE_NS = 60 * NANOS_PER_SECOND  # the per-minute one's
 _new_tuple = tuple.__new__
 _BID = int(Side.BID)
+_ASK = int(Side.ASK)
 _POST_ONLY_TIFS = frozenset({int(TimeInForce.POST_ONLY), int(TimeInForce.POST_ONLY_SLIDE)})
 _IMPACT_DEPTH_LEVELS = 64  # levels read per side for an impact price (thinner: no price)
 _NO_RATE_STATE = AccountRiskState()
@@ -251,6 +260,8 @@ class Clearinghouse:
         self.insurance_deposits_quote = 0  # operator top-ups of the insurance fund
         # "signature:slice" of every on-chain liquidation slice booked (exactly once)
         self.onchain_liquidations: set[str] = set()
+        # "signature:index" of every escape-hatch withdrawal booked (exactly once)
+        self.onchain_withdrawals: set[str] = set()
         # account registry (open sign-up): wallet hex public key <-> (owner_id, sub)
         self.registry: dict[str, tuple[int, int]] = {}
         self.registry_by_account: dict[tuple[int, int], str] = {}
@@ -274,6 +285,7 @@ class Clearinghouse:
             SetRiskParams: self._set_risk_params,
             Liquidate: self._liquidate,
             BookOnChainLiquidation: self._book_onchain_liquidation,
+            BookOnChainWithdrawal: self._book_onchain_withdrawal,
             RegisterAccount: self._register_account,
         }
 
@@ -383,16 +395,12 @@ class Clearinghouse:
         position_base = position.base if position is not None else 0
         is_bid = cmd.side == _BID
         book = self.core.books[market_id]
-        live = book.account_orders.get(account_id)
-        bid_lots = ask_lots = 0
-        if live:
-            for order in live.values():
-                if order.side == _BID:
-                    bid_lots += order.remaining_lots
-                else:
-                    ask_lots += order.remaining_lots
-        lot = book.spec.lot_size
-        open_bids, open_asks = bid_lots * lot, ask_lots * lot
+        open_lots = book.open_lots.get(account_id)
+        if open_lots is None:
+            open_bids = open_asks = 0
+        else:
+            lot = book.spec.lot_size
+            open_bids, open_asks = open_lots[_BID] * lot, open_lots[_ASK] * lot
         key = (account_id, market_id)
         size, price = cmd.size, cmd.price
         rate_state = self._rate_state.get(key, _NO_RATE_STATE)
@@ -562,16 +570,12 @@ class Clearinghouse:
                     (open_bids + base, open_asks) if is_bid else (open_bids, open_asks + base)
                 )
             else:
-                bids = asks = 0
-                live = book.account_orders.get(account_id)
-                if live:
-                    for order in live.values():
-                        if order.side == _BID:
-                            bids += order.remaining_lots
-                        else:
-                            asks += order.remaining_lots
+                open_lots = book.open_lots.get(account_id)
+                if open_lots is None:
+                    bids = asks = 0
+                else:
                     lot = book.spec.lot_size
-                    bids, asks = bids * lot, asks * lot
+                    bids, asks = open_lots[_BID] * lot, open_lots[_ASK] * lot
             position = positions.get(mid)
             if position is None:
                 if not bids and not asks:
@@ -862,20 +866,15 @@ class Clearinghouse:
 
     # ------------------------------------------------------------------ margin
     def _open_orders(self, account_id: int) -> dict[int, OpenOrders]:
-        """Resting and trigger-pending orders of the account, per market, in base units."""
+        """Resting and trigger-pending orders of the account, per market, in base units
+        (the books' open lots per account, kept as orders rest, fill, end)."""
         out: dict[int, OpenOrders] = {}
         for market_id, book in self.core.books.items():
-            live = book.account_orders.get(account_id)
-            if not live:
+            open_lots = book.open_lots.get(account_id)
+            if open_lots is None:
                 continue
-            bid_lots = ask_lots = 0
-            for order in live.values():
-                if order.side == _BID:
-                    bid_lots += order.remaining_lots
-                else:
-                    ask_lots += order.remaining_lots
             lot = book.spec.lot_size
-            out[market_id] = OpenOrders(bid_lots * lot, ask_lots * lot)
+            out[market_id] = OpenOrders(open_lots[_BID] * lot, open_lots[_ASK] * lot)
         return out
 
     def _worst_case_grows(
@@ -902,14 +901,11 @@ class Clearinghouse:
     def _open_base(self, account_id: int, market_id: int) -> tuple[int, int]:
         """The account's open (resting and trigger-pending) bid and ask base in a market."""
         book = self.core.books[market_id]
-        bid_lots = ask_lots = 0
-        for order in book.account_orders.get(account_id, {}).values():
-            if order.side == _BID:
-                bid_lots += order.remaining_lots
-            else:
-                ask_lots += order.remaining_lots
+        open_lots = book.open_lots.get(account_id)
+        if open_lots is None:
+            return 0, 0
         lot = book.spec.lot_size
-        return bid_lots * lot, ask_lots * lot
+        return open_lots[_BID] * lot, open_lots[_ASK] * lot
 
     def _marks_and_schedules(self) -> tuple[dict[int, int], dict[int, Any]]:
         marks = {mid: m.price_for_margin for mid, m in self.markets.items()}
@@ -1176,6 +1172,55 @@ class Clearinghouse:
                 cmd.sub_account_id,
                 cmd.amount_quote,
                 acct.collateral_quote - cmd.amount_quote,
+            ),
+        )
+
+    def _book_onchain_withdrawal(
+        self, cmd: BookOnChainWithdrawal, ts_ns: int, out: list[Any]
+    ) -> None:
+        """Book a wallet's escape-hatch ``withdraw`` as a fact: the tokens left the vault, so
+        no free-collateral check (the program checked its own view); refused, changing
+        nothing, when already booked or malformed."""
+        key = f"{cmd.tx_signature}:{cmd.withdrawal_index}"
+
+        def refuse(code: RejectCode, message: str) -> None:
+            self.reject(
+                out, ts_ns, NO_MARKET_ID, 0, 0, cmd.owner_id, cmd.sub_account_id, code, message
+            )
+
+        if key in self.onchain_withdrawals:
+            refuse(
+                RejectCode.ONCHAIN_WITHDRAWAL_DUPLICATE,
+                f"tx_signature: expected a withdrawal not yet booked, got {key}",
+            )
+            return
+        if not 0 < len(cmd.tx_signature) <= 128:
+            refuse(
+                RejectCode.MALFORMED_COMMAND,
+                f"tx_signature: expected 1..128 characters, got {cmd.tx_signature!r}",
+            )
+            return
+        held = self.account(cmd.owner_id, cmd.sub_account_id).collateral_quote
+        # the engine may hold less than the chain did (journaled losses not settled yet): the
+        # collateral may go below zero, never below i64 (liquidation then sees the deficit)
+        if not 0 < cmd.amount_quote <= held - I64_MIN:
+            refuse(
+                RejectCode.NON_POSITIVE_AMOUNT,
+                f"amount_quote: expected 1..{held - I64_MIN}, got {cmd.amount_quote}",
+            )
+            return
+        self._emit(
+            out,
+            OnChainWithdrawalBooked(
+                self.core.next_seq,
+                ts_ns,
+                NO_MARKET_ID,
+                cmd.owner_id,
+                cmd.sub_account_id,
+                cmd.amount_quote,
+                held - cmd.amount_quote,
+                cmd.tx_signature,
+                cmd.withdrawal_index,
             ),
         )
 
@@ -2160,6 +2205,21 @@ class Clearinghouse:
         if acct.collateral_quote != e.collateral_quote or acct.collateral_quote < 0:
             raise InvariantViolation(f"withdrawal replay disagrees with state: {e!r}")
 
+    def _apply_onchain_withdrawal(self, e: OnChainWithdrawalBooked) -> None:
+        key = f"{e.tx_signature}:{e.withdrawal_index}"
+        acct = self._account(e.owner_id * SUB_ACCOUNTS_PER_OWNER + e.sub_account_id)
+        acct.collateral_quote -= e.amount_quote
+        self.net_deposits_quote -= e.amount_quote
+        if key in self.onchain_withdrawals or acct.collateral_quote != e.collateral_quote:
+            raise InvariantViolation(f"on-chain withdrawal replay disagrees with state: {e!r}")
+        self.onchain_withdrawals.add(key)
+
+    def _onchain_withdrawals_canonical(self) -> dict[str, Any]:
+        # Absent while empty, so the hash of a state without them is unchanged.
+        if not self.onchain_withdrawals:
+            return {}
+        return {"onchain_withdrawals": sorted(self.onchain_withdrawals)}
+
     def _apply_registered(self, e: AccountRegistered) -> None:
         account = (e.owner_id, e.sub_account_id)
         expected = (FIRST_REGISTERED_OWNER_ID + len(self.registry), 0)
@@ -2348,6 +2408,7 @@ class Clearinghouse:
             "insurance_deposits_quote": self.insurance_deposits_quote,
             "onchain_liquidations": sorted(self.onchain_liquidations),
             **self._registry_canonical(),
+            **self._onchain_withdrawals_canonical(),
         }
 
     def snapshot(self) -> bytes:
@@ -2430,6 +2491,7 @@ class Clearinghouse:
         ch.net_deposits_quote = data["net_deposits_quote"]
         ch.insurance_deposits_quote = data["insurance_deposits_quote"]
         ch.onchain_liquidations = set(data.get("onchain_liquidations", ()))  # older snapshots
+        ch.onchain_withdrawals = set(data.get("onchain_withdrawals", ()))
         for owner_id, sub_account_id, wallet in data.get("registry", ()):
             ch.registry[wallet] = (owner_id, sub_account_id)
             ch.registry_by_account[(owner_id, sub_account_id)] = wallet
@@ -2501,6 +2563,7 @@ Clearinghouse._appliers = {
     RiskParamsChanged: Clearinghouse._apply_risk_params,
     LiquidationExecuted: Clearinghouse._apply_liquidation,
     OnChainLiquidationBooked: Clearinghouse._apply_onchain_liquidation,
+    OnChainWithdrawalBooked: Clearinghouse._apply_onchain_withdrawal,
     AccountRegistered: Clearinghouse._apply_registered,
     PositionDeleveraged: Clearinghouse._apply_deleveraged,
     InsuranceFundPaidBadDebt: Clearinghouse._apply_bad_debt,

@@ -84,6 +84,9 @@ class OrderBook:
         self.client_ids: dict[tuple[int, int], int] = {}  # (account, client id) -> order id
         self.fill_listener: Any = None  # callable(account, market, signed_lots) or None
         self.reduce_only_live: dict[int, int] = {}  # account -> live reduce-only orders
+        # account -> [bid lots, ask lots] of its live orders (indexed by side), kept with
+        # every change so the risk checks read an account's open base without a scan
+        self.open_lots: dict[int, list[int]] = {}
 
     # ------------------------------------------------------------------ queries
     def best_bid(self) -> int:
@@ -224,18 +227,26 @@ class OrderBook:
         if by_acct is None:
             by_acct = self.account_orders[acct] = {}
         by_acct[order.order_id] = order
+        lots = self.open_lots.get(acct)
+        if lots is None:
+            lots = self.open_lots[acct] = [0, 0]
+        lots[order.side] += order.remaining_lots
         if order.client_order_id:
             self.client_ids[(acct, order.client_order_id)] = order.order_id
         if order.reduce_only:
             self.reduce_only_live[acct] = self.reduce_only_live.get(acct, 0) + 1
 
     def forget_live(self, order: Order) -> None:
-        """Drop a finished order from the account and client-id indexes."""
+        """Drop a finished order from the account and client-id indexes (with the lots it
+        still has: call before zeroing them)."""
         acct = order.account
         by_acct = self.account_orders[acct]
         del by_acct[order.order_id]
-        if not by_acct:
+        if by_acct:
+            self.open_lots[acct][order.side] -= order.remaining_lots
+        else:
             del self.account_orders[acct]
+            del self.open_lots[acct]
         if order.client_order_id:
             del self.client_ids[(acct, order.client_order_id)]
         if order.reduce_only:
@@ -244,6 +255,15 @@ class OrderBook:
                 self.reduce_only_live[acct] = left
             else:
                 del self.reduce_only_live[acct]
+
+    def is_live(self, order: Order) -> bool:
+        """Whether ``order`` is in the account index (resting or trigger-pending)."""
+        live = self.account_orders.get(order.account)
+        return live is not None and order.order_id in live
+
+    def adjust_live(self, order: Order, delta_lots: int) -> None:
+        """Record a change of a live order's remaining lots in its account's open lots."""
+        self.open_lots[order.account][order.side] += delta_lots
 
     def cancel_resting(
         self, order: Order, reason: int, ts_ns: int, seq: int, out: list[Any]
@@ -295,6 +315,7 @@ class OrderBook:
         """Shrink a resting order in place (keeps its queue position)."""
         level: Level = order.level  # type: ignore[assignment]
         level.total_lots -= order.remaining_lots - new_remaining_lots
+        self.open_lots[order.account][order.side] += new_remaining_lots - order.remaining_lots
         order.remaining_lots = new_remaining_lots
 
     def match(self, taker: Order, ts_ns: int, seq: int, out: list[Any]) -> int:
@@ -374,6 +395,7 @@ class OrderBook:
                         else:
                             level.total_lots -= qty
                             maker.remaining_lots -= qty
+                            self.open_lots[maker.account][maker.side] -= qty
                         if not remaining:
                             taker.status = next_status(taker.status, _T_CANCEL)
                             out.append(
@@ -408,10 +430,10 @@ class OrderBook:
                     level.count -= 1
                     maker.next = None
                     maker.level = None
-                    maker.remaining_lots = 0
-                    maker.filled_lots += qty
                     del orders[maker.order_id]
                     self.forget_live(maker)
+                    maker.remaining_lots = 0
+                    maker.filled_lots += qty
                     maker.status = next_status(maker.status, _T_FILL_FULL)
                     maker_after = 0
                 else:
@@ -421,6 +443,7 @@ class OrderBook:
                     maker.remaining_lots = maker_after
                     maker.filled_lots += qty
                     level.total_lots -= qty
+                    self.open_lots[maker.account][maker.side] -= qty
                     maker.status = next_status(maker.status, _T_FILL_PARTIAL)
                 taker.filled_lots += qty
                 taker.status = next_status(
@@ -458,8 +481,8 @@ class OrderBook:
     def _cancel_emptied(self, maker: Order, ts_ns: int, seq: int, out: list[Any]) -> int:
         """A maker decremented to nothing by STP: off the book, reported as canceled."""
         self._unlink(maker)
-        maker.remaining_lots = 0
         self.forget_live(maker)
+        maker.remaining_lots = 0
         maker.status = next_status(maker.status, _T_CANCEL)
         out.append(
             _new(
@@ -527,6 +550,16 @@ class OrderBook:
                 seen += count
         if seen != len(self.orders):
             raise InvariantViolation(f"expected {seen} indexed orders, got {len(self.orders)}")
+        recomputed: dict[int, list[int]] = {}
+        for acct, live in self.account_orders.items():
+            lots = recomputed[acct] = [0, 0]
+            for node in live.values():
+                lots[node.side] += node.remaining_lots
+        if recomputed != self.open_lots:
+            raise InvariantViolation(
+                f"open lots per account: expected {recomputed} (recomputed), got "
+                f"{self.open_lots} (kept)"
+            )
 
 
 __all__ = ["Level", "OrderBook", "TimeInForce"]

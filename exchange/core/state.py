@@ -527,7 +527,10 @@ class ExchangeCore:
     ) -> int:
         """Match an accepted order, then rest, or end, what is left of it."""
         if book.crosses(order.side, order.price_ticks):
+            before_lots = order.remaining_lots
             seq = book.match(order, ts_ns, seq, out)
+            if registered:  # a live order (amended, triggered) trading as the taker
+                book.adjust_live(order, order.remaining_lots - before_lots)
         if order.status == _S_CANCELED:  # self-trade prevention ended it
             if registered:
                 book.forget_live(order)
@@ -736,6 +739,7 @@ class ExchangeCore:
                 return
         book._unlink(order)
         order.price_ticks = price_ticks
+        book.adjust_live(order, lots - order.remaining_lots)
         order.remaining_lots = lots
         order.status = next_status(order.status, _T_AMEND_REQUEUE)
         out.append(
@@ -962,6 +966,7 @@ class ExchangeCore:
         else:
             book._unlink(order)
             order.price_ticks = m.price_ticks
+            book.adjust_live(order, m.num_base_lots - order.remaining_lots)
             order.remaining_lots = m.num_base_lots
             order.status = next_status(order.status, _T_AMEND_REQUEUE)
             self._inflight = order
@@ -977,6 +982,8 @@ class ExchangeCore:
         taker = self._take_inflight(d.taker_order_id)
         book.reduce_resting(maker, maker.remaining_lots - d.num_base_lots)
         maker.status = next_status(maker.status, _T_DECREMENT)
+        if book.is_live(taker):
+            book.adjust_live(taker, -d.num_base_lots)
         taker.remaining_lots -= d.num_base_lots
         taker.status = next_status(taker.status, _T_DECREMENT)
 
@@ -995,13 +1002,15 @@ class ExchangeCore:
         qty = t.num_base_lots
         if maker.remaining_lots == qty:
             book._unlink(maker)
-            maker.remaining_lots = 0
             book.forget_live(maker)
+            maker.remaining_lots = 0
             maker.status = next_status(maker.status, _T_FILL_FULL)
         else:
             book.reduce_resting(maker, maker.remaining_lots - qty)
             maker.status = next_status(maker.status, _T_FILL_PARTIAL)
         maker.filled_lots += qty
+        if book.is_live(taker):
+            book.adjust_live(taker, -qty)
         taker.remaining_lots -= qty
         taker.filled_lots += qty
         if (

@@ -31,7 +31,7 @@ from exchange.core.commands import (
 )
 from exchange.core.errors import RejectCode
 from exchange.core.events import FillSettled, OrderRejected, RiskParamsChanged, encode_events
-from exchange.core.orders import OrderType, TimeInForce
+from exchange.core.orders import OrderType, Side, TimeInForce
 from exchange.core.units import NANOS_PER_SECOND
 from exchange.demo import (
     DEMO_MARKETS,
@@ -40,6 +40,7 @@ from exchange.demo import (
     market_setup_commands,
 )
 from perp.clearinghouse import Clearinghouse, PerpMarket
+from perp.margin_check import OpenOrders
 from perp.math.margin import MarginKind, requirement_quote
 from perp.params import PerpMarketParams
 
@@ -76,11 +77,29 @@ REACHED_CODES = {
 
 
 class ReferenceClearinghouse(Clearinghouse):
-    """The clearinghouse with the reference rules in place of the hot paths."""
+    """The clearinghouse with the reference rules in place of the hot paths, and the open
+    base counted by a scan of the account's live orders instead of the books' kept totals."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._handlers[PlaceOrder] = self._place_reference
+
+    def _open_orders(self, account_id: int) -> dict[int, OpenOrders]:
+        out: dict[int, OpenOrders] = {}
+        for market_id, book in self.core.books.items():
+            if book.account_orders.get(account_id):
+                out[market_id] = OpenOrders(*self._open_base(account_id, market_id))
+        return out
+
+    def _open_base(self, account_id: int, market_id: int) -> tuple[int, int]:
+        book = self.core.books[market_id]
+        bids = asks = 0
+        for order in book.account_orders.get(account_id, {}).values():
+            if order.side == Side.BID:
+                bids += order.remaining_lots * book.spec.lot_size
+            else:
+                asks += order.remaining_lots * book.spec.lot_size
+        return bids, asks
 
 
 def random_stream(seed: int, steps: int) -> list[tuple[int, Any]]:
