@@ -53,20 +53,8 @@ class FoldedState(Protocol):
     def apply(self, e: Any) -> None: ...
 
 
-_MATCHING_KINDS = frozenset(
-    {
-        MarketCreated,
-        OrderAccepted,
-        OrderAmended,
-        OrderCanceled,
-        OrderExpired,
-        OrderRejected,
-        OrderRested,
-        OrderTriggered,
-        SelfTradeDecremented,
-        TradeExecuted,
-    }
-)
+# The events the core's own fold applies (its applier table): the matching events.
+_MATCHING_KINDS = frozenset(ExchangeCore._appliers)
 _BID = int(Side.BID)
 
 
