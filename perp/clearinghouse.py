@@ -37,6 +37,7 @@ from exchange.core.commands import (
     FIRST_REGISTERED_OWNER_ID,
     AmendOrder,
     BookOnChainLiquidation,
+    BookOnChainWithdrawal,
     CancelAll,
     CancelOrder,
     Command,
@@ -75,6 +76,7 @@ from exchange.core.events import (
     MarketStatusChanged,
     MarkPriceUpdated,
     OnChainLiquidationBooked,
+    OnChainWithdrawalBooked,
     OraclePriceUpdated,
     PositionDeleveraged,
     RiskParamsChanged,
@@ -82,7 +84,13 @@ from exchange.core.events import (
 )
 from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER, Side, TimeInForce
 from exchange.core.state import ExchangeCore
-from exchange.core.units import BASE_PRECISION, I64_MAX, NANOS_PER_SECOND, RATIO_PRECISION
+from exchange.core.units import (
+    BASE_PRECISION,
+    I64_MAX,
+    I64_MIN,
+    NANOS_PER_SECOND,
+    RATIO_PRECISION,
+)
 from liquidation.rules import (
     AdlCandidate,
     Health,
@@ -252,6 +260,8 @@ class Clearinghouse:
         self.insurance_deposits_quote = 0  # operator top-ups of the insurance fund
         # "signature:slice" of every on-chain liquidation slice booked (exactly once)
         self.onchain_liquidations: set[str] = set()
+        # "signature:index" of every escape-hatch withdrawal booked (exactly once)
+        self.onchain_withdrawals: set[str] = set()
         # account registry (open sign-up): wallet hex public key <-> (owner_id, sub)
         self.registry: dict[str, tuple[int, int]] = {}
         self.registry_by_account: dict[tuple[int, int], str] = {}
@@ -275,6 +285,7 @@ class Clearinghouse:
             SetRiskParams: self._set_risk_params,
             Liquidate: self._liquidate,
             BookOnChainLiquidation: self._book_onchain_liquidation,
+            BookOnChainWithdrawal: self._book_onchain_withdrawal,
             RegisterAccount: self._register_account,
         }
 
@@ -1161,6 +1172,55 @@ class Clearinghouse:
                 cmd.sub_account_id,
                 cmd.amount_quote,
                 acct.collateral_quote - cmd.amount_quote,
+            ),
+        )
+
+    def _book_onchain_withdrawal(
+        self, cmd: BookOnChainWithdrawal, ts_ns: int, out: list[Any]
+    ) -> None:
+        """Book a wallet's escape-hatch ``withdraw`` as a fact: the tokens left the vault, so
+        no free-collateral check (the program checked its own view); refused, changing
+        nothing, when already booked or malformed."""
+        key = f"{cmd.tx_signature}:{cmd.withdrawal_index}"
+
+        def refuse(code: RejectCode, message: str) -> None:
+            self.reject(
+                out, ts_ns, NO_MARKET_ID, 0, 0, cmd.owner_id, cmd.sub_account_id, code, message
+            )
+
+        if key in self.onchain_withdrawals:
+            refuse(
+                RejectCode.ONCHAIN_WITHDRAWAL_DUPLICATE,
+                f"tx_signature: expected a withdrawal not yet booked, got {key}",
+            )
+            return
+        if not 0 < len(cmd.tx_signature) <= 128:
+            refuse(
+                RejectCode.MALFORMED_COMMAND,
+                f"tx_signature: expected 1..128 characters, got {cmd.tx_signature!r}",
+            )
+            return
+        held = self.account(cmd.owner_id, cmd.sub_account_id).collateral_quote
+        # the engine may hold less than the chain did (journaled losses not settled yet): the
+        # collateral may go below zero, never below i64 (liquidation then sees the deficit)
+        if not 0 < cmd.amount_quote <= held - I64_MIN:
+            refuse(
+                RejectCode.NON_POSITIVE_AMOUNT,
+                f"amount_quote: expected 1..{held - I64_MIN}, got {cmd.amount_quote}",
+            )
+            return
+        self._emit(
+            out,
+            OnChainWithdrawalBooked(
+                self.core.next_seq,
+                ts_ns,
+                NO_MARKET_ID,
+                cmd.owner_id,
+                cmd.sub_account_id,
+                cmd.amount_quote,
+                held - cmd.amount_quote,
+                cmd.tx_signature,
+                cmd.withdrawal_index,
             ),
         )
 
@@ -2145,6 +2205,21 @@ class Clearinghouse:
         if acct.collateral_quote != e.collateral_quote or acct.collateral_quote < 0:
             raise InvariantViolation(f"withdrawal replay disagrees with state: {e!r}")
 
+    def _apply_onchain_withdrawal(self, e: OnChainWithdrawalBooked) -> None:
+        key = f"{e.tx_signature}:{e.withdrawal_index}"
+        acct = self._account(e.owner_id * SUB_ACCOUNTS_PER_OWNER + e.sub_account_id)
+        acct.collateral_quote -= e.amount_quote
+        self.net_deposits_quote -= e.amount_quote
+        if key in self.onchain_withdrawals or acct.collateral_quote != e.collateral_quote:
+            raise InvariantViolation(f"on-chain withdrawal replay disagrees with state: {e!r}")
+        self.onchain_withdrawals.add(key)
+
+    def _onchain_withdrawals_canonical(self) -> dict[str, Any]:
+        # Absent while empty, so the hash of a state without them is unchanged.
+        if not self.onchain_withdrawals:
+            return {}
+        return {"onchain_withdrawals": sorted(self.onchain_withdrawals)}
+
     def _apply_registered(self, e: AccountRegistered) -> None:
         account = (e.owner_id, e.sub_account_id)
         expected = (FIRST_REGISTERED_OWNER_ID + len(self.registry), 0)
@@ -2333,6 +2408,7 @@ class Clearinghouse:
             "insurance_deposits_quote": self.insurance_deposits_quote,
             "onchain_liquidations": sorted(self.onchain_liquidations),
             **self._registry_canonical(),
+            **self._onchain_withdrawals_canonical(),
         }
 
     def snapshot(self) -> bytes:
@@ -2415,6 +2491,7 @@ class Clearinghouse:
         ch.net_deposits_quote = data["net_deposits_quote"]
         ch.insurance_deposits_quote = data["insurance_deposits_quote"]
         ch.onchain_liquidations = set(data.get("onchain_liquidations", ()))  # older snapshots
+        ch.onchain_withdrawals = set(data.get("onchain_withdrawals", ()))
         for owner_id, sub_account_id, wallet in data.get("registry", ()):
             ch.registry[wallet] = (owner_id, sub_account_id)
             ch.registry_by_account[(owner_id, sub_account_id)] = wallet
@@ -2486,6 +2563,7 @@ Clearinghouse._appliers = {
     RiskParamsChanged: Clearinghouse._apply_risk_params,
     LiquidationExecuted: Clearinghouse._apply_liquidation,
     OnChainLiquidationBooked: Clearinghouse._apply_onchain_liquidation,
+    OnChainWithdrawalBooked: Clearinghouse._apply_onchain_withdrawal,
     AccountRegistered: Clearinghouse._apply_registered,
     PositionDeleveraged: Clearinghouse._apply_deleveraged,
     InsuranceFundPaidBadDebt: Clearinghouse._apply_bad_debt,

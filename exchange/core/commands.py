@@ -195,6 +195,20 @@ class RegisterAccount(NamedTuple):
     wallet_pubkey_hex: str  # the wallet's ed25519 public key: 32 bytes, 64 lower-case hex digits
 
 
+class BookOnChainWithdrawal(NamedTuple):
+    """Book a wallet's own on-chain ``withdraw`` (the escape hatch, open only after the operator
+    was inactive for ``Exchange.escape_hatch_slots``) as a fact: the tokens have left the
+    vault, so there is no free-collateral check (the program decided); the account's
+    collateral and the net deposits fall by the amount (docs/PROTOCOL.md, Withdrawals).
+    Exactly once per ``(tx_signature, withdrawal_index)``; the deposit bridge sends it."""
+
+    owner_id: int
+    sub_account_id: int
+    amount_quote: int  # QUOTE_PRECISION, the program's Withdrawn.amount_quote
+    tx_signature: str  # base58 transaction signature
+    withdrawal_index: int = 0  # position among the transaction's Withdrawn events
+
+
 #: Owner ids from here up are the account registry's (``RegisterAccount``); owners bound
 #: statically (``[api.owners]``, tests, simulations) stay below it.
 FIRST_REGISTERED_OWNER_ID: Final = 1_000_000
@@ -219,6 +233,7 @@ Command = (
     | SetRiskParams
     | BookOnChainLiquidation
     | RegisterAccount
+    | BookOnChainWithdrawal
 )
 
 COMMAND_TYPES: dict[str, Any] = {
@@ -240,6 +255,7 @@ COMMAND_TYPES: dict[str, Any] = {
     "risk_params": SetRiskParams,
     "onchain_liquidation": BookOnChainLiquidation,
     "register_account": RegisterAccount,
+    "onchain_withdrawal": BookOnChainWithdrawal,
 }
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
@@ -265,6 +281,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "liquidator_fee_quote": (0, I64_MAX),
     "insurance_fee_quote": (0, I64_MAX),
     "insurance_payment_quote": (0, I64_MAX),
+    "withdrawal_index": (0, 255),
 }
 
 

@@ -61,6 +61,8 @@ class RejectCode(IntEnum):
     ONCHAIN_LIQUIDATION_INCONSISTENT = 41  # the engine's state cannot take the slice as given
     # Account registry (perp.clearinghouse, RegisterAccount).
     ACCOUNT_ALREADY_REGISTERED = 42  # the wallet has its engine account already
+    # Escape-hatch withdrawals (perp.clearinghouse, BookOnChainWithdrawal).
+    ONCHAIN_WITHDRAWAL_DUPLICATE = 43  # this (transaction, withdrawal) is already booked
 
 
 class ExchangeError(Exception):
@@ -122,6 +124,7 @@ CLEARINGHOUSE_CODES = frozenset(
         RejectCode.WITHDRAWAL_ABOVE_FREE_COLLATERAL,
         RejectCode.STATUS_CHANGE_REFUSED,
         RejectCode.ACCOUNT_ALREADY_REGISTERED,
+        RejectCode.ONCHAIN_WITHDRAWAL_DUPLICATE,
     }
 )
 

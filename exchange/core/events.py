@@ -399,6 +399,22 @@ class AccountRegistered(NamedTuple):
     wallet_pubkey_hex: str  # the wallet's ed25519 public key: 32 bytes, 64 lower-case hex digits
 
 
+class OnChainWithdrawalBooked(NamedTuple):
+    """A wallet's own on-chain ``withdraw`` (the escape hatch) booked as a fact
+    (``BookOnChainWithdrawal``): the account's collateral and the net deposits fell by the
+    amount, and ``(tx_signature, withdrawal_index)`` is marked as booked."""
+
+    seq: int
+    ts_ns: int
+    market_id: int  # NO_MARKET_ID
+    owner_id: int
+    sub_account_id: int
+    amount_quote: int  # QUOTE_PRECISION, > 0
+    collateral_quote: int  # the account's collateral after (may be < 0: the chain decided)
+    tx_signature: str
+    withdrawal_index: int
+
+
 Event = (
     MarketCreated
     | OrderAccepted
@@ -428,6 +444,7 @@ Event = (
     | RiskParamsChanged
     | OnChainLiquidationBooked
     | AccountRegistered
+    | OnChainWithdrawalBooked
 )
 
 #: Stable numeric kind of each event type: never renumber, only append.
@@ -460,6 +477,7 @@ EVENT_KINDS: dict[type, int] = {
     RiskParamsChanged: 36,
     OnChainLiquidationBooked: 37,
     AccountRegistered: 38,
+    OnChainWithdrawalBooked: 39,
 }
 EVENT_TYPES: dict[int, Any] = {kind: cls for cls, kind in EVENT_KINDS.items()}
 assert len(EVENT_TYPES) == len(EVENT_KINDS), "duplicate event kind"

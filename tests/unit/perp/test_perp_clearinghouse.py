@@ -14,6 +14,7 @@ import pytest
 from exchange.core.commands import (
     FIRST_REGISTERED_OWNER_ID,
     AmendOrder,
+    BookOnChainWithdrawal,
     CancelOrder,
     CreateMarket,
     Deposit,
@@ -517,6 +518,15 @@ def test_a_wallet_registers_once() -> None:
     [registered] = run(RegisterAccount("ab" * 32))
     assert (registered.owner_id, registered.sub_account_id) == (FIRST_REGISTERED_OWNER_ID, 0)
     run.rejected(RegisterAccount("ab" * 32), RejectCode.ACCOUNT_ALREADY_REGISTERED)
+
+
+def test_an_escape_hatch_withdrawal_is_booked_once() -> None:
+    run = Run()
+    [booked] = run(BookOnChainWithdrawal(1, 0, 1_000, "4" * 88))
+    assert booked.collateral_quote == -1_000  # the chain decided: no free-collateral check
+    run.rejected(
+        BookOnChainWithdrawal(1, 0, 1_000, "4" * 88), RejectCode.ONCHAIN_WITHDRAWAL_DUPLICATE
+    )
 
 
 def test_every_clearinghouse_code_is_exercised_here() -> None:

@@ -10,6 +10,7 @@ from exchange.core.commands import (
     COMMAND_TYPES,
     AmendOrder,
     BookOnChainLiquidation,
+    BookOnChainWithdrawal,
     CancelAll,
     CancelOrder,
     CreateMarket,
@@ -180,6 +181,16 @@ GOOD: list[tuple[dict[str, Any], Any]] = [
     (
         {"type": "register_account", "wallet_pubkey_hex": "ab" * 32},
         RegisterAccount("ab" * 32),
+    ),
+    (
+        {
+            "type": "onchain_withdrawal",
+            "owner_id": 1_000_000,
+            "sub_account_id": 0,
+            "amount_quote": 2_500_000,
+            "tx_signature": "4" * 88,
+        },
+        BookOnChainWithdrawal(1_000_000, 0, 2_500_000, "4" * 88, 0),
     ),
 ]
 

@@ -89,6 +89,7 @@ SAMPLES = [
     (36, ev.RiskParamsChanged(26, 35, 7, 12, '{"taker_fee_ppm":500}')),
     (37, ev.OnChainLiquidationBooked(27, 36, 7, 3, 1, 4, 0, -(10**17), "5" * 87, 1, 12, -11)),
     (38, ev.AccountRegistered(28, 37, ev.NO_MARKET_ID, 1_000_000, 0, "ab" * 32)),
+    (39, ev.OnChainWithdrawalBooked(29, 38, ev.NO_MARKET_ID, 1_000_000, 0, 5, -3, "4" * 88, 1)),
 ]
 IDS = [type(e).__name__ for _, e in SAMPLES]
 
