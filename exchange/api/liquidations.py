@@ -25,10 +25,9 @@ size, by the published score (``docs/PROTOCOL.md``, Liquidation).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
-import orjson
 from aiohttp import web
 
 from exchange.api import codec
@@ -40,6 +39,16 @@ from exchange.api.errors import (
     WrongSubAccount,
 )
 from exchange.api.read_model import event_json
+from exchange.api.signed_routes import (
+    SIGNED,
+    SUB_ACCOUNT_SCHEMA,
+    Authenticate,
+    check_sub_account,
+    error_responses,
+    json_response,
+    ok_object,
+    request_object,
+)
 from exchange.core.commands import Liquidate
 from exchange.core.errors import RejectCode
 from exchange.core.events import (
@@ -65,8 +74,6 @@ _LIQUIDATION_EVENTS: Final = (
     InsuranceFundPaidBadDebt,
     AccountLiquidated,
 )
-
-Authenticate = Callable[[web.Request], Awaitable[tuple[Any, bytes]]]
 
 
 class WrongOwner(AuthError):
@@ -120,10 +127,6 @@ class LiquidationView:
 LIQUIDATION_VIEW_KEY: Final = web.AppKey("liquidation_view", LiquidationView)
 
 
-def _json(data: Any) -> web.Response:
-    return web.Response(body=orjson.dumps(data), content_type="application/json")
-
-
 def candidate_json(c: Candidate) -> dict[str, Any]:
     return {
         "owner_id": c.owner_id,
@@ -137,15 +140,7 @@ def candidate_json(c: Candidate) -> dict[str, Any]:
 
 def liquidate_command(obj: Any, owner_id: int, default_sub: int | None) -> Liquidate:
     """The request body -> ``Liquidate`` with ``owner_id`` as the liquidator."""
-    if not isinstance(obj, dict):
-        raise MalformedRequest(f"liquidation: expected a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - _LIQUIDATE_FIELDS)
-    if unknown:
-        raise MalformedRequest(
-            f"liquidation: unknown fields {unknown}, expected {sorted(_LIQUIDATE_FIELDS)}"
-        )
-    if "target_owner_id" not in obj:
-        raise MalformedRequest("liquidation: missing fields ['target_owner_id']")
+    obj = request_object(obj, "liquidation", _LIQUIDATE_FIELDS, ("target_owner_id",))
     last_sub = SUB_ACCOUNTS_PER_OWNER - 1
     target = codec.int_field("liquidation.target_owner_id", obj["target_owner_id"], 0, U32_MAX)
     target_sub = codec.int_field(
@@ -223,24 +218,20 @@ def install_liquidations(
         cmd = liquidate_command(
             codec.parse_json(body), principal.owner_id, principal.sub_account_id
         )
-        if not principal.allows(cmd.sub_account_id):
-            raise WrongSubAccount(
-                f"liquidation.sub_account_id: expected {principal.sub_account_id} (this key's), "
-                f"got {cmd.sub_account_id}"
-            )
+        check_sub_account(principal, cmd.sub_account_id, "liquidation")
         if cmd.market_id != NO_MARKET_ID and not port.has_market(cmd.market_id):
             known = [m["market_id"] for m in port.markets()]
             raise UnknownMarket(
                 f"liquidation.market_id: expected one of {known} or {NO_MARKET_ID} (all), "
                 f"got {cmd.market_id}"
             )
-        return _json(liquidation_result(cmd, await port.submit(cmd)))
+        return json_response(liquidation_result(cmd, await port.submit(cmd)))
 
     async def get_candidates(request: web.Request) -> web.Response:
         public_limit(request)
         limit = codec.int_query(request.query, "limit", 100, 1, 10_000)
         seq, ts_ns, found = view.candidates()
-        return _json({
+        return json_response({
             "as_of_seq": seq, "ts_ns": ts_ns, "count": len(found),
             "candidates": [candidate_json(c) for c in found[:limit]],
         })  # fmt: skip
@@ -274,7 +265,7 @@ def install_liquidations(
                 "side": "LONG" if long else "SHORT", "adl_rank": ranks.get(account_id),
                 "side_positions": side_size,
             })  # fmt: skip
-        return _json({
+        return json_response({
             "owner_id": owner_id, "sub_account_id": sub, "as_of_seq": port.model.last_seq,
             "positions": rows,
         })  # fmt: skip
@@ -287,22 +278,9 @@ def install_liquidations(
 
 def liquidation_paths() -> dict[str, Any]:
     """The OpenAPI entries of the routes above."""
-    security: list[dict[str, list[str]]] = [
-        {"pubkey": [], "timestamp": [], "nonce": [], "signature": []}
-    ]
-    error = {"$ref": "#/components/schemas/Error"}
-
-    def errors(*statuses: int) -> dict[str, Any]:
-        return {str(s): {"description": "refused; nothing changed",
-                         "content": {"application/json": {"schema": error}}}
-                for s in statuses}  # fmt: skip
-
-    def ok(properties: dict[str, Any]) -> dict[str, Any]:
-        schema = {"type": "object", "properties": properties}
-        return {"description": "ok", "content": {"application/json": {"schema": schema}}}
-
+    security, errors, ok = SIGNED, error_responses, ok_object
     integer, string = {"type": "integer"}, {"type": "string"}
-    sub = {"type": "integer", "minimum": 0, "maximum": SUB_ACCOUNTS_PER_OWNER - 1}
+    sub = SUB_ACCOUNT_SCHEMA
     body = {"type": "object", "additionalProperties": False, "required": ["target_owner_id"],
             "properties": {
                 "target_owner_id": {"type": "integer", "minimum": 0, "maximum": U32_MAX},

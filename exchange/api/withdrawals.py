@@ -21,14 +21,23 @@ cluster's RPC.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Final, Protocol
 
-import orjson
 from aiohttp import web
 
 from exchange.api import codec
-from exchange.api.errors import MalformedRequest, WrongSubAccount
+from exchange.api.errors import WrongSubAccount
+from exchange.api.signed_routes import (
+    SIGNED,
+    SUB_ACCOUNT_SCHEMA,
+    Authenticate,
+    check_sub_account,
+    error_responses,
+    json_content,
+    json_response,
+    request_object,
+)
 from exchange.core.commands import Withdraw
 from exchange.core.errors import RejectCode
 from exchange.core.events import CollateralDeposited, CollateralWithdrawn, Event, OrderRejected
@@ -121,24 +130,10 @@ class FundsView:
 
 FUNDS_KEY: Final = web.AppKey("funds_view", FundsView)
 
-Authenticate = Callable[[web.Request], Awaitable[tuple[Any, bytes]]]
-
-
-def _json(data: Any) -> web.Response:
-    return web.Response(body=orjson.dumps(data), content_type="application/json")
-
 
 def withdraw_command(obj: Any, owner_id: int, default_sub: int | None) -> Withdraw:
     """``{"sub_account_id", "amount_quote"}`` -> ``Withdraw``, or ``MalformedRequest``."""
-    if not isinstance(obj, dict):
-        raise MalformedRequest(f"withdrawal: expected a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - _WITHDRAW_FIELDS)
-    if unknown:
-        raise MalformedRequest(
-            f"withdrawal: unknown fields {unknown}, expected {sorted(_WITHDRAW_FIELDS)}"
-        )
-    if "amount_quote" not in obj:
-        raise MalformedRequest("withdrawal: missing fields ['amount_quote']")
+    obj = request_object(obj, "withdrawal", _WITHDRAW_FIELDS, ("amount_quote",))
     amount = codec.int_field("withdrawal.amount_quote", obj["amount_quote"], 1, I64_MAX)
     sub = obj.get("sub_account_id", default_sub if default_sub is not None else 0)
     sub = codec.int_field("withdrawal.sub_account_id", sub, 0, SUB_ACCOUNTS_PER_OWNER - 1)
@@ -177,21 +172,17 @@ def install_withdrawals(
     async def post_withdrawal(request: web.Request) -> web.Response:
         principal, body = await authenticate(request)
         cmd = withdraw_command(codec.parse_json(body), principal.owner_id, principal.sub_account_id)
-        if not principal.allows(cmd.sub_account_id):
-            raise WrongSubAccount(
-                f"withdrawal.sub_account_id: expected {principal.sub_account_id} (this key's), "
-                f"got {cmd.sub_account_id}"
-            )
+        check_sub_account(principal, cmd.sub_account_id, "withdrawal")
         events = await port.submit(cmd)
         for e in events:
             if type(e) is CollateralWithdrawn:
-                return _json({
+                return json_response({
                     "status": "REQUESTED", "sequence": e.seq, "sub_account_id": e.sub_account_id,
                     "amount_quote": e.amount_quote, "collateral_quote": e.collateral_quote,
                 })  # fmt: skip
             if type(e) is OrderRejected:
                 row = view.rejected(principal.owner_id, cmd.sub_account_id, cmd.amount_quote, e)
-                return _json({
+                return json_response({
                     "status": "REJECTED", "sequence": e.seq, "sub_account_id": cmd.sub_account_id,
                     "amount_quote": cmd.amount_quote, "reject_code": e.code,
                     "reject_code_name": row["reject_code_name"], "message": e.message,
@@ -203,12 +194,12 @@ def install_withdrawals(
     async def get_withdrawals(request: web.Request) -> web.Response:
         principal, _ = await authenticate(request)
         rows = mine(principal, view.withdrawals(principal.owner_id), request)
-        return _json({"on_chain": view.withdrawal_source is not None, "withdrawals": rows})
+        return json_response({"on_chain": view.withdrawal_source is not None, "withdrawals": rows})
 
     async def get_deposits(request: web.Request) -> web.Response:
         principal, _ = await authenticate(request)
         rows = mine(principal, view.deposits(principal.owner_id), request)
-        return _json({"on_chain": view.deposit_source is not None, "deposits": rows})
+        return json_response({"on_chain": view.deposit_source is not None, "deposits": rows})
 
     app.router.add_post("/v1/withdrawals", post_withdrawal)
     app.router.add_get("/v1/withdrawals", get_withdrawals)
@@ -218,15 +209,9 @@ def install_withdrawals(
 
 def withdrawal_paths() -> dict[str, Any]:
     """The OpenAPI entries of the routes above."""
-    security: list[dict[str, list[str]]] = [
-        {"pubkey": [], "timestamp": [], "nonce": [], "signature": []}
-    ]
-    error = {"$ref": "#/components/schemas/Error"}
-    errors = {str(s): {"description": "refused; nothing changed",
-                       "content": {"application/json": {"schema": error}}}
-              for s in (400, 401, 403, 429)}  # fmt: skip
+    errors = error_responses(400, 401, 403, 429)
     integer, nullable_str = {"type": "integer"}, {"type": ["string", "null"]}
-    sub = {"type": "integer", "minimum": 0, "maximum": SUB_ACCOUNTS_PER_OWNER - 1}
+    sub = SUB_ACCOUNT_SCHEMA
     row = {"type": "object", "properties": {
         "sequence": integer, "ts_ns": integer, "sub_account_id": integer, "amount_quote": integer,
         "status": {"type": "string"}, "signature": nullable_str}}  # fmt: skip
@@ -239,9 +224,8 @@ def withdrawal_paths() -> dict[str, Any]:
     def listing(key: str, summary: str) -> dict[str, Any]:
         schema = {"type": "object", "properties": {
             "on_chain": {"type": "boolean"}, key: {"type": "array", "items": row}}}  # fmt: skip
-        return {"get": {"summary": summary, "security": security, "parameters": listing_params,
-                        "responses": {"200": {"description": "ok", "content": {
-                            "application/json": {"schema": schema}}}, **errors}}}  # fmt: skip
+        return {"get": {"summary": summary, "security": SIGNED, "parameters": listing_params,
+                        "responses": {"200": json_content(schema, "ok"), **errors}}}  # fmt: skip
 
     body = {"type": "object", "additionalProperties": False, "required": ["amount_quote"],
             "properties": {"sub_account_id": sub,
@@ -258,18 +242,12 @@ def withdrawal_paths() -> dict[str, Any]:
                 "summary": "Request a withdrawal of free collateral (QUOTE_PRECISION) to the "
                 "owner wallet's associated token account; REJECTED with "
                 "WITHDRAWAL_ABOVE_FREE_COLLATERAL when more than the free collateral",
-                "security": security,
+                "security": SIGNED,
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": body}},
                 },
-                "responses": {
-                    "200": {
-                        "description": "processed by the engine",
-                        "content": {"application/json": {"schema": result}},
-                    },
-                    **errors,
-                },
+                "responses": {"200": json_content(result, "processed by the engine"), **errors},
             },
             **listing(
                 "withdrawals",
