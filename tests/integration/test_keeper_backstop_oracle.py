@@ -5,64 +5,29 @@ valid reading has aged past the liquidation bound even with no new price event."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from exchange.core.commands import (
-    CreateMarket,
-    Deposit,
-    Liquidate,
-    PlaceOrder,
-    UpdateOraclePrice,
+from backstop_support import (
+    BACKSTOP,
+    KEEPER,
+    TICK,
+    TRADER,
+    USDC,
+    Clock,
+    S,
+    engine_with_a_ten_x_long,
+    reopened_with_the_same_state,
 )
+
+from exchange.core.commands import Deposit, Liquidate, UpdateOraclePrice
 from exchange.core.errors import RejectCode
 from exchange.core.events import AccountLiquidated, OrderRejected
-from exchange.core.orders import Side, TimeInForce
-from exchange.core.units import NANOS_PER_SECOND
-from exchange.engine.config import EngineConfig
-from exchange.engine.liquidation_service import LiquidationService
-from exchange.engine.sequencer import Engine
-
-TICK = 1_000_000
-LOT = 1_000_000_000
-USDC = 1_000_000
-S = NANOS_PER_SECOND
-TRADER, MAKER, KEEPER, BACKSTOP = 1, 3, 4, 9
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000 * S
-
-    def __call__(self) -> int:
-        return self.now
-
-
-def _engine(tmp_path: Path, clock: Clock) -> tuple[Engine, LiquidationService, list[Any]]:
-    engine = Engine(EngineConfig(data_dir=tmp_path, tick_interval_ns=3600 * S), clock=clock)
-    queued: list[Any] = []
-    service = LiquidationService(
-        engine, queued.append, liquidator_owner_id=BACKSTOP, grace_period_ns=2 * S
-    )
-    engine.process(
-        [
-            CreateMarket(0, "BTC-PERP", TICK, LOT),
-            UpdateOraclePrice(0, 100 * TICK, 0, 1, 1, True, True),
-            Deposit(TRADER, 0, 100 * USDC),
-            Deposit(MAKER, 0, 100_000 * USDC),
-            Deposit(KEEPER, 0, 100_000 * USDC),
-            Deposit(BACKSTOP, 0, 100_000 * USDC),
-            PlaceOrder(0, MAKER, 0, Side.ASK, 100 * TICK, 10 * LOT),
-            PlaceOrder(0, TRADER, 0, Side.BID, 100 * TICK, 10 * LOT, time_in_force=TimeInForce.IOC),
-        ]
-    )
-    return engine, service, queued
 
 
 def test_readings_valid_for_trading_only_never_reach_the_backstop(tmp_path: Path) -> None:
     # Arrange: the oracle falls to 92 (TRADER below maintenance) on readings the liquidation
     # guard refuses, for longer than the grace period.
     clock = Clock()
-    engine, service, queued = _engine(tmp_path, clock)
+    engine, service, queued = engine_with_a_ten_x_long(tmp_path, clock)
     for slot in range(2, 7):
         clock.now += S
         engine.process([UpdateOraclePrice(0, 92 * TICK, 0, slot, slot, True, False)])
@@ -80,10 +45,7 @@ def test_readings_valid_for_trading_only_never_reach_the_backstop(tmp_path: Path
     [events] = engine.process(queued)
     assert any(type(e) is AccountLiquidated for e in events)
     # the journal folds back to the same state (the flag replays)
-    hash_before = engine.core.state_hash()
-    engine.close()
-    restarted = Engine(EngineConfig(data_dir=tmp_path, tick_interval_ns=3600 * S), clock=clock)
-    assert restarted.core.state_hash() == hash_before
+    restarted = reopened_with_the_same_state(engine, tmp_path, clock)
     assert restarted.core.markets[0].oracle_liquidation_valid is True
     restarted.close()
 
@@ -93,7 +55,7 @@ def test_a_reading_aging_past_the_liquidation_bound_clears_the_candidates(
 ) -> None:
     # Arrange: a candidate at a valid 92; then the feed goes silent.
     clock = Clock()
-    engine, service, queued = _engine(tmp_path, clock)
+    engine, service, queued = engine_with_a_ten_x_long(tmp_path, clock)
     clock.now += S
     engine.process([UpdateOraclePrice(0, 92 * TICK, 0, 2, 2, True, True)])
     assert [c.owner_id for c in service.candidates] == [TRADER]
