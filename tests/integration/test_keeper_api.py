@@ -36,11 +36,6 @@ TRADER, MAKER, KEEPER_A, KEEPER_B = 1, 3, 20, 21
 KEY_A, KEY_B, KEY_TRADER = (Keypair.from_seed(bytes([n]) * 32) for n in (7, 8, 9))
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _oracle(price_units: int, slot: int) -> UpdateOraclePrice:
     return UpdateOraclePrice(BTC, price_units * TICK, 0, slot, time.time_ns() // 10**9, True)
 

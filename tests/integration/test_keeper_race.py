@@ -46,11 +46,6 @@ HOLD_S = 2.0  # the engine is busy this long after the oracle move
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _oracle(price_units: int, slot: int) -> UpdateOraclePrice:
     return UpdateOraclePrice(BTC, price_units * TICK, 0, slot, time.time_ns() // 10**9, True)
 

@@ -38,11 +38,6 @@ PARAMS = PerpMarketParams(margin_tiers=((U64_MAX, 100_000, 50_000),), liquidatio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[SettlementStack]:
     deposits = [(*VICTIM, 100 * USD), (*MAKER, 10_000 * USD), (*KEEPER, 10_000 * USD)]
     async with SettlementStack(tmp_path / "engine", (M,), deposits, params=PARAMS) as s:

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from integration_support import wait_for
 from solana.rpc.async_api import AsyncClient
 from solders.keypair import Keypair
 
@@ -37,11 +38,6 @@ taker_interval_s = 0.15
 settle_interval_s = 0.2
 reconcile_interval_s = 0.5
 """
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class NodeProcess:
@@ -157,17 +153,6 @@ def metric(samples: dict[Any, float], name: str, **labels: str) -> float:
 
 def key(data_dir: Path, name: str) -> Keypair:
     return Keypair.from_bytes(bytes(json.loads((data_dir / "keys" / f"{name}.json").read_text())))
-
-
-async def wait_for(check: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 async def test_main_job_trades_settles_reconciles_stops_and_resumes(tmp_path: Path) -> None:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from integration_support import wait_for
 
 from exchange.api.config import ApiConfig
 from exchange.engine.config import EngineConfig
@@ -26,22 +25,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 TIMELOCK_S = 3_600
 NEW_TAKER_FEE_PPM = 500  # the demo markets list at 450
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-async def wait_for(check: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 async def perpdex_gov(*args: str) -> str:

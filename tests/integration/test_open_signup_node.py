@@ -15,12 +15,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from integration_support import wait_for
 from solders.keypair import Keypair
 
 from exchange.api.config import ApiConfig
@@ -36,22 +35,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 USD = 1_000_000
 BTC = 0
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-async def wait_for(check: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 def write_key(path: Path, key: Keypair) -> Path:

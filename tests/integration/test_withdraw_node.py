@@ -6,13 +6,11 @@ request beyond free collateral is refused with nothing moved."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from integration_support import wait_for
 from spl.token.instructions import get_associated_token_address
 
 from exchange.api.config import ApiConfig
@@ -24,22 +22,6 @@ from exchange.node import Node, NodeConfig
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 USD = 1_000_000
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-async def wait_for(check: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 async def test_deposit_trade_withdraw_through_the_api_lands_once_and_reconciles(

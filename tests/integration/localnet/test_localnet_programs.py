@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from integration_support import FakeClock
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.core import RPCException
 from solders.instruction import AccountMeta, Instruction
@@ -30,24 +31,6 @@ MEMO_V1 = Pubkey.from_string("Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo")
 BUFFER_METADATA = 37
 PROGRAM_ACCOUNT_SIZE = 36
 WRITE_CHUNK = 900
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

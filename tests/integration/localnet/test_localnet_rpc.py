@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import base58
 import pytest
+from integration_support import FakeClock
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.core import RPCException
 from solana.rpc.types import MemcmpOpts, TxOpts
@@ -41,29 +42,6 @@ PYTH_RECEIVER = Pubkey.from_string("rec5EKMGg6MxZYaMdyBfgwp4d5rB9T1VQH5pJv5LtFJ"
 SWITCHBOARD_OD = Pubkey.from_string("SBondMDrcV3K4kxZR1HNVT7osZxAHVHgYXL5Ze1oMUv")
 PRICE_UPDATE_V2_DISCRIMINATOR = bytes([34, 241, 35, 99, 157, 126, 244, 205])
 SOL = 1_000_000_000
-
-
-class FakeClock:
-    """An injectable time source: advances only when told."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

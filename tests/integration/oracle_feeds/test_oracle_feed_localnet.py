@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from solders.pubkey import Pubkey
+from integration_support import FakeClock, key
 
 from exchange.core.commands import CreateMarket
 from exchange.core.events import OraclePriceUpdated
@@ -37,33 +37,8 @@ LIQUIDATION = GuardLimits(
 GUARDS = OracleGuards(trading=TRADING, funding=TRADING, withdrawal=TRADING, liquidation=LIQUIDATION)
 
 
-class FakeClock:
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def key(n: int) -> Pubkey:
-    return Pubkey(bytes([n]) * 32)
-
-
 def walk(seed: int, start: int) -> RandomWalk:
     return RandomWalk(seed=seed, start_price=start, step_ppm=1_000, confidence_ppm=100)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

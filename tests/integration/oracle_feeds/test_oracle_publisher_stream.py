@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from integration_support import FakeClock, key
 from pythclient.pythaccounts import PythPriceAccount, PythPriceStatus
 from pythclient.solana import SolanaClient
 from solana.rpc.async_api import AsyncClient
 from solders.account import Account
-from solders.pubkey import Pubkey
 
 from localnet.cluster import EmbeddedCluster
 from localnet.server import LocalnetServer
@@ -47,21 +47,6 @@ FEED_ID = bytes(range(32))
 TIMEOUT = 5.0
 
 
-class FakeClock:
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def key(n: int) -> Pubkey:
-    return Pubkey(bytes([n]) * 32)
-
-
 def walk(seed: int, start: int = 65_000_000_000) -> RandomWalk:
     return RandomWalk(seed=seed, start_price=start, step_ppm=2_000, confidence_ppm=150)
 
@@ -73,16 +58,6 @@ def all_feeds(seed: int = 7) -> list[SimulatedFeed]:
         SimulatedFeed(key(3), OracleSource.SWITCHBOARD_ON_DEMAND, walk(seed + 2)),
         SimulatedFeed(key(4), OracleSource.SWITCHBOARD_V2, walk(seed + 3)),
     ]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
