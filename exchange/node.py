@@ -11,11 +11,14 @@ Start-up, in order (``Node.start``):
    vaults, ``initialize``, and per market a simulated Pyth pull oracle account and
    ``create_market`` with the engine's own tick, lot, fees, margin tiers and funding cap; the
    Market's liquidation fee, liquidator share and buffer must equal the engine market's
-   (checked after listing: one set of liquidation parameters per market on both sides);
+   (checked after listing on a fresh chain: one set of liquidation parameters per market on
+   both sides; later governance moves both, through the gov watcher);
 4. the simulated oracle publisher (seeded random walk, continuing from the engine's last index
    price) -> ``OracleFeed`` (PubSub, guards) -> oracle port -> engine;
 5. the API (``create_app``) on ``api_host:api_port`` with ``/metrics``;
-6. the settlement loop: deposit bridge (on-chain deposits -> engine), settlement service
+6. the settlement loop: deposit bridge (on-chain deposits -> engine; also the wallets'
+   escape-hatch ``withdraw`` -> ``BookOnChainWithdrawal`` and ``deposit_insurance`` top-ups ->
+   ``DepositInsurance``, their only source), settlement service
    (journal -> ``settle_fills`` / ``update_funding``), and every ``reconcile_interval_s`` the
    reconciler against the engine state at exactly the sequence settlement reached (a fold of
    the journal up to the service's cursor); a mismatch that is not explained by a deposit in
@@ -64,7 +67,7 @@ import time
 import tomllib
 from collections.abc import Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -102,7 +105,6 @@ from oracle_feeds.price import OracleSource
 from oracle_feeds.publisher import RandomWalk, SimulatedFeed, SimulatedPublisher
 from oracle_feeds.stream import StreamFeed
 from perp.clearinghouse import Clearinghouse
-from perp.params import MAX_LIQUIDATION_FEE_PPM, PerpMarketParams
 from perp.risk_gate import MarketStatus
 from settlement.bridge import DepositBridge
 from settlement.errors import SettlementError
@@ -126,8 +128,6 @@ from settlement.onchain import (
 )
 from settlement.reconciler import Reconciler, ReconcilerConfig, ReconciliationReport
 from settlement.service import ServiceState, SettlementConfig, SettlementService
-from settlement.spec import LIQUIDATION_BUFFER_PPM, LIQUIDATOR_SHARE_PPM
-from settlement.spec import TYPES as SPEC_TYPES
 from settlement.withdrawals import WithdrawalExecutor, WithdrawalHalted
 
 log = logging.getLogger(__name__)
@@ -152,41 +152,6 @@ _SAVED_OWNERS: Final = (
     SYSTEM_PROGRAM,
     PYTH_RECEIVER_PROGRAM_ID,
 )
-
-
-def _program_lists_liquidation_params() -> bool:
-    """Does ``create_market`` take the liquidation fee, share and buffer (MarketParams)?"""
-    market_params = next(t for t in SPEC_TYPES if t.name == "MarketParams")
-    return {f.name for f in market_params.fields} >= {
-        "liquidation_fee_ppm",
-        "liquidator_share_ppm",
-        "liquidation_buffer_ppm",
-    }
-
-
-def chain_listable(config: EngineConfig) -> EngineConfig:
-    """``config`` with the liquidation parameters the program will hold for a new market.
-
-    A program whose ``create_market`` takes them lists the engine's own (unchanged config).
-    One that does not sets the fee to half the first maintenance ratio (at most
-    MAX_LIQUIDATION_FEE_PPM) and uses its constant share and buffer: new engine markets are
-    listed with those, so engine = chain (markets already journaled keep theirs)."""
-    if _program_lists_liquidation_params():
-        return config
-
-    def as_program(params: PerpMarketParams) -> PerpMarketParams:
-        return replace(
-            params,
-            liquidation_fee_ppm=min(params.margin_tiers[0][2] // 2, MAX_LIQUIDATION_FEE_PPM),
-            liquidator_share_ppm=LIQUIDATOR_SHARE_PPM,
-            liquidation_buffer_ppm=LIQUIDATION_BUFFER_PPM,
-        )
-
-    return replace(
-        config,
-        market_params=as_program(config.market_params),
-        market_overrides=tuple((s, as_program(p)) for s, p in config.market_overrides),
-    )
 
 
 class NodeError(ExchangeError):
@@ -514,7 +479,8 @@ class Node:
         self.operator = self.keys.get("operator")
         await self._list_markets()
         self.setup = await self._provision(fresh_chain, wallets)
-        await self._check_liquidation_params()
+        if fresh_chain:
+            await self._check_liquidation_params()
         await self._start_oracle()
         await self._start_api()
         self._start_settlement()
@@ -530,7 +496,7 @@ class Node:
         self._write_endpoints()
 
     def _open_engine(self, fresh_chain: bool) -> None:
-        self.engine = Engine(chain_listable(self.config.engine))
+        self.engine = Engine(self.config.engine)
         rec = self.engine.recovery
         self.recovered_hash, self.recovered_seq = rec.state_hash, rec.last_seq
         # Without a saved chain the chain is provisioned anew; that is only consistent with a
@@ -581,9 +547,11 @@ class Node:
                 raise NodeError(f"{m.symbol}: expected the market listed, got {refused[0].message}")
 
     async def _check_liquidation_params(self) -> None:
-        """Engine = chain: every listed Market's liquidation fee, liquidator share and buffer
-        (the program's constants where its Market has no such field) are the engine
-        market's; a difference is a NodeError (liquidations would differ by venue)."""
+        """Engine = chain at listing: every Market ``create_market`` just made holds the engine
+        market's liquidation fee, liquidator share and buffer (a difference is a NodeError:
+        liquidations would differ by venue). Later both move only by governance: the gov
+        watcher maps an executed change into the engine, also one executed while the node was
+        down, so a restarted node is not checked here."""
         assert self.engine is not None and self.admin is not None
         addresses = ClearingAddresses(LOCALNET_PROGRAM_ID)
         for m in DEMO_MARKETS:
@@ -592,8 +560,8 @@ class Node:
             )
             chain = (
                 int(market.liquidation_fee_ppm),
-                int(getattr(market, "liquidator_share_ppm", LIQUIDATOR_SHARE_PPM)),
-                int(getattr(market, "liquidation_buffer_ppm", LIQUIDATION_BUFFER_PPM)),
+                int(market.liquidator_share_ppm),
+                int(market.liquidation_buffer_ppm),
             )
             params = self.engine.core.markets[m.market_id].params
             engine = (
@@ -761,6 +729,8 @@ class Node:
             journal=self.read_journal(),
             state_path=self.data_dir / "bridge.json",
             register=self.submit,  # open sign-up: a new wallet's first deposit registers it
+            # escape-hatch withdrawals and insurance top-ups: on-chain facts into the engine
+            book=self.submit,
         )
         self.bridge.recover()
         engine = self.engine

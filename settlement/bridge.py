@@ -26,6 +26,20 @@ the two writes neither loses nor doubles a deposit. The bridge is the only sourc
 Every credited deposit is also kept in the state file's ``history`` (signature, slot, engine
 account, amount, the engine seq of its ``CollateralDeposited``): ``deposits(owner_id)`` is the
 API's ``GET /v1/deposits``.
+
+The same vault transactions carry the two other on-chain facts the engine must book (``book``,
+the engine's submit; without it they are left and counted, ``metrics.unbooked``):
+
+* a wallet's own ``withdraw`` (the escape hatch, open only after the operator was inactive for
+  ``Exchange.escape_hatch_slots``; event ``Withdrawn``; the operator's ``process_withdrawal``
+  logs ``WithdrawalProcessed`` instead and is the engine's own ``CollateralWithdrawn``) becomes
+  ``BookOnChainWithdrawal(owner, sub, amount, signature, index)``. The engine books each
+  ``(signature, index)`` once and refuses a second (``ONCHAIN_WITHDRAWAL_DUPLICATE``, counted as
+  booked), so no pending record is needed: a crash before the state is saved re-sends it.
+* an insurance top-up (``deposit_insurance``, event ``InsuranceDeposited``) becomes the engine's
+  ``DepositInsurance(amount)``, the only source of that command in a node: exactly once like a
+  deposit (``pending`` with the engine's last seq; at start an ``InsuranceFundDeposited`` of
+  that amount after it means it was credited).
 """
 
 from __future__ import annotations
@@ -43,8 +57,21 @@ from solana.rpc.commitment import Confirmed
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from exchange.core.commands import Deposit, RegisterAccount
-from exchange.core.events import AccountRegistered, CollateralDeposited, Event
+from exchange.core.commands import (
+    BookOnChainWithdrawal,
+    Deposit,
+    DepositInsurance,
+    RegisterAccount,
+)
+from exchange.core.errors import RejectCode
+from exchange.core.events import (
+    AccountRegistered,
+    CollateralDeposited,
+    Event,
+    InsuranceFundDeposited,
+    OnChainWithdrawalBooked,
+    OrderRejected,
+)
 from exchange.engine.journal import Journal
 from settlement.errors import SettlementError
 from settlement.onchain import AccountMap, wallet_hex
@@ -77,6 +104,40 @@ class ChainDeposit:
         return f"{self.signature}:{self.event_index}"
 
 
+@dataclass(frozen=True, slots=True)
+class ChainWithdrawal:
+    """One ``Withdrawn`` event (a wallet's escape-hatch ``withdraw``) of a confirmed
+    transaction."""
+
+    signature: str
+    event_index: int  # position among the transaction's Withdrawn events
+    slot: int
+    wallet: Pubkey
+    amount_quote: int  # QUOTE_PRECISION
+
+    @property
+    def key(self) -> str:
+        return f"{self.signature}:w{self.event_index}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainInsuranceDeposit:
+    """One ``InsuranceDeposited`` event (``deposit_insurance``) of a confirmed transaction."""
+
+    signature: str
+    event_index: int  # position among the transaction's InsuranceDeposited events
+    slot: int
+    funder: Pubkey
+    amount_quote: int  # QUOTE_PRECISION
+
+    @property
+    def key(self) -> str:
+        return f"{self.signature}:i{self.event_index}"
+
+
+ChainFact = ChainDeposit | ChainWithdrawal | ChainInsuranceDeposit
+
+
 @dataclass(slots=True)
 class BridgeMetrics:
     polls: int = 0
@@ -87,6 +148,11 @@ class BridgeMetrics:
     registered: int = 0  # wallets this process registered (open sign-up)
     failed_transactions: int = 0
     recovered_pending: int = 0  # pending credits found in the journal at start
+    withdrawals_booked: int = 0  # escape-hatch withdrawals the engine booked (or had booked)
+    withdrawn_quote: int = 0  # QUOTE_PRECISION, booked by this process
+    insurance_credited: int = 0  # insurance top-ups credited
+    insurance_quote: int = 0  # QUOTE_PRECISION, credited by this process
+    unbooked: int = 0  # withdrawals / top-ups left on-chain (no ``book``, unmapped wallet)
 
 
 @dataclass(slots=True)
@@ -141,6 +207,7 @@ class BridgeState:
 
 Credit = Callable[[Deposit], Awaitable[Sequence[Event]]]
 Register = Callable[[RegisterAccount], Awaitable[Sequence[Event]]]
+Book = Callable[[BookOnChainWithdrawal | DepositInsurance], Awaitable[Sequence[Event]]]
 
 
 class DepositBridge:
@@ -157,9 +224,11 @@ class DepositBridge:
         journal: Journal,
         state_path: Path,
         register: Register | None = None,
+        book: Book | None = None,
     ) -> None:
         self.program = program
         self.register = register
+        self.book = book
         self.client = program.provider.connection
         self.vault = vault
         self.accounts = accounts
@@ -181,17 +250,23 @@ class DepositBridge:
             return
         self.journal.refresh()
         owner, sub, amount = pending["owner_id"], pending["sub_account_id"], pending["amount"]
+        insurance = pending.get("kind") == "insurance"
         landed = next(
             (
                 e
                 for e in self.journal.read(after_seq=pending["after_seq"])
-                if type(e) is CollateralDeposited
-                and (e.owner_id, e.sub_account_id, e.amount_quote) == (owner, sub, amount)
+                if (
+                    type(e) is InsuranceFundDeposited and e.amount_quote == amount
+                    if insurance
+                    else type(e) is CollateralDeposited
+                    and (e.owner_id, e.sub_account_id, e.amount_quote) == (owner, sub, amount)
+                )
             ),
             None,
         )
         if landed is not None:
-            self._remember(pending, landed.seq)
+            if not insurance:
+                self._remember(pending, landed.seq)
             self._mark_credited(pending["key"])
             self.metrics.recovered_pending += 1
             log.info("bridge: pending deposit %s was credited before the restart", pending["key"])
@@ -223,8 +298,9 @@ class DepositBridge:
         found.reverse()
         return found
 
-    async def _deposits_of(self, signature: str, slot: int) -> list[ChainDeposit] | None:
-        """The transaction's Deposited events (None: not readable yet)."""
+    async def _deposits_of(self, signature: str, slot: int) -> list[ChainFact] | None:
+        """The transaction's Deposited, Withdrawn and InsuranceDeposited events, in log order
+        (None: not readable yet)."""
         resp = await self.client.get_transaction(
             Signature.from_string(signature),
             encoding="json",
@@ -240,20 +316,26 @@ class DepositBridge:
             return []
         events: list[Any] = []
         self._parser.parse_logs(list(meta.log_messages or []), events.append)
-        out: list[ChainDeposit] = []
+        out: list[ChainFact] = []
+        counts = {"Deposited": 0, "Withdrawn": 0, "InsuranceDeposited": 0}
         for event in events:
+            if event.name not in counts:
+                continue
+            index = counts[event.name]
+            counts[event.name] += 1
+            amount = int(event.data.amount_quote)
             if event.name == "Deposited":
-                out.append(
-                    ChainDeposit(
-                        signature, len(out), slot, event.data.owner, int(event.data.amount_quote)
-                    )
-                )
+                out.append(ChainDeposit(signature, index, slot, event.data.owner, amount))
+            elif event.name == "Withdrawn":
+                out.append(ChainWithdrawal(signature, index, slot, event.data.owner, amount))
+            else:
+                out.append(ChainInsuranceDeposit(signature, index, slot, event.data.funder, amount))
         return out
 
-    async def scan(self) -> list[tuple[str, list[ChainDeposit]]]:
-        """New vault transactions (oldest first) with their deposits; stops at the first one
-        the RPC cannot return yet, so order is kept."""
-        out: list[tuple[str, list[ChainDeposit]]] = []
+    async def scan(self) -> list[tuple[str, list[ChainFact]]]:
+        """New vault transactions (oldest first) with their deposits, withdrawals and top-ups;
+        stops at the first one the RPC cannot return yet, so order is kept."""
+        out: list[tuple[str, list[ChainFact]]] = []
         for sig, slot, failed in await self._new_signatures():
             if failed:
                 self.metrics.failed_transactions += 1
@@ -271,11 +353,16 @@ class DepositBridge:
         """Credit every new on-chain deposit; returns how many were credited."""
         self.metrics.polls += 1
         credited = 0
-        for sig, deposits in await self.scan():
-            for deposit in deposits:
-                if deposit.key in self._credited:
+        for sig, facts in await self.scan():
+            for fact in facts:
+                if fact.key in self._credited:
                     continue
-                credited += await self._credit(deposit)
+                if type(fact) is ChainDeposit:
+                    credited += await self._credit(fact)
+                elif type(fact) is ChainWithdrawal:
+                    await self._book_withdrawal(fact)
+                elif type(fact) is ChainInsuranceDeposit:
+                    await self._credit_insurance(fact)
             self._scanned.add(sig)
             self.state.scanned.append(sig)
             self.state.save(self.state_path)
@@ -335,6 +422,73 @@ class DepositBridge:
             deposit.amount_quote, owner_id, sub_account_id, deposit.key,
         )  # fmt: skip
         return 1
+
+    def _unbooked(self, fact: ChainWithdrawal | ChainInsuranceDeposit, why: str) -> None:
+        """Count and log a fact left on-chain (like a deposit of an unmapped wallet)."""
+        self.metrics.unbooked += 1
+        log.warning("bridge: %s of %d quote left unbooked: %s", fact.key, fact.amount_quote, why)
+
+    async def _book_withdrawal(self, withdrawal: ChainWithdrawal) -> None:
+        """An escape-hatch withdrawal into the engine as a fact (exactly once by signature)."""
+        account = self.accounts.account_of_wallet(withdrawal.wallet)
+        if self.book is None or account is None:
+            why = "no engine submit" if self.book is None else f"unmapped {withdrawal.wallet}"
+            self._unbooked(withdrawal, why)
+            return
+        command = BookOnChainWithdrawal(
+            *account, withdrawal.amount_quote, withdrawal.signature, withdrawal.event_index
+        )
+        events = await self.book(command)
+        booked = any(type(e) is OnChainWithdrawalBooked for e in events)
+        duplicate = any(
+            type(e) is OrderRejected and e.code == RejectCode.ONCHAIN_WITHDRAWAL_DUPLICATE
+            for e in events
+        )
+        if not booked and not duplicate:
+            raise BridgeError(
+                f"withdrawal {withdrawal.key}: expected the engine to book {withdrawal.amount_quote} "
+                f"quote from {account}, got {list(events)!r}"
+            )
+        self._mark_credited(withdrawal.key)
+        self.state.save(self.state_path)
+        self.metrics.withdrawals_booked += 1
+        if booked:
+            self.metrics.withdrawn_quote += withdrawal.amount_quote
+        log.info(
+            "bridge: escape-hatch withdrawal %s of %d quote from %s %s",
+            withdrawal.key, withdrawal.amount_quote, account,
+            "booked" if booked else "was booked before",
+        )  # fmt: skip
+
+    async def _credit_insurance(self, top_up: ChainInsuranceDeposit) -> None:
+        """An on-chain insurance top-up into the engine's fund (exactly once, as a deposit)."""
+        if self.book is None:
+            self._unbooked(top_up, "no engine submit")
+            return
+        self.state.pending = {
+            "kind": "insurance",
+            "key": top_up.key,
+            "owner_id": 0,
+            "sub_account_id": 0,
+            "amount": top_up.amount_quote,
+            "after_seq": self.engine_last_seq(),
+            "slot": top_up.slot,
+        }
+        self.state.save(self.state_path)
+        events = await self.book(DepositInsurance(top_up.amount_quote))
+        if not any(type(e) is InsuranceFundDeposited for e in events):
+            raise BridgeError(
+                f"insurance top-up {top_up.key}: expected the engine to credit "
+                f"{top_up.amount_quote} quote to the fund, got {list(events)!r}"
+            )
+        self._mark_credited(top_up.key)
+        self.state.save(self.state_path)
+        self.metrics.insurance_credited += 1
+        self.metrics.insurance_quote += top_up.amount_quote
+        log.info(
+            "bridge: insurance top-up %s of %d quote from %s credited",
+            top_up.key, top_up.amount_quote, top_up.funder,
+        )  # fmt: skip
 
     def _remember(self, pending: dict[str, Any], sequence: int) -> None:
         self.state.history.append({

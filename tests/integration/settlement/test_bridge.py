@@ -12,7 +12,7 @@ import pytest
 from solana.rpc.async_api import AsyncClient
 from solders.keypair import Keypair
 
-from exchange.core.commands import Deposit
+from exchange.core.commands import Deposit, DepositInsurance
 from exchange.core.events import Event
 from exchange.engine.config import EngineConfig
 from exchange.engine.journal import Journal
@@ -78,6 +78,25 @@ async def test_pending_credit_missing_from_the_journal_is_credited_again(tmp_pat
     # Assert: not credited, so the next poll credits it
     saved = BridgeState.load(tmp_path / "bridge.json")
     assert saved.pending is None and saved.credited == []
+    await bridge.client.close()
+
+
+async def test_pending_insurance_top_up_is_resolved_from_the_fund_deposits(tmp_path: Path) -> None:
+    # Arrange: the engine journaled a top-up of 700 (and a deposit of 500, not a top-up)
+    engine = Engine(EngineConfig(data_dir=tmp_path))
+    engine.process([Deposit(1, 0, 500), DepositInsurance(700)])
+    engine.close()
+    found = {**_pending(700, 0), "kind": "insurance", "key": "sig:i0"}
+    missing = {**_pending(500, 0), "kind": "insurance", "key": "sig:i1"}
+    # Act / Assert: found -> credited; a deposit of the same amount is not a top-up
+    bridge = await _bridge(tmp_path, BridgeState(pending=found))
+    bridge.recover()
+    assert BridgeState.load(tmp_path / "bridge.json").credited == ["sig:i0"]
+    assert bridge.state.history == []  # the API's deposit listing is deposits only
+    await bridge.client.close()
+    bridge = await _bridge(tmp_path, BridgeState(pending=missing))
+    bridge.recover()
+    assert BridgeState.load(tmp_path / "bridge.json").credited == []
     await bridge.client.close()
 
 
