@@ -3,41 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from oracle_support import GUARDS, USD, reading
 from solders.pubkey import Pubkey
 
 from oracle_feeds.feed import FeedConfigError, IndexPriceSelector, MarketOracle
-from oracle_feeds.guards import GuardLimits, OracleAction, OracleGuards, Verdict
-from oracle_feeds.price import OraclePrice, OracleSource
+from oracle_feeds.guards import OracleAction, Verdict
+from oracle_feeds.price import OracleSource
 from oracle_feeds.stream import StreamFeed
 
-USD = 1_000_000
-LOOSE = GuardLimits(
-    max_age_slots=50, max_age_seconds=30, max_confidence_ppm=20_000, max_twap_deviation_ppm=50_000
-)
-STRICT = GuardLimits(
-    max_age_slots=10, max_age_seconds=5, max_confidence_ppm=5_000, max_twap_deviation_ppm=10_000
-)
-GUARDS = OracleGuards(trading=LOOSE, funding=LOOSE, withdrawal=LOOSE, liquidation=STRICT)
 PRIMARY = StreamFeed(Pubkey(bytes([1]) * 32), OracleSource.PYTH_PULL)
 FALLBACK = StreamFeed(Pubkey(bytes([2]) * 32), OracleSource.SWITCHBOARD_ON_DEMAND)
 OTHER = StreamFeed(Pubkey(bytes([3]) * 32), OracleSource.PYTH_PUSH)
-
-
-def reading(
-    p: int = 100 * USD, *, slot: int = 1_000, t: int = 500, conf: int = 100_000, ok: bool = True
-) -> OraclePrice:
-    return OraclePrice(
-        price=p,
-        confidence=conf,
-        slot=slot,
-        publish_time_s=t,
-        source=OracleSource.PYTH_PULL,
-        raw_mantissa=p,
-        raw_exponent=-6,
-        raw_confidence=conf,
-        raw_confidence_exponent=-6,
-        status_ok=ok,
-    )
 
 
 def selector(*, fallback: bool = True) -> IndexPriceSelector:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from oracle_support import GUARDS, LOOSE, STRICT, USD, reading
 
 from oracle_feeds.guards import (
     GuardConfigError,
-    GuardLimits,
     OracleAction,
     OracleGuards,
     Verdict,
@@ -15,33 +15,6 @@ from oracle_feeds.guards import (
     time_weighted_average,
     validity,
 )
-from oracle_feeds.price import OraclePrice, OracleSource
-
-USD = 1_000_000
-LOOSE = GuardLimits(
-    max_age_slots=50, max_age_seconds=30, max_confidence_ppm=20_000, max_twap_deviation_ppm=50_000
-)
-STRICT = GuardLimits(
-    max_age_slots=10, max_age_seconds=5, max_confidence_ppm=5_000, max_twap_deviation_ppm=10_000
-)
-GUARDS = OracleGuards(trading=LOOSE, funding=LOOSE, withdrawal=LOOSE, liquidation=STRICT)
-
-
-def price(
-    p: int = 100 * USD, conf: int = 100_000, slot: int = 1_000, t: int = 500, ok: bool = True
-) -> OraclePrice:
-    return OraclePrice(
-        price=p,
-        confidence=conf,
-        slot=slot,
-        publish_time_s=t,
-        source=OracleSource.PYTH_PULL,
-        raw_mantissa=p,
-        raw_exponent=-6,
-        raw_confidence=conf,
-        raw_confidence_exponent=-6,
-        status_ok=ok,
-    )
 
 
 @pytest.mark.parametrize(
@@ -60,15 +33,17 @@ def price(
 def test_each_guard_under_the_strict_limits(
     kwargs: dict, now: tuple[int, int], twap: int | None, verdict: Verdict
 ) -> None:
-    assert check(price(**kwargs), STRICT, now_slot=now[0], now_s=now[1], twap=twap) == verdict
+    assert check(reading(**kwargs), STRICT, now_slot=now[0], now_s=now[1], twap=twap) == verdict
 
 
 def test_confidence_exactly_at_the_limit_passes() -> None:
-    assert check(price(conf=500_000), STRICT, now_slot=1_000, now_s=500, twap=None) == Verdict.VALID
+    assert (
+        check(reading(conf=500_000), STRICT, now_slot=1_000, now_s=500, twap=None) == Verdict.VALID
+    )
 
 
 def test_a_price_can_trade_but_not_liquidate() -> None:
-    verdicts = validity(price(), GUARDS, now_slot=1_020, now_s=510, twap=None)
+    verdicts = validity(reading(), GUARDS, now_slot=1_020, now_s=510, twap=None)
     assert verdicts[OracleAction.TRADING] == Verdict.VALID
     assert verdicts[OracleAction.LIQUIDATION] == Verdict.STALE_SLOTS
 
