@@ -117,12 +117,84 @@ _PLACE_KEYS = frozenset(_PLACE_FIELDS)
 _PLACE_REQUIRED = frozenset(k for k, v in _PLACE_FIELDS.items() if v is _REQUIRED)
 
 
+_SIDE_VALUES = _ENUM_VALUES[Side]
+_ORDER_TYPE_VALUES = _ENUM_VALUES[OrderType]
+_TIF_VALUES = _ENUM_VALUES[TimeInForce]
+_STP_VALUES = _ENUM_VALUES[SelfTradePrevention]
+
+
 def place_command(obj: Any, owner_id: int, what: str = "order") -> PlaceOrder:
     """A ``PlaceOrder`` for ``owner_id`` from a request object.
 
-    One pass over a field table; messages are built only on a refusal (this is the hot
-    path of order entry).
+    The hot path of order entry: the fields are read and checked inline (no loop over a
+    table, no message built); anything irregular goes through ``_place_command_checked``,
+    which applies the same checks one field at a time and raises the precise refusal.
     """
+    if type(obj) is dict and obj.keys() <= _PLACE_KEYS and obj.keys() >= _PLACE_REQUIRED:
+        get = obj.get
+        market_id = obj["market_id"]
+        sub_account_id = get("sub_account_id", 0)
+        price = obj["price"]
+        size = obj["size_base"]
+        client_order_id = get("client_order_id", 0)
+        trigger_price = get("trigger_price", 0)
+        expire_at_ns = get("expire_at_ns", 0)
+        reduce_only = get("reduce_only", False)
+        side = obj["side"]
+        order_type = get("order_type", "LIMIT")
+        tif = get("time_in_force", "GTC")
+        stp = get("stp_mode", "CANCEL_TAKING")
+        if (
+            type(market_id) is int
+            and 0 <= market_id <= 65535
+            and type(sub_account_id) is int
+            and 0 <= sub_account_id <= 65535
+            and type(price) is int
+            and 0 <= price <= U64_MAX
+            and type(size) is int
+            and 0 <= size <= U64_MAX
+            and type(client_order_id) is int
+            and 0 <= client_order_id <= U64_MAX
+            and type(trigger_price) is int
+            and 0 <= trigger_price <= U64_MAX
+            and type(expire_at_ns) is int
+            and 0 <= expire_at_ns <= U64_MAX
+            and type(reduce_only) is bool
+            and type(side) is str
+            and type(order_type) is str
+            and type(tif) is str
+            and type(stp) is str
+        ):
+            side_value = _SIDE_VALUES.get(side)
+            type_value = _ORDER_TYPE_VALUES.get(order_type)
+            tif_value = _TIF_VALUES.get(tif)
+            stp_value = _STP_VALUES.get(stp)
+            if (
+                side_value is not None
+                and type_value is not None
+                and tif_value is not None
+                and stp_value is not None
+            ):
+                return PlaceOrder(
+                    market_id,
+                    owner_id,
+                    sub_account_id,
+                    side_value,
+                    price,
+                    size,
+                    type_value,
+                    tif_value,
+                    client_order_id,
+                    trigger_price,
+                    reduce_only,
+                    stp_value,
+                    expire_at_ns,
+                )
+    return _place_command_checked(obj, owner_id, what)
+
+
+def _place_command_checked(obj: Any, owner_id: int, what: str) -> PlaceOrder:
+    # One pass over the field table with a precise message for the first bad field.
     if type(obj) is not dict or not obj.keys() <= _PLACE_KEYS or not obj.keys() >= _PLACE_REQUIRED:
         _fields(obj, _PLACE_FIELDS, what)  # raises with the precise message
     values: dict[str, Any] = {"owner_id": owner_id}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from exchange.api.codec import (
@@ -117,3 +119,31 @@ def test_place_accepts_only_what_the_engine_check_accepts() -> None:
                 check_command(cmd)  # raises if the two disagree
                 accepted += 1
     assert accepted > 50  # the probe set exercises accepting paths too
+
+
+def test_place_fast_path_equals_the_field_table_path() -> None:
+    # place_command reads the fields inline; the table-driven _place_command_checked is the
+    # reference: same command, or a refusal (whose message the reference gives), for every probe
+    from exchange.api.codec import _PLACE_SPEC, _place_command_checked
+
+    base = {"market_id": 1, "side": "BID", "price": 1, "size_base": 1}
+    probes: list[object] = [-1, 0, 1, 65535, 65536, 2**64 - 1, 2**64, True, False, 1.0, "1"]
+    probes += [None, "BID", "ASK", "MARKET", "FOK", "CANCEL_BOTH", "bid", ["BID"], {}]
+    compared = 0
+    for name, _field, _kind, _lo, _hi in _PLACE_SPEC:
+        for value in probes:
+            body = {**base, name: value}
+            try:
+                expected: object = _place_command_checked(body, 5, "order")
+            except MalformedRequest as exc:
+                expected = str(exc)
+            try:
+                got: object = place_command(body, 5)
+            except MalformedRequest as exc:
+                got = str(exc)
+            assert got == expected, (name, value)
+            compared += 1
+    for body in ({}, [], {"market_id": 1}, {**base, "extra": 1}, base):
+        with pytest.raises(MalformedRequest) if body is not base else contextlib.nullcontext():
+            place_command(body, 5)
+    assert compared == len(_PLACE_SPEC) * len(probes)
