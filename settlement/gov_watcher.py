@@ -11,9 +11,8 @@ reduce-only, cancel-only) becomes ``SetMarketStatus`` in the engine; a looser on
 Mapping (``engine_values``, same units on both sides, nothing rescaled): the program's
 ``maker_fee_ppm``, ``taker_fee_ppm``, ``insurance_share_ppm``, ``funding_cap_rate``
 (``FUNDING_RATE_PRECISION``), the first ``num_margin_tiers`` margin tiers (quote bound, ppm,
-ppm), ``max_position_base`` (``BASE_PRECISION``), ``liquidation_fee_ppm`` and, when the
-program's ``RiskParams`` carries them, ``liquidator_share_ppm`` and ``liquidation_buffer_ppm``
-(ppm) are the engine's fields of the same names (one set of liquidation parameters per market
+ppm), ``max_position_base`` (``BASE_PRECISION``), ``liquidation_fee_ppm``,
+``liquidator_share_ppm`` and ``liquidation_buffer_ppm`` (ppm) are the engine's fields of the same names (one set of liquidation parameters per market
 on both sides); ``max_position_base == u64 max`` is the program's "no cap" and leaves the
 engine's own cap. ``max_leverage``, ``max_open_interest_base`` and the oracle limits are not
 engine market parameters (the engine's leverage bound is its first initial ratio).
@@ -107,9 +106,8 @@ class ChainRiskParams:
     liquidation_fee_ppm: int
     max_leverage: int
     margin_tiers: tuple[tuple[int, int, int], ...]  # in use only: (quote bound, ppm, ppm)
-    # None: a program whose RiskParams does not carry them (its constants apply)
-    liquidator_share_ppm: int | None = None
-    liquidation_buffer_ppm: int | None = None
+    liquidator_share_ppm: int
+    liquidation_buffer_ppm: int
 
     @classmethod
     def from_decoded(cls, risk: Any) -> ChainRiskParams:
@@ -131,19 +129,14 @@ class ChainRiskParams:
             liquidation_fee_ppm=int(risk.liquidation_fee_ppm),
             max_leverage=int(risk.max_leverage),
             margin_tiers=tiers,
-            liquidator_share_ppm=_optional_int(risk, "liquidator_share_ppm"),
-            liquidation_buffer_ppm=_optional_int(risk, "liquidation_buffer_ppm"),
+            liquidator_share_ppm=int(risk.liquidator_share_ppm),
+            liquidation_buffer_ppm=int(risk.liquidation_buffer_ppm),
         )
 
     def to_json(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in self.__slots__}
         out["margin_tiers"] = [list(t) for t in self.margin_tiers]
         return out
-
-
-def _optional_int(decoded: Any, name: str) -> int | None:
-    value = getattr(decoded, name, None)
-    return None if value is None else int(value)
 
 
 def engine_values(chain: ChainRiskParams) -> dict[str, Any]:
@@ -156,13 +149,11 @@ def engine_values(chain: ChainRiskParams) -> dict[str, Any]:
         "funding_cap_rate": chain.funding_cap_rate,
         "margin_tiers": [list(t) for t in chain.margin_tiers],
         "liquidation_fee_ppm": chain.liquidation_fee_ppm,
+        "liquidator_share_ppm": chain.liquidator_share_ppm,
+        "liquidation_buffer_ppm": chain.liquidation_buffer_ppm,
     }
     if chain.max_position_base != U64_MAX:
         values["max_position_base"] = chain.max_position_base
-    for name in ("liquidator_share_ppm", "liquidation_buffer_ppm"):
-        value = getattr(chain, name)
-        if value is not None:
-            values[name] = value
     return values
 
 

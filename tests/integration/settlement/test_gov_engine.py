@@ -207,6 +207,29 @@ async def test_a_restarted_watcher_applies_nothing_twice_and_catches_up(gov: Gov
     assert journaled == {fee_change}
 
 
+async def test_the_liquidators_share_and_buffer_governed_on_chain_reach_the_engine(
+    gov: Gov,
+) -> None:
+    # Arrange
+    watcher = gov.watcher()
+    async with watcher:
+        await watcher.wait_synced(lambda: watcher.metrics.syncs >= 1)
+        # Act: one executed proposal moves both (bounded, no pace limit on either side)
+        proposal_id = await gov.executed_change(
+            liquidator_share_ppm=400_000, liquidation_buffer_ppm=20_000
+        )
+        await watcher.wait_synced(lambda: proposal_id in watcher.applied)
+    # Assert: journaled as the engine's own fields; the Market holds the same values
+    [changed] = gov.journaled_changes()
+    new = json.loads(changed.params_json)
+    assert (new["liquidator_share_ppm"], new["liquidation_buffer_ppm"]) == (400_000, 20_000)
+    assert gov.stack.engine is not None
+    params = gov.stack.engine.core.markets[0].params
+    assert (params.liquidator_share_ppm, params.liquidation_buffer_ppm) == (400_000, 20_000)
+    market = await gov.by(STRANGER).market_risk(0)
+    assert (market["liquidator_share_ppm"], market["liquidation_buffer_ppm"]) == (400_000, 20_000)
+
+
 async def test_a_change_executed_while_the_subscription_is_down_is_caught_up(gov: Gov) -> None:
     # Arrange: a watcher subscribed; a proposal approved and past its timelock
     watcher = gov.watcher(initial_backoff_s=0.02, max_backoff_s=0.2)
@@ -296,7 +319,8 @@ def chain_risk(**changes: Any) -> ChainRiskParams:
         "max_open_interest_base": U64_MAX, "maker_fee_ppm": PARAMS.maker_fee_ppm,
         "taker_fee_ppm": PARAMS.taker_fee_ppm, "insurance_share_ppm": PARAMS.insurance_share_ppm,
         "oracle_max_confidence_ppm": 20_000, "liquidation_fee_ppm": PARAMS.liquidation_fee_ppm, "max_leverage": 10,
-        "margin_tiers": PARAMS.margin_tiers,
+        "margin_tiers": PARAMS.margin_tiers, "liquidator_share_ppm": PARAMS.liquidator_share_ppm,
+        "liquidation_buffer_ppm": PARAMS.liquidation_buffer_ppm,
     }  # fmt: skip
     return ChainRiskParams(**{**base, **changes})
 
@@ -312,8 +336,7 @@ def test_the_mapping_keeps_units_and_leaves_what_the_engine_does_not_govern() ->
     # fields the engine has no parameter for change nothing
     unmapped = chain_risk(max_leverage=3, oracle_max_age_slots=9, max_open_interest_base=10**12)
     assert params_change(unmapped, PARAMS) == {}
-    # one set of liquidation parameters per market on both sides (share and buffer when the
-    # program's RiskParams carries them)
+    # one set of liquidation parameters per market on both sides (RiskParams carries all three)
     assert params_change(chain_risk(liquidation_fee_ppm=1), PARAMS) == {"liquidation_fee_ppm": 1}
     assert params_change(
         chain_risk(liquidator_share_ppm=PARAMS.liquidator_share_ppm, liquidation_buffer_ppm=7),
