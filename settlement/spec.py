@@ -1018,6 +1018,10 @@ _ERRORS: Final = (
     ),
     ("ExecuteExchangeMissing", "execute: expected the Exchange after the accounts (global)"),
     ("EscapeHatchChangeTooFast", "rate limit: escape_hatch_slots more than doubles or halves"),
+    (
+        "SourceNotOwner",
+        "owner_token / funder_token: expected a token account of the mint owned by the signer",
+    ),
 )
 
 ERROR_BASE: Final = 6000

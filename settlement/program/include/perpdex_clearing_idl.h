@@ -235,6 +235,7 @@ typedef unsigned __int128 perpdex_u128 __attribute__((aligned(8)));
 #define PERPDEX_ERR_ESCAPE_HATCH_MISMATCH 6157u /* initialize_governance: expected params.escape_hatch_slots == Exchange's */
 #define PERPDEX_ERR_EXECUTE_EXCHANGE_MISSING 6158u /* execute: expected the Exchange after the accounts (global) */
 #define PERPDEX_ERR_ESCAPE_HATCH_CHANGE_TOO_FAST 6159u /* rate limit: escape_hatch_slots more than doubles or halves */
+#define PERPDEX_ERR_SOURCE_NOT_OWNER 6160u /* owner_token / funder_token: expected a token account of the mint owned by the signer */
 
 /* ------------------------------------------------------------ types */
 /* One marginal bracket of a margin schedule (docs/PROTOCOL.md, Margin). */

@@ -152,6 +152,18 @@ static uint64_t check_token_account(const SolAccountInfo *account, const uint8_t
   return PD_SUCCESS;
 }
 
+/* The token account a signer pays from: an initialised token account of `mint` whose token
+ * owner is the signer. The transfer would fail without it too, but with the Token program's
+ * error instead of the program's own (a delegate cannot deposit on the owner's behalf). */
+static uint64_t check_source_token(const SolAccountInfo *account, const uint8_t *mint,
+                                   const SolPubkey *signer) {
+  uint64_t err = check_token_account(account, mint);
+  if (err) return err;
+  if (!key_eq(account->data + PD_TOKEN_ACCOUNT_OWNER_OFFSET, signer))
+    return PERPDEX_ERR_SOURCE_NOT_OWNER;
+  return PD_SUCCESS;
+}
+
 /* ------------------------------------------------------------------ initialize */
 static uint64_t ix_initialize(const SolParameters *params) {
   if (params->data_len != sizeof(perpdex_initialize_args))
@@ -517,6 +529,9 @@ static uint64_t ix_deposit(const SolParameters *params) {
   if (!is_system_program(&ka[PERPDEX_IX_DEPOSIT_ACC_SYSTEM_PROGRAM]))
     return PERPDEX_ERR_SYSTEM_PROGRAM_MISMATCH;
   if (!key_eq(vault->key, exchange->vault)) return PERPDEX_ERR_VAULT_MISMATCH;
+  err = check_source_token(&ka[PERPDEX_IX_DEPOSIT_ACC_OWNER_TOKEN], exchange->collateral_mint,
+                           owner->key);
+  if (err) return err;
   uint64_t amount = args->amount_quote;
   if (amount == 0) return PERPDEX_ERR_AMOUNT_ZERO;
   uint8_t bump = args->user_bump;
@@ -593,6 +608,9 @@ static uint64_t ix_deposit_insurance(const SolParameters *params) {
   if (!is_token_program(&ka[PERPDEX_IX_DEPOSIT_INSURANCE_ACC_TOKEN_PROGRAM]))
     return PERPDEX_ERR_TOKEN_PROGRAM_MISMATCH;
   if (!key_eq(vault->key, exchange->vault)) return PERPDEX_ERR_VAULT_MISMATCH;
+  err = check_source_token(&ka[PERPDEX_IX_DEPOSIT_INSURANCE_ACC_FUNDER_TOKEN],
+                           exchange->collateral_mint, funder->key);
+  if (err) return err;
   uint64_t amount = args->amount_quote, fund;
   if (amount == 0) return PERPDEX_ERR_AMOUNT_ZERO;
   /* the engine's fund is an i64: keep the claim within it */
@@ -706,6 +724,10 @@ static uint64_t ix_withdraw(const SolParameters *params) {
   if (!user_pda_ok(user_account, owner->key, user->bump, params->program_id))
     return PERPDEX_ERR_USER_WRONG_PDA;
   if (!key_eq(owner->key, user->owner)) return PERPDEX_ERR_OWNER_MISMATCH;
+  /* any token account the owner names, but one of the collateral mint (the program's error,
+   * not the Token program's) */
+  err = check_token_account(&ka[PERPDEX_IX_WITHDRAW_ACC_OWNER_TOKEN], exchange->collateral_mint);
+  if (err) return err;
   /* Escape hatch only: while the operator settles, the engine is the authority (the chain
    * knows only settled fills, so it could pay out against unsettled losses). */
   SolClock clock;
