@@ -52,15 +52,32 @@ from settlement.onchain import (
     ClearingAddresses,
     clearing_program,
 )
+from settlement.spec import TYPES
 
 DEFAULT_RPC_URL: Final = "http://127.0.0.1:8899"
 #: RiskParams fields ``--set`` may change (``margin_tiers`` has its own option).
 SCALAR_RISK_FIELDS: Final = (
     "funding_cap_rate", "oracle_max_age_slots", "oracle_max_age_seconds", "max_position_base",
     "max_open_interest_base", "maker_fee_ppm", "taker_fee_ppm", "insurance_share_ppm",
-    "oracle_max_confidence_ppm", "liquidation_fee_ppm", "max_leverage",
+    "oracle_max_confidence_ppm", "liquidation_fee_ppm", "max_leverage", "liquidator_share_ppm",
+    "liquidation_buffer_ppm",
 )  # fmt: skip
+#: GlobalParams fields ``propose --global`` may change (one option each).
+GLOBAL_FIELDS: Final = ("timelock_seconds", "max_leverage_cap", "escape_hatch_slots")
 U64_MAX: Final = 2**64 - 1
+#: Integer range of each RiskParams / GlobalParams field, from the program's description.
+_BITS: Final = {"u8": 8, "u16": 16, "u32": 32, "u64": 64, "i32": -32, "i64": -64}
+FIELD_RANGES: Final = {
+    (struct.name, fld.name): (
+        (0, 2 ** _BITS[fld.type] - 1)
+        if _BITS[fld.type] > 0
+        else (-(2 ** (-_BITS[fld.type] - 1)), 2 ** (-_BITS[fld.type] - 1) - 1)
+    )
+    for struct in TYPES
+    if struct.name in ("RiskParams", "GlobalParams")
+    for fld in struct.fields
+    if isinstance(fld.type, str) and fld.type in _BITS
+}
 
 
 class GovCliError(SettlementError):
@@ -113,6 +130,14 @@ def parse_value(text: str) -> int:
         raise GovCliError(f"value: expected an integer or 'max', got {text!r}") from None
 
 
+def check_range(struct: str, name: str, value: int, option: str) -> int:
+    """``value`` if it fits the on-chain type of ``struct.name``, else a ``GovCliError``."""
+    low, high = FIELD_RANGES[(struct, name)]
+    if not low <= value <= high:
+        raise GovCliError(f"{option}: expected {name} in {low}..{high}, got {value}")
+    return value
+
+
 def apply_changes(
     risk: dict[str, Any], sets: Sequence[str], margin_tiers: str | None
 ) -> dict[str, Any]:
@@ -126,7 +151,7 @@ def apply_changes(
             raise GovCliError(
                 f"--set: expected NAME=VALUE with NAME in {SCALAR_RISK_FIELDS}, got {item!r}"
             )
-        out[name] = parse_value(value)
+        out[name] = check_range("RiskParams", name, parse_value(value), "--set")
     if margin_tiers is not None:
         try:
             tiers = json.loads(margin_tiers.replace('"max"', str(U64_MAX)))
@@ -210,14 +235,26 @@ class GovClient:
         return proposal_id
 
     async def propose_global(
-        self, timelock_seconds: int | None, max_leverage_cap: int | None
+        self,
+        timelock_seconds: int | None = None,
+        max_leverage_cap: int | None = None,
+        escape_hatch_slots: int | None = None,
     ) -> int:
+        """Propose new GlobalParams: the values in force with the given ones changed (the
+        program checks the bounds, and the pace at execution); returns the proposal id."""
+        changes = {"timelock_seconds": timelock_seconds, "max_leverage_cap": max_leverage_cap,
+                   "escape_hatch_slots": escape_hatch_slots}  # fmt: skip
+        if all(v is None for v in changes.values()):
+            raise GovCliError(
+                "propose --global: expected at least one of --timelock-seconds, "
+                "--max-leverage-cap, --escape-hatch-slots"
+            )
+        for name, value in changes.items():
+            if value is not None:
+                check_range("GlobalParams", name, value, f"--{name.replace('_', '-')}")
         governance = await self.governance()
         params = global_params_of(governance)
-        if timelock_seconds is not None:
-            params["timelock_seconds"] = timelock_seconds
-        if max_leverage_cap is not None:
-            params["max_leverage_cap"] = max_leverage_cap
+        params.update({name: value for name, value in changes.items() if value is not None})
         proposal_id = int(governance.next_proposal_id)
         await self.send([propose_ix(self.program, proposal_id=proposal_id, proposer=self.payer.pubkey(),
                                     global_params=params)])  # fmt: skip
@@ -261,7 +298,8 @@ def print_list(snapshot: GovernanceSnapshot, out: TextIO, *, status: str | None)
     print(
         f"governance at slot {snapshot.slot}: council {len(snapshot.council)} keys, threshold "
         f"{snapshot.threshold}, timelock {snapshot.timelock_seconds} s, max leverage cap "
-        f"{snapshot.max_leverage_cap}, guardian {snapshot.guardian}",
+        f"{snapshot.max_leverage_cap}, escape hatch {snapshot.escape_hatch_slots} slots, "
+        f"guardian {snapshot.guardian}",
         file=out,
     )
     print(
@@ -329,10 +367,17 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
             if args.global_params:
                 if args.set or args.margin_tiers is not None or args.market is not None:
                     raise GovCliError(
-                        "propose --global: expected --timelock-seconds/--max-leverage-cap only"
+                        "propose --global: expected --timelock-seconds/--max-leverage-cap/"
+                        "--escape-hatch-slots only"
                     )
-                proposal_id = await gov.propose_global(args.timelock_seconds, args.max_leverage_cap)
+                proposal_id = await gov.propose_global(
+                    args.timelock_seconds, args.max_leverage_cap, args.escape_hatch_slots
+                )
             else:
+                global_options = [f"--{n.replace('_', '-')}" for n in GLOBAL_FIELDS
+                                  if getattr(args, n) is not None]  # fmt: skip
+                if global_options:
+                    raise GovCliError(f"propose: {', '.join(global_options)} needs --global")
                 if args.market is None:
                     raise GovCliError("propose: expected --market INDEX or --global")
                 risk = apply_changes(
@@ -418,8 +463,12 @@ def register(sub: Any) -> None:
     propose.add_argument(
         "--global", dest="global_params", action="store_true", help="a global change"
     )
-    propose.add_argument("--timelock-seconds", type=int, default=None)
-    propose.add_argument("--max-leverage-cap", type=int, default=None)
+    propose.add_argument("--timelock-seconds", type=int, default=None, help="global: timelock")
+    propose.add_argument("--max-leverage-cap", type=int, default=None,
+                         help="global: ceiling of every market's max_leverage")  # fmt: skip
+    propose.add_argument("--escape-hatch-slots", type=int, default=None,
+                         help="global: operator-silent slots before wallets withdraw on-chain "
+                         "(150..1512000, at most x2 or /2 per change)")  # fmt: skip
     for name, what in (("approve", "approve (council member)"), ("execute", "execute (anyone, after "
                        "the timelock and threshold)"), ("cancel", "cancel (proposer or council)")):  # fmt: skip
         p = actions.add_parser(name, help=what)

@@ -196,7 +196,8 @@ class ProposalView:
             risk=None if is_global else ChainRiskParams.from_decoded(p.risk),
             global_params=(
                 {"timelock_seconds": int(gp.timelock_seconds),
-                 "max_leverage_cap": int(gp.max_leverage_cap)} if is_global else None
+                 "max_leverage_cap": int(gp.max_leverage_cap),
+                 "escape_hatch_slots": int(gp.escape_hatch_slots)} if is_global else None
             ),
         )  # fmt: skip
 
@@ -241,6 +242,7 @@ class GovernanceSnapshot:
     guardian: str
     timelock_seconds: int
     max_leverage_cap: int
+    escape_hatch_slots: int  # the Exchange's, mirrored in Governance.params
     next_proposal_id: int
     proposals: tuple[ProposalView, ...]  # id order
     markets: Mapping[int, MarketView]
@@ -254,6 +256,7 @@ class GovernanceSnapshot:
             "guardian": self.guardian,
             "timelock_seconds": self.timelock_seconds,
             "max_leverage_cap": self.max_leverage_cap,
+            "escape_hatch_slots": self.escape_hatch_slots,
             "next_proposal_id": self.next_proposal_id,
             "proposals": [p.to_json(self.council) for p in self.proposals],
             "markets": {
@@ -394,6 +397,7 @@ async def read_snapshot(
         guardian=str(gov.guardian),
         timelock_seconds=int(gov.params.timelock_seconds),
         max_leverage_cap=int(gov.params.max_leverage_cap),
+        escape_hatch_slots=int(gov.params.escape_hatch_slots),
         next_proposal_id=next_id,
         proposals=proposals,
         markets=markets,

@@ -1,5 +1,6 @@
-"""Governance read endpoints (issue 8): the risk parameters in force per market and the
-proposals on the clearing program.
+"""Governance read endpoints (issue 8): the risk parameters in force per market, the global
+parameters (timelock, leverage cap, escape-hatch slots) and the proposals on the clearing
+program.
 
 Where the data comes from (decided here, documented in docs/ARCHITECTURE.md, Governance):
 
@@ -47,11 +48,11 @@ class GovernanceView:
     def available(self) -> bool:
         return self._body is not None
 
-    def proposals(self, status: str) -> dict[str, Any]:
+    def params(self) -> dict[str, Any]:
+        """Council, threshold, guardian and the global parameters in force on the chain."""
         if self._body is None:
-            return {"available": False, "as_of_slot": None, "updated_ns": 0, "proposals": []}
+            return {"available": False, "as_of_slot": None, "updated_ns": 0}
         body = self._body
-        chosen = [p for p in body["proposals"] if status == "all" or p["status"] == status]
         return {
             "available": True,
             "as_of_slot": body["slot"],
@@ -61,8 +62,17 @@ class GovernanceView:
             "guardian": body["guardian"],
             "timelock_seconds": body["timelock_seconds"],
             "max_leverage_cap": body["max_leverage_cap"],
-            "proposals": chosen,
+            "escape_hatch_slots": body["escape_hatch_slots"],
+            "next_proposal_id": body["next_proposal_id"],
         }
+
+    def proposals(self, status: str) -> dict[str, Any]:
+        if self._body is None:
+            return {"available": False, "as_of_slot": None, "updated_ns": 0, "proposals": []}
+        chosen = [p for p in self._body["proposals"] if status == "all" or p["status"] == status]
+        governance = self.params()
+        del governance["next_proposal_id"]
+        return {**governance, "proposals": chosen}
 
     def market(self, market_id: int) -> dict[str, Any] | None:
         if self._body is None:
@@ -116,8 +126,13 @@ def install_governance(
             )
         return _json(view.proposals(status))
 
+    async def get_params(request: web.Request) -> web.Response:
+        limit(request)
+        return _json(view.params())
+
     app.router.add_get("/v1/markets/{market_id}/risk-params", get_risk_params)
     app.router.add_get("/v1/governance/proposals", get_proposals)
+    app.router.add_get("/v1/governance/params", get_params)
     return view
 
 
@@ -161,9 +176,25 @@ def governance_paths() -> dict[str, Any]:
                     "200": ok({"available": {"type": "boolean"}, "as_of_slot": {"type": ["integer", "null"]},
                                "updated_ns": integer, "council": {"type": "array", "items": string},
                                "threshold": integer, "guardian": string, "timelock_seconds": integer,
-                               "max_leverage_cap": integer,
+                               "max_leverage_cap": integer, "escape_hatch_slots": integer,
                                "proposals": {"type": "array", "items": obj}}),
                     **errors(400, 429),
+                },
+            }
+        },
+        "/v1/governance/params": {
+            "get": {
+                "summary": "Council, threshold, guardian and the global parameters in force on "
+                "the clearing program (timelock_seconds, max_leverage_cap, escape_hatch_slots: "
+                "operator-silent slots after which wallets withdraw on-chain), from the "
+                "governance watcher's last read of the chain",
+                "responses": {
+                    "200": ok({"available": {"type": "boolean"}, "as_of_slot": {"type": ["integer", "null"]},
+                               "updated_ns": integer, "council": {"type": "array", "items": string},
+                               "threshold": integer, "guardian": string, "timelock_seconds": integer,
+                               "max_leverage_cap": integer, "escape_hatch_slots": integer,
+                               "next_proposal_id": integer}),
+                    **errors(429),
                 },
             }
         },

@@ -20,6 +20,7 @@ from exchange.api.governance import GOVERNANCE_KEY
 from exchange.core.units import U64_MAX
 from exchange.engine.sequencer import EngineRunner
 from settlement.gov_watcher import EngineDirect, GovWatcher
+from settlement.onchain import DEFAULT_ESCAPE_HATCH_SLOTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -42,6 +43,7 @@ async def test_risk_params_and_proposals_follow_the_chain(gov: Gov) -> None:  # 
                 return resp.status, await resp.json()
 
             unfed = await get("/v1/governance/proposals")
+            unfed_params = await get("/v1/governance/params")
             async with watcher:
                 await watcher.wait_synced(lambda: watcher.metrics.syncs >= 1)
                 # Act: a proposal, approved 2 of 3, seen as pending with its earliest time
@@ -57,6 +59,7 @@ async def test_risk_params_and_proposals_follow_the_chain(gov: Gov) -> None:  # 
                     )
                 )
                 pending = await get("/v1/governance/proposals")
+                params = await get("/v1/governance/params")
                 before = await get("/v1/markets/0/risk-params")
                 gov.warp_seconds(TIMELOCK_S)
                 await gov.by(STRANGER).execute(proposal_id)
@@ -73,6 +76,15 @@ async def test_risk_params_and_proposals_follow_the_chain(gov: Gov) -> None:  # 
                            "proposals": []})  # fmt: skip
     status, body = pending
     assert status == 200 and body["available"] and body["threshold"] == 2
+    assert body["escape_hatch_slots"] == DEFAULT_ESCAPE_HATCH_SLOTS
+    assert unfed_params == (200, {"available": False, "as_of_slot": None, "updated_ns": 0})
+    status, global_params = params
+    assert status == 200 and global_params["available"]
+    assert (global_params["timelock_seconds"], global_params["max_leverage_cap"],
+            global_params["escape_hatch_slots"]) == (TIMELOCK_S, 20, DEFAULT_ESCAPE_HATCH_SLOTS)  # fmt: skip
+    assert (global_params["threshold"], len(global_params["council"]),
+            global_params["next_proposal_id"]) == (2, 3, 1)  # fmt: skip
+    assert global_params["as_of_slot"] >= body["as_of_slot"]  # a later snapshot at most
     [p] = body["proposals"]
     assert (p["id"], p["status"], p["approvals"], p["market_id"]) == (0, "pending", 2, 0)
     assert p["earliest_execution_unix_s"] - p["created_unix_s"] == TIMELOCK_S

@@ -24,6 +24,7 @@ from exchange.core.units import PRICE_PRECISION, U64_MAX
 from perp.params import PerpMarketParams
 from settlement.gov_cli import GovClient, write_keypair
 from settlement.governance import initialize_governance_ix
+from settlement.onchain import DEFAULT_ESCAPE_HATCH_SLOTS
 from settlement.spec import ERRORS
 from settlement.stack import LAMPORTS_PER_SOL, SettlementStack, StackMarket, seeded_keypair
 
@@ -164,6 +165,70 @@ async def test_bad_input_is_a_clear_error_before_any_transaction(cli: Cli, tmp_p
     assert tier_count[0] == 1 and "expected 1 tiers (the count stays), got 0" in tier_count[2]
     assert no_such[0] == 1 and "expected an existing id (none proposed yet), got 5" in no_such[2]
     assert "pending" not in (await cli("list"))[1]  # nothing was proposed
+
+
+async def test_a_global_proposal_moves_the_escape_hatch_on_the_exchange(cli: Cli) -> None:
+    # Arrange: the hatch in force is the stack's Exchange value
+    hatch = DEFAULT_ESCAPE_HATCH_SLOTS
+    before = json.loads((await cli("list", "--json"))[1])
+    # Act: propose doubling it (and one step beyond the pace limit), approve, wait, execute
+    proposed = await cli("propose", "--global", "--escape-hatch-slots", str(2 * hatch),
+                         key="council0")  # fmt: skip
+    too_far = await cli("propose", "--global", "--escape-hatch-slots", str(2 * hatch + 1),
+                        key="council0")  # fmt: skip
+    out_of_bounds = await cli("propose", "--global", "--escape-hatch-slots", "149", key="council0")
+    for proposal_id in ("0", "1"):
+        await cli("approve", proposal_id, key="council1")
+    shown = await cli("show", "0")
+    cli.warp_seconds(TIMELOCK_S)
+    refused_pace = await cli("execute", "1", key="stranger")  # from the hatch in force
+    executed = await cli("execute", "0", key="stranger")
+    listed = await cli("list")
+    after = json.loads((await cli("list", "--json"))[1])
+    # Assert
+    assert before["escape_hatch_slots"] == hatch
+    assert proposed[0] == 0 and too_far[0] == 0, (proposed, too_far)
+    assert refused(out_of_bounds, "InvalidEscapeHatch"), out_of_bounds
+    assert f"escape_hatch_slots: {2 * hatch}" in shown[1]
+    assert "timelock_seconds: 3600" in shown[1]  # the other values stay as in force
+    assert executed[0] == 0, executed
+    assert refused(refused_pace, "EscapeHatchChangeTooFast"), refused_pace
+    assert f"escape hatch {2 * hatch} slots" in listed[1]
+    assert after["escape_hatch_slots"] == 2 * hatch
+    assert (after["timelock_seconds"], after["max_leverage_cap"]) == (TIMELOCK_S, 20)
+    assert after["proposals"][0]["global_params"]["escape_hatch_slots"] == 2 * hatch
+    exchange = await cli.stack.client().get_account_info(cli.stack.accounts.addresses.exchange()[0])
+    assert exchange.value is not None
+    decoded = GovClient(cli.stack.client(), KEYS["stranger"], cli.stack.program_id)
+    assert decoded.program.coder.accounts.decode(bytes(exchange.value.data)).escape_hatch_slots == (
+        2 * hatch
+    )
+
+
+async def test_global_options_are_checked_before_any_transaction(cli: Cli) -> None:
+    nothing = await cli("propose", "--global", key="council0")
+    negative = await cli("propose", "--global", "--escape-hatch-slots", "-1", key="council0")
+    too_big = await cli("propose", "--global", "--timelock-seconds", str(2**64), key="council0")
+    without_global = await cli("propose", "--market", "0", "--escape-hatch-slots", "300",
+                               key="council0")  # fmt: skip
+    bad_share = await cli("propose", "--market", "0", "--set", "liquidator_share_ppm=-1",
+                          key="council0")  # fmt: skip
+    assert nothing[0] == 1 and "expected at least one of --timelock-seconds" in nothing[2]
+    expected = f"--escape-hatch-slots: expected escape_hatch_slots in 0..{U64_MAX}, got -1"
+    assert negative[0] == 1 and expected in negative[2]
+    assert too_big[0] == 1 and "expected timelock_seconds in 0.." in too_big[2]
+    assert without_global[0] == 1 and "--escape-hatch-slots needs --global" in without_global[2]
+    assert bad_share[0] == 1 and "expected liquidator_share_ppm in 0..4294967295" in bad_share[2]
+    assert "pending" not in (await cli("list"))[1]  # nothing was proposed
+
+
+async def test_the_liquidation_split_is_proposed_through_set(cli: Cli) -> None:
+    proposed = await cli("propose", "--market", "0", "--set", "liquidator_share_ppm=600000",
+                         "--set", "liquidation_buffer_ppm=20000", key="council0")  # fmt: skip
+    shown = await cli("show", "0")
+    assert proposed[0] == 0, proposed
+    assert "liquidator_share_ppm: 600000" in shown[1]
+    assert "liquidation_buffer_ppm: 20000" in shown[1]
 
 
 async def test_the_installed_entry_point_lists_proposals(cli: Cli) -> None:

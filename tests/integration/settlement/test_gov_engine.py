@@ -353,11 +353,12 @@ def test_the_plan_orders_executed_proposals_and_ends_on_the_market_values() -> N
 
     snapshot = GovernanceSnapshot(
         slot=9, council=("a", "b"), threshold=2, guardian="g", timelock_seconds=3_600,
-        max_leverage_cap=20, next_proposal_id=5,
+        max_leverage_cap=20, escape_hatch_slots=150, next_proposal_id=5,
         proposals=(proposal(0, 1, taker_fee_ppm=500), proposal(1, 0, taker_fee_ppm=900),
                    proposal(2, 2), proposal(3, 1, taker_fee_ppm=600),
                    ProposalView(4, "p", 0xFFFF, 1, 3, 0, 0, None, {"timelock_seconds": 7_200,
-                                                                    "max_leverage_cap": 20})),
+                                                                    "max_leverage_cap": 20,
+                                                                    "escape_hatch_slots": 150})),
         markets={0: MarketView(0, 2, chain_risk(taker_fee_ppm=650))},
     )  # fmt: skip
     engine = {0: EngineMarket(PARAMS, 0)}
