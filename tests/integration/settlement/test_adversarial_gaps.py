@@ -52,7 +52,7 @@ from settlement.governance import (
     proposal_pda,
     propose_ix,
 )
-from settlement.spec import ACCOUNTS, SPEC, offsets
+from settlement.spec import ACCOUNTS, SPEC, Vec, instruction_discriminator, offsets, size_of
 
 pytestmark = pytest.mark.integration
 
@@ -520,3 +520,100 @@ def test_guardian_set_status_refuses_forged_markets_and_governance(gov_case: Cas
                       "AccountNotWritable")  # fmt: skip
     chain.ok([ix], [GUARDIAN])
     assert chain.decode(market).status == 4
+
+
+# ------------------------------------------------------------------ every instruction
+
+
+def zero_args(name: str, *, vec_elements: int = 1) -> bytes:
+    """Discriminator plus all-zero Borsh arguments (a ``vec`` with ``vec_elements`` zeros)."""
+    ix = next(i for i in SPEC.instructions if i.name == name)
+    body = b""
+    for arg in ix.args:
+        if isinstance(arg.type, Vec):
+            element = size_of(SPEC, arg.type.element)
+            body += vec_elements.to_bytes(4, "little") + bytes(element * vec_elements)
+        else:
+            body += bytes(size_of(SPEC, arg.type))
+    return instruction_discriminator(name) + body
+
+
+@pytest.mark.parametrize("name", [ix.name for ix in SPEC.instructions])
+def test_every_instruction_refuses_a_wrong_data_length_and_too_few_accounts(
+    case: Case, name: str
+) -> None:
+    chain, data = case.chain, zero_args(name)
+    for wrong in (data + b"\x00", data[:-1]):
+        if len(wrong) < 8:  # no arguments to cut short (shorter: not an instruction at all)
+            continue
+        case.rejected([Instruction(chain.program_id, wrong, [])], [chain.operator],
+                      "InstructionDataLength")  # fmt: skip
+    case.rejected([Instruction(chain.program_id, data, [])], [chain.operator], "NotEnoughAccounts")
+
+
+@pytest.mark.parametrize(
+    ("account", "ix_name"),
+    [("Exchange", "update_funding"), ("Market", "update_funding"), ("User", "settle_fills")],
+)
+def test_a_program_account_with_another_discriminator_is_refused(
+    case: Case, account: str, ix_name: str
+) -> None:
+    # a copy with a zeroed discriminator (the size and owner right): the discriminator check
+    chain = case.chain
+    ix = (
+        chain.funding_ix(1, 1_000, USD)
+        if ix_name == "update_funding"
+        else chain.settle_ix(2, [(0, 1, True, 10_000, 1)])
+    )
+    index, source = {
+        "Exchange": (0, chain.exchange),
+        "Market": (1, chain.market_pda(0)[0]),
+        "User": (3, chain.user_pda(chain.users[0].pubkey())[0]),
+    }[account]
+    forged = clone_account(chain, source, chain.program_id)
+    original = chain.svm.get_account(forged)
+    assert original is not None
+    chain.svm.set_account(forged, Account(original.lamports, bytes(8) + bytes(original.data)[8:],
+                                          original.owner, False, 0))  # fmt: skip
+    case.rejected([with_meta(ix, index, pubkey=forged)], [chain.operator],
+                  f"{account}BadDiscriminator")  # fmt: skip
+
+
+def test_a_fill_with_an_unknown_taker_side_is_refused(case: Case) -> None:
+    chain = case.chain
+    users = [AccountMeta(chain.user_pda(chain.users[u].pubkey())[0], False, True) for u in (0, 1)]
+    fill = {"maker": 0, "taker": 1, "taker_side": 2, "price_ticks": 10_000, "num_base_lots": 1}
+    ix = chain.ix("settle_fills", 1, 2, 2, [fill],
+                  accounts={"exchange": chain.exchange, "market": chain.market_pda(0)[0],
+                            "operator": chain.operator.pubkey()},
+                  remaining=users)  # fmt: skip
+    case.rejected([ix], [chain.operator], "FillBadSide")
+
+
+def test_withdraw_refuses_another_markets_account_for_a_position(case: Case) -> None:
+    chain = case.chain
+    chain.ok([chain.create_market_ix(1)], [chain.authority])
+    case.extra.append(chain.market_pda(1)[0])
+    chain.operator_inactive()
+    ix = chain.withdraw_ix(0, USD)  # user 0 holds market 0 only: (Market 0, oracle) follow
+    case.rejected([with_meta(ix, 7, pubkey=chain.market_pda(1)[0])], [chain.users[0]],
+                  "WithdrawMarketMismatch")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fills", "error"),
+    [
+        # two buys of 5e18 base units each: the taker's position passes i64 max
+        ([(0, 1, True, 1, 5 * 10**10)] * 2, "PositionOverflow"),
+        # three longs of 7e18 each (every position fits): open interest passes u64 max
+        ([(0, 1, True, 1, 7 * 10**10), (2, 3, True, 1, 7 * 10**10), (0, 4, True, 1, 7 * 10**10)],
+         "OpenInterestOverflow"),
+    ],
+)  # fmt: skip
+def test_fills_that_overflow_a_position_or_the_open_interest_are_refused(
+    case: Case, fills: list[tuple[int, int, bool, int, int]], error: str
+) -> None:
+    chain = case.chain
+    for i in (2, 3, 4):
+        chain.new_user(i, 10_000 * USD)
+    case.rejected([chain.settle_ix(2, fills)], [chain.operator], error)
