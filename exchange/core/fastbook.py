@@ -3,8 +3,9 @@
 Same commands, same semantics and byte-for-byte the same events as ``ExchangeCore`` +
 ``OrderBook`` (the pure-Python reference) for one market: limit and market orders with every
 time in force, reduce-only, the three self-trade-prevention modes, client order ids, the
-open-order limit, good-till expiry, cancel (by id or client id), cancel-all and amend.
-Stop / take-profit orders are not implemented here: ``place`` raises ``NotImplementedError``.
+open-order limit, good-till expiry, cancel (by id or client id), cancel-all and amend, and
+stop / take-profit trigger orders (``UpdateTriggerPrice`` fires them, oldest first, at the
+exact supplied price; a fired order then runs as a market or limit order with every check).
 
 Layout. All state lives in ONE flat ``int64`` numpy array ``S`` (header, order pool, price
 levels, hash tables, expiry heap, account table, event buffer). The compiled kernels get its
@@ -26,6 +27,10 @@ the anchor machine that halves the per-call overhead.
   recent accounts (those of resting orders, mostly) share warm cache lines.
 * expiry: an indexed binary heap of slots keyed by (expire_at_ns, order_id), entries removed
   eagerly when an order leaves (the reference keeps stale entries; the events are the same).
+* triggers: pending stop / take-profit orders are live (indexed like resting ones, counted
+  by the open-order limit) but on no level (``P_LEVEL`` = -1); they sit in two indexed
+  binary heaps by trigger price (fire on a rise / on a fall), O(log n) to arm, cancel or
+  expire. Only ``UpdateTriggerPrice`` reads the heaps, so the other commands cost the same.
 * events: rows of ``ROW_W`` int64 ``[KIND, seq, ts_ns, fields...]`` (``decode`` puts the
   market id, the same for every row, back after ``ts_ns``); rejections
   carry ``(code, template, p1, p2)`` and ``decode`` rebuilds the reference message text.
@@ -55,6 +60,7 @@ from exchange.core.events import (
     OrderExpired,
     OrderRejected,
     OrderRested,
+    OrderTriggered,
     SelfTradeDecremented,
     TradeExecuted,
 )
@@ -115,6 +121,8 @@ H_LOTSH = 47
 # (words 48..63: the batch path's prefetch ring, H_RING)
 H_LC = 64  # level cache: per side, LCN words of (level id + 1) at price mod LCN, 0 = none
 LCN = 512
+H_TRIG = 65  # trigger heaps: direction d's heap of slots at S[H_TRIG] + d * capacity
+H_NTR0 = 66  # +direction: pending trigger orders (0: fire on a rise, 1: on a fall)
 
 NF = 24  # order fields, in three 64-byte lines: cancels and fills touch only the first two
 P_NEXT = 0
@@ -139,7 +147,7 @@ P_TIF = 18
 P_TRIG = 19
 P_STP = 20
 P_EXP = 21
-P_SPARE = 22  # (unused; live orders are the entries of the order-id hash)
+P_TPOS = 22  # index in its trigger heap while the order is pending (P_LEVEL is then -1)
 P_CANCELED = 23  # taker ended by self-trade prevention
 
 LF = 8  # level fields
@@ -169,19 +177,24 @@ K_TRADE = 5
 K_CANCEL = 6
 K_EXP = 7
 K_AMEND = 8
+K_TRIG = 9
 K_STD = 10
 TRADE_LOTS_COL = 11  # a TradeExecuted row's num_base_lots column
 
 # kernel statuses (negative: nothing happened, the Python wrapper acts and retries)
 ST_GROW = -1
 ST_SPACE = -2
-ST_UNSUPPORTED = -3
+ST_EVGROW = -3  # the command may write more rows than the event buffer holds
 ST_BADOP = -4
 
 # enum values
 BID = 0
 LIMIT = 0
 MARKET = 1
+STOP_MARKET = 2
+STOP_LIMIT = 3
+TAKE_PROFIT_MARKET = 4
+TAKE_PROFIT_LIMIT = 5
 GTC = 0
 IOC = 1
 FOK = 2
@@ -237,6 +250,9 @@ T_CANCEL_UNKNOWN = 17
 T_AMEND_UNKNOWN = 18
 T_AMEND_SAME = 21
 T_PYTHON = 22  # message kept on the Python side (arguments beyond int64)
+T_TRIG_TIF = 23
+T_TRIG_PRICE = 24
+T_AMEND_TRIGGER = 25
 
 MIX = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64
 
@@ -245,6 +261,7 @@ OP_CANCEL = 1
 OP_CANCEL_ALL = 2
 OP_AMEND = 3
 OP_EXPIRE = 4
+OP_TRIGGER = 5
 OP_W = 16  # batch op row width: [op, ts_ns, args...]
 
 
@@ -651,6 +668,89 @@ def _heap_remove(addr, s):  # type: ignore[no-untyped-def]
         _heap_place(addr, i, S[S[H_HEAP] + n])
 
 
+# ---------------------------------------------------------------- trigger heaps
+# Pending stop / take-profit orders wait in two indexed binary heaps of slots (position in
+# ``P_TPOS``): direction 0 fires when the price rises to the trigger (lowest trigger on
+# top), direction 1 when it falls to it (highest on top); ties by order id. Arming, a cancel
+# or an expiry is O(log n); a price that fires k of n pending orders costs O(k log n) plus
+# sorting the k by order id. Commands without pending triggers never touch the heaps.
+@njit(cache=True, inline="always")
+def _tdir(stop_or_tp, side):  # type: ignore[no-untyped-def]
+    """0 if a trigger of ``order_type`` (2..5) and ``side`` fires on a rise, else 1:
+    stops buy on a rise and sell on a fall, take-profits the other way round."""
+    stop = stop_or_tp <= STOP_LIMIT  # 2, 3: stops; 4, 5: take-profits
+    return 0 if stop == (side == BID) else 1
+
+
+@njit(cache=True, inline="always")
+def _tless(addr, P, d, a, b):  # type: ignore[no-untyped-def]
+    S = _view(addr)
+    ta = S[P + a * NF + P_TRIG]
+    tb = S[P + b * NF + P_TRIG]
+    if ta != tb:
+        return ta < tb if d == 0 else ta > tb
+    return S[P + a * NF + P_OID] < S[P + b * NF + P_OID]
+
+
+@njit(cache=True)
+def _theap_place(addr, d, i, s):  # type: ignore[no-untyped-def]
+    """Put slot ``s`` into the hole at ``i`` of trigger heap ``d`` and restore its order."""
+    S = _view(addr)
+    H = S[H_TRIG] + d * S[H_CAP]
+    P = S[H_POOL]
+    n = S[H_NTR0 + d]
+    while i > 0:
+        up = (i - 1) >> 1
+        ps = S[H + up]
+        if _tless(addr, P, d, s, ps):
+            S[H + i] = ps
+            S[P + ps * NF + P_TPOS] = i
+            i = up
+        else:
+            break
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        cs = S[H + c]
+        if c + 1 < n and _tless(addr, P, d, S[H + c + 1], cs):
+            c += 1
+            cs = S[H + c]
+        if _tless(addr, P, d, cs, s):
+            S[H + i] = cs
+            S[P + cs * NF + P_TPOS] = i
+            i = c
+        else:
+            break
+    S[H + i] = s
+    S[P + s * NF + P_TPOS] = i
+
+
+@njit(cache=True)
+def _theap_push(addr, s):  # type: ignore[no-untyped-def]
+    """Arm the pending trigger order in slot ``s`` (not on a level: ``P_LEVEL`` = -1)."""
+    S = _view(addr)
+    p = S[H_POOL] + s * NF
+    S[p + P_LEVEL] = -1
+    d = _tdir(S[p + P_OTYPE], S[p + P_SIDE])
+    n = S[H_NTR0 + d]
+    S[H_NTR0 + d] = n + 1
+    _theap_place(addr, d, n, s)
+
+
+@njit(cache=True)
+def _theap_remove(addr, s):  # type: ignore[no-untyped-def]
+    S = _view(addr)
+    p = S[H_POOL] + s * NF
+    d = _tdir(S[p + P_OTYPE], S[p + P_SIDE])
+    i = S[p + P_TPOS]
+    S[p + P_TPOS] = -1
+    n = S[H_NTR0 + d] - 1
+    S[H_NTR0 + d] = n
+    if i != n:
+        _theap_place(addr, d, i, S[S[H_TRIG] + d * S[H_CAP] + n])
+
+
 # ---------------------------------------------------------------- pool, levels
 @njit(cache=True, inline="always")
 def _free(addr, s):  # type: ignore[no-untyped-def]
@@ -821,6 +921,17 @@ def _unlink_clean(addr, s):  # type: ignore[no-untyped-def]
         _drop_level(addr, sidx, lv)
 
 
+@njit(cache=True, inline="always")
+def _take_off(addr, s):  # type: ignore[no-untyped-def]
+    """Take a live order off the book: off its level, or out of its trigger heap when it
+    is a pending trigger order (no level)."""
+    S = _view(addr)
+    if S[S[H_POOL] + s * NF + P_LEVEL] < 0:
+        _theap_remove(addr, s)
+    else:
+        _unlink_clean(addr, s)
+
+
 # ---------------------------------------------------------------- live-order index
 @njit(cache=True, inline="always")
 def _register(addr, s):  # type: ignore[no-untyped-def]
@@ -891,7 +1002,7 @@ def _expire_due(addr, ts):  # type: ignore[no-untyped-def]
         if S[p + P_EXP] > ts:
             break
         lots = S[p + P_REM]
-        _unlink_clean(addr, s)
+        _take_off(addr, s)
         b = _emit(addr, K_EXP, ts)
         S[b + 3] = S[p + P_OID]
         S[b + 4] = S[p + P_OWNER]
@@ -1152,6 +1263,26 @@ def _price_size_problem(addr, price, size, price_ticks, lots):  # type: ignore[n
     return 0, 0, 0
 
 
+@njit(cache=True)
+def _order_kind_problem(addr, otype, tif, trig):  # type: ignore[no-untyped-def]
+    """``ExchangeCore._check_order_kind``: (code, template, p1, p2) or zeros."""
+    S = _view(addr)
+    is_trigger = otype >= STOP_MARKET and otype <= TAKE_PROFIT_LIMIT
+    # MARKET, STOP_MARKET and TAKE_PROFIT_MARKET (the even trigger types) are market-like
+    market_like = otype == MARKET or (is_trigger and otype % 2 == 0)
+    if market_like and tif != IOC and tif != FOK:
+        return C_BAD_TYPE, T_BAD_TYPE, otype, tif
+    if is_trigger:
+        if tif == FOK or tif == PO or tif == POS:  # noqa: SIM109 (numba)
+            return C_BAD_TYPE, T_TRIG_TIF, tif, 0
+        tick = S[H_TICK]
+        if trig <= 0 or trig % tick != 0 or trig // tick > S[H_MAXT]:
+            return C_BAD_TRIGGER, T_TRIG_PRICE, trig, 0
+    elif trig != 0:
+        return C_BAD_TRIGGER, T_BAD_TRIGGER, otype, trig
+    return 0, 0, 0, 0
+
+
 @njit(cache=True, inline="always")
 def _touch(addr, a):  # type: ignore[no-untyped-def]
     """Note account record ``a`` for the reduce-only recheck at the end of the command."""
@@ -1193,8 +1324,8 @@ def _enforce_reduce_only(addr, ts):  # type: ignore[no-untyped-def]
         ros = np.empty(live, np.int64)
         k = 0
         s = S[q + A_HEAD]
-        while s >= 0:
-            if S[P + s * NF + P_RO] != 0:
+        while s >= 0:  # resting ones only: a pending trigger order is checked as it fires
+            if S[P + s * NF + P_RO] != 0 and S[P + s * NF + P_LEVEL] >= 0:
                 ros[k] = s
                 k += 1
             s = S[P + s * NF + P_ANEXT]
@@ -1224,8 +1355,6 @@ def _enforce_reduce_only(addr, ts):  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def _place(addr, owner, sub, side, price, size, otype, tif, cid, trig, ro, stp, exp, ts):  # type: ignore[no-untyped-def]
     S = _view(addr)
-    if otype >= 2 and otype <= 5:
-        return ST_UNSUPPORTED
     if S[H_FREE] < 0 or S[H_NACC] >= S[H_ACCCAP]:
         return ST_GROW
     if not _ev_begin(addr):
@@ -1242,17 +1371,16 @@ def _place(addr, owner, sub, side, price, size, otype, tif, cid, trig, ro, stp, 
     if code == 0 and exp != 0 and exp <= ts:
         code, tmpl, p1 = C_EXPIRED, T_EXPIRED, exp
     if code == 0 and (otype != LIMIT or tif > FOK or trig != 0):
-        if otype == MARKET and tif != IOC and tif != FOK:
-            code, tmpl, p1, p2 = C_BAD_TYPE, T_BAD_TYPE, otype, tif
-        elif trig != 0:
-            code, tmpl, p1, p2 = C_BAD_TRIGGER, T_BAD_TRIGGER, otype, trig
+        code, tmpl, p1, p2 = _order_kind_problem(addr, otype, tif, trig)
     acct = owner * SUB_ACCOUNTS_PER_OWNER + sub
     if code == 0 and cid != 0:
         d = _cid_get(addr, acct, cid)
         if d >= 0:
             code, tmpl, p1, p2 = C_DUP_CID, T_DUP_CID, cid, S[S[H_POOL] + d * NF + P_OID]
     a, aslot = _acc_probe(addr, acct)  # one probe: an accepted order's record is made below
-    if code == 0 and a >= 0 and (tif == GTC or tif == PO or tif == POS):  # noqa: SIM109
+    # (a pending trigger order counts as open whatever its time in force)
+    trig_type = otype >= STOP_MARKET and otype <= TAKE_PROFIT_LIMIT
+    if code == 0 and a >= 0 and (tif == GTC or tif == PO or tif == POS or trig_type):  # noqa: SIM109
         live = S[S[H_ACC] + a * AF + A_CNT] & CNT_MASK
         if live >= S[H_MAXOPEN]:
             code, tmpl, p1 = C_TOO_MANY, T_TOO_MANY, live
@@ -1336,6 +1464,10 @@ def _place(addr, owner, sub, side, price, size, otype, tif, cid, trig, ro, stp, 
     S[p + P_EXP] = exp
     S[p + P_HPOS] = -1
     S[p + P_ACCOUNT] = acct
+    if trig_type:  # a stop / take-profit waits for its trigger price
+        _register(addr, t)
+        _theap_push(addr, t)
+        return S[H_EVN] - start
     _run_taker(addr, t, False, ts)
     if S[H_NTOUCH] > 0:
         _enforce_reduce_only(addr, ts)
@@ -1357,7 +1489,7 @@ def _cancel(addr, owner, sub, oid, cid, ts):  # type: ignore[no-untyped-def]
     else:
         p = S[H_POOL] + s * NF
         lots = S[p + P_REM]
-        _unlink_clean(addr, s)
+        _take_off(addr, s)
         _forget(addr, s)
         _ev_cancel(addr, ts, p, lots, R_USER)
         _free(addr, s)
@@ -1386,7 +1518,7 @@ def _cancel_all(addr, owner, sub, ts):  # type: ignore[no-untyped-def]
             s = slots[j]
             p = P + s * NF
             lots = S[p + P_REM]
-            _unlink_clean(addr, s)
+            _take_off(addr, s)
             _forget(addr, s)
             _ev_cancel(addr, ts, p, lots, R_CANCEL_ALL)
             _free(addr, s)
@@ -1405,6 +1537,9 @@ def _amend(addr, owner, sub, oid, new_price, new_size, ts):  # type: ignore[no-u
     s = _find_live(addr, acct, oid, 0)
     if s < 0:
         _reject(addr, ts, oid, 0, owner, sub, C_UNKNOWN_ORDER, T_AMEND_UNKNOWN, oid, 0)
+        return S[H_EVN] - start
+    if S[S[H_POOL] + s * NF + P_LEVEL] < 0:  # a pending trigger order
+        _reject(addr, ts, oid, 0, owner, sub, C_AMEND, T_AMEND_TRIGGER, 0, 0)
         return S[H_EVN] - start
     price_ticks = _udiv(new_price, S[H_TICKM], S[H_TICKSH]) if new_price > 0 else 0
     lots = _udiv(new_size, S[H_LOTM], S[H_LOTSH]) if new_size > 0 else 0
@@ -1481,6 +1616,83 @@ def _amend(addr, owner, sub, oid, new_price, new_size, ts):  # type: ignore[no-u
 
 
 @njit(cache=True)
+def _update_trigger(addr, price, wide, ts):  # type: ignore[no-untyped-def]
+    """``UpdateTriggerPrice``: fire every pending order ``price`` reaches (``wide`` = 1: a
+    price above int64, which reaches every rising trigger and no falling one), oldest
+    (lowest order id) first; each is placed as it fired, with the reference's checks.
+
+    Rows: a fired order writes at most 5 (triggered, its own end, and 2 more if it rests
+    and a later fired order consumes it), any other live order at most 2 (as in a place),
+    so ``2 * live + 3 * pending + 8`` bounds the command."""
+    S = _view(addr)
+    need = 2 * S[H_LIVE] + 3 * (S[H_NTR0] + S[H_NTR0 + 1]) + 8
+    if need > S[H_EVCAP]:
+        return ST_EVGROW
+    if S[H_EVMODE] == 1:
+        S[H_EVN] = 0
+    elif S[H_EVCAP] - S[H_EVN] < need:
+        return ST_SPACE
+    start = S[H_EVN]
+    if S[H_NHEAP] > 0:
+        _expire_due(addr, ts)
+    if price <= 0 and wide == 0:
+        _reject(addr, ts, 0, 0, 0, 0, C_NON_POS_PRICE, T_NON_POS_PRICE, price, 0)
+        return S[H_EVN] - start
+    npend = S[H_NTR0] + S[H_NTR0 + 1]
+    if npend == 0:
+        return S[H_EVN] - start
+    P = S[H_POOL]
+    tick = S[H_TICK]
+    fired = np.empty(npend, np.int64)
+    k = 0
+    # exact comparisons against the supplied price (trigger * tick <= max price < 2**63)
+    while S[H_NTR0] > 0:
+        s = S[S[H_TRIG]]
+        if wide == 0 and S[P + s * NF + P_TRIG] * tick > price:
+            break
+        _theap_remove(addr, s)
+        fired[k] = s
+        k += 1
+    while S[H_NTR0 + 1] > 0 and wide == 0:
+        s = S[S[H_TRIG] + S[H_CAP]]
+        if S[P + s * NF + P_TRIG] * tick < price:
+            break
+        _theap_remove(addr, s)
+        fired[k] = s
+        k += 1
+    ids = np.empty(k, np.int64)
+    for j in range(k):
+        ids[j] = S[P + fired[j] * NF + P_OID]
+    order = np.argsort(ids)
+    A = S[H_ACC]
+    for j in range(k):
+        t = fired[order[j]]
+        pt = P + t * NF
+        b = _emit(addr, K_TRIG, ts)
+        S[b + 3] = S[pt + P_OID]
+        S[b + 4] = price
+        rem = S[pt + P_REM]
+        if S[pt + P_RO] != 0:
+            # The position moved since placement: a reduce-only order that would no longer
+            # only reduce (or would need resizing) is cancelled whole.
+            pos = S[A + S[pt + P_ACC] * AF + A_POS]
+            apos = -pos if pos < 0 else pos
+            if (
+                (S[pt + P_SIDE] == BID and pos >= 0)
+                or (S[pt + P_SIDE] != BID and pos <= 0)
+                or apos < rem
+            ):
+                _forget(addr, t)
+                _ev_cancel(addr, ts, pt, rem, R_REDUCE_ONLY)
+                _free(addr, t)
+                continue
+        _run_taker(addr, t, True, ts)
+    if S[H_NTOUCH] > 0:
+        _enforce_reduce_only(addr, ts)
+    return S[H_EVN] - start
+
+
+@njit(cache=True)
 def _expire_cmd(addr, ts):  # type: ignore[no-untyped-def]
     S = _view(addr)
     if not _ev_begin(addr):
@@ -1522,6 +1734,11 @@ def k_amend(addr, owner, sub, oid, new_price, new_size, ts):  # type: ignore[no-
 @njit(_I64(_I64, _I64), cache=True)
 def k_expire(addr, ts):  # type: ignore[no-untyped-def]
     return _expire_cmd(addr, ts)
+
+
+@njit(_I64(_I64, _I64, _I64, _I64), cache=True)
+def k_trigger(addr, price, wide, ts):  # type: ignore[no-untyped-def]
+    return _update_trigger(addr, price, wide, ts)
 
 
 @njit(_I64(_I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64), cache=True)
@@ -1652,6 +1869,8 @@ def k_batch(addr, ops, start, keep):  # type: ignore[no-untyped-def]
             r = _amend(addr, ops[i, 2], ops[i, 3], ops[i, 4], ops[i, 5], ops[i, 6], ts)
         elif op == OP_EXPIRE:
             r = _expire_cmd(addr, ts)
+        elif op == OP_TRIGGER:
+            r = _update_trigger(addr, ops[i, 2], 0, ts)
         else:
             r = ST_BADOP
         if r < 0:
@@ -1711,6 +1930,10 @@ def k_copy(src, dst):  # type: ignore[no-untyped-def]
             while m >= 0:
                 _link(dst, newslot[m])
                 m = S[P + m * NF + P_NEXT]
+    for d in range(2):
+        H = S[H_TRIG] + d * cap
+        for i in range(S[H_NTR0 + d]):
+            _theap_push(dst, newslot[S[H + i]])
     return k
 
 
@@ -1751,6 +1974,35 @@ def k_export(addr, out):  # type: ignore[no-untyped-def]
     return r
 
 
+@njit(_I64(_I64, types.Array(_I64, 2, "C")), cache=True)
+def k_export_triggers(addr, out):  # type: ignore[no-untyped-def]
+    """Pending trigger orders (heap order): per row the 15 canonical order fields."""
+    S = _view(addr)
+    P = S[H_POOL]
+    r = 0
+    for d in range(2):
+        H = S[H_TRIG] + d * S[H_CAP]
+        for i in range(S[H_NTR0 + d]):
+            p = P + S[H + i] * NF
+            out[r, 0] = S[p + P_OID]
+            out[r, 1] = S[p + P_CID]
+            out[r, 2] = S[p + P_OWNER]
+            out[r, 3] = S[p + P_SUB]
+            out[r, 4] = S[p + P_SIDE]
+            out[r, 5] = S[p + P_OTYPE]
+            out[r, 6] = S[p + P_TIF]
+            out[r, 7] = S[p + P_PRICE]
+            out[r, 8] = S[p + P_TRIG]
+            out[r, 9] = S[p + P_REM]
+            out[r, 10] = S[p + P_FILLED]
+            out[r, 11] = S[p + P_RO]
+            out[r, 12] = S[p + P_STP]
+            out[r, 13] = S[p + P_EXP]
+            out[r, 14] = 1  # TRIGGER_PENDING
+            r += 1
+    return r
+
+
 def _entry(dispatcher: Any) -> Any:
     """The compiled CPython wrapper of a single-signature kernel (skips type dispatch)."""
     try:
@@ -1765,6 +2017,7 @@ _E_CANCEL = _entry(k_cancel)
 _E_CANCEL_ALL = _entry(k_cancel_all)
 _E_AMEND = _entry(k_amend)
 _E_EXPIRE = _entry(k_expire)
+_E_TRIGGER = _entry(k_trigger)
 
 
 # ---------------------------------------------------------------- Python API
@@ -1823,6 +2076,7 @@ class FastMarket:
         self._mode = 0 if events == "append" else 1
         self._spill: list[np.ndarray] = []  # rows moved out of a full buffer
         self._py_msgs: dict[int, str] = {}  # seq -> message for T_PYTHON rejections
+        self._py_prices: dict[int, int] = {}  # seq -> fired_at_price beyond int64
         self._alloc(max(2, capacity), max(2, accounts), 1, 1)
 
     # ------------------------------------------------------------ memory
@@ -1856,6 +2110,7 @@ class FastMarket:
             ("oidh", 2 * oid_slots),
             ("cidh", 3 * oid_slots),
             ("heap", cap),
+            ("trig", 2 * cap),
             ("touch", cap + 2),
             ("lc", 2 * LCN),
         ):
@@ -1888,6 +2143,7 @@ class FastMarket:
         S[H_ACC], S[H_ACCMASK], S[H_ACCCAP] = layout["acc"], acc_slots - 1, acc_cap
         S[H_ACCH], S[H_ACCIB] = layout["acch"], acc_slots.bit_length() - 1
         S[H_HEAP] = layout["heap"]
+        S[H_TRIG] = layout["trig"]
         S[H_TOUCH] = layout["touch"]
         S[H_LC] = layout["lc"]
         S[H_TOTAL] = off
@@ -1895,6 +2151,8 @@ class FastMarket:
         pool[:, P_NEXT] = np.arange(1, cap + 1)
         pool[-1, P_NEXT] = -1
         pool[:, P_HPOS] = -1
+        pool[:, P_TPOS] = -1
+        pool[:, P_LEVEL] = -1
         lvl = S[layout["lvl"] : layout["lvl"] + cap * LF].reshape(cap, LF)
         lvl[:, L_NEXTFREE] = np.arange(1, cap + 1)
         lvl[-1, L_NEXTFREE] = -1
@@ -1911,6 +2169,7 @@ class FastMarket:
         shift = (-buf.ctypes.data % 64) // 8  # 128-byte rows on 64-byte boundaries
         E = buf[shift : shift + ev_rows * ROW_W].reshape(ev_rows, ROW_W)
         self._E = E
+        self._S[H_EVCAP] = ev_rows
         gap = E.ctypes.data - self._addr
         assert gap % 8 == 0
         self._S[H_EVOFF] = gap // 8
@@ -1943,11 +2202,11 @@ class FastMarket:
             self._grow()
         elif status == ST_SPACE:
             self._spill_rows()
-        elif status == ST_UNSUPPORTED:
-            raise NotImplementedError(
-                "FastMarket: stop / take-profit orders are not supported "
-                "by the fast core; route them to ExchangeCore"
-            )
+        elif status == ST_EVGROW:  # room for a trigger command's worst case
+            S = self._S
+            need = 2 * int(S[H_LIVE]) + 3 * int(S[H_NTR0] + S[H_NTR0 + 1]) + 8
+            self._spill_rows()
+            self._new_rows(max(need, 2 * len(self._E)))
         else:
             raise ValueError(f"FastMarket: expected a known op, got status {status}")
 
@@ -2135,8 +2394,6 @@ class FastMarket:
             return self.place(
                 owner, sub, side, price, size, otype, tif, cid, trig, ro, stp, exp, ts
             )
-        if 2 <= otype <= 5:
-            self._handle(ST_UNSUPPORTED)
         spec = self.spec
         tick, lot = spec.tick_size, spec.lot_size
         problem = None
@@ -2174,17 +2431,8 @@ class FastMarket:
                 RejectCode.EXPIRED_ON_ARRIVAL,
                 f"expire_at_ns: expected > now {ts}, got {exp}",
             )
-        elif otype == MARKET and tif not in (IOC, FOK):
-            problem = (
-                RejectCode.INVALID_ORDER_TYPE,
-                f"time_in_force: expected IOC or FOK for {_TYPE_NAMES[otype]}, got "
-                f"{_TIF_NAMES[tif]}",
-            )
-        elif trig:
-            problem = (
-                RejectCode.INVALID_TRIGGER_PRICE,
-                f"trigger_price: expected 0 for {_TYPE_NAMES[otype]}, got {trig}",
-            )
+        else:
+            problem = self._kind_problem(otype, tif, trig)
         if problem is None:
             raise ValueError("FastMarket.place: expire_at_ns of an acceptable order must fit int64")
         if self._mode == 1:
@@ -2205,6 +2453,82 @@ class FastMarket:
         self._py_msgs[seq] = problem[1]
         return n + 1
 
+    def _kind_problem(self, otype: int, tif: int, trig: int) -> tuple[RejectCode, str] | None:
+        """``ExchangeCore._check_order_kind`` for arguments the kernel cannot take."""
+        spec = self.spec
+        if otype in (MARKET, STOP_MARKET, TAKE_PROFIT_MARKET) and tif not in (IOC, FOK):
+            return (
+                RejectCode.INVALID_ORDER_TYPE,
+                f"time_in_force: expected IOC or FOK for {_TYPE_NAMES[otype]}, got "
+                f"{_TIF_NAMES[tif]}",
+            )
+        if STOP_MARKET <= otype <= TAKE_PROFIT_LIMIT:
+            if tif in (FOK, PO, POS):
+                return (
+                    RejectCode.INVALID_ORDER_TYPE,
+                    f"time_in_force: expected GTC or IOC for a trigger order, got "
+                    f"{_TIF_NAMES[tif]}",
+                )
+            tick = spec.tick_size
+            if trig <= 0 or trig % tick or trig // tick > spec.max_price_ticks:
+                return (
+                    RejectCode.INVALID_TRIGGER_PRICE,
+                    f"trigger_price: expected a positive multiple of {tick} up "
+                    f"to {spec.max_price_ticks * tick}, got {trig}",
+                )
+        elif trig:
+            return (
+                RejectCode.INVALID_TRIGGER_PRICE,
+                f"trigger_price: expected 0 for {_TYPE_NAMES[otype]}, got {trig}",
+            )
+        return None
+
+    def update_trigger_price(self, price: int, ts_ns: int = 0) -> int:
+        """``UpdateTriggerPrice``: fire, oldest first, every pending stop / take-profit
+        order that ``price`` (``PRICE_PRECISION``, need not be on a tick) reaches."""
+        try:
+            n = _E_TRIGGER(self._addr, price, 0, ts_ns)
+        except OverflowError:
+            return self._trigger_wide(price, ts_ns)
+        if n < 0:
+            return self._retry(_E_TRIGGER, price, 0, ts_ns, status=n)
+        return n  # type: ignore[no-any-return]
+
+    def _trigger_wide(self, price: int, ts_ns: int) -> int:
+        """``update_trigger_price`` with a price outside int64: below, refused as the
+        reference refuses it; above, it reaches every rising trigger and no falling one
+        (the kernel runs with ``wide``; the rows' price is restored on decoding)."""
+        if not _fits(ts_ns):
+            raise ValueError("FastMarket.update_trigger_price: ts_ns must fit int64")
+        if self._mode == 1:
+            self._py_msgs.clear()
+            self._py_prices.clear()
+        if price < 0:
+            n = self.expire(ts_ns)
+            seq = int(self._S[H_SEQ])
+            code = int(RejectCode.NON_POSITIVE_PRICE)
+            self._retry(
+                k_reject,
+                ts_ns,
+                0,
+                0,
+                0,
+                0,
+                code,
+                T_PYTHON,
+                status=k_reject(self._addr, ts_ns, 0, 0, 0, 0, code, T_PYTHON),
+            )
+            self._py_msgs[seq] = f"price: expected > 0, got {price}"
+            return n + 1
+        n = self._retry(
+            _E_TRIGGER, _I64_MAX, 1, ts_ns, status=_E_TRIGGER(self._addr, _I64_MAX, 1, ts_ns)
+        )
+        end = int(self._S[H_EVN])
+        for row in self._E[end - n : end].tolist():
+            if row[0] == K_TRIG:
+                self._py_prices[row[1]] = price
+        return n
+
     def execute(self, cmd: Any, ts_ns: int) -> list[Any]:
         """Run one ``exchange.core.commands`` command of this market; return its events.
 
@@ -2215,6 +2539,7 @@ class FastMarket:
             CancelOrder,
             ExpireOrders,
             PlaceOrder,
+            UpdateTriggerPrice,
         )
 
         self.drain_events()
@@ -2234,6 +2559,8 @@ class FastMarket:
             self.cancel_all(*cmd[1:], ts_ns=ts_ns)  # type: ignore[misc]
         elif kind is AmendOrder:
             self.amend(*cmd[1:], ts_ns=ts_ns)  # type: ignore[misc]
+        elif kind is UpdateTriggerPrice:
+            self.update_trigger_price(cmd.price, ts_ns)
         else:
             raise NotImplementedError(f"FastMarket: {kind.__name__} is not supported")
         return self.drain_events()
@@ -2248,6 +2575,7 @@ class FastMarket:
             CancelOrder,
             ExpireOrders,
             PlaceOrder,
+            UpdateTriggerPrice,
         )
 
         codes = {
@@ -2256,6 +2584,7 @@ class FastMarket:
             CancelAll: OP_CANCEL_ALL,
             AmendOrder: OP_AMEND,
             ExpireOrders: OP_EXPIRE,
+            UpdateTriggerPrice: OP_TRIGGER,
         }
         ops = np.zeros((len(commands), OP_W), np.int64)
         for i, (cmd, ts) in enumerate(commands):
@@ -2317,7 +2646,20 @@ class FastMarket:
         return int(self._S[H_NTRADES]), int(self._S[H_TRADED])
 
     def open_order_count(self) -> int:
+        """Live orders: resting plus pending trigger orders."""
         return int(self._S[H_LIVE])
+
+    def trigger_orders(self) -> list[tuple[int, ...]]:
+        """Pending trigger orders by order id, each as ``Order.canonical()``: exactly the
+        reference's ``canonical()["markets"][i]["triggers"]``."""
+        S = self._S
+        rows = np.empty((int(S[H_NTR0] + S[H_NTR0 + 1]), 15), np.int64)
+        n = k_export_triggers(self._addr, rows)
+        out = []
+        for r in sorted(rows[:n].tolist()):
+            r[1] = _u64(r[1])
+            out.append(tuple(r))
+        return out
 
     def canonical(self) -> list[Any]:
         """Exactly ``OrderBook.canonical()`` of the reference book."""
@@ -2362,6 +2704,7 @@ class FastMarket:
     def clear_events(self) -> None:
         self._spill.clear()
         self._py_msgs.clear()
+        self._py_prices.clear()
         self._S[H_EVN] = 0
 
     def rows(self) -> np.ndarray:
@@ -2400,6 +2743,10 @@ class FastMarket:
                 append(new(OrderAmended, r[1:8]))
             elif k == K_STD:
                 append(new(SelfTradeDecremented, r[1:7]))
+            elif k == K_TRIG:
+                if r[5] == _I64_MAX:  # the kernel's stand-in for a price beyond int64
+                    r[5] = self._py_prices.get(r[1], _I64_MAX)
+                append(new(OrderTriggered, r[1:6]))
             else:
                 raise ValueError(f"event row: expected a known KIND, got {r[:1]!r}")
         return out
@@ -2465,6 +2812,15 @@ class FastMarket:
             return f"order_id: expected a live order of this account, got {p1}"
         if t == T_AMEND_SAME:
             return "amend: expected a new price or size, got the order's current ones"
+        if t == T_TRIG_TIF:
+            return f"time_in_force: expected GTC or IOC for a trigger order, got {_TIF_NAMES[p1]}"
+        if t == T_TRIG_PRICE:
+            return (
+                f"trigger_price: expected a positive multiple of {tick} up "
+                f"to {spec.max_price_ticks * tick}, got {p1}"
+            )
+        if t == T_AMEND_TRIGGER:
+            return "order: expected a resting order, got a pending trigger order"
         if t == T_PYTHON:
             return self._py_msgs.get(r[1], "")
         raise ValueError(f"rejection row: expected a known template, got {t}")

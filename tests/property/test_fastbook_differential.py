@@ -1,11 +1,12 @@
 """Differential tests: the numba ``FastMarket`` against the reference ``ExchangeCore``.
 
 Random command streams (a narrow price range so orders cross often, 3 owners x 2
-sub-accounts, every time in force, limit and market orders, reduce-only, every STP mode,
-colliding client ids, cancels of live / unknown / foreign ids, cancel-all, amends, expiry by
-advancing time, and malformed prices and sizes) go through both cores; after every command
-the events (messages included), the canonical book, positions, ``seq`` and
-``next_order_id`` must be identical. The fast core starts with a tiny capacity so its
+sub-accounts, every time in force, limit and market orders, stop / take-profit trigger
+orders and trigger price updates (on and off tick, several firing at once), reduce-only,
+every STP mode, colliding client ids, cancels of live / pending / unknown / foreign ids,
+cancel-all, amends, expiry by advancing time, and malformed prices and sizes) go through
+both cores; after every command the events (messages included), the canonical book, the
+pending trigger orders, positions, ``seq`` and ``next_order_id`` must be identical. The fast core starts with a tiny capacity so its
 grow-and-copy path runs too.
 """
 
@@ -25,7 +26,9 @@ from exchange.core.commands import (
     CreateMarket,
     ExpireOrders,
     PlaceOrder,
+    UpdateTriggerPrice,
 )
+from exchange.core.events import OrderTriggered
 from exchange.core.fastbook import FastMarket
 from exchange.core.market import MarketSpec
 from exchange.core.state import ExchangeCore
@@ -60,8 +63,14 @@ def core_positions(core: ExchangeCore, market_id: int) -> dict[int, int]:
     return {a: lots for (a, m), lots in core.positions.items() if m == market_id and lots}
 
 
+def core_triggers(core: ExchangeCore, market_id: int) -> list[tuple[int, ...]]:
+    pending = core.trigger_books[market_id].orders.values()
+    return [o.canonical() for o in sorted(pending, key=lambda o: o.order_id)]
+
+
 def assert_same_state(core: ExchangeCore, fast: FastMarket) -> None:
     assert fast.canonical() == core.books[fast.market_id].canonical()
+    assert fast.trigger_orders() == core_triggers(core, fast.market_id)
     assert fast.positions() == core_positions(core, fast.market_id)
     assert fast.seq == core.next_seq
     assert fast.next_order_id == core.next_order_id
@@ -92,10 +101,35 @@ targets = st.tuples(
 )
 
 
+# trigger prices: mostly valid ticks near the book, sometimes refused ones
+trigger_prices = st.integers(0, 99).flatmap(
+    lambda x: (
+        st.integers(4, 9).map(lambda t: t * TICK)
+        if x < 90
+        else st.sampled_from([0, -TICK, TICK + 1, 15 * TICK, 2**70 * TICK])
+    )
+)
+# a trigger price update: on a tick, between ticks, or refused
+update_prices = st.integers(0, 99).flatmap(
+    lambda x: (
+        st.integers(3, 10).map(lambda t: t * TICK)
+        if x < 70
+        else st.integers(3 * TICK, 10 * TICK)
+        if x < 95
+        else st.sampled_from([0, -1, 2**64 - 1])
+    )
+)
+
+
 @st.composite
 def place_cmd(draw: Any) -> PlaceOrder:
-    order_type = draw(st.sampled_from([0, 0, 0, 1]))
-    tif = draw(st.sampled_from([0, 0, 1, 2, 3, 4]))
+    order_type = draw(st.sampled_from([0, 0, 0, 1, 2, 3, 4, 5]))
+    if order_type >= 2:  # trigger orders: mostly a valid time in force and trigger price
+        tif = draw(st.sampled_from([0, 1, 1, 0, 2, 3]))
+        trigger = draw(trigger_prices)
+    else:
+        tif = draw(st.sampled_from([0, 0, 1, 2, 3, 4]))
+        trigger = draw(st.sampled_from([0] * 20 + [3 * TICK, TICK + 1]))
     return PlaceOrder(
         MID,
         draw(owners),
@@ -106,7 +140,7 @@ def place_cmd(draw: Any) -> PlaceOrder:
         order_type,
         tif,
         draw(cids),
-        draw(st.sampled_from([0] * 20 + [3 * TICK, TICK + 1])),
+        trigger,
         draw(st.sampled_from([False, False, False, True])),
         draw(st.integers(0, 2)),
         draw(st.sampled_from([0, 0, 0, 0, -1, 1, 5, 30, 120])),  # relative; made absolute
@@ -117,10 +151,14 @@ def place_cmd(draw: Any) -> PlaceOrder:
 def step(draw: Any) -> tuple[int, Any]:
     dt = draw(st.sampled_from([0, 0, 1, 3, 10, 40]))
     kind = draw(
-        st.sampled_from(["place"] * 8 + ["cancel"] * 2 + ["cancel_all", "amend", "amend", "expire"])
+        st.sampled_from(
+            ["place"] * 8 + ["cancel"] * 2 + ["cancel_all", "amend", "amend", "expire", "trigger"]
+        )
     )
     if kind == "place":
         return dt, draw(place_cmd())
+    if kind == "trigger":
+        return dt, UpdateTriggerPrice(MID, draw(update_prices))
     if kind == "cancel":
         if draw(st.booleans()):
             return dt, ("cancel", draw(owners), draw(subs), draw(targets))
@@ -152,7 +190,7 @@ def resolve(core: ExchangeCore, cmd: Any, ts: int) -> Any:
         return cmd
     owner, sub, (k, own) = cmd[1], cmd[2], cmd[3]
     oid = max(0, core.next_order_id - k)
-    order = core.books[MID].orders.get(oid)
+    order = core.books[MID].orders.get(oid) or core.trigger_books[MID].orders.get(oid)
     if own and order is not None:
         owner, sub = order.owner_id, order.sub_account_id
     if cmd[0] == "cancel":
@@ -193,9 +231,31 @@ def test_fast_core_matches_reference(steps: list[tuple[int, Any]]) -> None:
 @st.composite
 def position_step(draw: Any) -> tuple[int, Any]:
     """Dense trading with many reduce-only orders: positions move and resting reduce-only
-    orders get shrunk or cancelled by the upkeep after fills and rests."""
+    orders get shrunk or cancelled by the upkeep after fills and rests; reduce-only
+    triggers fire after the position moved (run, or cancelled whole)."""
     dt = draw(st.sampled_from([0, 1, 2]))
-    kind = draw(st.sampled_from(["place"] * 6 + ["amend", "cancel"]))
+    kind = draw(st.sampled_from(["place"] * 6 + ["amend", "cancel", "trigger", "update"]))
+    if kind == "update":
+        return dt, UpdateTriggerPrice(MID, draw(st.integers(4 * TICK, 8 * TICK)))
+    if kind == "trigger":
+        order_type = draw(st.integers(2, 5))
+        side = draw(st.sampled_from([0, 1]))
+        market = order_type in (2, 4)
+        return dt, PlaceOrder(
+            MID,
+            draw(owners),
+            draw(subs),
+            side,
+            (14 if side == 0 else 1) * TICK if market else draw(st.integers(5, 7)) * TICK,
+            draw(st.integers(2, 6)) * LOT,
+            order_type,
+            1 if market else draw(st.sampled_from([0, 1])),
+            0,
+            draw(st.integers(5, 7)) * TICK,
+            draw(st.sampled_from([False, True, True])),
+            draw(st.integers(0, 2)),
+            draw(st.sampled_from([0, 0, 0, 20])),
+        )
     if kind == "place":
         return dt, PlaceOrder(
             MID,
@@ -244,7 +304,8 @@ def test_reduce_only_upkeep_matches_reference(steps: list[tuple[int, Any]]) -> N
 # ---------------------------------------------------------------- seeded stress
 class StressStream:
     """A long stream near a drifting mid: passive and crossing orders with every flag,
-    cancels and amends of live orders (mostly by their owner), expiry and cancel-all.
+    stop / take-profit orders and trigger price updates near the mid, cancels and amends of
+    live and pending orders (mostly by their owner), expiry and cancel-all.
     It looks at the reference core's book to pick real targets."""
 
     def __init__(self, seed: int) -> None:
@@ -256,6 +317,9 @@ class StressStream:
         rng = self.rng
         owner, sub = rng.randint(1, 6), rng.randint(0, 1)
         orders = core.books[MID].orders
+        pending = core.trigger_books[MID].orders
+        if pending and rng.random() < 0.1:
+            orders = pending
         if orders and rng.random() < 0.85:
             order = orders[rng.choice(tuple(orders))]
             if rng.random() < 0.9:
@@ -272,14 +336,38 @@ class StressStream:
         mid = self.mid
         x = rng.random()
         owner, sub = rng.randint(1, 6), rng.randint(0, 1)
-        if x < 0.62:
+        if x < 0.04:  # a trigger price update near the mid, often between ticks
+            cmd: Any = UpdateTriggerPrice(
+                MID, (mid + rng.randint(-6, 6)) * TICK + rng.choice((0, 0, TICK // 2))
+            )
+        elif x < 0.08:  # a stop / take-profit order around the mid
+            side = rng.randint(0, 1)
+            order_type = rng.randint(2, 5)
+            market = order_type in (2, 4)
+            ticks = (mid + (20 if side == 0 else -20)) if market else mid + rng.randint(-4, 4)
+            cmd = PlaceOrder(
+                MID,
+                owner,
+                sub,
+                side,
+                ticks * TICK,
+                rng.randint(1, 30) * LOT,
+                order_type,
+                1 if market else rng.choice((0, 1)),
+                rng.choice((0, 0, 0, rng.randint(1, 50))),
+                (mid + rng.randint(-6, 6)) * TICK,
+                rng.random() < 0.2,
+                rng.randint(0, 2),
+                rng.choice((0, 0, 0, ts + rng.randint(1, 400))),
+            )
+        elif x < 0.62:
             side = rng.randint(0, 1)
             off = rng.randint(-3, 8)
             ticks = mid - off if side == 0 else mid + off
             tif = rng.choice((0, 0, 0, 0, 1, 2, 3, 4))
             order_type = 1 if tif in (1, 2) and rng.random() < 0.3 else 0
             size = rng.randint(1, 60) * LOT if rng.random() > 0.01 else LOT + 1
-            cmd: Any = PlaceOrder(
+            cmd = PlaceOrder(
                 MID,
                 owner,
                 sub,
@@ -302,7 +390,7 @@ class StressStream:
                 cmd = CancelOrder(MID, owner, sub, 0, rng.randint(1, 50))
         elif x < 0.97:
             owner, sub, oid = self.target(core)
-            order = core.books[MID].orders.get(oid)
+            order = core.books[MID].orders.get(oid) or core.trigger_books[MID].orders.get(oid)
             if order is not None and rng.random() < 0.4:  # size down in place
                 new_price = order.price_ticks * TICK
                 new_size = max(1, order.remaining_lots - rng.randint(0, 3)) * LOT
@@ -345,6 +433,7 @@ def test_seeded_stress_100k_commands() -> None:
         expected.extend(want)
     assert_same_state(core, fast)
     assert fast.open_order_count() > 50  # the stream keeps a real book
+    assert sum(type(e) is OrderTriggered for e in expected) > 1000  # and fires triggers
 
     _, batch = make_pair(STRESS_SPEC, capacity=64, accounts=4)
     rows = batch.run_batch(FastMarket.encode(cmds), keep_events=True)

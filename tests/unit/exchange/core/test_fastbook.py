@@ -8,19 +8,29 @@ import numpy as np
 import pytest
 from numba import njit
 
-from exchange.core.commands import CreateMarket, PlaceOrder
+from exchange.core.commands import (
+    AmendOrder,
+    CancelAll,
+    CancelOrder,
+    CreateMarket,
+    ExpireOrders,
+    PlaceOrder,
+    UpdateTriggerPrice,
+)
 from exchange.core.errors import RejectCode
 from exchange.core.events import (
     OrderAccepted,
     OrderCanceled,
+    OrderExpired,
     OrderRejected,
     OrderRested,
+    OrderTriggered,
     SelfTradeDecremented,
     TradeExecuted,
 )
-from exchange.core.fastbook import ROW_W, TRADE_LOTS_COL, FastMarket, _magic, _udiv
+from exchange.core.fastbook import H_CAP, ROW_W, TRADE_LOTS_COL, FastMarket, _magic, _udiv
 from exchange.core.market import MarketSpec
-from exchange.core.orders import OrderType, SelfTradePrevention, TimeInForce
+from exchange.core.orders import CancelReason, OrderType, SelfTradePrevention, TimeInForce
 from exchange.core.state import ExchangeCore
 
 TICK = 1_000_000
@@ -133,13 +143,6 @@ def test_post_only_slide_rests_one_tick_inside() -> None:
         )
     ]
     assert fm.best_bid() == 99 and fm.best_ask() == 100
-
-
-def test_trigger_orders_are_not_implemented() -> None:
-    fm = fresh()
-    with pytest.raises(NotImplementedError):
-        fm.place(1, 0, BID, 100 * TICK, LOT, int(OrderType.STOP_LIMIT), 0, 0, 90 * TICK, ts_ns=1)
-    assert fm.seq == 1  # nothing happened
 
 
 def test_wide_arguments_match_the_reference() -> None:
@@ -282,3 +285,251 @@ def test_levels_whose_prices_share_a_level_cache_entry() -> None:
         }
         live = [o for o in live if o not in done]
     assert fm.canonical() == core.books[3].canonical()
+
+
+# ---------------------------------------------------------------- trigger orders
+STOP_MARKET, STOP_LIMIT = int(OrderType.STOP_MARKET), int(OrderType.STOP_LIMIT)
+TP_MARKET, TP_LIMIT = int(OrderType.TAKE_PROFIT_MARKET), int(OrderType.TAKE_PROFIT_LIMIT)
+GTC, IOC = int(TimeInForce.GTC), int(TimeInForce.IOC)
+
+
+class Pair:
+    """The reference core and a ``FastMarket`` fed the same commands: every command's
+    events and the resulting book, pending triggers and positions must be identical."""
+
+    def __init__(self, spec: dict[str, Any] = SPEC, **kw: Any) -> None:
+        self.core = ExchangeCore()
+        self.core.execute(CreateMarket(**spec), 0)
+        self.fm = FastMarket(MarketSpec(**spec), **kw)
+        self.fm.seq = self.core.next_seq
+        self.mid = spec["market_id"]
+        self.ts = 0
+
+    def run(self, cmd: Any) -> list[Any]:
+        self.ts += 1
+        want = self.core.execute(cmd, self.ts)
+        assert self.fm.execute(cmd, self.ts) == want, cmd
+        self.check()
+        return want
+
+    def check(self) -> None:
+        core, fm = self.core, self.fm
+        assert fm.canonical() == core.books[self.mid].canonical()
+        pending = sorted(core.trigger_books[self.mid].orders.values(), key=lambda o: o.order_id)
+        assert fm.trigger_orders() == [o.canonical() for o in pending]
+        assert fm.positions() == {a: n for (a, m), n in core.positions.items() if m == self.mid}
+        assert fm.seq == core.next_seq and fm.next_order_id == core.next_order_id
+
+    def order(self, owner: int, side: int, ticks: int, lots: int, **kw: Any) -> list[Any]:
+        return self.run(
+            PlaceOrder(self.mid, owner, kw.pop("sub", 0), side, ticks * TICK, lots * LOT, **kw)
+        )
+
+    def trigger(self, owner: int, side: int, otype: int, trig: int, lots: int, **kw: Any) -> int:
+        """Arm a trigger order (market-like ones at an extreme protection price, IOC)."""
+        market = otype in (STOP_MARKET, TP_MARKET)
+        ticks = kw.pop("ticks", (10_000 if side == BID else 1) if market else trig)
+        tif = kw.pop("time_in_force", IOC if market else GTC)
+        (accepted,) = self.order(
+            owner,
+            side,
+            ticks,
+            lots,
+            order_type=otype,
+            time_in_force=tif,
+            trigger_price=trig * TICK,
+            **kw,
+        )
+        assert type(accepted) is OrderAccepted
+        return accepted.order_id
+
+    def price(self, price: int) -> list[Any]:
+        return self.run(UpdateTriggerPrice(self.mid, price))
+
+
+def fired(events: list[Any]) -> list[int]:
+    return [e.order_id for e in events if type(e) is OrderTriggered]
+
+
+def test_simultaneous_triggers_fire_oldest_first_from_both_directions() -> None:
+    pair = Pair()
+    tp_buy = pair.trigger(1, BID, TP_LIMIT, 100, 2)  # fires at <= 100
+    stop_buy = pair.trigger(2, BID, STOP_LIMIT, 100, 2)  # fires at >= 100
+    stop_sell = pair.trigger(3, ASK, STOP_LIMIT, 104, 2)  # fires at <= 104
+    later = pair.trigger(4, BID, STOP_LIMIT, 101, 2)  # not at 100
+    tp_sell = pair.trigger(5, ASK, TP_LIMIT, 99, 3)  # fires at >= 99
+    events = pair.price(100 * TICK)
+    assert fired(events) == [tp_buy, stop_buy, stop_sell, tp_sell]  # order id order
+    assert all(e.fired_at_price == 100 * TICK for e in events if type(e) is OrderTriggered)
+    assert [o[0] for o in pair.fm.trigger_orders()] == [later]
+    # the fired limits met each other: the sell at 104 rested, the one at 99 took 3 lots
+    # from the buys at 100 that had fired (and rested) before it
+    assert sum(e.num_base_lots for e in events if type(e) is TradeExecuted) == 3
+    assert pair.fm.best_ask() == 104 and pair.fm.best_bid() == 100
+
+
+def test_trigger_fires_at_the_exact_price_not_a_unit_before() -> None:
+    pair = Pair()
+    up = pair.trigger(1, BID, STOP_LIMIT, 100, 2)
+    down = pair.trigger(2, ASK, STOP_LIMIT, 90, 2)
+    assert pair.price(100 * TICK - 1) == [] and pair.price(90 * TICK + 1) == []
+    assert fired(pair.price(100 * TICK)) == [up]  # off-tick prices compare exactly too
+    assert fired(pair.price(90 * TICK)) == [down]
+    assert pair.fm.trigger_orders() == []
+
+
+def test_triggered_order_meets_its_owners_resting_order() -> None:
+    pair = Pair()
+    pair.order(1, ASK, 100, 3)  # order 1, owner 1 sub 0
+    pair.order(2, ASK, 101, 3)  # order 2
+    taking = pair.trigger(1, BID, STOP_MARKET, 95, 2, sub=1)
+    decrement = pair.trigger(
+        1,
+        BID,
+        STOP_LIMIT,
+        96,
+        5,
+        sub=1,
+        ticks=101,
+        stp_mode=int(SelfTradePrevention.DECREMENT_BOTH),
+    )
+    events = pair.price(96 * TICK)
+    ts, q = pair.ts, events[0].seq
+    assert events == [
+        OrderTriggered(q, ts, 3, taking, 96 * TICK),
+        OrderCanceled(q + 1, ts, 3, taking, 1, 1, 2, int(CancelReason.STP_CANCEL_TAKING)),
+        OrderTriggered(q + 2, ts, 3, decrement, 96 * TICK),
+        SelfTradeDecremented(q + 3, ts, 3, 1, decrement, 3),
+        OrderCanceled(q + 4, ts, 3, 1, 1, 0, 0, int(CancelReason.STP_DECREMENT)),
+        TradeExecuted(q + 5, ts, 3, 2, decrement, 2, 0, 1, 1, BID, 101, 2, 1, 0),
+    ]
+
+
+def test_reduce_only_trigger_runs_only_while_it_still_reduces() -> None:
+    pair = Pair()
+    pair.order(1, ASK, 100, 5)
+    pair.order(2, BID, 100, 5)  # owner 2 is long 5
+    stop = pair.trigger(2, ASK, STOP_MARKET, 90, 5, reduce_only=True)
+    take = pair.trigger(2, ASK, TP_LIMIT, 110, 4, reduce_only=True)
+    pair.order(3, BID, 95, 10)  # liquidity for the stop
+    events = pair.price(90 * TICK)  # the stop sells the whole long
+    assert fired(events) == [stop]
+    assert (2 << 16) not in pair.fm.positions()  # flat
+    events = pair.price(110 * TICK)  # now flat: the take-profit would open a short
+    assert events == [
+        OrderTriggered(events[0].seq, pair.ts, 3, take, 110 * TICK),
+        OrderCanceled(events[0].seq + 1, pair.ts, 3, take, 2, 0, 4, int(CancelReason.REDUCE_ONLY)),
+    ]
+    # long 5 again, a reduce-only stop for 3: the position shrinks to 2 before it fires
+    pair.order(1, ASK, 100, 5)
+    pair.order(2, BID, 100, 5)
+    small = pair.trigger(2, ASK, STOP_LIMIT, 90, 3, reduce_only=True)
+    pair.order(2, ASK, 95, 3, sub=0)  # sells 3 to owner 3's bid: long 2 left
+    events = pair.price(90 * TICK)
+    assert fired(events) == [small]
+    assert type(events[-1]) is OrderCanceled and events[-1].reason == int(CancelReason.REDUCE_ONLY)
+
+
+def test_pending_triggers_count_as_open_and_can_be_cancelled_or_expire() -> None:
+    pair = Pair(dict(SPEC, max_open_orders_per_account=3))
+    a = pair.trigger(1, BID, STOP_LIMIT, 100, 2, client_order_id=7)
+    pair.trigger(1, BID, STOP_MARKET, 100, 2, expire_at_ns=50)  # IOC, counted all the same
+    pair.trigger(1, ASK, TP_MARKET, 120, 2)
+    (refused,) = pair.order(1, BID, 90, 1)
+    assert refused.code == int(RejectCode.TOO_MANY_OPEN_ORDERS)
+    (dup,) = pair.order(1, BID, 90, 1, client_order_id=7)
+    assert dup.code == int(RejectCode.DUPLICATE_CLIENT_ORDER_ID)
+    (amend,) = pair.run(AmendOrder(3, 1, 0, a, 99 * TICK, LOT))
+    assert amend.code == int(RejectCode.AMEND_NOT_ALLOWED)
+    (cancel,) = pair.run(CancelOrder(3, 1, 0, 0, 7))  # by client order id
+    assert cancel == OrderCanceled(cancel.seq, pair.ts, 3, a, 1, 0, 2, int(CancelReason.USER))
+    pair.ts = 60
+    (expired,) = pair.run(ExpireOrders())
+    assert type(expired) is OrderExpired and expired.expired_lots == 2
+    assert len(pair.run(CancelAll(3, 1, 0))) == 1
+    assert pair.fm.trigger_orders() == [] and pair.fm.open_order_count() == 0
+    assert pair.price(100 * TICK) == []
+
+
+def test_trigger_kind_refusals_match_the_reference() -> None:
+    pair = Pair()
+    for kw in (
+        dict(order_type=STOP_MARKET, time_in_force=GTC, trigger_price=90 * TICK),
+        dict(order_type=STOP_LIMIT, time_in_force=int(TimeInForce.POST_ONLY), trigger_price=TICK),
+        dict(order_type=TP_LIMIT, trigger_price=0),
+        dict(order_type=TP_LIMIT, trigger_price=90 * TICK + 1),
+        dict(order_type=STOP_LIMIT, trigger_price=2**70 * TICK),  # beyond int64
+        dict(order_type=STOP_LIMIT, trigger_price=-(2**70)),
+    ):
+        (rejected,) = pair.order(1, BID, 100, 1, **kw)
+        assert type(rejected) is OrderRejected
+    assert [type(e) for e in pair.price(0)] == [OrderRejected]
+    assert [type(e) for e in pair.price(-(2**70))] == [OrderRejected]
+
+
+def test_a_price_beyond_int64_fires_every_rising_trigger() -> None:
+    pair = Pair()
+    up = pair.trigger(1, BID, STOP_LIMIT, 100, 2)
+    pair.trigger(1, ASK, STOP_LIMIT, 90, 2)
+    events = pair.price(2**64 - 1)
+    assert events[0] == OrderTriggered(events[0].seq, pair.ts, 3, up, 2**64 - 1)
+
+
+def test_mass_trigger_grows_the_book_and_the_event_buffer() -> None:
+    """Far more pending triggers than the initial capacity (growth copies them), then one
+    price fires them all at once: more rows than a plain command's bound."""
+    for events in ("append", "last"):
+        pair = Pair(capacity=2, accounts=2, events=events)
+        for i in range(60):
+            pair.order(100 + i, ASK, 101 + i % 3, 1)
+        for i in range(60):
+            pair.trigger(1 + i % 7, BID, STOP_LIMIT if i % 2 else STOP_MARKET, 100, 2, ticks=102)
+        got = pair.price(100 * TICK)
+        assert len(fired(got)) == 60
+        # the worst case of that command is beyond a plain command's bound: the buffer grew
+        assert len(pair.fm._E) > 2 * int(pair.fm._S[H_CAP]) + 16
+
+
+def test_batch_with_triggers_equals_per_call() -> None:
+    rng = np.random.default_rng(21)
+    cmds: list[tuple[Any, int]] = []
+    for ts in range(1, 3000):
+        x = rng.random()
+        owner, side = int(rng.integers(1, 6)), int(rng.integers(2))
+        if x < 0.08:
+            cmds.append((UpdateTriggerPrice(3, int(rng.integers(95, 106)) * TICK), ts))
+            continue
+        otype = int(rng.choice([0, 0, 0, STOP_MARKET, STOP_LIMIT, TP_MARKET, TP_LIMIT]))
+        market = otype in (STOP_MARKET, TP_MARKET)
+        ticks = int(rng.integers(95, 106))
+        cmds.append(
+            (
+                PlaceOrder(
+                    3,
+                    owner,
+                    0,
+                    side,
+                    ticks * TICK,
+                    int(rng.integers(1, 6)) * LOT,
+                    otype,
+                    IOC if market else GTC,
+                    0,
+                    int(rng.integers(95, 106)) * TICK if otype else 0,
+                    bool(rng.random() < 0.2) and otype != 0,
+                ),
+                ts,
+            )
+        )
+    pair = Pair(capacity=8, accounts=2)
+    want: list[Any] = []
+    for cmd, ts in cmds:
+        pair.ts = ts - 1
+        want.extend(pair.run(cmd))
+    assert sum(type(e) is OrderTriggered for e in want) > 100
+    batch = FastMarket(MarketSpec(**SPEC), capacity=8, accounts=2)
+    batch.seq = 2
+    rows = batch.run_batch(FastMarket.encode(cmds), keep_events=True)
+    got = batch.drain_events()
+    assert rows == len(got) == len(want) and got == want
+    assert batch.trigger_orders() == pair.fm.trigger_orders()
+    assert batch.canonical() == pair.fm.canonical()
