@@ -45,6 +45,7 @@ from exchange.api.ws import login_body
 from exchange.core import commands
 from exchange.core.commands import CreateMarket, PlaceOrder
 from exchange.engine.config import EngineConfig
+from exchange.engine.process import EngineProcess
 from exchange.engine.sequencer import Engine, EngineRunner
 
 TICK = 1_000_000
@@ -70,8 +71,11 @@ def ioc_order(i: int) -> dict[str, Any]:
     }
 
 
-def start_engine(data_dir: Path) -> EngineRunner:
-    engine = Engine(EngineConfig(data_dir=data_dir))
+def start_engine(data_dir: Path, *, in_process: bool = False) -> EngineRunner | EngineProcess:
+    """The bench's market and funded sub-accounts in a journal under ``data_dir``, then the
+    engine over it: in a child process (default) or on a thread of this process."""
+    config = EngineConfig(data_dir=data_dir)
+    engine = Engine(config)
     engine.process([CreateMarket(MARKET, "BENCH-PERP", TICK, LOT)])
     if hasattr(commands, "UpdateOraclePrice"):  # the perp clearinghouse needs an index price
         engine.process(
@@ -80,7 +84,17 @@ def start_engine(data_dir: Path) -> EngineRunner:
                 *(commands.Deposit(OWNER, sub, 10**15) for sub in range(SUB_ACCOUNTS)),
             ]
         )
-    return EngineRunner(engine)
+    if in_process:
+        return EngineRunner(engine)
+    engine.close()
+    return EngineProcess(config)  # recovers the setup from the journal
+
+
+def stop_engine(runner: EngineRunner | EngineProcess) -> None:
+    """Finish what is queued and close the journal."""
+    runner.close()
+    if isinstance(runner, EngineRunner):
+        runner.engine.close()
 
 
 async def login(ws: aiohttp.ClientWebSocketResponse, nonce: str) -> None:
@@ -283,12 +297,12 @@ async def fan_out(
     }
 
 
-async def run(quick: bool) -> dict[str, Any]:
+async def run(quick: bool, in_process: bool = False) -> dict[str, Any]:
     n_batch = 20_000 if quick else 100_000
     latency_s = 1.0 if quick else 3.0
     fan_orders = 200 if quick else 1_000
     with tempfile.TemporaryDirectory() as tmp:
-        runner = start_engine(Path(tmp))
+        runner = start_engine(Path(tmp), in_process=in_process)
         config = ApiConfig(
             port=0,
             owners=((str(KEY.pubkey()), OWNER),),
@@ -320,10 +334,10 @@ async def run(quick: bool) -> dict[str, Any]:
             fan = await fan_out(app, url, 100, fan_orders)
         finally:
             await web_runner.cleanup()
-            runner.close()
-            runner.engine.close()
+            stop_engine(runner)
     return {
         "quick": quick,
+        "engine": "thread" if in_process else "process",
         "ws_batch_acks_per_s": round(acks_per_s),
         "ws_batch_accepted": accepted,
         "ws_batch_orders": n_batch,
@@ -354,6 +368,11 @@ async def run(quick: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs for development")
+    parser.add_argument(
+        "--engine-thread",
+        action="store_true",
+        help="the engine on a thread of the API's process (as before the engine process)",
+    )
     parser.add_argument("--client-batch", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.client_batch:  # the child side of ws_batch_acks_in_subprocess
@@ -361,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(ws_batch_acks(url, n, 50, WINDOW_BATCHES))
         sys.stdout.write(json.dumps(list(result)) + "\n")
         return 0
-    figures = asyncio.run(run(args.quick))
+    figures = asyncio.run(run(args.quick, args.engine_thread))
 
     def ok(good: bool) -> str:
         return "met" if good else "NOT met"

@@ -42,6 +42,7 @@ from exchange.api.ratelimit import RateLimiter
 from exchange.api.service import OrderService, Principal, public_trade_json, scoped_json
 from exchange.api.withdrawals import install_withdrawals
 from exchange.core.errors import ExchangeError
+from exchange.engine.process import EngineProcess
 from exchange.engine.sequencer import EngineRunner
 
 Clock = Callable[[], int]  # nanoseconds since the epoch
@@ -351,9 +352,16 @@ async def get_prices(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------------- factory
+def _engine_settings(engine_runner: EngineRunner | EngineProcess) -> Any:
+    # liquidation_max_oracle_age_ns: the in-process core's, or the child engine's config
+    if isinstance(engine_runner, EngineRunner):
+        return engine_runner.engine.core
+    return engine_runner.config
+
+
 def create_app(
     config: ApiConfig,
-    engine_runner: EngineRunner,
+    engine_runner: EngineRunner | EngineProcess,
     *,
     clock_ns: Clock = time.time_ns,
 ) -> web.Application:
@@ -390,7 +398,7 @@ def create_app(
     install_withdrawals(app, port, authenticate, kept_per_owner=config.history_kept_per_owner)
     # POST liquidations, GET candidates, GET an account's ADL ranks (issue 6)
     install_liquidations(
-        app, port, authenticate, public_limit, engine_core=engine_runner.engine.core,
+        app, port, authenticate, public_limit, engine_core=_engine_settings(engine_runner),
         clock_ns=clock_ns,
     )  # fmt: skip
     # keys of registered wallets (open sign-up) and GET /v1/account

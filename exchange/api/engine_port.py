@@ -4,17 +4,18 @@ Everything the API knows about the engine goes through here, so when the engine 
 perp clearinghouse: accounts, collateral, positions, funding) only this module and the
 read model change.
 
-Threads: the engine runs on its sequencer thread. Its subscriber callback hands each
-durable batch to the event loop with ``call_soon_threadsafe``; the loop folds it into the
-``ReadModel`` and fans it out to listeners. A command's Future is resolved on the
-sequencer thread *after* its batch was published, and ``asyncio.wrap_future`` also passes
-through ``call_soon_threadsafe``, so by the time ``submit`` returns, the read model already
-holds that command's events (the loop runs callbacks in FIFO order).
+Threads: the engine runs on its sequencer thread (``EngineRunner``) or in a child process
+whose replies a reader thread takes (``EngineProcess``); either calls the subscriber with
+each durable batch on that thread, and the subscriber hands it to the event loop with
+``call_soon_threadsafe``; the loop folds it into the ``ReadModel`` and fans it out to
+listeners. A command's Future is resolved on that thread *after* its batch was published,
+and ``asyncio.wrap_future`` also passes through ``call_soon_threadsafe``, so by the time
+``submit`` returns, the read model already holds that command's events (the loop runs
+callbacks in FIFO order).
 
-Start-up without a gap or an overlap: subscribe first (batches queue up), then take a
-snapshot of the core on the sequencer thread between two batches (in the done-callback of a
-no-op ``ExpireOrders`` command, which runs there); queued batches at or below the snapshot's
-sequence number are dropped.
+Start-up without a gap or an overlap: subscribe first (batches queue up), then ask the
+runner for a snapshot of the core taken between two batches (``runner.snapshot()``);
+queued batches at or below the snapshot's sequence number are dropped.
 """
 
 from __future__ import annotations
@@ -23,24 +24,39 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from exchange.api.read_model import ReadModel, ReadUpdate
-from exchange.core.commands import Command, ExpireOrders
+from exchange.core.commands import Command
 from exchange.core.events import Event
 from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
-from exchange.engine.sequencer import EngineRunner
 
 Listener = Callable[[list[Event], ReadUpdate], None]
 T = TypeVar("T")
 
 
+class Runner(Protocol):
+    """What the port needs of an engine: ``exchange.engine.sequencer.EngineRunner`` (a
+    thread) or ``exchange.engine.process.EngineProcess`` (a child process)."""
+
+    @property
+    def core_type(self) -> Any: ...
+
+    def subscribe(self, subscriber: Callable[[Sequence[Event]], None]) -> None: ...
+
+    def snapshot(self) -> Future[tuple[bytes, int]]: ...
+
+    def submit(self, command: Command) -> Future[list[Event]]: ...
+
+    def submit_many(self, commands: Sequence[Command]) -> Future[list[list[Event]]]: ...
+
+
 class EnginePort:
-    """Async access to an ``EngineRunner`` plus a read model kept in step with it."""
+    """Async access to an engine ``Runner`` plus a read model kept in step with it."""
 
     def __init__(
         self,
-        runner: EngineRunner,
+        runner: Runner,
         *,
         recent_trades_kept: int = 1_000,
         history_kept_per_owner: int = 1_000,
@@ -67,12 +83,12 @@ class EnginePort:
         loop = asyncio.get_running_loop()
         self._loop = loop
         if not self._subscribed:
-            self._runner.engine.subscribe(self._on_engine_batch)
+            self._runner.subscribe(self._on_engine_batch)
             self._subscribed = True
         blob, snapshot_seq = await self._snapshot_between_batches()
         # The mirror is the engine's own state class, so it folds events exactly as the
         # engine does, whatever the engine runs (matching core or clearinghouse).
-        core = type(self._runner.engine.core).from_snapshot(blob)
+        core = self._runner.core_type.from_snapshot(blob)
         self._model = ReadModel(
             core,
             recent_trades_kept=self._recent_trades_kept,
@@ -84,31 +100,8 @@ class EnginePort:
                 self._fold([e for e in events if e.seq > snapshot_seq])
 
     async def _snapshot_between_batches(self) -> tuple[bytes, int]:
-        engine = self._runner.engine
-        while True:
-            snapshot: Future[tuple[bytes, int] | None] = Future()
-            attaching = [True]  # read by the callback to tell which thread runs it
-
-            def take_snapshot(
-                done: Future[list[Event]],
-                out: Future[tuple[bytes, int] | None] = snapshot,
-                attaching: list[bool] = attaching,
-            ) -> None:
-                if attaching[0]:  # the command had already finished: not the sequencer thread
-                    out.set_result(None)
-                    return
-                exc = done.exception()
-                if exc is not None:
-                    out.set_exception(exc)
-                    return
-                # Sequencer thread, between two batches: the core is quiescent.
-                out.set_result((engine.core.snapshot(), engine.core.next_seq - 1))
-
-            self._runner.submit(ExpireOrders()).add_done_callback(take_snapshot)
-            attaching[0] = False
-            got = await asyncio.wrap_future(snapshot)
-            if got is not None:
-                return got
+        snapshot: Future[tuple[bytes, int]] = self._runner.snapshot()
+        return await asyncio.wrap_future(snapshot)
 
     def close(self) -> None:
         """Stop folding (the engine itself is owned and closed by the caller)."""

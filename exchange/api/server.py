@@ -8,6 +8,7 @@ from aiohttp import web
 
 from exchange.api.app import create_app
 from exchange.api.config import ApiConfig
+from exchange.engine.process import EngineProcess
 from exchange.engine.sequencer import EngineRunner
 
 
@@ -24,7 +25,7 @@ class ApiServer:
         await self.runner.cleanup()
 
 
-async def start_api(config: ApiConfig, engine_runner: EngineRunner) -> ApiServer:
+async def start_api(config: ApiConfig, engine_runner: EngineRunner | EngineProcess) -> ApiServer:
     """Build the app and listen on ``config.host:config.port`` (port 0: any free port)."""
     app = create_app(config, engine_runner)
     runner = web.AppRunner(app, handle_signals=False)

@@ -210,12 +210,33 @@ class EngineRunner:
     """
 
     _STOP = object()
+    _SNAPSHOT = object()  # the "many" slot of a snapshot request (no commands)
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="sequencer", daemon=True)
         self._thread.start()
+
+    @property
+    def core_type(self) -> type[Any]:
+        """The engine's state class (a read model rebuilds it from ``snapshot``)."""
+        return type(self.engine.core)
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Call ``subscriber(events)`` on the sequencer thread after every durable batch."""
+        self.engine.subscribe(subscriber)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Stop calling ``subscriber``; unknown subscribers are ignored."""
+        self.engine.unsubscribe(subscriber)
+
+    def snapshot(self) -> Future[tuple[bytes, int]]:
+        """The core's snapshot and last seq, taken on the sequencer thread right after a
+        batch (so after everything submitted before this call) and before the next."""
+        future: Future[tuple[bytes, int]] = Future()
+        self._queue.put(((), future, self._SNAPSHOT))
+        return future
 
     def submit(self, command: Command) -> Future[list[Event]]:
         """Queue a command; the Future resolves to its events once they are durable."""
@@ -279,6 +300,10 @@ class EngineRunner:
             at = 0
             for cmds, future, many in batch:
                 n = len(cmds)
+                if many is self._SNAPSHOT:  # the batch is published: the core is quiescent
+                    core = self.engine.core
+                    future.set_result((core.snapshot(), core.next_seq - 1))
+                    continue
                 future.set_result(results[at : at + n] if many else results[at])
                 at += n
             if stop:

@@ -1,0 +1,183 @@
+"""The engine in its own process (``EngineProcess``) behind the real API.
+
+Same answers as the engine on a thread; an acknowledged order is durable; a killed engine
+process gives a clear ENGINE_UNAVAILABLE to REST and websocket clients; a new process on the
+same data directory recovers every acknowledged command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from api_support import (
+    BTC,
+    ETH,
+    LOT,
+    MAKER_KEY,
+    TICK,
+    Api,
+    api_config,
+    clearinghouse_setup,
+    order,
+)
+
+from exchange.api.app import create_app
+from exchange.api.auth import canonical_message
+from exchange.api.ws import login_body
+from exchange.core.commands import CreateMarket, PlaceOrder
+from exchange.engine.config import EngineConfig
+from exchange.engine.process import EngineProcess
+from exchange.engine.sequencer import Engine, EngineRunner, EngineStopped
+from perp.clearinghouse import Clearinghouse
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+def _set_up_journal(data_dir: Path) -> EngineConfig:
+    config = EngineConfig(data_dir=data_dir)
+    engine = Engine(config)
+    engine.process(
+        [CreateMarket(BTC, "BTC-PERP", TICK, LOT), CreateMarket(ETH, "ETH-PERP", TICK, LOT)]
+    )
+    engine.process(clearinghouse_setup())
+    engine.close()
+    return config
+
+
+@pytest.fixture
+def engine_process(tmp_path: Path) -> Iterator[EngineProcess]:
+    proc = EngineProcess(_set_up_journal(tmp_path))
+    yield proc
+    proc.close()
+
+
+def _without_times(events: list[Any]) -> list[tuple[Any, ...]]:
+    return [(type(e).__name__, *e[:1], *e[2:]) for e in events]  # seq kept, ts_ns dropped
+
+
+def test_same_events_as_the_engine_on_a_thread(tmp_path: Path) -> None:
+    # Arrange: two identical journals, one engine on a thread, one in a child process
+    cmds = [
+        PlaceOrder(BTC, 11, 0, 1 - i % 2, (99 + i % 3) * TICK, (1 + i % 4) * LOT) for i in range(40)
+    ]
+    thread_engine = Engine(_set_up_journal(tmp_path / "thread"))
+    thread = EngineRunner(thread_engine)
+    proc = EngineProcess(_set_up_journal(tmp_path / "process"))
+    published: list[Any] = []
+    proc.subscribe(published.extend)
+    try:
+        # Act: one command, a batch, then a snapshot after both
+        got_one = proc.submit(cmds[0]).result(30)
+        got_many = proc.submit_many(cmds[1:]).result(30)
+        blob, seq = proc.snapshot().result(30)
+        want_one = thread.submit(cmds[0]).result(30)
+        want_many = thread.submit_many(cmds[1:]).result(30)
+    finally:
+        thread.close()
+        thread_engine.close()
+        proc.close()
+    # Assert: the same events per command, all published, the snapshot at the last seq
+    assert _without_times(got_one) == _without_times(want_one)
+    assert [_without_times(x) for x in got_many] == [_without_times(x) for x in want_many]
+    assert _without_times(published) == _without_times(
+        [*got_one, *(e for x in got_many for e in x)]
+    )
+    assert seq == got_many[-1][-1].seq
+    assert Clearinghouse.from_snapshot(blob).next_seq == seq + 1
+
+
+def test_close_finishes_queued_work_and_a_new_process_recovers_it(tmp_path: Path) -> None:
+    # Arrange
+    config = _set_up_journal(tmp_path)
+    proc = EngineProcess(config)
+    futures = [
+        proc.submit_many([PlaceOrder(BTC, 11, 0, 0, 90 * TICK, LOT) for _ in range(20)])
+        for _ in range(10)
+    ]
+    # Act: close right away, then reopen
+    proc.close()
+    last_seq = max(e.seq for f in futures for events in f.result(0) for e in events)
+    later = proc.submit(PlaceOrder(BTC, 11, 0, 0, 90 * TICK, LOT))
+    reopened = EngineProcess(config)
+    try:
+        # Assert: everything queued ran and is in the journal; a closed runner refuses work
+        assert reopened.recovery.last_seq == last_seq
+        with pytest.raises(EngineStopped, match="expected a running engine"):
+            later.result(0)
+    finally:
+        reopened.close()
+
+
+async def _ws_login(ws: Any) -> None:
+    ts = time.time_ns() // 1_000_000
+    message = canonical_message("WS", "/ws", login_body(False), ts, "proc-login")
+    await ws.send_str(
+        orjson.dumps(
+            {
+                "op": "login",
+                "id": 1,
+                "pubkey": str(MAKER_KEY.pubkey()),
+                "timestamp_ms": ts,
+                "nonce": "proc-login",
+                "signature": str(MAKER_KEY.sign_message(message)),
+            }
+        ).decode()
+    )
+    assert "result" in orjson.loads(await asyncio.wait_for(ws.receive_str(), 10))
+
+
+async def test_killed_engine_process_gives_a_clear_error_and_restart_recovers(
+    tmp_path: Path,
+) -> None:
+    # Arrange: the API over an engine process; one resting order acknowledged over REST
+    config = _set_up_journal(tmp_path)
+    proc = EngineProcess(config)
+    app = create_app(api_config(), proc)
+    try:
+        async with TestClient(TestServer(app)) as client:
+            api = Api(client)
+            ws = await client.ws_connect("/ws")
+            await _ws_login(ws)
+            status, placed, _ = await api.post(MAKER_KEY, "/v1/orders", order("BID", 95, 2))
+            assert status == 200 and placed["status"] == "ACCEPTED", placed
+            acked_seq = max(e["seq"] for e in placed["events"])
+
+            # Act: the engine process dies
+            assert proc.pid is not None
+            os.kill(proc.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            status, refused, _ = await api.post(MAKER_KEY, "/v1/orders", order("BID", 94, 1))
+            while status == 200 and time.monotonic() < deadline:  # the kill is not instant
+                status, refused, _ = await api.post(MAKER_KEY, "/v1/orders", order("BID", 94, 1))
+            await ws.send_str(
+                orjson.dumps({"op": "place", "id": 7, "params": order("BID", 93, 1)}).decode()
+            )
+            ws_answer = orjson.loads(await asyncio.wait_for(ws.receive_str(), 10))
+            await ws.close()
+
+            # Assert: REST 503 and websocket error, both naming the stopped engine
+            assert status == 503, refused
+            assert refused["code"] == "ENGINE_UNAVAILABLE"
+            assert "exit code -9" in refused["message"], refused["message"]
+            assert ws_answer["id"] == 7 and ws_answer["error"]["code"] == "ENGINE_UNAVAILABLE"
+    finally:
+        proc.close()
+
+    # Assert: a new engine process on the same journal has the acknowledged order
+    reopened = EngineProcess(config)
+    try:
+        assert reopened.recovery.last_seq >= acked_seq
+        blob, _ = reopened.snapshot().result(30)
+        book = Clearinghouse.from_snapshot(blob).core.books[BTC]
+        assert [tuple(level) for level in book.depth(0, 10)] == [(95, 2)]
+    finally:
+        reopened.close()
