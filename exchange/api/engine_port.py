@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from exchange.api.read_model import ReadModel, ReadUpdate
 from exchange.core.commands import Command
@@ -32,7 +32,6 @@ from exchange.core.events import Event
 from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
 
 Listener = Callable[[list[Event], ReadUpdate], None]
-T = TypeVar("T")
 
 
 class Runner(Protocol):
@@ -66,6 +65,8 @@ class EnginePort:
         self._history_kept_per_owner = history_kept_per_owner
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[list[Event]] = []
+        # commands submitted in this turn of the loop, for the next _flush
+        self._outgoing: list[tuple[tuple[Command, ...], asyncio.Future[list[list[Event]]]]] = []
         self._listeners: list[Listener] = []
         self._model: ReadModel | None = None
         self._subscribed = False
@@ -143,36 +144,54 @@ class EnginePort:
         return remove
 
     # ------------------------------------------------------------------ commands
-    def _loop_future(self, done: Future[T]) -> asyncio.Future[T]:
-        """An asyncio Future that follows ``done`` one way: cancelling it (caller gone)
-        leaves the engine's Future alone, since the command is queued and runs anyway (and
-        a cancelled engine Future would only break the sequencer)."""
+    def _enqueue(self, commands: tuple[Command, ...]) -> asyncio.Future[list[list[Event]]]:
+        """Queue ``commands`` for the next hand-off to the engine; a Future of their events.
+
+        Everything submitted in one turn of the event loop goes to the engine as ONE
+        ``submit_many`` (one queue item or pipe message, one engine Future, one wake-up of
+        the loop when the batch is durable), in submission order, so single orders arriving
+        together share a group commit and a request's place in the order is kept across
+        ``submit`` and ``submit_many``. Cancelling the returned Future (caller gone) leaves
+        the commands queued: they run anyway.
+        """
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[T] = loop.create_future()
-
-        def copy() -> None:
-            if waiter.cancelled():
-                return
-            exc = done.exception()
-            if exc is not None:
-                waiter.set_exception(exc)
-            else:
-                waiter.set_result(done.result())
-
-        done.add_done_callback(lambda _: loop.call_soon_threadsafe(copy))
+        waiter: asyncio.Future[list[list[Event]]] = loop.create_future()
+        if not self._outgoing:
+            loop.call_soon(self._flush, loop)
+        self._outgoing.append((commands, waiter))
         return waiter
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        done = self._runner.submit_many([cmd for cmds, _ in outgoing for cmd in cmds])
+
+        def deliver() -> None:  # on the loop, after the batch's own events were folded
+            exc = done.exception()
+            at = 0
+            for cmds, waiter in outgoing:
+                n = len(cmds)
+                if not waiter.cancelled():
+                    if exc is not None:
+                        waiter.set_exception(exc)
+                    else:
+                        waiter.set_result(done.result()[at : at + n])
+                at += n
+
+        def hand_over(_: Future[list[list[Event]]]) -> None:
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                loop.call_soon_threadsafe(deliver)
+
+        done.add_done_callback(hand_over)
 
     async def submit(self, command: Command) -> list[Event]:
         """Run one command; its events once durable (and folded into the read model)."""
-        return await self._loop_future(self._runner.submit(command))
+        return (await self._enqueue((command,)))[0]
 
     async def submit_many(self, commands: Sequence[Command]) -> list[list[Event]]:
         """Run several commands (queued together, so usually one group commit)."""
         if not commands:
             return []
-        # One queue item and one Future for the batch: one hand-off to the sequencer and
-        # one wake-up of the loop, however many commands.
-        return await self._loop_future(self._runner.submit_many(commands))
+        return await self._enqueue(tuple(commands))
 
     # ------------------------------------------------------------------ reads
     def markets(self) -> list[dict[str, Any]]:
