@@ -183,6 +183,11 @@ class EnginePort:
 
         done.add_done_callback(hand_over)
 
+    def submit_nowait(self, commands: Sequence[Command]) -> asyncio.Future[list[list[Event]]]:
+        """``submit_many`` without a coroutine: a Future of each command's events, for a
+        caller that answers from a done-callback (no task per request)."""
+        return self._enqueue(tuple(commands))
+
     async def submit(self, command: Command) -> list[Event]:
         """Run one command; its events once durable (and folded into the read model)."""
         return (await self._enqueue((command,)))[0]

@@ -8,8 +8,9 @@ only the engine can decide (price on tick, post-only crossing, margin...) comes 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from exchange.api import codec
@@ -27,6 +28,9 @@ from exchange.core.events import (
     TradeExecuted,
 )
 from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
+
+#: A checked request: its commands, and the answer built from their events.
+Request = tuple[list[Command], Callable[[list[list[Event]]], Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,25 @@ def command_result(
 
 
 _PLACE_HEADS = (OrderAccepted,)
+
+
+def _first_result(
+    owner_id: int, heads: tuple[type, ...], results: list[list[Event]]
+) -> dict[str, Any]:
+    return command_result(owner_id, results[0], heads)
+
+
+def _all_results(
+    owner_id: int, heads: tuple[type, ...], results: list[list[Event]]
+) -> list[dict[str, Any]]:
+    return [command_result(owner_id, events, heads) for events in results]
+
+
+def _canceled_ids(results: list[list[Event]]) -> dict[str, Any]:
+    canceled = [e.order_id for events in results for e in events if type(e) is OrderCanceled]
+    return {"canceled_order_ids": sorted(canceled)}
+
+
 _CANCEL_HEADS = (OrderCanceled,)
 _AMEND_HEADS = (OrderAmended,)
 
@@ -184,37 +207,38 @@ class OrderService:
             )
         return cmd
 
-    async def place(self, principal: Principal, obj: Any) -> dict[str, Any]:
+    # Each request is checked and turned into commands synchronously (``*_request``: the
+    # commands and a function building the answer from their events), so a caller can queue
+    # requests in arrival order and answer them when the engine is done.
+    def place_request(self, principal: Principal, obj: Any) -> Request:
         cmd = self._place_cmd(principal, obj, "order")
-        return command_result(principal.owner_id, await self.port.submit(cmd), _PLACE_HEADS)
+        return [cmd], partial(_first_result, principal.owner_id, _PLACE_HEADS)
 
-    async def place_batch(self, principal: Principal, obj: Any) -> list[dict[str, Any]]:
+    def place_batch_request(self, principal: Principal, obj: Any) -> Request:
         """All orders are checked first: one bad item refuses the whole batch."""
         items = codec.batch_items(obj, "orders", self.max_batch_orders)
         cmds = [self._place_cmd(principal, item, f"orders[{i}]") for i, item in enumerate(items)]
-        results = await self.port.submit_many(cmds)
-        return [command_result(principal.owner_id, events, _PLACE_HEADS) for events in results]
+        return cmds, partial(_all_results, principal.owner_id, _PLACE_HEADS)
 
-    async def cancel(self, principal: Principal, obj: Any) -> dict[str, Any]:
+    def cancel_request(self, principal: Principal, obj: Any) -> Request:
         cmd = self._cancel_cmd(principal, obj, "cancel")
-        return command_result(principal.owner_id, await self.port.submit(cmd), _CANCEL_HEADS)
+        return [cmd], partial(_first_result, principal.owner_id, _CANCEL_HEADS)
 
-    async def cancel_batch(self, principal: Principal, obj: Any) -> list[dict[str, Any]]:
+    def cancel_batch_request(self, principal: Principal, obj: Any) -> Request:
         items = codec.batch_items(obj, "cancels", self.max_batch_orders)
         cmds = [self._cancel_cmd(principal, item, f"cancels[{i}]") for i, item in enumerate(items)]
-        results = await self.port.submit_many(cmds)
-        return [command_result(principal.owner_id, events, _CANCEL_HEADS) for events in results]
+        return cmds, partial(_all_results, principal.owner_id, _CANCEL_HEADS)
 
-    async def amend(self, principal: Principal, obj: Any) -> dict[str, Any]:
+    def amend_request(self, principal: Principal, obj: Any) -> Request:
         cmd = codec.amend_command(obj, principal.owner_id, 0)
         self._market(cmd.market_id)
         order = self._live_order(principal, cmd.market_id, cmd.order_id, "amend")
         cmd = cmd._replace(sub_account_id=order.sub_account_id)
-        return command_result(principal.owner_id, await self.port.submit(cmd), _AMEND_HEADS)
+        return [cmd], partial(_first_result, principal.owner_id, _AMEND_HEADS)
 
-    async def cancel_all(
+    def cancel_all_request(
         self, principal: Principal, market_id: int | None, sub_account_id: int | None
-    ) -> dict[str, Any]:
+    ) -> Request:
         """Cancel every live order in scope; ``None`` scopes mean all (of this key's)."""
         if market_id is not None:
             self._market(market_id)
@@ -229,7 +253,31 @@ class OrderService:
                 for o in self.port.model.open_orders(owner_id, market_id, sub_account_id)
             }
         )
-        cmds = [CancelAll(m, owner_id, s) for m, s in scopes]
-        results = await self.port.submit_many(cmds) if cmds else []
-        canceled = [e.order_id for events in results for e in events if type(e) is OrderCanceled]
-        return {"canceled_order_ids": sorted(canceled)}
+        return [CancelAll(m, owner_id, s) for m, s in scopes], _canceled_ids
+
+    async def _run(self, request: Request) -> Any:
+        cmds, build = request
+        return build(await self.port.submit_many(cmds) if cmds else [])
+
+    async def place(self, principal: Principal, obj: Any) -> dict[str, Any]:
+        return await self._run(self.place_request(principal, obj))  # type: ignore[no-any-return]
+
+    async def place_batch(self, principal: Principal, obj: Any) -> list[dict[str, Any]]:
+        """All orders are checked first: one bad item refuses the whole batch."""
+        return await self._run(self.place_batch_request(principal, obj))  # type: ignore[no-any-return]
+
+    async def cancel(self, principal: Principal, obj: Any) -> dict[str, Any]:
+        return await self._run(self.cancel_request(principal, obj))  # type: ignore[no-any-return]
+
+    async def cancel_batch(self, principal: Principal, obj: Any) -> list[dict[str, Any]]:
+        return await self._run(self.cancel_batch_request(principal, obj))  # type: ignore[no-any-return]
+
+    async def amend(self, principal: Principal, obj: Any) -> dict[str, Any]:
+        return await self._run(self.amend_request(principal, obj))  # type: ignore[no-any-return]
+
+    async def cancel_all(
+        self, principal: Principal, market_id: int | None, sub_account_id: int | None
+    ) -> dict[str, Any]:
+        """Cancel every live order in scope; ``None`` scopes mean all (of this key's)."""
+        request = self.cancel_all_request(principal, market_id, sub_account_id)
+        return await self._run(request)  # type: ignore[no-any-return]

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -78,7 +78,7 @@ class WsSession:
             maxsize=app[CONFIG_KEY].ws_send_queue_max
         )
         self.dead_man: asyncio.TimerHandle | None = None
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks: set[asyncio.Future[Any]] = set()  # requests not answered yet
         self.overflowed = False
 
     def send(self, data: bytes) -> None:
@@ -381,40 +381,56 @@ def _order_op(session: WsSession, op: str, msg: dict[str, Any], request_id: Any)
         items = params.get("orders" if op == "place_batch" else "cancels")
         cost = max(1, len(items)) if isinstance(items, list) else 1
     spend_tokens(session.app[KEY_LIMITER_KEY], principal.pubkey, cost, session.app[CLOCK_KEY]())
-    # The coroutine's synchronous part (checks, submit to the engine queue) runs in frame
-    # order, because tasks start in the order they are created.
+    # Checked and queued for the engine now, so requests of a session reach the engine in
+    # frame order; answered from the port Future's done-callback (no task per request).
     if op == "place":
-        coro: Any = service.place(principal, params)
-    elif op == "cancel":
-        coro = service.cancel(principal, params)
-    elif op == "amend":
-        coro = service.amend(principal, params)
+        request = service.place_request(principal, params)
     elif op == "place_batch":
-        coro = _wrap_results(service.place_batch(principal, params))
+        request = service.place_batch_request(principal, params)
+    elif op == "cancel":
+        request = service.cancel_request(principal, params)
     elif op == "cancel_batch":
-        coro = _wrap_results(service.cancel_batch(principal, params))
+        request = service.cancel_batch_request(principal, params)
+    elif op == "amend":
+        request = service.amend_request(principal, params)
     else:
         market_id, sub = codec.cancel_all_scope(params if params is not None else {})
-        coro = service.cancel_all(principal, market_id, sub)
-    _spawn(session, _answer(session, request_id, coro))
-
-
-async def _wrap_results(coro: Any) -> dict[str, Any]:
-    return {"results": await coro}
-
-
-async def _answer(session: WsSession, request_id: Any, coro: Any) -> None:
-    try:
-        result = await coro
-    except ApiError as err:
-        session.send_json({"id": request_id, "error": err.to_json()})
+        request = service.cancel_all_request(principal, market_id, sub)
+    cmds, build = request
+    if not cmds:  # nothing to cancel
+        session.send_json({"id": request_id, "result": build([])})
         return
-    except ExchangeError as exc:
-        session.send_json(
-            {"id": request_id, "error": {"code": "ENGINE_UNAVAILABLE", "message": str(exc)}}
-        )
-        return
-    session.send_json({"id": request_id, "result": result})
+    batch = op == "place_batch" or op == "cancel_batch"
+    _reply_when_done(session, request_id, build, batch, service.port.submit_nowait(cmds))
+
+
+def _reply_when_done(
+    session: WsSession,
+    request_id: Any,
+    build: Callable[[list[list[Event]]], Any],
+    batch: bool,
+    waiter: asyncio.Future[list[list[Event]]],
+) -> None:
+    session.tasks.add(waiter)
+
+    def answer(done: asyncio.Future[list[list[Event]]]) -> None:
+        session.tasks.discard(done)
+        if done.cancelled():
+            return
+        exc = done.exception()
+        if exc is None:
+            result = build(done.result())
+            session.send_json(
+                {"id": request_id, "result": {"results": result} if batch else result}
+            )
+        elif isinstance(exc, ExchangeError):
+            session.send_json(
+                {"id": request_id, "error": {"code": "ENGINE_UNAVAILABLE", "message": str(exc)}}
+            )
+        else:
+            raise exc
+
+    waiter.add_done_callback(answer)
 
 
 def _spawn(session: WsSession, coro: Any) -> None:
