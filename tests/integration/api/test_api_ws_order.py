@@ -39,7 +39,7 @@ async def test_frames_sent_back_to_back_run_in_frame_order(api: Api) -> None:
     ]
     for frame in frames:
         await ws.send_json(frame)
-    answers = {}
+    answers: dict[int, dict[str, Any]] = {}
     while len(answers) < len(frames):
         msg = await recv(ws)
         answers[msg["id"]] = msg
