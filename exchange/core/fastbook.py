@@ -739,6 +739,14 @@ def _theap_push(addr, s):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
+def _arm_trigger(addr, s):  # type: ignore[no-untyped-def]
+    """A newly accepted trigger order becomes live and pending (not inlined into the place
+    kernels: it would compile one more copy of the live-order index code)."""
+    _register(addr, s)
+    _theap_push(addr, s)
+
+
+@njit(cache=True)
 def _theap_remove(addr, s):  # type: ignore[no-untyped-def]
     S = _view(addr)
     p = S[H_POOL] + s * NF
@@ -1465,8 +1473,7 @@ def _place(addr, owner, sub, side, price, size, otype, tif, cid, trig, ro, stp, 
     S[p + P_HPOS] = -1
     S[p + P_ACCOUNT] = acct
     if trig_type:  # a stop / take-profit waits for its trigger price
-        _register(addr, t)
-        _theap_push(addr, t)
+        _arm_trigger(addr, t)
         return S[H_EVN] - start
     _run_taker(addr, t, False, ts)
     if S[H_NTOUCH] > 0:
@@ -1616,6 +1623,45 @@ def _amend(addr, owner, sub, oid, new_price, new_size, ts):  # type: ignore[no-u
 
 
 @njit(cache=True)
+def _run_fired(addr, t, ts):  # type: ignore[no-untyped-def]
+    """``_run_taker`` for a fired trigger order (live already), after the reference's
+    reduce-only re-check, with one copy of the end-of-life code (compile time). A trigger
+    order's time in force is GTC (limit kinds only) or IOC."""
+    S = _view(addr)
+    pt = S[H_POOL] + t * NF
+    rem = S[pt + P_REM]
+    reason = -1
+    if S[pt + P_RO] != 0:
+        # The position moved since placement: a reduce-only order that would no longer
+        # only reduce (or would need resizing) is cancelled whole.
+        pos = S[S[H_ACC] + S[pt + P_ACC] * AF + A_POS]
+        apos = -pos if pos < 0 else pos
+        bid = S[pt + P_SIDE] == BID
+        if (bid and pos >= 0) or (not bid and pos <= 0) or apos < rem:
+            reason = R_REDUCE_ONLY
+    if reason < 0:
+        S[pt + P_CANCELED] = 0
+        if _crosses(addr, 0 if S[pt + P_SIDE] == BID else 1, S[pt + P_PRICE]):
+            _match(addr, t, ts)
+        rem = S[pt + P_REM]
+        if S[pt + P_CANCELED] == 0 and rem != 0:
+            if S[pt + P_TIF] == GTC:
+                if S[pt + P_RO] != 0:
+                    _touch(addr, S[pt + P_ACC])
+                _link(addr, t)
+                b = _emit(addr, K_REST, ts)
+                S[b + 3] = S[pt + P_OID]
+                S[b + 4] = S[pt + P_PRICE]
+                S[b + 5] = rem
+                return
+            reason = R_IOC
+    if reason >= 0:
+        _ev_cancel(addr, ts, pt, rem, reason)
+    _forget(addr, t)
+    _free(addr, t)
+
+
+@njit(cache=True)
 def _update_trigger(addr, price, wide, ts):  # type: ignore[no-untyped-def]
     """``UpdateTriggerPrice``: fire every pending order ``price`` reaches (``wide`` = 1: a
     price above int64, which reaches every rising trigger and no falling one), oldest
@@ -1664,29 +1710,12 @@ def _update_trigger(addr, price, wide, ts):  # type: ignore[no-untyped-def]
     for j in range(k):
         ids[j] = S[P + fired[j] * NF + P_OID]
     order = np.argsort(ids)
-    A = S[H_ACC]
     for j in range(k):
         t = fired[order[j]]
-        pt = P + t * NF
         b = _emit(addr, K_TRIG, ts)
-        S[b + 3] = S[pt + P_OID]
+        S[b + 3] = S[P + t * NF + P_OID]
         S[b + 4] = price
-        rem = S[pt + P_REM]
-        if S[pt + P_RO] != 0:
-            # The position moved since placement: a reduce-only order that would no longer
-            # only reduce (or would need resizing) is cancelled whole.
-            pos = S[A + S[pt + P_ACC] * AF + A_POS]
-            apos = -pos if pos < 0 else pos
-            if (
-                (S[pt + P_SIDE] == BID and pos >= 0)
-                or (S[pt + P_SIDE] != BID and pos <= 0)
-                or apos < rem
-            ):
-                _forget(addr, t)
-                _ev_cancel(addr, ts, pt, rem, R_REDUCE_ONLY)
-                _free(addr, t)
-                continue
-        _run_taker(addr, t, True, ts)
+        _run_fired(addr, t, ts)
     if S[H_NTOUCH] > 0:
         _enforce_reduce_only(addr, ts)
     return S[H_EVN] - start
