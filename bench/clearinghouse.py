@@ -111,9 +111,11 @@ def fold(fresh: Any, journal: list[Any]) -> tuple[float, str]:
 def engine_path_cpu_us(orders: int, batch: int = 2_000) -> float:
     """Thread CPU time per order of ``Engine.process`` on ``bench.api``'s IOC orders."""
     from bench.api import LOT, MARKET, OWNER, SUB_ACCOUNTS, TICK, start_engine
+    from exchange.engine.sequencer import EngineRunner
 
     with tempfile.TemporaryDirectory() as data_dir:
-        runner = start_engine(Path(data_dir))
+        runner = start_engine(Path(data_dir), in_process=True)
+        assert isinstance(runner, EngineRunner)
         runner.close()  # the engine alone, on this thread
         engine = runner.engine
         try:
