@@ -47,6 +47,8 @@ from exchange.core.commands import (
     ExpireOrders,
     Liquidate,
     PlaceOrder,
+    RecordReconciliationClean,
+    RecordReconciliationMismatch,
     RegisterAccount,
     SetKillSwitch,
     SetMarketStatus,
@@ -79,6 +81,8 @@ from exchange.core.events import (
     OnChainWithdrawalBooked,
     OraclePriceUpdated,
     PositionDeleveraged,
+    ReconciliationMismatchDetected,
+    ReconciliationMismatchResolved,
     RiskParamsChanged,
     TradeExecuted,
 )
@@ -147,6 +151,7 @@ _POST_ONLY_TIFS = frozenset({int(TimeInForce.POST_ONLY), int(TimeInForce.POST_ON
 _IMPACT_DEPTH_LEVELS = 64  # levels read per side for an impact price (thinner: no price)
 _NO_RATE_STATE = AccountRiskState()
 _WALLET_HEX = re.compile(r"[0-9a-f]{64}")  # a registry wallet: 32 bytes of public key
+_RECONCILED_FIELD = re.compile(r"[a-z_]{1,64}")  # the name of a value the reconciler compared
 #: An oracle reading older than this (engine time since the last valid reading) is stale:
 #: no liquidation on it.
 DEFAULT_LIQUIDATION_MAX_ORACLE_AGE_NS = 30 * NANOS_PER_SECOND
@@ -262,6 +267,9 @@ class Clearinghouse:
         self.onchain_liquidations: set[str] = set()
         # "signature:index" of every escape-hatch withdrawal booked (exactly once)
         self.onchain_withdrawals: set[str] = set()
+        # market_id (NO_MARKET_ID: collateral / exchange-wide) -> mismatches recorded in its
+        # open reconciliation incident; absent when the market has none open
+        self.reconciliation_incidents: dict[int, int] = {}
         # account registry (open sign-up): wallet hex public key <-> (owner_id, sub)
         self.registry: dict[str, tuple[int, int]] = {}
         self.registry_by_account: dict[tuple[int, int], str] = {}
@@ -287,6 +295,8 @@ class Clearinghouse:
             BookOnChainLiquidation: self._book_onchain_liquidation,
             BookOnChainWithdrawal: self._book_onchain_withdrawal,
             RegisterAccount: self._register_account,
+            RecordReconciliationMismatch: self._record_reconciliation_mismatch,
+            RecordReconciliationClean: self._record_reconciliation_clean,
         }
 
     # ------------------------------------------------------------------ views
@@ -1221,6 +1231,84 @@ class Clearinghouse:
                 held - cmd.amount_quote,
                 cmd.tx_signature,
                 cmd.withdrawal_index,
+            ),
+        )
+
+    # ------------------------------------------------------------------ reconciliation
+    def _reconciliation_refusal(
+        self, market_id: int, settled_through_seq: int, owner_id: int, sub_account_id: int
+    ) -> tuple[RejectCode, str] | None:
+        if market_id != NO_MARKET_ID and market_id not in self.markets:
+            return RejectCode.UNKNOWN_MARKET, (
+                f"market_id: expected a listed market or {NO_MARKET_ID}, got {market_id}"
+            )
+        if settled_through_seq >= self.core.next_seq:
+            return RejectCode.MALFORMED_COMMAND, (
+                f"settled_through_seq: expected 0..{self.core.next_seq - 1}, got "
+                f"{settled_through_seq}"
+            )
+        if (owner_id < 0) != (sub_account_id < 0):
+            return RejectCode.MALFORMED_COMMAND, (
+                f"account: expected both ids >= 0 or both -1, got ({owner_id}, {sub_account_id})"
+            )
+        return None
+
+    def _record_reconciliation_mismatch(
+        self, cmd: RecordReconciliationMismatch, ts_ns: int, out: list[Any]
+    ) -> None:
+        """Journal one difference the reconciler found (a fact about the chain): the
+        market's incident opens or counts it; refused, changing nothing, when malformed."""
+        owner, sub = cmd.account_owner_id, cmd.account_sub_account_id
+        refusal = self._reconciliation_refusal(cmd.market_id, cmd.settled_through_seq, owner, sub)
+        malformed = RejectCode.MALFORMED_COMMAND
+        if refusal is None and not _RECONCILED_FIELD.fullmatch(cmd.field):
+            refusal = malformed, f"field: expected 1..64 of [a-z_], got {cmd.field!r}"
+        if refusal is None and cmd.engine_value == cmd.onchain_value:
+            same = cmd.engine_value
+            refusal = malformed, f"onchain_value: expected a value other than {same}, got {same}"
+        if refusal is not None:
+            market = cmd.market_id if cmd.market_id in self.markets else NO_MARKET_ID
+            self.reject(out, ts_ns, market, 0, 0, max(owner, 0), max(sub, 0), *refusal)
+            return
+        self._emit(
+            out,
+            ReconciliationMismatchDetected(
+                self.core.next_seq,
+                ts_ns,
+                cmd.market_id,
+                owner,
+                sub,
+                cmd.field,
+                cmd.engine_value,
+                cmd.onchain_value,
+                cmd.settled_through_seq,
+                cmd.chain_slot,
+                self.reconciliation_incidents.get(cmd.market_id, 0) + 1,
+            ),
+        )
+
+    def _record_reconciliation_clean(
+        self, cmd: RecordReconciliationClean, ts_ns: int, out: list[Any]
+    ) -> None:
+        """A clean reconciliation of a market closes its open incident; with none open,
+        nothing happened (no event)."""
+        refusal = self._reconciliation_refusal(cmd.market_id, cmd.settled_through_seq, 0, 0)
+        if refusal is not None:
+            market = cmd.market_id if cmd.market_id in self.markets else NO_MARKET_ID
+            self.reject(out, ts_ns, market, 0, 0, 0, 0, *refusal)
+            return
+        recorded = self.reconciliation_incidents.get(cmd.market_id)
+        if recorded is None:
+            return
+        self._emit(
+            out,
+            ReconciliationMismatchResolved(
+                self.core.next_seq,
+                ts_ns,
+                cmd.market_id,
+                recorded,
+                cmd.settled_through_seq,
+                cmd.chain_slot,
             ),
         )
 
@@ -2231,6 +2319,24 @@ class Clearinghouse:
         self.registry[wallet] = account
         self.registry_by_account[account] = wallet
 
+    def _apply_mismatch_detected(self, e: ReconciliationMismatchDetected) -> None:
+        open_mismatches = self.reconciliation_incidents.get(e.market_id, 0) + 1
+        if e.open_mismatches != open_mismatches:
+            raise InvariantViolation(f"reconciliation replay disagrees with state: {e!r}")
+        self.reconciliation_incidents[e.market_id] = open_mismatches
+
+    def _apply_mismatch_resolved(self, e: ReconciliationMismatchResolved) -> None:
+        if self.reconciliation_incidents.pop(e.market_id, None) != e.mismatches:
+            raise InvariantViolation(f"reconciliation replay disagrees with state: {e!r}")
+
+    def _reconciliation_canonical(self) -> dict[str, Any]:
+        # Absent while no incident is open, so the hash of a state without them is unchanged.
+        if not self.reconciliation_incidents:
+            return {}
+        return {
+            "reconciliation_incidents": sorted(map(list, self.reconciliation_incidents.items()))
+        }
+
     def _registry_canonical(self) -> dict[str, Any]:
         # Absent while empty, so the hash of a state without registrations is unchanged.
         if not self.registry:
@@ -2409,6 +2515,7 @@ class Clearinghouse:
             "onchain_liquidations": sorted(self.onchain_liquidations),
             **self._registry_canonical(),
             **self._onchain_withdrawals_canonical(),
+            **self._reconciliation_canonical(),
         }
 
     def snapshot(self) -> bytes:
@@ -2492,6 +2599,7 @@ class Clearinghouse:
         ch.insurance_deposits_quote = data["insurance_deposits_quote"]
         ch.onchain_liquidations = set(data.get("onchain_liquidations", ()))  # older snapshots
         ch.onchain_withdrawals = set(data.get("onchain_withdrawals", ()))
+        ch.reconciliation_incidents = dict(data.get("reconciliation_incidents", ()))
         for owner_id, sub_account_id, wallet in data.get("registry", ()):
             ch.registry[wallet] = (owner_id, sub_account_id)
             ch.registry_by_account[(owner_id, sub_account_id)] = wallet
@@ -2565,6 +2673,8 @@ Clearinghouse._appliers = {
     OnChainLiquidationBooked: Clearinghouse._apply_onchain_liquidation,
     OnChainWithdrawalBooked: Clearinghouse._apply_onchain_withdrawal,
     AccountRegistered: Clearinghouse._apply_registered,
+    ReconciliationMismatchDetected: Clearinghouse._apply_mismatch_detected,
+    ReconciliationMismatchResolved: Clearinghouse._apply_mismatch_resolved,
     PositionDeleveraged: Clearinghouse._apply_deleveraged,
     InsuranceFundPaidBadDebt: Clearinghouse._apply_bad_debt,
     AccountLiquidated: Clearinghouse._apply_account_liquidated,

@@ -209,6 +209,35 @@ class BookOnChainWithdrawal(NamedTuple):
     withdrawal_index: int = 0  # position among the transaction's Withdrawn events
 
 
+class RecordReconciliationMismatch(NamedTuple):
+    """The reconciler's fact: at ``chain_slot`` (the cluster's confirmed slot when the
+    comparison began) one value of the clearing program's accounts differed from the engine's
+    state as of journal sequence ``settled_through_seq``. Journaled as
+    ``ReconciliationMismatchDetected``, which opens the market's reconciliation incident (or
+    adds to the open one); ``market_id`` is ``NO_MARKET_ID`` for collateral and exchange-wide
+    values. Values beyond the journal's 64-bit range arrive saturated at its bounds."""
+
+    market_id: int
+    account_owner_id: int  # -1 (with account_sub_account_id -1): a market or exchange value
+    account_sub_account_id: int
+    field: str  # the value compared, e.g. "base", "settled_collateral_quote": [a-z_]{1,64}
+    engine_value: int  # in the field's own unit (BASE_PRECISION, QUOTE_PRECISION, ...)
+    onchain_value: int
+    settled_through_seq: int  # the journal sequence the engine state compared was at
+    chain_slot: int
+
+
+class RecordReconciliationClean(NamedTuple):
+    """The reconciler's fact: a reconciliation at ``chain_slot`` against the engine as of
+    ``settled_through_seq`` found no difference for ``market_id`` (``NO_MARKET_ID``: no
+    collateral or exchange-wide difference). Closes the market's open incident with
+    ``ReconciliationMismatchResolved``; with none open it changes nothing (no event)."""
+
+    market_id: int
+    settled_through_seq: int
+    chain_slot: int
+
+
 #: Owner ids from here up are the account registry's (``RegisterAccount``); owners bound
 #: statically (``[api.owners]``, tests, simulations) stay below it.
 FIRST_REGISTERED_OWNER_ID: Final = 1_000_000
@@ -234,6 +263,8 @@ Command = (
     | BookOnChainLiquidation
     | RegisterAccount
     | BookOnChainWithdrawal
+    | RecordReconciliationMismatch
+    | RecordReconciliationClean
 )
 
 COMMAND_TYPES: dict[str, Any] = {
@@ -256,6 +287,8 @@ COMMAND_TYPES: dict[str, Any] = {
     "onchain_liquidation": BookOnChainLiquidation,
     "register_account": RegisterAccount,
     "onchain_withdrawal": BookOnChainWithdrawal,
+    "reconciliation_mismatch": RecordReconciliationMismatch,
+    "reconciliation_clean": RecordReconciliationClean,
 }
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
@@ -282,6 +315,11 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "insurance_fee_quote": (0, I64_MAX),
     "insurance_payment_quote": (0, I64_MAX),
     "withdrawal_index": (0, 255),
+    "account_owner_id": (-1, 2**47 - 1),
+    "account_sub_account_id": (-1, 65535),
+    "engine_value": (I64_MIN, U64_MAX),  # what the journal's JSON integers hold
+    "onchain_value": (I64_MIN, U64_MAX),
+    "settled_through_seq": (0, I64_MAX),
 }
 
 

@@ -415,6 +415,36 @@ class OnChainWithdrawalBooked(NamedTuple):
     withdrawal_index: int
 
 
+class ReconciliationMismatchDetected(NamedTuple):
+    """The reconciler found a value on which the clearing program's accounts and the engine
+    (as of ``settled_through_seq``) disagree (``RecordReconciliationMismatch``): the market's
+    reconciliation incident opens, or counts one more mismatch if open already."""
+
+    seq: int
+    ts_ns: int
+    market_id: int  # NO_MARKET_ID: a collateral or exchange-wide value
+    account_owner_id: int  # -1 (and account_sub_account_id -1): a market or exchange value
+    account_sub_account_id: int
+    field: str
+    engine_value: int  # in the field's own unit
+    onchain_value: int
+    settled_through_seq: int
+    chain_slot: int
+    open_mismatches: int  # mismatches recorded in the market's open incident, this one included
+
+
+class ReconciliationMismatchResolved(NamedTuple):
+    """A reconciliation found no difference for a market with an open incident
+    (``RecordReconciliationClean``): the incident closes."""
+
+    seq: int
+    ts_ns: int
+    market_id: int  # NO_MARKET_ID: the collateral / exchange-wide incident
+    mismatches: int  # mismatches the closed incident recorded (>= 1)
+    settled_through_seq: int
+    chain_slot: int
+
+
 Event = (
     MarketCreated
     | OrderAccepted
@@ -445,6 +475,8 @@ Event = (
     | OnChainLiquidationBooked
     | AccountRegistered
     | OnChainWithdrawalBooked
+    | ReconciliationMismatchDetected
+    | ReconciliationMismatchResolved
 )
 
 #: Stable numeric kind of each event type: never renumber, only append.
@@ -478,6 +510,8 @@ EVENT_KINDS: dict[type, int] = {
     OnChainLiquidationBooked: 37,
     AccountRegistered: 38,
     OnChainWithdrawalBooked: 39,
+    ReconciliationMismatchDetected: 40,
+    ReconciliationMismatchResolved: 41,
 }
 EVENT_TYPES: dict[int, Any] = {kind: cls for cls, kind in EVENT_KINDS.items()}
 assert len(EVENT_TYPES) == len(EVENT_KINDS), "duplicate event kind"

@@ -20,6 +20,8 @@ from exchange.core.commands import (
     Liquidate,
     MalformedCommand,
     PlaceOrder,
+    RecordReconciliationClean,
+    RecordReconciliationMismatch,
     RegisterAccount,
     SetKillSwitch,
     SetMarketStatus,
@@ -192,6 +194,26 @@ GOOD: list[tuple[dict[str, Any], Any]] = [
         },
         BookOnChainWithdrawal(1_000_000, 0, 2_500_000, "4" * 88, 0),
     ),
+    (
+        {
+            "type": "reconciliation_mismatch",
+            "market_id": 0xFFFF,
+            "account_owner_id": -1,
+            "account_sub_account_id": -1,
+            "field": "fee_pool_quote",
+            "engine_value": -(2**63),
+            "onchain_value": 2**64 - 1,
+            "settled_through_seq": 41,
+            "chain_slot": 9_000,
+        },
+        RecordReconciliationMismatch(
+            0xFFFF, -1, -1, "fee_pool_quote", -(2**63), 2**64 - 1, 41, 9_000
+        ),
+    ),
+    (
+        {"type": "reconciliation_clean", "market_id": 3, "settled_through_seq": 0, "chain_slot": 1},
+        RecordReconciliationClean(3, 0, 1),
+    ),
 ]
 
 
@@ -331,3 +353,25 @@ def test_check_command_on_directly_built_commands() -> None:
 def test_malformed_command_is_a_value_error_with_code() -> None:
     assert issubclass(MalformedCommand, ValueError)
     assert MalformedCommand.code == "MALFORMED_COMMAND"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "lo", "hi"),
+    [
+        ("account_owner_id", -2, -1, 2**47 - 1),
+        ("account_sub_account_id", 65536, -1, 65535),
+        ("engine_value", -(2**63) - 1, -(2**63), U64_MAX),
+        ("onchain_value", 2**64, -(2**63), U64_MAX),
+        ("settled_through_seq", -1, 0, 2**63 - 1),
+    ],
+)
+def test_reconciliation_mismatch_ranges(field: str, value: int, lo: int, hi: int) -> None:
+    # Arrange: values the journal's 64-bit JSON integers can hold, -1 for "no account"
+    message = {
+        "type": "reconciliation_mismatch", "market_id": 0, "account_owner_id": 1,
+        "account_sub_account_id": 0, "field": "base", "engine_value": 1, "onchain_value": 2,
+        "settled_through_seq": 5, "chain_slot": 7, field: value,
+    }  # fmt: skip
+    # Act / Assert
+    with pytest.raises(MalformedCommand, match=rf"^{field}: expected {lo}\.\.{hi}, got {value}$"):
+        parse_command(message)

@@ -90,6 +90,8 @@ SAMPLES = [
     (37, ev.OnChainLiquidationBooked(27, 36, 7, 3, 1, 4, 0, -(10**17), "5" * 87, 1, 12, -11)),
     (38, ev.AccountRegistered(28, 37, ev.NO_MARKET_ID, 1_000_000, 0, "ab" * 32)),
     (39, ev.OnChainWithdrawalBooked(29, 38, ev.NO_MARKET_ID, 1_000_000, 0, 5, -3, "4" * 88, 1)),
+    (40, ev.ReconciliationMismatchDetected(30, 39, 7, 3, 1, "base", -5, 2**64 - 1, 28, 1_234, 2)),
+    (41, ev.ReconciliationMismatchResolved(31, 40, ev.NO_MARKET_ID, 3, 30, 1_300)),
 ]
 IDS = [type(e).__name__ for _, e in SAMPLES]
 
