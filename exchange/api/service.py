@@ -102,11 +102,13 @@ def command_result(
     Events before the command's first own event (orders of others that expired first) are
     left out.
     """
-    start = next(
-        (i for i, e in enumerate(events) if type(e) in first_kinds or type(e) is OrderRejected),
-        len(events),
-    )
-    own = events[start:]
+    start = 0
+    for e in events:
+        kind = type(e)
+        if kind in first_kinds or kind is OrderRejected:
+            break
+        start += 1
+    own = events[start:] if start else events
     result: dict[str, Any] = {"status": "ACCEPTED", "order_id": 0}
     if own:
         head = own[0]
@@ -118,8 +120,27 @@ def command_result(
         result["order_id"] = getattr(head, "order_id", 0)
         if type(head) is OrderAccepted:
             result["client_order_id"] = head.client_order_id
-    result["events"] = [j for e in own for j in private_json(owner_id, e)]
+    out: list[dict[str, Any]] = []
+    for e in own:
+        # most events are one-sided: the owner sees them whole (no per-event list)
+        one_sided = _ONE_SIDED.get(type(e))
+        if one_sided is None:
+            one_sided = _one_sided(type(e))
+        if one_sided:
+            out.append(event_json(e))
+        else:
+            out.extend(private_json(owner_id, e))
+    result["events"] = out
     return result
+
+
+_ONE_SIDED: dict[type, bool] = {}  # event kind -> private_json(e) == [event_json(e)]
+
+
+def _one_sided(kind: type) -> bool:
+    one = kind is not TradeExecuted and "maker_owner_id" not in kind._fields  # type: ignore[attr-defined]
+    _ONE_SIDED[kind] = one
+    return one
 
 
 _PLACE_HEADS = (OrderAccepted,)
