@@ -21,6 +21,12 @@ class UnmappedAccount(SettlementError):
     code = "SETTLEMENT_UNMAPPED"
 
 
+class ReconciliationRecordRefused(SettlementError):
+    """The engine refused a reconciliation record (a mismatch or a clean market)."""
+
+    code = "SETTLEMENT_RECONCILIATION_RECORD_REFUSED"
+
+
 class FillNotRepresentable(SettlementError):
     """A fill's size or price is not a whole number of the on-chain market's lots / ticks."""
 

@@ -13,15 +13,28 @@ Compared, for every mapped sub-account and configured market:
 Call it with the engine state at a point settlement has reached (``recover(journal,
 service.cursor)`` or the live clearinghouse once the service is caught up). Every difference
 is a ``Mismatch`` record: logged at ERROR, counted in ``metrics.mismatches``, kept in
-``mismatches``, and, when ``halt_on_mismatch``, answered with ``SetMarketStatus(HALTED)`` into
-the engine for the market concerned (every configured market for a collateral or global
-difference) through the ``halt`` callable, where it becomes a journaled
-``MarketStatusChanged``.
+``mismatches`` and, given the engine's command sink ``submit``, journaled before any halt:
+
+* each mismatch new in its market's incident (a new ``(owner, sub, field)`` or a new
+  difference for it; collateral and exchange-wide values belong to ``NO_MARKET_ID``) as
+  ``RecordReconciliationMismatch`` (with the sequence the engine state was at and the chain's
+  confirmed slot) -> ``ReconciliationMismatchDetected``, which opens or extends the incident;
+  a difference that persists unchanged is not journaled again run after run;
+* each market found clean that has an incident open as ``RecordReconciliationClean`` ->
+  ``ReconciliationMismatchResolved`` (after a restart every clean market is sent once: the
+  engine closes the ones open and ignores the rest);
+
+then, when ``halt_on_mismatch``, answered with ``SetMarketStatus(HALTED)`` for the market
+concerned (every configured market for a collateral or global difference), journaled as
+``MarketStatusChanged``. Without ``submit`` (read-only checks) nothing is journaled.
+``compare`` and ``answer`` are the two halves of ``reconcile``, for a caller that must look
+at the differences before they are journaled (the node discards a run a deposit overtook).
 """
 
 from __future__ import annotations
 
 import base64
+import inspect
 import logging
 import struct
 from collections.abc import Callable, Iterable
@@ -32,12 +45,24 @@ from anchorpy import Program
 from solana.rpc.commitment import Confirmed
 from solders.pubkey import Pubkey
 
-from exchange.core.commands import BookOnChainLiquidation, SetMarketStatus
-from exchange.core.events import NO_MARKET_ID
+from exchange.core.commands import (
+    BookOnChainLiquidation,
+    Command,
+    RecordReconciliationClean,
+    RecordReconciliationMismatch,
+    SetMarketStatus,
+)
+from exchange.core.events import (
+    NO_MARKET_ID,
+    OrderRejected,
+    ReconciliationMismatchDetected,
+    ReconciliationMismatchResolved,
+)
+from exchange.core.units import I64_MIN, U64_MAX
 from perp.clearinghouse import Clearinghouse
 from perp.math.funding import settle
 from perp.risk_gate import MarketStatus
-from settlement.errors import SettlementConfigError, UnmappedAccount
+from settlement.errors import ReconciliationRecordRefused, SettlementConfigError, UnmappedAccount
 from settlement.onchain import AccountMap, ClearingAddresses
 from settlement.spec import event_discriminator
 
@@ -195,6 +220,18 @@ class ReconcilerMetrics:
     accounts_checked: int = 0
     mismatches: int = 0
     halts_sent: int = 0
+    mismatches_recorded: int = 0  # ReconciliationMismatchDetected journaled
+    incidents_resolved: int = 0  # ReconciliationMismatchResolved journaled
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """What one comparison found, before anything is journaled or halted."""
+
+    accounts_checked: int
+    mismatches: tuple[Mismatch, ...]
+    settled_through_seq: int  # the journal sequence of the engine state compared
+    chain_slot: int  # the cluster's confirmed slot when the reads began (accounts: it or later)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +239,10 @@ class ReconciliationReport:
     accounts_checked: int
     mismatches: tuple[Mismatch, ...]
     halted_markets: tuple[int, ...]
+    recorded: tuple[Mismatch, ...] = ()  # journaled by this run (new in their incident)
+    resolved_markets: tuple[int, ...] = ()  # incidents this run closed
+    settled_through_seq: int = 0
+    chain_slot: int = 0
 
     @property
     def ok(self) -> bool:
@@ -210,6 +251,12 @@ class ReconciliationReport:
 
 def _pending_payment(base: int, snapshot: int, carry: int, index_now: int) -> int:
     return settle(base, snapshot, index_now, carry).payment_quote if base else 0
+
+
+def _journal_int(value: int) -> int:
+    # the journal's JSON integers are 64-bit: a wilder on-chain value (an i128 funding index)
+    # is recorded at the bound; the log line and the report keep it exact
+    return min(max(value, I64_MIN), U64_MAX)
 
 
 class Reconciler:
@@ -221,23 +268,35 @@ class Reconciler:
         program: Program,
         accounts: AccountMap,
         config: ReconcilerConfig,
-        halt: Callable[[SetMarketStatus], Any] | None = None,
+        submit: Callable[[Command], Any] | None = None,
     ) -> None:
-        if config.halt_on_mismatch and halt is None:
-            raise SettlementConfigError("halt: expected a callable when halt_on_mismatch is set")
+        if config.halt_on_mismatch and submit is None:
+            raise SettlementConfigError(
+                "submit: expected the engine's command sink when halt_on_mismatch is set"
+            )
         self.program = program
         self.accounts = accounts
         self.config = config
-        self.halt = halt
+        self.submit = submit
         addresses = ClearingAddresses(program.program_id)
         self.exchange = addresses.exchange()[0]
         self.markets = {i: addresses.market(i)[0] for i in config.market_ids}
         self.metrics = ReconcilerMetrics()
         self.mismatches: list[Mismatch] = []
+        # per market with an incident this reconciler opened or added to: each mismatch's
+        # (owner, sub, field) -> the difference journaled (chain - engine); None before the
+        # first answer, when any market may have an incident open from before a restart
+        self._incidents: dict[int, dict[tuple[int, int, str], int]] | None = None
 
     async def reconcile(self, engine: Clearinghouse) -> ReconciliationReport:
-        """One comparison of ``engine`` with the chain's current (confirmed) accounts."""
+        """One comparison of ``engine`` with the chain's current (confirmed) accounts,
+        journaled and answered (:meth:`compare` then :meth:`answer`)."""
+        return await self.answer(await self.compare(engine))
+
+    async def compare(self, engine: Clearinghouse) -> Comparison:
+        """Compare ``engine`` with the chain's current (confirmed) accounts; changes nothing."""
         keys = self.accounts.keys()
+        slot = (await self.program.provider.connection.get_slot(Confirmed)).value
         users = await self.program.account["User"].fetch_multiple(
             [self.accounts.user(*k) for k in keys], commitment=Confirmed
         )
@@ -296,26 +355,97 @@ class Reconciler:
                 exchange.fee_pool_quote)  # fmt: skip
         self.metrics.runs += 1
         self.metrics.accounts_checked += len(keys)
-        halted = self._answer(found)
-        return ReconciliationReport(len(keys), tuple(found), halted)
+        return Comparison(len(keys), tuple(found), engine.next_seq - 1, slot)
 
-    def _answer(self, found: list[Mismatch]) -> tuple[int, ...]:
-        if not found:
-            return ()
+    async def answer(self, comparison: Comparison) -> ReconciliationReport:
+        """Log and count every mismatch; with ``submit``, journal each one new in its
+        market's incident (``RecordReconciliationMismatch``) and close the incidents of the
+        markets found clean (``RecordReconciliationClean``); then, with
+        ``halt_on_mismatch``, halt the markets concerned. A record the engine refused is a
+        ``ReconciliationRecordRefused`` once the halts are sent."""
+        found = comparison.mismatches
         self.metrics.mismatches += len(found)
         self.mismatches.extend(found)
         for m in found:
             log.error("reconciliation mismatch: %s", m._asdict())
-        if not self.config.halt_on_mismatch:
+        recorded: list[Mismatch] = []
+        resolved: list[int] = []
+        refused: list[str] = []
+        if self.submit is not None:
+            await self._journal(comparison, recorded, resolved, refused)
+        halted = await self._halt(found)
+        if refused:
+            raise ReconciliationRecordRefused(
+                f"reconciliation records: expected the engine to journal them, got {refused}"
+            )
+        return ReconciliationReport(
+            comparison.accounts_checked, found, halted, tuple(recorded), tuple(resolved),
+            comparison.settled_through_seq, comparison.chain_slot,
+        )  # fmt: skip
+
+    async def _send(self, command: Command) -> list[Any]:
+        assert self.submit is not None
+        result = self.submit(command)
+        if inspect.isawaitable(result):
+            result = await result
+        return list(result)
+
+    async def _journal(
+        self,
+        comparison: Comparison,
+        recorded: list[Mismatch],
+        resolved: list[int],
+        refused: list[str],
+    ) -> None:
+        seq, slot = comparison.settled_through_seq, comparison.chain_slot
+        first = self._incidents is None
+        incidents = self._incidents if self._incidents is not None else {}
+        for m in comparison.mismatches:
+            incident = incidents.setdefault(m.market_id, {})
+            key = (m.owner_id, m.sub_account_id, m.field)
+            difference = m.onchain_value - m.engine_value
+            if incident.get(key) == difference:
+                continue  # the same difference as journaled: the incident holds it already
+            engine_value, onchain_value = (
+                _journal_int(m.engine_value),
+                _journal_int(m.onchain_value),
+            )
+            record = RecordReconciliationMismatch(
+                m.market_id, m.owner_id, m.sub_account_id, m.field, engine_value, onchain_value,
+                seq, slot,
+            )  # fmt: skip
+            events = await self._send(record)
+            if not any(type(e) is ReconciliationMismatchDetected for e in events):
+                refused.append(f"{m._asdict()}: {events!r}")
+                continue
+            incident[key] = difference
+            recorded.append(m)
+            self.metrics.mismatches_recorded += 1
+        # a market is clean when none of its values differed (NO_MARKET_ID: no collateral or
+        # exchange-wide value); after a (re)start every clean market may have one open
+        dirty = {m.market_id for m in comparison.mismatches}
+        candidates = (*self.config.market_ids, NO_MARKET_ID) if first else tuple(incidents)
+        for market_id in sorted(set(candidates) - dirty):
+            events = await self._send(RecordReconciliationClean(market_id, seq, slot))
+            if any(type(e) is OrderRejected for e in events):
+                refused.append(f"clean market {market_id}: {events!r}")
+                continue
+            incidents.pop(market_id, None)
+            if any(type(e) is ReconciliationMismatchResolved for e in events):
+                resolved.append(market_id)
+                self.metrics.incidents_resolved += 1
+        self._incidents = incidents
+
+    async def _halt(self, found: tuple[Mismatch, ...]) -> tuple[int, ...]:
+        if not found or not self.config.halt_on_mismatch:
             return ()
         markets: set[int] = set()
         for m in found:
             markets.update(
                 self.config.market_ids if m.market_id == NO_MARKET_ID else (m.market_id,)
             )
-        assert self.halt is not None
         for market_id in sorted(markets):
-            self.halt(SetMarketStatus(market_id, int(MarketStatus.HALTED)))
+            await self._send(SetMarketStatus(market_id, int(MarketStatus.HALTED)))
             self.metrics.halts_sent += 1
         log.error("reconciliation: halted markets %s", sorted(markets))
         return tuple(sorted(markets))

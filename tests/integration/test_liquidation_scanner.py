@@ -112,7 +112,7 @@ async def test_an_onchain_liquidation_is_booked_once_and_the_engine_equals_the_c
     state_path = tmp_path / "liquidation-scanner.json"
     reconciler = Reconciler(
         program=stack.program(stack.operator), accounts=stack.accounts,
-        config=ReconcilerConfig(market_ids=(0,)), halt=stack.process_one,
+        config=ReconcilerConfig(market_ids=(0,)), submit=stack.process_one,
     )  # fmt: skip
     before = await reconciler.reconcile(stack.engine.core)
     # Act

@@ -1,7 +1,9 @@
 """Reconciler against a real engine and the clearing program on the embedded cluster: agrees
 after settlement; an injected difference (an on-chain User's bytes changed, or engine
-collateral the chain never received) is a mismatch record, a metric and a journaled halt of
-the market(s) concerned."""
+collateral the chain never received) is a mismatch record, a metric, a journaled
+``ReconciliationMismatchDetected`` (halting on or off) and, with halting on, a journaled halt
+of the market(s) concerned after it; once the chain agrees again the next reconciliation
+journals ``ReconciliationMismatchResolved``."""
 
 from __future__ import annotations
 
@@ -9,13 +11,20 @@ import random
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from solders.account import Account
 
 from exchange.core.commands import Deposit
-from exchange.core.events import NO_MARKET_ID, MarketStatusChanged
+from exchange.core.events import (
+    NO_MARKET_ID,
+    MarketStatusChanged,
+    ReconciliationMismatchDetected,
+    ReconciliationMismatchResolved,
+)
 from exchange.core.units import BASE_PRECISION, PRICE_PRECISION
+from exchange.engine.sequencer import recover
 from perp.risk_gate import MarketStatus
 from settlement.errors import SettlementConfigError
 from settlement.reconciler import Mismatch, Reconciler, ReconcilerConfig
@@ -46,12 +55,12 @@ async def settled(tmp_path: Path) -> AsyncIterator[SettlementStack]:
         yield stack
 
 
-def reconciler(stack: SettlementStack) -> Reconciler:
+def reconciler(stack: SettlementStack, *, halt_on_mismatch: bool = True) -> Reconciler:
     return Reconciler(
         program=stack.program(stack.operator),
         accounts=stack.accounts,
-        config=ReconcilerConfig(market_ids=(0, 1)),
-        halt=stack.process_one,
+        config=ReconcilerConfig(market_ids=(0, 1), halt_on_mismatch=halt_on_mismatch),
+        submit=stack.process_one,
     )
 
 
@@ -86,22 +95,38 @@ async def test_reconciler_agrees_after_settlement(settled: SettlementStack) -> N
     assert rec.metrics.mismatches == 0 and halts(settled) == []
 
 
-async def test_an_onchain_position_changed_by_one_unit_halts_its_market(
-    settled: SettlementStack,
-) -> None:
-    # Arrange: add one base unit to the first position slot of owner 1's User
-    user = settled.accounts.user(1, 0)
-    account = settled.server.cluster.get_account(user)
+def shift_onchain_base(stack: SettlementStack, units: int) -> tuple[int, int, Account]:
+    """Add ``units`` base units to the first position slot of owner 1's User; returns the
+    slot's market, its base before and the account as it was (to put it back)."""
+    user = stack.accounts.user(1, 0)
+    account = stack.server.cluster.get_account(user)
     assert account is not None
     data = bytearray(account.data)
     at = user_field_offset("base")
     market_index = struct.unpack_from("<H", data, user_field_offset("market_index"))[0]
     assert data[user_field_offset("in_use")] == 1
     (base,) = struct.unpack_from("<q", data, at)
-    struct.pack_into("<q", data, at, base + 1)
-    settled.server.cluster.set_account(
+    struct.pack_into("<q", data, at, base + units)
+    stack.server.cluster.set_account(
         user, Account(account.lamports, bytes(data), account.owner, False, 0)
     )
+    return market_index, base, account
+
+
+def restore(stack: SettlementStack, account: Account) -> None:
+    stack.server.cluster.set_account(stack.accounts.user(1, 0), account)
+
+
+def journaled(stack: SettlementStack, kind: type) -> list[Any]:
+    assert stack.engine is not None
+    return [e for e in stack.engine.journal.read() if type(e) is kind]
+
+
+async def test_an_onchain_position_changed_by_one_unit_halts_its_market(
+    settled: SettlementStack,
+) -> None:
+    # Arrange
+    market_index, base, _ = shift_onchain_base(settled, 1)
     rec = reconciler(settled)
     assert settled.engine is not None
     # Act
@@ -115,6 +140,52 @@ async def test_an_onchain_position_changed_by_one_unit_halts_its_market(
     assert report.halted_markets == (market_index,)
     assert rec.metrics.mismatches == len(report.mismatches) and rec.metrics.halts_sent == 1
     assert halts(settled) == [market_index]
+
+
+@pytest.mark.parametrize("halt_on_mismatch", [False, True], ids=["report-only", "halting"])
+async def test_a_mismatch_is_journaled_before_any_halt_and_resolved_once_fixed(
+    settled: SettlementStack, halt_on_mismatch: bool
+) -> None:
+    # Arrange: one base unit more on-chain than in the engine
+    assert settled.engine is not None
+    market_index, base, original = shift_onchain_base(settled, 1)
+    rec = reconciler(settled, halt_on_mismatch=halt_on_mismatch)
+    seq_before = settled.engine.core.next_seq - 1
+    settled.server.cluster.warp(5)  # a slot of its own for the comparison
+    slot = settled.server.cluster.slot
+    # Act: the difference found, found again unchanged, then the chain put back
+    first = await rec.reconcile(settled.engine.core)
+    again = await rec.reconcile(settled.engine.core)
+    restore(settled, original)
+    fixed = await rec.reconcile(settled.engine.core)
+    # Assert: every mismatch journaled once, with the engine's sequence and the chain's slot
+    detected = journaled(settled, ReconciliationMismatchDetected)
+    assert len(detected) == len(first.recorded) == len(first.mismatches) >= 1
+    assert {e.market_id for e in detected} == {market_index}
+    base_event = next(e for e in detected if e.field == "base")
+    assert base_event._replace(seq=0, ts_ns=0, chain_slot=0, open_mismatches=0) == (
+        ReconciliationMismatchDetected(0, 0, market_index, 1, 0, "base", base, base + 1,
+                                       seq_before, 0, 0)
+    )  # fmt: skip
+    assert base_event.chain_slot == first.chain_slot >= slot > 0
+    assert [e.open_mismatches for e in detected] == list(range(1, len(detected) + 1))
+    assert again.mismatches == first.mismatches and again.recorded == ()
+    # halting: the halt comes after the records; report-only: no halt at all
+    status = journaled(settled, MarketStatusChanged)
+    if halt_on_mismatch:
+        assert halts(settled) == [market_index] and rec.metrics.halts_sent == 2  # no-op again
+        assert max(e.seq for e in detected) < min(e.seq for e in status)
+    else:
+        assert status == [] and first.halted_markets == ()
+    # fixed: the incident closes, the engine holds none open, and the journal replays to it
+    assert fixed.ok and fixed.resolved_markets == (market_index,)
+    [resolved] = journaled(settled, ReconciliationMismatchResolved)
+    assert (resolved.market_id, resolved.mismatches) == (market_index, len(detected))
+    assert resolved.seq > max(e.seq for e in status + detected)
+    assert settled.engine.core.reconciliation_incidents == {}
+    assert rec.metrics.mismatches_recorded == len(detected) and rec.metrics.incidents_resolved == 1
+    replayed, _ = recover(settled.engine.journal)
+    assert replayed.state_hash() == settled.engine.core.state_hash()
 
 
 async def test_engine_collateral_the_chain_never_received_halts_every_market(
@@ -134,6 +205,11 @@ async def test_engine_collateral_the_chain_never_received_halts_every_market(
         )
     ]  # fmt: skip
     assert report.halted_markets == (0, 1) and sorted(halts(settled)) == [0, 1]
+    [detected] = journaled(settled, ReconciliationMismatchDetected)
+    assert (detected.market_id, detected.account_owner_id, detected.field) == (
+        NO_MARKET_ID, 2, "settled_collateral_quote"
+    )  # fmt: skip
+    assert settled.engine.core.reconciliation_incidents == {NO_MARKET_ID: 1}
 
 
 async def test_report_only_mode_and_config_checks(settled: SettlementStack) -> None:
