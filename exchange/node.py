@@ -22,7 +22,9 @@ Start-up, in order (``Node.start``):
    (journal -> ``settle_fills`` / ``update_funding``), and every ``reconcile_interval_s`` the
    reconciler against the engine state at exactly the sequence settlement reached (a fold of
    the journal up to the service's cursor); a mismatch that is not explained by a deposit in
-   flight halts the markets concerned (``SetMarketStatus``); the withdrawal executor
+   flight is journaled (``ReconciliationMismatchDetected``; ``ReconciliationMismatchResolved``
+   once a later run finds the market clean) and halts the markets concerned
+   (``SetMarketStatus``); the withdrawal executor
    (``settlement/withdrawals.py``) runs in the same loop, in journal order with settlement:
    the engine's ``CollateralWithdrawn`` -> ``process_withdrawal`` once the fills before it
    landed; before settlement and reconciliation the liquidation scanner
@@ -758,7 +760,9 @@ class Node:
         self.reconciler = Reconciler(
             program=self.program(self.operator),
             accounts=self.accounts,
+            # the node halts the markets itself (reconcile_once); the reconciler journals
             config=ReconcilerConfig(market_ids=markets, halt_on_mismatch=False),
+            submit=self.submit,
         )
         self.settled = SettledView(self.read_journal())
         self.status.settlement_caught_up_s = time.time()
@@ -941,10 +945,11 @@ class Node:
         assert self.service is not None and self.reconciler is not None
         assert self.settled is not None and self.bridge is not None
         core = self.settled.advance(self.service.cursor)
-        report = await self.reconciler.reconcile(core)
-        if report.mismatches and await self.bridge.poll():
+        comparison = await self.reconciler.compare(core)
+        if comparison.mismatches and await self.bridge.poll():
             self.status.reconcile_deferred += 1
             return None
+        report = await self.reconciler.answer(comparison)  # journals mismatches / resolutions
         self.status.reconcile_runs += 1
         self.status.last_reconcile = report
         self.status.last_reconcile_s = time.time()
@@ -995,7 +1000,11 @@ class Node:
             last = Family("perpdex_reconciliation_last_run_timestamp_seconds", "gauge",
                           "wall time of the last reconciliation")  # fmt: skip
             last.add(self.status.last_reconcile_s)
-            out += [ok, runs, mism, last]
+            journaled = Family("perpdex_reconciliation_journaled_total", "counter",
+                               "reconciliation incident events journaled")  # fmt: skip
+            journaled.add(rec.metrics.mismatches_recorded, (("event", "mismatch_detected"),))
+            journaled.add(rec.metrics.incidents_resolved, (("event", "mismatch_resolved"),))
+            out += [ok, runs, mism, last, journaled]
         if bridge is not None:
             dep = Family("perpdex_bridge_deposits_total", "counter", "on-chain deposits credited")
             dep.add(bridge.metrics.deposits_credited)
