@@ -56,7 +56,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 ROOT = Path(__file__).resolve().parents[2]
 USD = 1_000_000
 M = StackMarket(0, "BTC-PERP", PRICE_PRECISION // 100, BASE_PRECISION // 10, 100 * USD)
-VICTIM, MAKER, KEEPER, RIVAL = (1, 0), (2, 0), (3, 0), (4, 0)
+VICTIM, MAKER, KEEPER, RIVAL, POOR = (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)
 SIZE = 95 * BASE_PRECISION // 10
 PARAMS = PerpMarketParams(margin_tiers=((U64_MAX, 100_000, 50_000),), liquidation_fee_ppm=25_000)
 
@@ -64,7 +64,7 @@ PARAMS = PerpMarketParams(margin_tiers=((U64_MAX, 100_000, 50_000),), liquidatio
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[SettlementStack]:
     deposits = [(*VICTIM, 100 * USD), (*MAKER, 10_000 * USD), (*KEEPER, 10_000 * USD),
-                (*RIVAL, 10_000 * USD)]  # fmt: skip
+                (*RIVAL, 10_000 * USD), (*POOR, 1 * USD)]  # fmt: skip
     async with SettlementStack(tmp_path / "engine", (M,), deposits, params=PARAMS) as s:
         # the victim buys 9.5 base at 100 on 100 USD (about 10x), settled on-chain
         s.process([
@@ -111,6 +111,7 @@ async def screen(chain: KeeperChain) -> ChainScreen:
 async def test_the_keepers_view_agrees_with_the_program(stack: SettlementStack) -> None:
     # Arrange: the rival keeper's view and sends; the victim's User
     chain = keeper_chain(stack, RIVAL)
+    poor = keeper_chain(stack, POOR)
     victim = bytes(stack.accounts.user(*VICTIM))
     seen = []
     # The victim paid a 4.5 bp taker fee: collateral 99.5725, so equity 99.5725 + 9.5 (p - 100)
@@ -137,6 +138,13 @@ async def test_the_keepers_view_agrees_with_the_program(stack: SettlementStack) 
             if mine
             else ChainCandidate(victim, bytes(stack.wallets[VICTIM].pubkey()), 0, 0, (0,), 0, 0)
         )
+        if mine:
+            # a keeper with 1 USD could not take the slice over: it does not try, and the
+            # program would refuse it
+            poor_screen = await screen(poor)
+            assert poor_screen.candidates == [] and poor_screen.skipped == {"liquidator_margin": 1}
+            refused = await poor.liquidate(mine[0])
+            assert refused.code == "LiquidatorBelowInitialMargin"
         outcome = await chain.liquidate(target)
         seen.append((price, age_s, outcome.code))
         # Assert: the screen named it exactly when the program took it, fee to the unit
