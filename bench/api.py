@@ -9,10 +9,17 @@ event loop as the server (so every figure also pays for its own load generator):
   batches in flight. Same-run baseline: the same orders through the engine port directly
   (``EnginePort.submit_many``, no HTTP, no JSON), the ceiling the API can approach.
 * p50 / p99 acknowledgement latency of single ``place`` messages paced at a fixed rate
-  (10k orders/s, the target's rate, and 1k orders/s), send to answer, on the client; when
-  the offered rate is above what the engine sustains, the latency is queueing time.
+  (10k orders/s, the target's rate, and 1k orders/s), send to answer, on a client in its own
+  process (in the server's loop the client's own ~50 us per message, a frame each way,
+  halved what the loop could serve); when the offered rate is above what the engine or the
+  loop sustains, the latency is queueing time.
 * event-loop CPU per order during the batch run (``time.thread_time`` of the loop thread:
-  the API server and the bench client; the engine thread is not in it).
+  the API server and the bench client; the engine thread is not in it), and with the client
+  in its own process the whole API process's CPU per order (``time.process_time``: the loop
+  plus the engine process's pipe threads, pickling and event decoding).
+* the disk's ``fdatasync`` (4 KiB appended, then flushed, in the journal's directory) just
+  before the latency runs: a durable acknowledgement waits for at least one, so its p50 / p99
+  is the floor under the acknowledgement latency target.
 * book-delta fan-out: 100 websocket subscribers of one market's book while orders come to rest;
   latency from the command's submit (and, apart, from the port's fold of its batch,
   where fan-out starts) to the last subscriber's receipt of its delta; frames per second.
@@ -183,11 +190,33 @@ async def ws_batch_acks_in_subprocess(url: str, n: int) -> tuple[float, int]:
     return float(acks_per_s), int(accepted)
 
 
+def fdatasync_probe(directory: Path, n: int) -> dict[str, float]:
+    """``n`` appends of 4 KiB, each followed by ``fdatasync``: latency percentiles (ms)."""
+    path = directory / "fdatasync-probe"
+    block = b"\0" * 4096
+    latencies_ns: list[int] = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(n):
+            os.write(fd, block)
+            started = time.perf_counter_ns()
+            os.fdatasync(fd)
+            latencies_ns.append(time.perf_counter_ns() - started)
+    finally:
+        os.close(fd)
+        path.unlink()
+    latencies_ns.sort()
+    return {
+        "p50_ms": latencies_ns[n // 2] / 1e6,
+        "p99_ms": latencies_ns[int(n * 0.99)] / 1e6,
+    }
+
+
 async def ws_paced_latency(url: str, rate_per_s: int, seconds: float) -> dict[str, float]:
     """Single ``place`` messages at ``rate_per_s``; ack latency percentiles (ms)."""
     n = int(rate_per_s * seconds)
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
-        await login(ws, f"bench-latency-{rate_per_s}")
+        await login(ws, f"bench-latency-{rate_per_s}-{os.getpid()}-{time.time_ns()}")
         frames = [
             orjson.dumps({"op": "place", "id": i + 1, "params": ioc_order(i)}).decode()
             for i in range(n)
@@ -222,6 +251,27 @@ async def ws_paced_latency(url: str, rate_per_s: int, seconds: float) -> dict[st
         "p99_ms": latencies_ns[int(n * 0.99)] / 1e6,
         "max_ms": latencies_ns[-1] / 1e6,
     }
+
+
+async def ws_paced_latency_in_subprocess(
+    url: str, rate_per_s: int, seconds: float
+) -> dict[str, float]:
+    """``ws_paced_latency`` run by a child process (``--client-paced``)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.api",
+        "--client-paced",
+        url,
+        str(rate_per_s),
+        str(seconds),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench client: expected exit 0, got {proc.returncode}")
+    figures: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
+    return figures
 
 
 async def fan_out(
@@ -327,10 +377,13 @@ async def run(quick: bool, in_process: bool = False) -> dict[str, Any]:
             loop_cpu_us = (time.thread_time() - cpu_before) * 1e6 / n_batch
             # the same with the client in its own process: the loop thread is the server only
             cpu_before = time.thread_time()
+            process_cpu_before = time.process_time()
             remote_acks_per_s, _ = await ws_batch_acks_in_subprocess(url, n_batch)
             server_cpu_us = (time.thread_time() - cpu_before) * 1e6 / n_batch
-            latency = await ws_paced_latency(url, 10_000, latency_s)
-            light = await ws_paced_latency(url, 1_000, latency_s)
+            process_cpu_us = (time.process_time() - process_cpu_before) * 1e6 / n_batch
+            fsync = fdatasync_probe(Path(tmp), 200)
+            latency = await ws_paced_latency_in_subprocess(url, 10_000, latency_s)
+            light = await ws_paced_latency_in_subprocess(url, 1_000, latency_s)
             fan = await fan_out(app, url, 100, fan_orders)
         finally:
             await web_runner.cleanup()
@@ -354,6 +407,9 @@ async def run(quick: bool, in_process: bool = False) -> dict[str, Any]:
         "loop_cpu_us_per_order": round(loop_cpu_us, 2),
         "ws_batch_acks_per_s_client_process": round(remote_acks_per_s),
         "server_loop_cpu_us_per_order": round(server_cpu_us, 2),
+        "api_process_cpu_us_per_order": round(process_cpu_us, 2),
+        "fdatasync_p50_ms": round(fsync["p50_ms"], 3),
+        "fdatasync_p99_ms": round(fsync["p99_ms"], 3),
         "target_p99_ms": TARGET_P99_MS,
         "fanout_subscribers": fan["subscribers"],
         "fanout_deltas": fan["deltas"],
@@ -374,7 +430,15 @@ def main(argv: list[str] | None = None) -> int:
         help="the engine on a thread of the API's process (as before the engine process)",
     )
     parser.add_argument("--client-batch", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--client-paced", nargs=3, metavar=("URL", "RATE", "SECONDS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
+    if args.client_paced:  # the child side of ws_paced_latency_in_subprocess
+        url, rate, seconds = args.client_paced
+        paced = asyncio.run(ws_paced_latency(url, int(rate), float(seconds)))
+        sys.stdout.write(json.dumps(paced) + "\n")
+        return 0
     if args.client_batch:  # the child side of ws_batch_acks_in_subprocess
         url, n = args.client_batch[0], int(args.client_batch[1])
         result = asyncio.run(ws_batch_acks(url, n, 50, WINDOW_BATCHES))
@@ -408,6 +472,16 @@ def main(argv: list[str] | None = None) -> int:
             f"server loop CPU {figures['server_loop_cpu_us_per_order']:.1f} us per order "
             f"(one loop core: ~{1e6 / max(figures['server_loop_cpu_us_per_order'], 0.01):,.0f}/s "
             "without the engine)",
+        ),
+        (
+            "  API process CPU per order",
+            f"{figures['api_process_cpu_us_per_order']:.1f} us",
+            "loop + the engine process's pipe threads (client and engine processes excluded)",
+        ),
+        (
+            "fdatasync (4 KiB append) on this disk",
+            f"p50 {figures['fdatasync_p50_ms']:.3f} ms, p99 {figures['fdatasync_p99_ms']:.3f} ms",
+            "a durable acknowledgement waits for at least one",
         ),
         (
             f"single place at {figures['latency_offered_per_s']:,}/s",
