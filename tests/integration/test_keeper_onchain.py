@@ -51,7 +51,7 @@ from settlement.liquidation_scanner import LiquidationScanner
 from settlement.reconciler import Reconciler, ReconcilerConfig
 from settlement.stack import SettlementStack, StackMarket, seeded_keypair
 
-pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+pytestmark = [pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
 USD = 1_000_000
@@ -108,6 +108,7 @@ async def screen(chain: KeeperChain) -> ChainScreen:
                             insurance_fund_quote=snap.insurance_fund_quote)  # fmt: skip
 
 
+@pytest.mark.anyio
 async def test_the_keepers_view_agrees_with_the_program(stack: SettlementStack) -> None:
     # Arrange: the rival keeper's view and sends; the victim's User
     chain = keeper_chain(stack, RIVAL)
@@ -187,6 +188,7 @@ def journaled(stack: SettlementStack, kind: type) -> list[Any]:
     return [e for e in stack.engine.journal.read() if type(e) is kind]
 
 
+@pytest.mark.anyio
 async def test_engine_down_a_keeper_liquidates_on_chain_and_the_engine_books_it_once(
     stack: SettlementStack, tmp_path: Path
 ) -> None:
@@ -290,3 +292,26 @@ async def test_engine_down_a_keeper_liquidates_on_chain_and_the_engine_books_it_
     assert (again, amnesiac.metrics.duplicates) == (0, 1)
     assert len(journaled(stack, LiquidationExecuted)) == 1
     assert final.ok, final.mismatches
+
+
+def test_bad_keeper_options_are_refused_with_a_clear_message(tmp_path: Path) -> None:
+    import argparse
+
+    from exchange.liquidation_cli import register
+
+    parser = argparse.ArgumentParser(prog="perpdex")
+    register(parser.add_subparsers())
+    key_file = tmp_path / "k.json"
+    key_file.write_text(json.dumps(list(bytes(seeded_keypair("k")))))
+    for args, message in [
+        (["--onchain-only"], "--onchain-only: expected --rpc URL too, got none"),
+        ([], "--api: expected the API's URL (or --onchain-only with --rpc), got none"),
+        (["--rpc", "http://127.0.0.1:1", "--onchain-only", "--program-id", "x"],
+         "--program-id: expected a base58 public key, got 'x'"),
+        (["--api", "http://127.0.0.1:1", "--program-id", "x"],
+         "--program-id: expected --rpc URL too, got none"),
+    ]:  # fmt: skip
+        parsed = parser.parse_args(["keeper", "liquidator", "--key", str(key_file), *args])
+        with pytest.raises(SystemExit) as refused:
+            parsed.func(parsed)
+        assert str(refused.value) == message
