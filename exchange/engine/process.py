@@ -26,6 +26,7 @@ recovers from the journal.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import multiprocessing
 import pickle
@@ -69,6 +70,9 @@ def _child_main(config: EngineConfig, conn: Connection) -> None:
     except BaseException as exc:
         conn.send_bytes(pickle.dumps((_FAILED, (), f"engine start: {exc!r}"), _PICKLE))
         return
+    # The recovered state lives as long as the child: out of the cyclic GC's walks (a full
+    # pass over a large book and account set is a pause every queued order waits out).
+    gc.freeze()
     published: list[Event] = []
     engine.subscribe(published.extend)  # called once per durable batch with its events
     conn.send_bytes(pickle.dumps((_READY, engine.recovery), _PICKLE))

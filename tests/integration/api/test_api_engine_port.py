@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+from concurrent.futures import Future
 
 import pytest
 from api_support import BTC, LOT, MAKER_OWNER, TICK
@@ -67,3 +69,27 @@ async def test_start_api_serves_on_a_real_port_and_closes(runner: EngineRunner) 
     # the engine is the caller's: still serving after the API closed
     events = await asyncio.wrap_future(runner.submit(bid(99)))
     assert type(events[0]) is OrderAccepted
+
+
+async def test_submitted_batches_leave_no_cyclic_garbage(runner: EngineRunner) -> None:
+    # Arrange: a started port; the cyclic GC off, so only reference counting frees
+    port = EnginePort(runner)
+    await port.start()
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        # Act: single and batched submits, each its own hand-off to the engine
+        for price in (90, 91, 92):
+            await port.submit(bid(price))
+        await port.submit_many([bid(93), bid(94)])
+        gc.collect()
+        leftovers = [obj for obj in gc.garbage if isinstance(obj, (Future, PlaceOrder))]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    # Assert: no engine Future or command kept alive by a cycle (a full GC pass would
+    # have to walk them: a pause on the event loop)
+    assert leftovers == []
+    port.close()
