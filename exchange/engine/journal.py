@@ -18,8 +18,10 @@ the writer. A :class:`Journal` object is not thread-safe.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -84,6 +86,11 @@ journal_meta = Table(
 )
 
 _TABLE_NAMES = ("event_batches", "snapshots", "journal_meta")
+_SQLITE_LAST_SEQ = "SELECT last_seq FROM event_batches ORDER BY first_seq DESC LIMIT 1"
+_SQLITE_INSERT_BATCH = (
+    "INSERT INTO event_batches (first_seq, last_seq, event_count, checksum, payload)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
 
 
 class Snapshot(NamedTuple):
@@ -138,6 +145,7 @@ class Journal:
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise JournalError(f"expected a usable database URL, got {url!r}: {exc}") from exc
         self._sqlite = self._engine.dialect.name == "sqlite"
+        self._raw_writer: Any = None  # SQLite: the pooled DBAPI connection appends use
         if self._sqlite:
             event.listen(self._engine, "connect", _sqlite_on_connect)
             event.listen(self._engine, "begin", _sqlite_on_begin)
@@ -172,6 +180,10 @@ class Journal:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._raw_writer is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._raw_writer.close()  # back to the pool, then disposed with it
+                self._raw_writer = None
             self._engine.dispose()
 
     def __enter__(self) -> Journal:
@@ -205,15 +217,17 @@ class Journal:
             raise JournalError(f"expected a readable journal, got {exc}") from exc
         return self._last_seq
 
-    def append(self, events: Sequence[Event]) -> None:
-        """Write ``events`` as one durable transaction (group commit).
+    def append(self, events: Sequence[Event]) -> bytes:
+        """Write ``events`` as one durable transaction (group commit); returns the stored
+        payload, ``encode_events(events)`` (so a caller that ships the batch on needs no
+        second encoding).
 
         Their seqs must be contiguous from ``last_seq + 1``; otherwise nothing is written.
-        An empty sequence is a no-op.
+        An empty sequence is a no-op (returns ``b""``).
         """
         self._check_writable()
         if not events:
-            return
+            return b""
         batch = events if isinstance(events, list) else list(events)
         first = self._last_seq + 1
         last = first + len(batch) - 1
@@ -231,27 +245,8 @@ class Journal:
             payload = encode_events(batch)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise JournalError(f"expected encodable events, got {exc}") from exc
-        row = {
-            "first_seq": first,
-            "last_seq": last,
-            "event_count": len(batch),
-            "checksum": hashlib.sha256(payload).hexdigest(),
-            "payload": payload,
-        }
-        try:
-            with self._write_connection() as conn, conn.begin():
-                stored_last = self._query_last_seq(conn)
-                if stored_last != self._last_seq:
-                    raise JournalError(
-                        f"append: expected stored last_seq {self._last_seq}, got {stored_last}"
-                        " (a second writer?)"
-                    )
-                conn.execute(event_batches.insert(), row)
-        except SQLAlchemyError as exc:
-            raise JournalError(
-                f"append of seqs {first}..{last}: expected a commit, got {exc}"
-            ) from exc
-        self._last_seq = last
+        self._insert_batch(first, last, payload)
+        return payload
 
     def append_encoded(self, payload: bytes, event_count: int) -> None:
         """Write one already-encoded batch of ``event_count`` events, seqs ``last_seq + 1``
@@ -264,28 +259,63 @@ class Journal:
         if not isinstance(payload, bytes) or not payload:
             raise JournalError("append_encoded: expected a non-empty bytes payload")
         first = self._last_seq + 1
-        last = first + event_count - 1
-        row = {
-            "first_seq": first,
-            "last_seq": last,
-            "event_count": event_count,
-            "checksum": hashlib.sha256(payload).hexdigest(),
-            "payload": payload,
-        }
+        self._insert_batch(first, first + event_count - 1, payload)
+
+    def _insert_batch(self, first: int, last: int, payload: bytes) -> None:
+        """One durable transaction: check no one else appended, insert the batch's row."""
+        checksum = hashlib.sha256(payload).hexdigest()
+        if self._sqlite:
+            self._insert_batch_sqlite(first, last, checksum, payload)
+        else:
+            row = {
+                "first_seq": first,
+                "last_seq": last,
+                "event_count": last - first + 1,
+                "checksum": checksum,
+                "payload": payload,
+            }
+            try:
+                with self._write_connection() as conn, conn.begin():
+                    self._check_stored_last(self._query_last_seq(conn))
+                    conn.execute(event_batches.insert(), row)
+            except SQLAlchemyError as exc:
+                raise JournalError(
+                    f"append of seqs {first}..{last}: expected a commit, got {exc}"
+                ) from exc
+        self._last_seq = last
+
+    def _check_stored_last(self, stored_last: int) -> None:
+        if stored_last != self._last_seq:
+            raise JournalError(
+                f"append: expected stored last_seq {self._last_seq}, got {stored_last}"
+                " (a second writer?)"
+            )
+
+    def _insert_batch_sqlite(self, first: int, last: int, checksum: str, payload: bytes) -> None:
+        # The same statements as the SQLAlchemy path, on one DBAPI connection kept for
+        # appends: SQLAlchemy's per-statement work (connection checkout, compiled-statement
+        # lookup, result objects, the begin hook) cost ~0.3-0.5 ms per group commit, as much
+        # as the commit's fsync on a fast disk.
         try:
-            with self._write_connection() as conn, conn.begin():
-                stored_last = self._query_last_seq(conn)
-                if stored_last != self._last_seq:
-                    raise JournalError(
-                        f"append: expected stored last_seq {self._last_seq}, got {stored_last}"
-                        " (a second writer?)"
-                    )
-                conn.execute(event_batches.insert(), row)
-        except SQLAlchemyError as exc:
+            if self._raw_writer is None:
+                self._raw_writer = self._engine.raw_connection()  # pragmas set on connect
+            con = self._raw_writer.driver_connection
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                row = con.execute(_SQLITE_LAST_SEQ).fetchone()
+                self._check_stored_last(0 if row is None else int(row[0]))
+                con.execute(
+                    _SQLITE_INSERT_BATCH, (first, last, last - first + 1, checksum, payload)
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, SQLAlchemyError) as exc:
             raise JournalError(
                 f"append of seqs {first}..{last}: expected a commit, got {exc}"
             ) from exc
-        self._last_seq = last
 
     def save_snapshot(self, seq: int, state_hash: str, payload: bytes) -> None:
         """Store a state snapshot taken after event ``seq``; durable like :meth:`append`.

@@ -39,7 +39,7 @@ from typing import Any
 
 from exchange.core.commands import Command
 from exchange.core.errors import JournalError
-from exchange.core.events import Event, decode_events, encode_events
+from exchange.core.events import Event, decode_events
 from exchange.engine.config import EngineConfig
 from exchange.engine.sequencer import Engine, EngineStopped, RecoveryReport
 from perp.clearinghouse import Clearinghouse
@@ -73,15 +73,13 @@ def _child_main(config: EngineConfig, conn: Connection) -> None:
     # The recovered state lives as long as the child: out of the cyclic GC's walks (a full
     # pass over a large book and account set is a pause every queued order waits out).
     gc.freeze()
-    published: list[Event] = []
-    engine.subscribe(published.extend)  # called once per durable batch with its events
     conn.send_bytes(pickle.dumps((_READY, engine.recovery), _PICKLE))
     limit = config.group_commit_max_commands
     idle_s = config.tick_interval_ns / 1e9
     try:
         while True:
             if not conn.poll(idle_s):  # idle: the clock still drives funding and expiry
-                if not _child_flush(engine, conn, [], published):
+                if not _child_flush(engine, conn, []):
                     return
                 continue
             requests: list[Any] = pickle.loads(conn.recv_bytes())
@@ -96,7 +94,7 @@ def _child_main(config: EngineConfig, conn: Connection) -> None:
                     group.append(request)
                     continue
                 # a snapshot or a stop sees every command queued before it
-                if group and not _child_flush(engine, conn, group, published):
+                if group and not _child_flush(engine, conn, group):
                     return
                 group = []
                 if request[0] == _SNAPSHOT:
@@ -107,27 +105,24 @@ def _child_main(config: EngineConfig, conn: Connection) -> None:
                     engine.close()
                     conn.send_bytes(pickle.dumps((_STOPPED,), _PICKLE))
                     return
-            if group and not _child_flush(engine, conn, group, published):
+            if group and not _child_flush(engine, conn, group):
                 return
     except (EOFError, BrokenPipeError, ConnectionResetError):
         engine.close()  # the parent is gone: nothing is pending that anyone could learn of
 
 
-def _child_flush(
-    engine: Engine, conn: Connection, group: list[Any], published: list[Event]
-) -> bool:
+def _child_flush(engine: Engine, conn: Connection, group: list[Any]) -> bool:
     """Run one group commit and send its outcome; ``False`` once the engine has failed."""
     commands = [cmd for _, _, cmds in group for cmd in cmds]
-    published.clear()
     try:
         results = engine.process(commands)
     except BaseException as exc:
         conn.send_bytes(pickle.dumps((_FAILED, tuple(r[1] for r in group), repr(exc)), _PICKLE))
         engine.close()
         return False
-    payload = encode_events(published) if published else b""
+    payload = engine.last_batch_payload  # the journal's bytes: the events encoded once
     if not group:
-        if published:
+        if payload:
             conn.send_bytes(pickle.dumps((_EVENTS, payload), _PICKLE))
         return True
     # Each command's events are a slice of the batch: send their counts, not the events

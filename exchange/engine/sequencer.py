@@ -114,6 +114,8 @@ class Engine:
         self._events_since_snapshot = self.recovery.events_replayed
         self._subscribers: list[Subscriber] = []
         self._failure: BaseException | None = None
+        #: the newest batch as the journal stored it (``encode_events``; ``b""`` if empty)
+        self.last_batch_payload = b""
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Call ``subscriber(events)`` after every durable batch, in sequence order."""
@@ -154,7 +156,7 @@ class Engine:
         if not commands:
             self._maybe_tick(self._now(), events)
         try:
-            self.journal.append(events)
+            self.last_batch_payload = self.journal.append(events)
         except BaseException as exc:
             self._failure = exc
             raise JournalError(f"journal append: expected durable write, got {exc!r}") from exc

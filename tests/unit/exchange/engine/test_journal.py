@@ -499,3 +499,29 @@ def test_any_batch_split_reads_back_identically(n: int, cuts: list[int], after: 
     assert whole == events
     assert tail == events[after:]
     assert counted == n
+
+
+def test_append_returns_the_stored_payload(journal: Journal) -> None:
+    # Arrange
+    events = make_events(4)
+    # Act
+    payload = journal.append(events)
+    # Assert: the bytes written are the events encoded once, as a reader gets them back
+    (stored,) = list(journal.read_batches_raw())
+    assert payload == stored.payload == encode_events(events)
+    assert journal.append([]) == b""
+
+
+def test_a_refused_append_leaves_the_writer_usable(tmp_path: Path) -> None:
+    # Arrange: b's append is refused inside its write transaction (a second writer)
+    a = Journal.for_data_dir(tmp_path)
+    b = Journal.for_data_dir(tmp_path)
+    a.append(make_events(2))
+    with pytest.raises(JournalError, match="second writer"):
+        b.append(make_events(1))
+    # Act: a goes on appending (b's transaction was rolled back, not left holding the lock)
+    a.append(make_events(3, start=3))
+    # Assert
+    assert [e.seq for e in a.read()] == [1, 2, 3, 4, 5]
+    a.close()
+    b.close()
