@@ -103,10 +103,11 @@ def timeline_child(config: EngineConfig, conn: Connection) -> None:
         records.append(("execute_start", _now(), _coids(commands)))
         return real_process(self, commands)
 
-    def append(self: Any, events: Any) -> None:
+    def append(self: Any, events: Any) -> bytes:
         records.append(("commit_start", _now(), len(events)))
-        real_append(self, events)
+        payload = real_append(self, events)
         records.append(("commit_end", _now(), len(events)))
+        return payload
 
     sequencer.Engine.process = process  # type: ignore[method-assign]
     journal_mod.Journal.append = append  # type: ignore[method-assign]
