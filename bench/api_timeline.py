@@ -28,7 +28,6 @@ import gc
 import itertools
 import json
 import os
-import pickle
 import sys
 import tempfile
 import time
@@ -52,24 +51,18 @@ _now = time.perf_counter_ns
 _ENV_OUT = "PERPDEX_TIMELINE_OUT"
 
 
-class _TimedPickle:
-    """Stands in for the ``pickle`` module inside ``exchange.engine.process``: the same
-    ``dumps`` / ``loads``, with a hook told of every message and when."""
+def _timed(real: Callable[[Any], Any], hook: Callable[[Any], None], *, on_result: bool) -> Any:
+    """``real`` with ``hook`` told of its argument (or its result) when it runs."""
 
-    HIGHEST_PROTOCOL = pickle.HIGHEST_PROTOCOL
+    def wrapped(arg: Any) -> Any:
+        if on_result:
+            out = real(arg)
+            hook(out)
+            return out
+        hook(arg)
+        return real(arg)
 
-    def __init__(self, on_dumps: Callable[[Any], None], on_loads: Callable[[Any], None]):
-        self._on_dumps = on_dumps
-        self._on_loads = on_loads
-
-    def dumps(self, obj: Any, protocol: int | None = None) -> bytes:
-        self._on_dumps(obj)
-        return pickle.dumps(obj, protocol)
-
-    def loads(self, data: bytes) -> Any:
-        obj = pickle.loads(data)
-        self._on_loads(obj)
-        return obj
+    return wrapped
 
 
 def _coids(commands: Any) -> tuple[int, ...]:
@@ -95,7 +88,10 @@ def timeline_child(config: EngineConfig, conn: Connection) -> None:
         if obj[0] == engine_process._DONE:
             records.append(("reply_write", _now(), len(obj[2])))
 
-    engine_process.pickle = _TimedPickle(on_dumps, on_loads)  # type: ignore[assignment]
+    engine_process.decode_requests = _timed(
+        engine_process.decode_requests, on_loads, on_result=True
+    )
+    engine_process.encode_reply = _timed(engine_process.encode_reply, on_dumps, on_result=False)
     real_process = sequencer.Engine.process
     real_append = journal_mod.Journal.append
 
@@ -169,6 +165,8 @@ def _instrument_api(records: list[tuple[Any, ...]]) -> Callable[[], None]:
     real_flush = engine_port.EnginePort._flush
     real_fold = engine_port.EnginePort._fold
     real_send_json = ws.WsSession.send_json
+    real_encode_requests = engine_process.encode_requests
+    real_decode_reply = engine_process.decode_reply
 
     def order_op(session: Any, op: str, msg: dict[str, Any], request_id: Any) -> None:
         records.append(("api_read", _now(), (request_id,)))
@@ -190,7 +188,7 @@ def _instrument_api(records: list[tuple[Any, ...]]) -> Callable[[], None]:
         real_send_json(self, obj)
 
     def on_dumps(obj: Any) -> None:
-        if isinstance(obj, list):
+        if isinstance(obj, tuple | list):
             ids = tuple([c for r in obj if r[0] == engine_process._CMDS for c in _coids(r[2])])
             records.append(("pipe_write", _now(), ids))
 
@@ -202,14 +200,16 @@ def _instrument_api(records: list[tuple[Any, ...]]) -> Callable[[], None]:
     engine_port.EnginePort._flush = flush  # type: ignore[method-assign]
     engine_port.EnginePort._fold = fold  # type: ignore[method-assign]
     ws.WsSession.send_json = send_json  # type: ignore[method-assign]
-    engine_process.pickle = _TimedPickle(on_dumps, on_loads)  # type: ignore[assignment]
+    engine_process.encode_requests = _timed(real_encode_requests, on_dumps, on_result=False)
+    engine_process.decode_reply = _timed(real_decode_reply, on_loads, on_result=True)
 
     def undo() -> None:
         ws._order_op = real_order_op
         engine_port.EnginePort._flush = real_flush  # type: ignore[method-assign]
         engine_port.EnginePort._fold = real_fold  # type: ignore[method-assign]
         ws.WsSession.send_json = real_send_json  # type: ignore[method-assign]
-        engine_process.pickle = pickle
+        engine_process.encode_requests = real_encode_requests
+        engine_process.decode_reply = real_decode_reply
 
     return undo
 

@@ -5,13 +5,14 @@ perp clearinghouse: accounts, collateral, positions, funding) only this module a
 read model change.
 
 Threads: the engine runs on its sequencer thread (``EngineRunner``) or in a child process
-whose replies a reader thread takes (``EngineProcess``); either calls the subscriber with
-each durable batch on that thread, and the subscriber hands it to the event loop with
-``call_soon_threadsafe``; the loop folds it into the ``ReadModel`` and fans it out to
-listeners. A command's Future is resolved on that thread *after* its batch was published,
-and ``asyncio.wrap_future`` also passes through ``call_soon_threadsafe``, so by the time
-``submit`` returns, the read model already holds that command's events (the loop runs
-callbacks in FIFO order).
+(``EngineProcess``), whose pipe ``start`` binds to this loop (``bind_loop``: no pipe
+threads). A runner calls the subscriber with each durable batch on its thread, and the
+subscriber hands it to the event loop with ``call_soon_threadsafe`` (a runner bound to the
+loop calls on the loop: folded at once); the loop folds it into the ``ReadModel`` and fans
+it out to listeners. A command's Future is resolved *after* its batch was published, and
+the hand-over to the waiting request goes through the same FIFO (or runs directly on the
+loop), so by the time ``submit`` returns, the read model already holds that command's
+events.
 
 Start-up without a gap or an overlap: subscribe first (batches queue up), then ask the
 runner for a snapshot of the core taken between two batches (``runner.snapshot()``);
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
@@ -77,6 +79,7 @@ class EnginePort:
         self._recent_trades_kept = recent_trades_kept
         self._history_kept_per_owner = history_kept_per_owner
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0  # the loop's thread id (callbacks already on it skip a hop)
         self._pending: list[list[Event]] = []
         # commands submitted in this turn of the loop, for the next _flush
         self._outgoing: list[tuple[tuple[Command, ...], asyncio.Future[list[list[Event]]]]] = []
@@ -96,6 +99,10 @@ class EnginePort:
         """Subscribe to the engine and build the read model from a consistent snapshot."""
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self._loop_thread = threading.get_ident()
+        bind_loop = getattr(self._runner, "bind_loop", None)
+        if bind_loop is not None:  # an engine process: its pipe served by this loop
+            bind_loop(loop)
         if not self._subscribed:
             self._runner.subscribe(self._on_engine_batch)
             self._subscribed = True
@@ -127,6 +134,9 @@ class EnginePort:
     def _on_engine_batch(self, events: Sequence[Event]) -> None:
         # Sequencer thread: hand over to the loop, never touch loop state here.
         loop = self._loop
+        if threading.get_ident() == self._loop_thread:  # a runner bound to the loop
+            self._on_loop_batch(list(events))
+            return
         if loop is not None and not self._closed:
             with contextlib.suppress(RuntimeError):  # loop closed during shutdown
                 loop.call_soon_threadsafe(self._on_loop_batch, list(events))
@@ -195,6 +205,9 @@ class EnginePort:
                 at += n
 
         def hand_over(done: Future[list[list[Event]]]) -> None:
+            if threading.get_ident() == self._loop_thread:  # after the fold, on the loop
+                deliver(done)
+                return
             with contextlib.suppress(RuntimeError):  # loop closed during shutdown
                 loop.call_soon_threadsafe(deliver, done)
 

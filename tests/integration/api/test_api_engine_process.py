@@ -8,6 +8,7 @@ same data directory recovers every acknowledged command.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -181,3 +182,84 @@ async def test_killed_engine_process_gives_a_clear_error_and_restart_recovers(
         assert [tuple(level) for level in book.depth(0, 10)] == [(95, 2)]
     finally:
         reopened.close()
+
+
+def _iocs(n: int, start: int) -> list[PlaceOrder]:
+    # IOC bids below the book (empty ask side): each is accepted, then canceled
+    return [
+        PlaceOrder(BTC, 11, 0, 0, 96 * TICK, LOT, time_in_force=1, client_order_id=start + i)
+        for i in range(n)
+    ]
+
+
+async def test_loop_bound_pipe_carries_requests_the_socket_took_in_parts(
+    tmp_path: Path,
+) -> None:
+    # Arrange: the pipe served by this loop; the child stopped, so it reads nothing
+    proc = EngineProcess(_set_up_journal(tmp_path))
+    published: list[Any] = []
+    proc.subscribe(published.extend)
+    try:
+        assert proc.bind_loop(asyncio.get_running_loop())
+        assert proc.pid is not None
+        os.kill(proc.pid, signal.SIGSTOP)
+        # Act: requests until the socket's buffer is full and the rest waits for add_writer
+        futures: list[Any] = []
+        while not proc._writing:
+            futures.append(proc.submit_many(_iocs(500, 1 + 500 * len(futures))))
+        futures.append(proc.submit_many(_iocs(500, 1 + 500 * len(futures))))
+        assert proc._wbuf  # held back, not lost
+        os.kill(proc.pid, signal.SIGCONT)
+        results: list[Any] = await asyncio.wait_for(
+            asyncio.gather(*(asyncio.wrap_future(f) for f in futures)), 60
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid or 0, signal.SIGCONT)
+        proc.close()
+    # Assert: every order ran once, in submission order, each answered with its own events
+    client_ids = [events[0].client_order_id for per_request in results for events in per_request]
+    assert client_ids == list(range(1, 1 + 500 * len(futures)))
+    assert all(
+        [type(e).__name__ for e in events] == ["OrderAccepted", "OrderCanceled"]
+        for per_request in results
+        for events in per_request
+    )
+    assert len(published) == 2 * 500 * len(futures)
+    assert not proc._writing and not proc._wbuf
+
+
+async def test_loop_bound_pipe_fails_every_pending_request_when_the_child_dies_mid_batch(
+    tmp_path: Path,
+) -> None:
+    # Arrange: the pipe served by this loop; requests queued in the child's socket and in
+    # the parent's write buffer while the child is stopped
+    config = _set_up_journal(tmp_path)
+    proc = EngineProcess(config)
+    loop = asyncio.get_running_loop()
+    try:
+        assert proc.bind_loop(loop)
+        assert proc.pid is not None
+        os.kill(proc.pid, signal.SIGSTOP)
+        futures = [proc.submit_many(_iocs(500, 1 + 500 * i)) for i in range(200)]
+        assert proc._writing
+        # Act: the child dies with all of them unanswered
+        os.kill(proc.pid, signal.SIGKILL)
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True),
+            30,
+        )
+        later = proc.submit(_iocs(1, 10**6)[0])
+        watched = loop.remove_reader(proc._fd)  # False: nothing was registered any more
+    finally:
+        proc.close()
+    # Assert: every request failed naming the exit code, so does a later one; the loop no
+    # longer watches the pipe; nothing was journaled
+    assert all(isinstance(o, EngineStopped) for o in outcomes), outcomes[:3]
+    assert "exit code -9" in str(outcomes[0])
+    with pytest.raises(EngineStopped, match="exit code -9"):
+        later.result(0)
+    assert not watched
+    reopened = EngineProcess(config)
+    reopened.close()
+    assert reopened.recovery.last_seq == proc.recovery.last_seq
