@@ -16,7 +16,8 @@ event loop as the server (so every figure also pays for its own load generator):
 * event-loop CPU per order during the batch run (``time.thread_time`` of the loop thread:
   the API server and the bench client; the engine thread is not in it), and with the client
   in its own process the whole API process's CPU per order (``time.process_time``: the loop
-  plus the engine process's pipe threads, pickling and event decoding).
+  plus the engine pipe's encoding and event decoding, on the loop since round 5; the pipe
+  threads of an engine process not bound to a loop).
 * the disk's ``fdatasync`` (4 KiB appended, then flushed, in the journal's directory) just
   before the latency runs: a durable acknowledgement waits for at least one, so its p50 / p99
   is the floor under the acknowledgement latency target.
@@ -476,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         (
             "  API process CPU per order",
             f"{figures['api_process_cpu_us_per_order']:.1f} us",
-            "loop + the engine process's pipe threads (client and engine processes excluded)",
+            "loop + engine pipe I/O and codecs (client and engine processes excluded)",
         ),
         (
             "fdatasync (4 KiB append) on this disk",
