@@ -402,23 +402,9 @@ _IMPORTED = (
 
 @njit(cache=True)
 def k_imported():  # type: ignore[no-untyped-def]
-    return (
-        ST_HALTED,
-        ST_CANCEL_ONLY,
-        ST_POST_ONLY,
-        ST_REDUCE_ONLY,
-        C_STATUS,
-        C_RATE_S,
-        C_RATE_M,
-        C_SIZE,
-        C_BAND,
-        C_NOTIONAL,
-        C_POSITION,
-        C_LOSS,
-        C_MARGIN,
-        BP,
-        RP,
-    )
+    """The imported constants these kernels were compiled with (see ``recompile_if_stale``):
+    numba freezes the global tuple into the cached machine code."""
+    return _IMPORTED
 
 
 def recompile_if_stale(probe: Any, expected: tuple[int, ...], kernels: tuple[Any, ...]) -> None:

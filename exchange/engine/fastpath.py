@@ -470,38 +470,9 @@ _IMPORTED = (
 
 @njit(cache=True)
 def k_imported():  # type: ignore[no-untyped-def]
-    """The imported constants these kernels were compiled with (see ``recompile_if_stale``)."""
-    return (
-        _FASTRISK_CRC,
-        K_ACC,
-        K_REJ,
-        K_REST,
-        K_TRADE,
-        K_CANCEL,
-        ROW_W,
-        T_PYTHON,
-        AW,
-        PW,
-        A_COLLATERAL,
-        A_DAY_LOSS,
-        Q_BASE,
-        Q_ENTRY,
-        Q_BID,
-        Q_ASK,
-        Q_REALIZED,
-        H_MKT,
-        H_POS,
-        H_ACC,
-        H_NACC,
-        M_LOT,
-        M_TICK,
-        M_MAKER_PPM,
-        M_TAKER_PPM,
-        M_INSURANCE_PPM,
-        H_P1,
-        H_P4,
-        MAX_QUOTE,
-    )
+    """The imported constants these kernels were compiled with (see ``recompile_if_stale``):
+    numba freezes the global tuple into the cached machine code."""
+    return _IMPORTED
 
 
 recompile_if_stale(k_imported, _IMPORTED, (k_after, k_risk_row, k_decode))
