@@ -18,7 +18,6 @@ the loser of a race); a success as the slices the transaction logged (``Position
 
 from __future__ import annotations
 
-import base64
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,13 +42,10 @@ from oracle_feeds.price import OraclePrice
 from perp.math.margin import MarginConfigError, MarginSchedule, MarginTier
 from settlement.errors import SettlementError
 from settlement.onchain import ORACLE_SOURCE_PYTH_PULL, ClearingAddresses, clearing_program
-from settlement.spec import event_discriminator
+from settlement.reconciler import position_liquidated_events
 
 ORACLE_SOURCE_SWITCHBOARD_ON_DEMAND: Final = 3
 _CLOCK_LAYOUT: Final = struct.Struct("<QqQQq")  # slot, epoch start, epoch, leader epoch, unix
-_POSITION_LIQUIDATED: Final = event_discriminator("PositionLiquidated")
-# market, owner, liquidator, base_delta, quote_delta, price, fee, to liquidator, to fund, index
-_POSITION_LIQUIDATED_LAYOUT: Final = struct.Struct("<H32s32sqqQQQQ16s")
 
 
 class KeeperChainError(SettlementError):
@@ -153,18 +149,12 @@ def oracle_price(account: Any, owner: Pubkey, data: bytes) -> OraclePrice | None
 def position_liquidated(logs: Sequence[str]) -> list[tuple[int, bytes, bytes, int, int]]:
     """The ``PositionLiquidated`` events of a transaction's logs: (market, owner wallet,
     liquidator wallet, base_delta, liquidator_fee_quote)."""
-    out = []
-    for line in logs:
-        if not line.startswith("Program data: "):
-            continue
-        data = base64.b64decode(line.removeprefix("Program data: "))
-        if data[:8] != _POSITION_LIQUIDATED:
-            continue
-        market, owner, liquidator, base, _, _, _, to_liquidator, _, _ = (
-            _POSITION_LIQUIDATED_LAYOUT.unpack(data[8:])
+    return [
+        (market, owner, liquidator, base, to_liquidator)
+        for market, owner, liquidator, base, _, _, _, to_liquidator, _, _ in (
+            position_liquidated_events(logs)
         )
-        out.append((market, owner, liquidator, base, to_liquidator))
-    return out
+    ]
 
 
 class KeeperChain:

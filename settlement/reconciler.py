@@ -37,7 +37,7 @@ import base64
 import inspect
 import logging
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
@@ -69,8 +69,28 @@ from settlement.spec import event_discriminator
 log = logging.getLogger(__name__)
 
 NO_ACCOUNT: Final = (-1, -1)
+_PROGRAM_DATA: Final = "Program data: "
 _POSITION_LIQUIDATED: Final = event_discriminator("PositionLiquidated")
-_POSITION_LIQUIDATED_LAYOUT: Final = struct.Struct("<H32s32sqqQQQQ16s")
+# market, owner, liquidator, base_delta, quote_delta, price, fee, to liquidator, to fund, index
+POSITION_LIQUIDATED_LAYOUT: Final = struct.Struct("<H32s32sqqQQQQ16s")
+
+
+def program_events(
+    logs: Iterable[str], discriminator: bytes, layout: struct.Struct
+) -> Iterator[tuple[Any, ...]]:
+    """The fields of each event with ``discriminator`` among a transaction's program logs
+    (``Program data:`` lines), in order, unpacked with ``layout``."""
+    for line in logs:
+        if line.startswith(_PROGRAM_DATA):
+            data = base64.b64decode(line.removeprefix(_PROGRAM_DATA))
+            if data[:8] == discriminator:
+                yield layout.unpack(data[8:])
+
+
+def position_liquidated_events(logs: Iterable[str]) -> Iterator[tuple[Any, ...]]:
+    """The fields of each ``PositionLiquidated`` in a transaction's logs, in
+    ``POSITION_LIQUIDATED_LAYOUT`` order."""
+    return program_events(logs, _POSITION_LIQUIDATED, POSITION_LIQUIDATED_LAYOUT)
 
 
 class OnChainLiquidation(NamedTuple):
@@ -105,15 +125,8 @@ def liquidations_in_logs(logs: Iterable[str], accounts: AccountMap) -> list[OnCh
     """The ``PositionLiquidated`` events of one transaction's program logs, in order, with both
     owners' wallets mapped to engine accounts (an unmapped wallet is ``UnmappedAccount``)."""
     out = []
-    for line in logs:
-        if not line.startswith("Program data: "):
-            continue
-        data = base64.b64decode(line.removeprefix("Program data: "))
-        if data[:8] != _POSITION_LIQUIDATED:
-            continue
-        market, owner, liquidator, base, quote, price, fee, to_liquidator, to_fund, index = (
-            _POSITION_LIQUIDATED_LAYOUT.unpack(data[8:])
-        )
+    for event in position_liquidated_events(logs):
+        market, owner, liquidator, base, quote, price, fee, to_liquidator, to_fund, index = event
         liquidated_key = _engine_account(accounts, owner)
         liquidator_key = _engine_account(accounts, liquidator)
         out.append(
@@ -146,13 +159,12 @@ def booking_commands(
     last slice. The engine applies each exactly once (signature, slice index)."""
     logs = list(logs)
     slices = liquidations_in_logs(logs, accounts)
-    payments = []
-    for line in logs:
-        if line.startswith("Program data: "):
-            data = base64.b64decode(line.removeprefix("Program data: "))
-            if data[:8] == _ACCOUNT_LIQUIDATED:
-                _, _, payment, _, count = _ACCOUNT_LIQUIDATED_LAYOUT.unpack(data[8:])
-                payments.append((count, payment))
+    payments = [
+        (count, payment)
+        for _, _, payment, _, count in program_events(
+            logs, _ACCOUNT_LIQUIDATED, _ACCOUNT_LIQUIDATED_LAYOUT
+        )
+    ]
     last_slice_payment: dict[int, int] = {}
     at = 0
     for count, payment in payments:  # AccountLiquidated follows its slices
