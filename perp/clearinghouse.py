@@ -365,6 +365,23 @@ class Clearinghouse:
         self.apply(event)
         out.append(event)
 
+    def _emit_status_change(
+        self, out: list[Any], ts_ns: int, market_id: int, change: StatusChange | None
+    ) -> None:
+        """Emit ``MarketStatusChanged`` for a breaker transition (nothing when ``None``)."""
+        if change is not None:
+            self._emit(
+                out,
+                MarketStatusChanged(
+                    self.core.next_seq,
+                    ts_ns,
+                    market_id,
+                    int(change.old),
+                    int(change.new),
+                    int(change.reason),
+                ),
+            )
+
     def _append(self, out: list[Any], event: Any) -> None:
         """Append an event whose effect the caller has already made (fills, funding)."""
         if event.seq != self.core.next_seq:
@@ -1406,19 +1423,7 @@ class Clearinghouse:
                 liquidation_valid,
             ),
         )
-        change = self._pending_breaker
-        if change is not None:
-            self._emit(
-                out,
-                MarketStatusChanged(
-                    self.core.next_seq,
-                    ts_ns,
-                    cmd.market_id,
-                    int(change.old),
-                    int(change.new),
-                    int(change.reason),
-                ),
-            )
+        self._emit_status_change(out, ts_ns, cmd.market_id, self._pending_breaker)
         if not valid:
             return
         self._refresh_mark(out, ts_ns, cmd.market_id, m)
@@ -1555,18 +1560,7 @@ class Clearinghouse:
             )
             return
         _, change = set_status(m.breaker, MarketStatus(cmd.status))
-        if change is not None:
-            self._emit(
-                out,
-                MarketStatusChanged(
-                    self.core.next_seq,
-                    ts_ns,
-                    cmd.market_id,
-                    int(change.old),
-                    int(change.new),
-                    int(change.reason),
-                ),
-            )
+        self._emit_status_change(out, ts_ns, cmd.market_id, change)
 
     def _kill_switch(self, cmd: SetKillSwitch, ts_ns: int, out: list[Any]) -> None:
         if cmd.all_markets:
@@ -1595,18 +1589,7 @@ class Clearinghouse:
                 _, change = kill(m.breaker, global_switch=cmd.all_markets)
             else:
                 _, change = release(m.breaker)
-            if change is not None:
-                self._emit(
-                    out,
-                    MarketStatusChanged(
-                        self.core.next_seq,
-                        ts_ns,
-                        market_id,
-                        int(change.old),
-                        int(change.new),
-                        int(change.reason),
-                    ),
-                )
+            self._emit_status_change(out, ts_ns, market_id, change)
             if cmd.engaged:
                 book = self.core.books[market_id]
                 for account_id in sorted(book.account_orders):
