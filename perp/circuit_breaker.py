@@ -88,29 +88,19 @@ def on_oracle(
     """Feed one oracle observation (``None`` = invalid at this time)."""
     horizon = now_ns - config.window_ns
     samples = tuple(s for s in state.samples if s[0] > horizon)  # s[0]: the entry's newest
+    breach: BreakerReason | None = None
     if price is None or price <= 0:
+        breach = BreakerReason.ORACLE_INVALID
+    else:
+        samples = _add_sample(samples, config, now_ns, price)
+        low = min(s[1] for s in samples)
+        high = max(s[-1] for s in samples)
+        if (high - low) * RATIO_PRECISION > config.max_move_ppm * low:
+            breach = BreakerReason.ORACLE_MOVE
+    if breach is not None:
         if state.status == MarketStatus.HALTED:
             return state._replace(samples=samples, last_breach_ns=now_ns), None
-        return _move(
-            state,
-            MarketStatus.HALTED,
-            BreakerReason.ORACLE_INVALID,
-            samples=samples,
-            last_breach_ns=now_ns,
-        )
-    samples = _add_sample(samples, config, now_ns, price)
-    low = min(s[1] for s in samples)
-    high = max(s[-1] for s in samples)
-    if (high - low) * RATIO_PRECISION > config.max_move_ppm * low:
-        if state.status == MarketStatus.HALTED:
-            return state._replace(samples=samples, last_breach_ns=now_ns), None
-        return _move(
-            state,
-            MarketStatus.HALTED,
-            BreakerReason.ORACLE_MOVE,
-            samples=samples,
-            last_breach_ns=now_ns,
-        )
+        return _move(state, MarketStatus.HALTED, breach, samples=samples, last_breach_ns=now_ns)
     state = state._replace(samples=samples)
     automatic = state.reason in (BreakerReason.ORACLE_MOVE, BreakerReason.ORACLE_INVALID)
     if (
