@@ -85,11 +85,3 @@ def settle_funding(position: Position, cumulative_funding: int) -> FundingResult
         ),
         s.payment_quote,
     )
-
-
-def pending_funding_quote(position: Position, cumulative_funding: int) -> int:
-    """What settling ``position`` to ``cumulative_funding`` would pay (< 0: receive), without
-    settling: margin checks count it read-only."""
-    if not position.base:
-        return 0
-    return settle_funding(position, cumulative_funding).payment_quote
