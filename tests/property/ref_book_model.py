@@ -165,6 +165,10 @@ class RefMarket:
     def position(self, owner: int, sub: int) -> int:
         return self.positions.get((owner, sub), 0)
 
+    def open_positions(self) -> dict[tuple[int, int], int]:
+        """The non-zero positions, ``(owner, sub) -> signed lots``."""
+        return {k: v for k, v in self.positions.items() if v}
+
     # ------------------------------------------------------------ internals
     def _emit(self, *event: Any) -> None:
         self.out.append(tuple(event))
@@ -522,6 +526,31 @@ def core_book(core: Any, market_id: int) -> list[list[tuple[int, int, int]]]:
             rows.extend((price, o[0], o[9]) for o in queue)
         out.append(rows)
     return out
+
+
+def core_live_lots(core: Any, market_id: int) -> dict[int, int]:
+    """The core's live orders (resting and pending triggers) -> remaining lots, for
+    ``Ledger.check``."""
+    live = {o.order_id: o.remaining_lots for o in core.books[market_id].orders.values()}
+    live.update({oid: o.remaining_lots for oid, o in core.trigger_books[market_id].orders.items()})
+    return live
+
+
+def core_positions(core: Any) -> dict[tuple[int, int], int]:
+    """The core's non-zero positions (of its one market) in the shape of
+    ``RefMarket.open_positions``."""
+    return {(a // 65536, a % 65536): v for (a, _m), v in core.positions.items() if v}
+
+
+def assert_book_matches(core: Any, ref: RefMarket) -> None:
+    """The core passes ``check_invariants``, its book is not crossed, and its resting book
+    and pending triggers equal the reference model's."""
+    core.check_invariants()
+    book = core.books[ref.market_id]
+    bid, ask = book.best_bid(), book.best_ask()
+    assert not (bid and ask) or bid < ask, (bid, ask)
+    assert core_book(core, ref.market_id) == ref.book()
+    assert sorted(core.trigger_books[ref.market_id].orders) == sorted(ref.triggers)
 
 
 class Ledger:

@@ -47,7 +47,9 @@ from ref_book_model import (
     TP_MARKET,
     Ledger,
     RefMarket,
-    core_book,
+    assert_book_matches,
+    core_live_lots,
+    core_positions,
     normalize,
 )
 
@@ -164,15 +166,6 @@ def random_command(rng: random.Random, ref: RefMarket, ts: int, mid: int):
     return ExpireOrders(), ref.expire_orders(ts)
 
 
-def check_books(core: ExchangeCore, ref: RefMarket) -> None:
-    core.check_invariants()
-    book = core.books[M]
-    bid, ask = book.best_bid(), book.best_ask()
-    assert not (bid and ask) or bid < ask, (bid, ask)
-    assert core_book(core, M) == ref.book()
-    assert sorted(core.trigger_books[M].orders) == sorted(ref.triggers)
-
-
 @pytest.mark.parametrize("seed", range(10))
 def test_seeded_stress(seed: int) -> None:
     rng = random.Random(seed)
@@ -205,18 +198,12 @@ def test_seeded_stress(seed: int) -> None:
             restored = ExchangeCore.from_snapshot(core.snapshot())
             assert restored.state_hash() == core.state_hash()
         if i % CHECK_EVERY == 0:
-            check_books(core, ref)
-            live = {o.order_id: o.remaining_lots for o in core.books[M].orders.values()}
-            live.update({k: o.remaining_lots for k, o in core.trigger_books[M].orders.items()})
-            ledger.check(live)
+            assert_book_matches(core, ref)
+            ledger.check(core_live_lots(core, M))
 
-    check_books(core, ref)
-    live = {o.order_id: o.remaining_lots for o in core.books[M].orders.values()}
-    live.update({k: o.remaining_lots for k, o in core.trigger_books[M].orders.items()})
-    ledger.check(live)
-    assert {(a // 65536, a % 65536): v for (a, _), v in core.positions.items() if v} == {
-        k: v for k, v in ref.positions.items() if v
-    }
+    assert_book_matches(core, ref)
+    ledger.check(core_live_lots(core, M))
+    assert core_positions(core) == ref.open_positions()
     h = core.state_hash()
     fresh = ExchangeCore()
     for e in decode_events(encode_events(journal)):

@@ -55,7 +55,9 @@ from ref_book_model import (
     TP_MARKET,
     Ledger,
     RefMarket,
-    core_book,
+    assert_book_matches,
+    core_live_lots,
+    core_positions,
     normalize,
 )
 
@@ -412,24 +414,13 @@ class BookMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------ invariants
     @invariant()
     def book_matches_reference(self) -> None:
-        assert core_book(self.core, M) == self.ref.book()
-        assert sorted(self.core.trigger_books[M].orders) == sorted(self.ref.triggers)
-        core_pos = {(a // 65536, a % 65536): v for (a, m), v in self.core.positions.items() if v}
-        assert core_pos == {k: v for k, v in self.ref.positions.items() if v}
-
-    @invariant()
-    def never_crossed_and_consistent(self) -> None:
-        book = self.core.books[M]
-        bid, ask = book.best_bid(), book.best_ask()
-        if bid and ask:
-            assert bid < ask, (bid, ask)
-        self.core.check_invariants()
+        """Consistent and never crossed; book, triggers and positions equal the model's."""
+        assert_book_matches(self.core, self.ref)
+        assert core_positions(self.core) == self.ref.open_positions()
 
     @invariant()
     def quantity_conserved(self) -> None:
-        live = {o.order_id: o.remaining_lots for o in self.core.books[M].orders.values()}
-        live.update({oid: o.remaining_lots for oid, o in self.core.trigger_books[M].orders.items()})
-        self.ledger.check(live)
+        self.ledger.check(core_live_lots(self.core, M))
 
     @invariant()
     def replay_and_snapshot_agree(self) -> None:
