@@ -1480,89 +1480,58 @@ def test_non_positive_trigger_price_is_rejected_and_fires_nothing() -> None:
 
 
 # ---------------------------------------------------------------- resting reduce-only upkeep
-class _RoMarket:
+def ro_market() -> Ex:
     """Owner 1 long 5 lots (bought from owner 9), with a resting bid of owner 8 below."""
+    ex = Ex()
+    ex.rest(9, ASK, 100, 5)
+    ex.place(1, BID, 100, 5, tif=IOC)
+    ex.rest(8, BID, 90, 50)
+    assert ex.position(1) == 5
+    return ex
 
-    def __init__(self) -> None:
-        self.core = ExchangeCore()
-        self.history: list[Any] = []
-        self.ts = 0
-        self.run(CreateMarket(0, "RO", 1_000_000, 1_000_000_000))
-        self.run(PlaceOrder(0, 9, 0, Side.ASK, 100 * 1_000_000, 5 * 1_000_000_000))
-        self.run(
-            PlaceOrder(
-                0, 1, 0, Side.BID, 100 * 1_000_000, 5 * 1_000_000_000, time_in_force=TimeInForce.IOC
-            )
-        )
-        self.run(PlaceOrder(0, 8, 0, Side.BID, 90 * 1_000_000, 50 * 1_000_000_000))
-        assert self.core.positions[(account_key(1, 0), 0)] == 5
 
-    def run(self, cmd: Any) -> list[Any]:
-        self.ts += 1
-        events = self.core.execute(cmd, self.ts)
-        self.history.extend(events)
-        return events
+def reduce_only_ask(ex: Ex, lots: int) -> list[Any]:
+    return ex.place(1, ASK, 120, lots, reduce_only=True)
 
-    def reduce_only_ask(self, lots: int) -> list[Any]:
-        return self.run(
-            PlaceOrder(0, 1, 0, Side.ASK, 120 * 1_000_000, lots * 1_000_000_000, reduce_only=True)
-        )
 
-    def sell_ioc(self, lots: int) -> list[Any]:
-        return self.run(
-            PlaceOrder(
-                0,
-                1,
-                0,
-                Side.ASK,
-                90 * 1_000_000,
-                lots * 1_000_000_000,
-                time_in_force=TimeInForce.IOC,
-            )
-        )
-
-    def assert_replays(self) -> None:
-        self.core.check_invariants()
-        replayed = ExchangeCore()
-        for event in self.history:
-            replayed.apply(event)
-        assert replayed.state_hash() == self.core.state_hash()
+def sell_ioc(ex: Ex, lots: int) -> list[Any]:
+    return ex.place(1, ASK, 90, lots, tif=IOC)
 
 
 def test_resting_reduce_only_order_is_cancelled_when_the_position_closes() -> None:
     # Arrange
-    m = _RoMarket()
-    resting_id = m.reduce_only_ask(5)[0].order_id
+    ex = ro_market()
+    resting_id = reduce_only_ask(ex, 5)[0].order_id
     # Act: close the position with another order.
-    events = m.sell_ioc(5)
+    events = sell_ioc(ex, 5)
     # Assert
     cancel = events[-1]
     assert type(cancel) is OrderCanceled and cancel.order_id == resting_id
     assert cancel.reason == CancelReason.REDUCE_ONLY and cancel.canceled_lots == 5
-    assert resting_id not in m.core.books[0].orders
-    m.assert_replays()
+    assert resting_id not in ex.core.books[M].orders
+    ex.check()
 
 
 def test_resting_reduce_only_order_shrinks_with_a_partial_close_and_keeps_priority() -> None:
-    m = _RoMarket()
-    resting_id = m.reduce_only_ask(5)[0].order_id
-    events = m.sell_ioc(2)
+    ex = ro_market()
+    resting_id = reduce_only_ask(ex, 5)[0].order_id
+    events = sell_ioc(ex, 2)
     amended = events[-1]
     assert type(amended) is OrderAmended and amended.order_id == resting_id
     assert amended.num_base_lots == 3 and amended.priority_kept
-    assert m.core.books[0].orders[resting_id].remaining_lots == 3
-    m.assert_replays()
+    assert ex.core.books[M].orders[resting_id].remaining_lots == 3
+    ex.check()
 
 
 def test_reduce_only_orders_together_never_exceed_the_position() -> None:
     # Arrange: 3 lots rest first; a second reduce-only order of 3 would take the total to 6.
-    m = _RoMarket()
-    first = m.reduce_only_ask(3)[0].order_id
+    ex = ro_market()
+    first = reduce_only_ask(ex, 3)[0].order_id
     # Act
-    events = m.reduce_only_ask(3)
+    events = reduce_only_ask(ex, 3)
     # Assert: the older order keeps its 3, the newer is cut to the remaining 2.
     second = events[0].order_id
     assert type(events[-1]) is OrderAmended and events[-1].order_id == second
-    assert m.core.books[0].orders[first].remaining_lots == 3
-    assert m.core.books[0].orders[second].remaining_lots == 2
-    m.assert_replays()
+    assert ex.core.books[M].orders[first].remaining_lots == 3
+    assert ex.core.books[M].orders[second].remaining_lots == 2
+    ex.check()
