@@ -53,9 +53,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from anchorpy import EventParser, Program
-from solana.rpc.commitment import Confirmed
 from solders.pubkey import Pubkey
-from solders.signature import Signature
 
 from exchange.core.commands import (
     BookOnChainWithdrawal,
@@ -74,11 +72,10 @@ from exchange.core.events import (
 )
 from exchange.engine.journal import Journal
 from settlement.errors import SettlementError
-from settlement.onchain import AccountMap, wallet_hex
+from settlement.onchain import AccountMap, confirmed_logs, unscanned_signatures, wallet_hex
 
 log = logging.getLogger(__name__)
 
-PAGE_LIMIT: Final = 1000  # getSignaturesForAddress page
 SCANNED_KEPT: Final = 50_000  # signatures remembered (newest), bounds the state file
 STATE_VERSION: Final = 1
 
@@ -276,46 +273,14 @@ class DepositBridge:
         self.state.save(self.state_path)
 
     # ------------------------------------------------------------------ chain
-    async def _new_signatures(self) -> list[tuple[str, int, bool]]:
-        """Vault transactions not yet scanned, oldest first: (signature, slot, failed)."""
-        found: list[tuple[str, int, bool]] = []
-        before: Signature | None = None
-        while True:
-            resp = await self.client.get_signatures_for_address(
-                self.vault, before=before, limit=PAGE_LIMIT, commitment=Confirmed
-            )
-            page = resp.value
-            stop = False
-            for info in page:
-                sig = str(info.signature)
-                if sig in self._scanned:
-                    stop = True
-                    break
-                found.append((sig, info.slot, info.err is not None))
-            if stop or len(page) < PAGE_LIMIT:
-                break
-            before = page[-1].signature
-        found.reverse()
-        return found
-
     async def _deposits_of(self, signature: str, slot: int) -> list[ChainFact] | None:
         """The transaction's Deposited, Withdrawn and InsuranceDeposited events, in log order
         (None: not readable yet)."""
-        resp = await self.client.get_transaction(
-            Signature.from_string(signature),
-            encoding="json",
-            commitment=Confirmed,
-            max_supported_transaction_version=0,
-        )
-        if resp.value is None:
+        logs = await confirmed_logs(self.client, signature)
+        if logs is None:
             return None
-        meta = resp.value.transaction.meta
-        if meta is None:
-            return None
-        if meta.err is not None:
-            return []
         events: list[Any] = []
-        self._parser.parse_logs(list(meta.log_messages or []), events.append)
+        self._parser.parse_logs(logs, events.append)
         out: list[ChainFact] = []
         counts = {"Deposited": 0, "Withdrawn": 0, "InsuranceDeposited": 0}
         for event in events:
@@ -336,7 +301,7 @@ class DepositBridge:
         """New vault transactions (oldest first) with their deposits, withdrawals and top-ups;
         stops at the first one the RPC cannot return yet, so order is kept."""
         out: list[tuple[str, list[ChainFact]]] = []
-        for sig, slot, failed in await self._new_signatures():
+        for sig, slot, failed in await unscanned_signatures(self.client, self.vault, self._scanned):
             if failed:
                 self.metrics.failed_transactions += 1
                 out.append((sig, []))

@@ -36,20 +36,17 @@ from pathlib import Path
 from typing import Final
 
 from solana.rpc.async_api import AsyncClient
-from solana.rpc.commitment import Confirmed
 from solders.pubkey import Pubkey
-from solders.signature import Signature
 
 from exchange.core.commands import BookOnChainLiquidation
 from exchange.core.errors import RejectCode
 from exchange.core.events import Event, OrderRejected
 from settlement.errors import SettlementError, UnmappedAccount
-from settlement.onchain import AccountMap
+from settlement.onchain import AccountMap, confirmed_logs, unscanned_signatures
 from settlement.reconciler import booking_commands
 
 log = logging.getLogger(__name__)
 
-PAGE_LIMIT: Final = 1000  # getSignaturesForAddress page
 SCANNED_KEPT: Final = 50_000  # signatures remembered (newest), bounds the state file
 STATE_VERSION: Final = 1
 
@@ -134,43 +131,6 @@ class LiquidationScanner:
         self.incident: str | None = None
         self.metrics = ScannerMetrics()
 
-    async def _new_signatures(self) -> list[tuple[str, bool]]:
-        """Exchange transactions not yet processed, oldest first: (signature, failed)."""
-        found: list[tuple[str, bool]] = []
-        before: Signature | None = None
-        while True:
-            resp = await self.client.get_signatures_for_address(
-                self.exchange, before=before, limit=PAGE_LIMIT, commitment=Confirmed
-            )
-            page = resp.value
-            stop = False
-            for info in page:
-                signature = str(info.signature)
-                if signature in self._scanned:
-                    stop = True
-                    break
-                found.append((signature, info.err is not None))
-            if stop or len(page) < PAGE_LIMIT:
-                break
-            before = page[-1].signature
-        found.reverse()
-        return found
-
-    async def _logs(self, signature: str) -> list[str] | None:
-        """The transaction's log lines ([] when it failed; None: not readable yet)."""
-        resp = await self.client.get_transaction(
-            Signature.from_string(signature),
-            encoding="json",
-            commitment=Confirmed,
-            max_supported_transaction_version=0,
-        )
-        if resp.value is None or resp.value.transaction.meta is None:
-            return None
-        meta = resp.value.transaction.meta
-        if meta.err is not None:
-            return []
-        return list(meta.log_messages or [])
-
     def _report(self, message: str) -> None:
         if message != self.incident:
             self.metrics.incidents += 1
@@ -220,12 +180,14 @@ class LiquidationScanner:
         at a transaction the RPC cannot return yet or at an incident, so order is kept."""
         self.metrics.polls += 1
         before = self.metrics.slices_booked
-        for signature, failed in await self._new_signatures():
+        for signature, _, failed in await unscanned_signatures(
+            self.client, self.exchange, self._scanned
+        ):
             if failed:
                 self.metrics.failed_transactions += 1
                 self._done(signature)
                 continue
-            logs = await self._logs(signature)
+            logs = await confirmed_logs(self.client, signature)
             if logs is None:
                 break
             self.metrics.transactions_read += 1

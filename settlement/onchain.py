@@ -23,7 +23,7 @@ Engine accounts and on-chain accounts (documented in docs/ARCHITECTURE.md, Settl
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -36,6 +36,7 @@ from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.message import Message
 from solders.pubkey import Pubkey
+from solders.signature import Signature
 from solders.system_program import CreateAccountParams, create_account
 from solders.transaction import Transaction
 from spl.token.constants import ACCOUNT_LEN, MINT_LEN, TOKEN_PROGRAM_ID
@@ -255,6 +256,52 @@ def market_params_for(
         "liquidator_share_ppm": params.liquidator_share_ppm,
         "liquidation_buffer_ppm": params.liquidation_buffer_ppm,
     }
+
+
+# ---------------------------------------------------------------- transaction history
+
+SIGNATURE_PAGE_LIMIT: Final = 1000  # getSignaturesForAddress page
+
+
+async def unscanned_signatures(
+    client: AsyncClient, address: Pubkey, scanned: Container[str]
+) -> list[tuple[str, int, bool]]:
+    """``address``'s confirmed transactions newer than the newest one in ``scanned``, oldest
+    first: (signature, slot, failed). Pages back (newest first) until a scanned one or the
+    end of the history."""
+    found: list[tuple[str, int, bool]] = []
+    before: Signature | None = None
+    while True:
+        resp = await client.get_signatures_for_address(
+            address, before=before, limit=SIGNATURE_PAGE_LIMIT, commitment=Confirmed
+        )
+        page = resp.value
+        for info in page:
+            signature = str(info.signature)
+            if signature in scanned:
+                found.reverse()
+                return found
+            found.append((signature, info.slot, info.err is not None))
+        if len(page) < SIGNATURE_PAGE_LIMIT:
+            found.reverse()
+            return found
+        before = page[-1].signature
+
+
+async def confirmed_logs(client: AsyncClient, signature: str) -> list[str] | None:
+    """A confirmed transaction's log lines ([] when it failed; None: not readable yet)."""
+    resp = await client.get_transaction(
+        Signature.from_string(signature),
+        encoding="json",
+        commitment=Confirmed,
+        max_supported_transaction_version=0,
+    )
+    if resp.value is None or resp.value.transaction.meta is None:
+        return None
+    meta = resp.value.transaction.meta
+    if meta.err is not None:
+        return []
+    return list(meta.log_messages or [])
 
 
 # ---------------------------------------------------------------- provisioning
