@@ -23,6 +23,7 @@ from typing import NamedTuple
 from exchange.core.units import BASE_PRECISION, RATIO_PRECISION
 from liquidation.errors import LiquidationConfigError, LiquidationInputError, PlanMismatch
 from perp.ledger import Ledger
+from perp.math.fees import fee_quote
 from perp.math.margin import (
     MarginKind,
     MarginSchedule,
@@ -283,9 +284,7 @@ def _transfer(
     collateral = _with_fill(collateral, positions, market_id, base_delta, quote)
     fee = 0
     if charge_fee:
-        fee_full = -(
-            -notional_quote(close_base, price) * config.liquidation_fee_ppm // RATIO_PRECISION
-        )
+        fee_full = fee_quote(notional_quote(close_base, price), config.liquidation_fee_ppm)
         equity, _, _ = _account_margin(collateral, positions, prices, schedules, _NO_BUFFER)
         fee = min(fee_full, max(0, equity))  # never charged beyond the equity left
     liquidator_fee = fee * config.liquidator_share_ppm // RATIO_PRECISION
