@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-from exchange.core.units import I64_MAX, I64_MIN, PRICE_PRECISION, U64_MAX
+from exchange.core.units import I64_MAX, I64_MIN, PRICE_PRECISION, U64_MAX, mul_div_ceil
 from oracle_feeds.errors import NonPositivePriceError, OracleValueError, ValueOutOfRangeError
 
 # Widest exponent accepted from an account: i128 values carry at most 39 digits, and
@@ -93,7 +93,7 @@ def scale_ceil(mantissa: int, exponent: int, precision: int = PRICE_PRECISION) -
     _check_exponent("exponent", exponent)
     if exponent >= 0:
         return mantissa * precision * _pow10(exponent)
-    return -((-(mantissa * precision)) // _pow10(-exponent))
+    return mul_div_ceil(mantissa, precision, _pow10(-exponent))
 
 
 def price_from_raw(mantissa: int, exponent: int) -> int:
