@@ -26,7 +26,6 @@ RATIO_PRECISION: Final = 10**6  # ppm: 1_000_000 == 100 %
 FUNDING_RATE_PRECISION: Final = 10**9  # funding / premium rates: 1_000_000_000 == 100 %
 # Cumulative funding per whole base unit is kept as rate x price with no division:
 # quote units x FUNDING_RATE_PRECISION per base unit. Money appears only at settlement.
-FUNDING_INDEX_PRECISION: Final = QUOTE_PRECISION * FUNDING_RATE_PRECISION
 
 # Quote = price * base / BASE_PRECISION holds only because price and quote share a precision.
 assert PRICE_PRECISION == QUOTE_PRECISION
