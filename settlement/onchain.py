@@ -77,6 +77,19 @@ def localnet_program_keypair() -> Keypair:
     return Keypair.from_seed(hashlib.sha256(b"perpdex_clearing localnet program id").digest())
 
 
+def check_market_ids(market_ids: object) -> None:
+    """Refuse a config's ``market_ids`` unless a non-empty tuple of distinct u16 indices."""
+    if (
+        not isinstance(market_ids, tuple)
+        or not market_ids
+        or len(set(market_ids)) != len(market_ids)
+        or not all(type(i) is int and 0 <= i <= 0xFFFF for i in market_ids)
+    ):
+        raise SettlementConfigError(
+            f"market_ids: expected a non-empty tuple of distinct 0..65535, got {market_ids!r}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class ClearingAddresses:
     """The program's PDAs (seeds: settlement/spec.py)."""

@@ -63,7 +63,7 @@ from perp.clearinghouse import Clearinghouse
 from perp.math.funding import settle
 from perp.risk_gate import MarketStatus
 from settlement.errors import ReconciliationRecordRefused, SettlementConfigError, UnmappedAccount
-from settlement.onchain import AccountMap, ClearingAddresses
+from settlement.onchain import AccountMap, ClearingAddresses, check_market_ids
 from settlement.spec import event_discriminator
 
 log = logging.getLogger(__name__)
@@ -199,16 +199,7 @@ class ReconcilerConfig:
     halt_on_mismatch: bool = True
 
     def __post_init__(self) -> None:
-        ids = self.market_ids
-        if (
-            not isinstance(ids, tuple)
-            or not ids
-            or len(set(ids)) != len(ids)
-            or not all(type(i) is int and 0 <= i <= 0xFFFF for i in ids)
-        ):
-            raise SettlementConfigError(
-                f"market_ids: expected a non-empty tuple of distinct 0..65535, got {ids!r}"
-            )
+        check_market_ids(self.market_ids)
         if type(self.halt_on_mismatch) is not bool:
             raise SettlementConfigError(
                 f"halt_on_mismatch: expected a bool, got {self.halt_on_mismatch!r}"

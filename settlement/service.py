@@ -100,7 +100,7 @@ from settlement.errors import (
     SettlementHalted,
     UnmappedAccount,
 )
-from settlement.onchain import AccountMap, ClearingAddresses, clearing_program
+from settlement.onchain import AccountMap, ClearingAddresses, check_market_ids, clearing_program
 from settlement.spec import (
     ERRORS,
     LIQUIDATION_MOVE_ADL,
@@ -157,16 +157,7 @@ class SettlementConfig:
     poll_interval_s: float = 0.05
 
     def __post_init__(self) -> None:
-        ids = self.market_ids
-        if (
-            not isinstance(ids, tuple)
-            or not ids
-            or len(set(ids)) != len(ids)
-            or not all(type(i) is int and 0 <= i <= 0xFFFF for i in ids)
-        ):
-            raise SettlementConfigError(
-                f"market_ids: expected a non-empty tuple of distinct 0..65535, got {ids!r}"
-            )
+        check_market_ids(self.market_ids)
         for name, lo, hi in (
             ("max_fills_per_tx", 1, MAX_FILLS_PER_BATCH),
             ("max_tx_bytes", 300, MAX_TX_BYTES),
