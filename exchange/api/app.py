@@ -225,21 +225,23 @@ async def post_order(request: web.Request) -> web.Response:
     return json_response(result)
 
 
-def _batch_cost(body: bytes) -> int:
-    # Charged before parsing so a flood of big batches is throttled by size; a malformed
-    # body costs one token.
+async def _authenticate_batch(request: web.Request) -> tuple[Principal, Any]:
+    """Authenticate a batch request at one token per item; its body, decoded once."""
+    body = await request.read()
     try:
-        obj = orjson.loads(body)
-        items = next(iter(obj.values())) if isinstance(obj, dict) and len(obj) == 1 else None
-        return max(1, len(items)) if isinstance(items, list) else 1
-    except (orjson.JSONDecodeError, TypeError):
-        return 1
+        obj = codec.parse_json(body)
+    except MalformedRequest:
+        await authenticate(request)  # a malformed body costs one token, then is refused
+        raise
+    # Charged before the items are checked, so a flood of big batches is throttled by size.
+    items = next(iter(obj.values())) if isinstance(obj, dict) and len(obj) == 1 else None
+    principal, _ = await authenticate(request, max(1, len(items)) if isinstance(items, list) else 1)
+    return principal, obj
 
 
 async def post_order_batch(request: web.Request) -> web.Response:
-    body = await request.read()
-    principal, _ = await authenticate(request, _batch_cost(body))
-    results = await request.app[SERVICE_KEY].place_batch(principal, codec.parse_json(body))
+    principal, obj = await _authenticate_batch(request)
+    results = await request.app[SERVICE_KEY].place_batch(principal, obj)
     return json_response({"results": results})
 
 
@@ -249,9 +251,8 @@ async def post_cancel(request: web.Request) -> web.Response:
 
 
 async def post_cancel_batch(request: web.Request) -> web.Response:
-    body = await request.read()
-    principal, _ = await authenticate(request, _batch_cost(body))
-    results = await request.app[SERVICE_KEY].cancel_batch(principal, codec.parse_json(body))
+    principal, obj = await _authenticate_batch(request)
+    results = await request.app[SERVICE_KEY].cancel_batch(principal, obj)
     return json_response({"results": results})
 
 

@@ -66,6 +66,29 @@ async def test_key_bucket_gives_429_with_retry_after_then_refills(
     assert (status, body["code"]) == (429, "RATE_LIMITED")
 
 
+async def test_malformed_batch_is_authenticated_first_and_costs_one_token(
+    slow_api: tuple[Api, FrozenClock],
+) -> None:
+    # Arrange
+    api, _ = slow_api
+    bad_signature = {"X-PD-Signature": str(MAKER_KEY.sign_message(b"other"))}
+    # Act / Assert: a bad signature is reported before the body's shape
+    status, body, _ = await api.post(
+        MAKER_KEY, "/v1/orders/batch", None, raw_body=b"{not json", override_headers=bad_signature
+    )
+    assert (status, body["code"]) == (401, "AUTH_BAD_SIGNATURE")
+    status, body, _ = await api.post(
+        MAKER_KEY, "/v1/orders/cancel-batch", None, raw_body=b"{not json"
+    )
+    assert (status, body["code"]) == (400, "MALFORMED_REQUEST")
+    # burst 3: the malformed batch took one token, two are left
+    for i in range(2):
+        status, _, _ = await api.post(MAKER_KEY, "/v1/orders", order("ASK", 100 + i, 1))
+        assert status == 200
+    status, body, _ = await api.post(MAKER_KEY, "/v1/orders/batch", None, raw_body=b"[")
+    assert (status, body["code"]) == (429, "RATE_LIMITED")
+
+
 async def test_public_bucket_per_address(slow_api: tuple[Api, FrozenClock]) -> None:
     api, _ = slow_api
     assert (await api.get(None, f"/v1/markets/{BTC}/book"))[0] == 200
