@@ -348,28 +348,34 @@ async def fan_out(
     }
 
 
+async def serve_api(
+    runner: EngineRunner | EngineProcess,
+) -> tuple[web.Application, web.AppRunner, str]:
+    """The API over ``runner`` on a loopback port, without rate limits: the app, its runner
+    (``cleanup()`` it) and the websocket URL."""
+    config = ApiConfig(
+        port=0,
+        owners=((str(KEY.pubkey()), OWNER),),
+        rate_limit_burst=10**9,
+        rate_limit_per_second=10**9,
+        public_rate_limit_burst=10**9,
+        public_rate_limit_per_second=10**9,
+        ws_send_queue_max=10**6,
+    )
+    app = create_app(config, runner)
+    web_runner = web.AppRunner(app)
+    await web_runner.setup()
+    await web.TCPSite(web_runner, "127.0.0.1", 0).start()
+    return app, web_runner, f"http://127.0.0.1:{web_runner.addresses[0][1]}/ws"
+
+
 async def run(quick: bool, in_process: bool = False) -> dict[str, Any]:
     n_batch = 20_000 if quick else 100_000
     latency_s = 1.0 if quick else 3.0
     fan_orders = 200 if quick else 1_000
     with tempfile.TemporaryDirectory() as tmp:
         runner = start_engine(Path(tmp), in_process=in_process)
-        config = ApiConfig(
-            port=0,
-            owners=((str(KEY.pubkey()), OWNER),),
-            rate_limit_burst=10**9,
-            rate_limit_per_second=10**9,
-            public_rate_limit_burst=10**9,
-            public_rate_limit_per_second=10**9,
-            ws_send_queue_max=10**6,
-        )
-        app = create_app(config, runner)
-        web_runner = web.AppRunner(app)
-        await web_runner.setup()
-        site = web.TCPSite(web_runner, "127.0.0.1", 0)
-        await site.start()
-        port = web_runner.addresses[0][1]
-        url = f"http://127.0.0.1:{port}/ws"
+        app, web_runner, url = await serve_api(runner)
         try:
             baseline = await engine_baseline(app, n_batch, 50, WINDOW_BATCHES)
             cpu_before = time.thread_time()

@@ -38,12 +38,9 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
 
-from bench.api import KEY, OWNER, ioc_order, login, start_engine, stop_engine
+from bench.api import ioc_order, login, serve_api, start_engine, stop_engine
 from exchange.api import engine_port, ws
-from exchange.api.app import create_app
-from exchange.api.config import ApiConfig
 from exchange.engine import process as engine_process
 from exchange.engine.config import EngineConfig
 
@@ -346,21 +343,7 @@ async def run(rate: int, seconds: float) -> dict[str, Any]:
             runner = start_engine(Path(tmp) / "data")
         finally:
             engine_process._child_main = real_child
-        config = ApiConfig(
-            port=0,
-            owners=((str(KEY.pubkey()), OWNER),),
-            rate_limit_burst=10**9,
-            rate_limit_per_second=10**9,
-            public_rate_limit_burst=10**9,
-            public_rate_limit_per_second=10**9,
-            ws_send_queue_max=10**6,
-        )
-        app = create_app(config, runner)
-        web_runner = web.AppRunner(app)
-        await web_runner.setup()
-        site = web.TCPSite(web_runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{web_runner.addresses[0][1]}/ws"
+        _, web_runner, url = await serve_api(runner)
         api_records: list[tuple[Any, ...]] = []
         api_gc: list[tuple[int, int, int]] = []
         gc_started = [0]
