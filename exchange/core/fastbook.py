@@ -1049,6 +1049,35 @@ def _fillable(addr, sidx, limit, owner, stp, want):  # type: ignore[no-untyped-d
 
 
 @njit(cache=True, inline="always")
+def _post_only_rest_price(addr, ts, oid, cid, owner, sub, tif, sidx, price_ticks):  # type: ignore[no-untyped-def]
+    """Where a crossing post-only order rests: one tick inside the opposite best for slide
+    (POS); 0 after emitting the rejection (PO refuses a cross; a slide leaving the price range)."""
+    S = _view(addr)
+    if tif == PO:
+        _reject(
+            addr,
+            ts,
+            oid,
+            cid,
+            owner,
+            sub,
+            C_PO_CROSS,
+            T_PO_CROSS,
+            price_ticks,
+            _best(addr, 1 - sidx),
+        )
+        return 0
+    if sidx == 0:
+        slid = _best(addr, 1) - 1
+    else:
+        slid = _best(addr, 0) + 1
+    if slid < 1 or slid > S[H_MAXT]:
+        _reject(addr, ts, oid, cid, owner, sub, C_PRICE_RANGE, T_SLIDE_RANGE, slid, 0)
+        return 0
+    return slid
+
+
+@njit(cache=True, inline="always")
 def _crosses(addr, sidx, price):  # type: ignore[no-untyped-def]
     S = _view(addr)
     osd = 1 - sidx
@@ -1412,28 +1441,9 @@ def _place(addr, owner, sub, side, price, size, otype, tif, cid, trig, ro, stp, 
                 _reject(addr, ts, 0, cid, owner, sub, C_FOK, T_FOK, lots, got)
                 return S[H_EVN] - start
         elif _crosses(addr, sidx, price_ticks):
-            if tif == PO:
-                _reject(
-                    addr,
-                    ts,
-                    0,
-                    cid,
-                    owner,
-                    sub,
-                    C_PO_CROSS,
-                    T_PO_CROSS,
-                    price_ticks,
-                    _best(addr, 1 - sidx),
-                )
+            rest_price = _post_only_rest_price(addr, ts, 0, cid, owner, sub, tif, sidx, price_ticks)
+            if rest_price == 0:
                 return S[H_EVN] - start
-            if sidx == 0:
-                slid = _best(addr, 1) - 1
-            else:
-                slid = _best(addr, 0) + 1
-            if slid < 1 or slid > S[H_MAXT]:
-                _reject(addr, ts, 0, cid, owner, sub, C_PRICE_RANGE, T_SLIDE_RANGE, slid, 0)
-                return S[H_EVN] - start
-            rest_price = slid
     trig_ticks = trig // tick if trig != 0 else 0
     oid = S[H_NOID]
     S[H_NOID] = oid + 1
@@ -1586,28 +1596,9 @@ def _amend(addr, owner, sub, oid, new_price, new_size, ts):  # type: ignore[no-u
     new_rest = price_ticks
     tif = S[p + P_TIF]
     if (tif == PO or tif == POS) and _crosses(addr, sidx, price_ticks):  # noqa: SIM109 (numba hot path)
-        if tif == PO:
-            _reject(
-                addr,
-                ts,
-                oid,
-                0,
-                owner,
-                sub,
-                C_PO_CROSS,
-                T_PO_CROSS,
-                price_ticks,
-                _best(addr, 1 - sidx),
-            )
+        new_rest = _post_only_rest_price(addr, ts, oid, 0, owner, sub, tif, sidx, price_ticks)
+        if new_rest == 0:
             return S[H_EVN] - start
-        if sidx == 0:
-            slid = _best(addr, 1) - 1
-        else:
-            slid = _best(addr, 0) + 1
-        if slid < 1 or slid > S[H_MAXT]:
-            _reject(addr, ts, oid, 0, owner, sub, C_PRICE_RANGE, T_SLIDE_RANGE, slid, 0)
-            return S[H_EVN] - start
-        new_rest = slid
     _unlink_clean(addr, s)
     S[p + P_REM] = lots
     b = _emit(addr, K_AMEND, ts)
