@@ -15,8 +15,9 @@ from typing import Any
 
 from exchange.api import codec
 from exchange.api.engine_port import EnginePort
-from exchange.api.errors import UnknownMarket, UnknownOrder, WrongSubAccount
+from exchange.api.errors import UnknownMarket, UnknownOrder
 from exchange.api.read_model import event_json, fills_of
+from exchange.api.signed_routes import check_sub_account
 from exchange.core.commands import CancelAll, Command
 from exchange.core.errors import RejectCode
 from exchange.core.events import (
@@ -174,14 +175,6 @@ def _with_default_sub(principal: Principal, obj: Any) -> Any:
     return obj
 
 
-def _check_sub(principal: Principal, sub_account_id: int, what: str) -> None:
-    if not principal.allows(sub_account_id):
-        raise WrongSubAccount(
-            f"{what}.sub_account_id: expected {principal.sub_account_id} (this key's), "
-            f"got {sub_account_id}"
-        )
-
-
 class OrderService:
     """Place, cancel, amend, batch and cancel-all for one authenticated principal at a time."""
 
@@ -198,7 +191,7 @@ class OrderService:
 
     def _place_cmd(self, principal: Principal, obj: Any, what: str) -> Command:
         cmd = codec.place_command(_with_default_sub(principal, obj), principal.owner_id, what)
-        _check_sub(principal, cmd.sub_account_id, what)
+        check_sub_account(principal, cmd.sub_account_id, what)
         self._market(cmd.market_id)
         return cmd
 
@@ -218,7 +211,7 @@ class OrderService:
             order = self._live_order(principal, cmd.market_id, cmd.order_id, what)
             # the live order names its sub-account: the client need not repeat it
             return cmd._replace(sub_account_id=order.sub_account_id)
-        _check_sub(principal, cmd.sub_account_id, what)
+        check_sub_account(principal, cmd.sub_account_id, what)
         book = self.port.model.core.books[cmd.market_id]
         account = principal.owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
         if (account, cmd.client_order_id) not in book.client_ids:
@@ -264,7 +257,7 @@ class OrderService:
         if market_id is not None:
             self._market(market_id)
         if sub_account_id is not None:
-            _check_sub(principal, sub_account_id, "cancel_all")
+            check_sub_account(principal, sub_account_id, "cancel_all")
         else:
             sub_account_id = principal.sub_account_id
         owner_id = principal.owner_id
