@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from exchange.api.auth import OwnerRegistry
 from exchange.api.engine_port import EnginePort
 from exchange.api.service import Principal
+from exchange.api.signed_routes import json_response
 from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
 
 Authenticate = Callable[[web.Request], Awaitable[tuple[Principal, bytes]]]
@@ -58,7 +58,7 @@ def install_account(
             "sub_account_ids": subs,
             "source": registry.source_of(principal.pubkey),
         }
-        return web.Response(body=orjson.dumps(body), content_type="application/json")
+        return json_response(body)
 
     app.router.add_get("/v1/account", get_account)
 

@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from exchange.api import codec
@@ -40,6 +39,7 @@ from exchange.api.metrics import install_metrics
 from exchange.api.openapi import openapi_document
 from exchange.api.ratelimit import RateLimiter
 from exchange.api.service import OrderService, Principal, public_trade_json, scoped_json
+from exchange.api.signed_routes import json_response
 from exchange.api.withdrawals import install_withdrawals
 from exchange.core.errors import ExchangeError
 from exchange.engine.process import EngineProcess
@@ -56,14 +56,6 @@ REPLAY_KEY = web.AppKey("replay_guard", ReplayGuard)
 KEY_LIMITER_KEY = web.AppKey("key_rate_limiter", RateLimiter)
 PUBLIC_LIMITER_KEY = web.AppKey("public_rate_limiter", RateLimiter)
 CLOCK_KEY: web.AppKey[Clock] = web.AppKey("clock_ns")
-
-
-def json_response(
-    data: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
-    )
 
 
 def error_response(err: ApiError) -> web.Response:

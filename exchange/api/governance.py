@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-import orjson
 from aiohttp import web
 
 from exchange.api.errors import MalformedRequest, UnknownMarket
+from exchange.api.signed_routes import json_response
 
 PROPOSAL_STATUSES: Final = ("pending", "executed", "cancelled", "all")
 
@@ -86,10 +86,6 @@ class GovernanceView:
 GOVERNANCE_KEY: Final = web.AppKey("governance_view", GovernanceView)
 
 
-def _json(data: Any) -> web.Response:
-    return web.Response(body=orjson.dumps(data), content_type="application/json")
-
-
 def install_governance(
     app: web.Application, port: Any, limit: Callable[[web.Request], None]
 ) -> GovernanceView:
@@ -109,7 +105,7 @@ def install_governance(
         if markets is None or market_id not in markets:
             known = sorted(markets) if markets is not None else []
             raise UnknownMarket(f"market_id: expected one of {known}, got {market_id}")
-        return _json({
+        return json_response({
             "market_id": market_id,
             "as_of_seq": port.model.last_seq,
             "params": markets[market_id].params.to_dict(),
@@ -124,11 +120,11 @@ def install_governance(
             raise MalformedRequest(
                 f"status: expected one of {list(PROPOSAL_STATUSES)}, got {status!r}"
             )
-        return _json(view.proposals(status))
+        return json_response(view.proposals(status))
 
     async def get_params(request: web.Request) -> web.Response:
         limit(request)
-        return _json(view.params())
+        return json_response(view.params())
 
     app.router.add_get("/v1/markets/{market_id}/risk-params", get_risk_params)
     app.router.add_get("/v1/governance/proposals", get_proposals)

@@ -1,5 +1,6 @@
-"""What the signed add-on routes (liquidations, withdrawals) share: the authenticator's type,
-the request-body and sub-account checks, the JSON response and their OpenAPI pieces."""
+"""What the API's route modules share: the JSON response and the sub-account check; for the
+signed add-on routes (liquidations, withdrawals) also the authenticator's type, the
+request-body check and their OpenAPI pieces."""
 
 from __future__ import annotations
 
@@ -16,9 +17,13 @@ from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
 Authenticate = Callable[[web.Request], Awaitable[tuple[Any, bytes]]]
 
 
-def json_response(data: Any) -> web.Response:
-    """A 200 with ``data`` as JSON."""
-    return web.Response(body=orjson.dumps(data), content_type="application/json")
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """``data`` as JSON (a 200 unless ``status`` says otherwise)."""
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
 
 
 def request_object(
