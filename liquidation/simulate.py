@@ -274,7 +274,7 @@ class Simulation:
         self.journal_events = 0
         self.last_valid: tuple[int, int] | None = None  # (price, ts) of the last valid reading
         self.deposits: dict[int, int] = {}
-        self.on_events: Callable[[list[Any]], None] | None = None  # e.g. a journal writer
+        self.on_events: Callable[[list[Any]], object] | None = None  # e.g. a journal writer
 
     # ------------------------------------------------------------------ plumbing
     def run_command(self, cmd: Any) -> list[Any]:
