@@ -15,6 +15,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from exchange.core.units import QUOTE_PRECISION
+
+
+def _usd(amount_quote: int) -> str:
+    """Display text of a quote amount (QUOTE_PRECISION units) in cents, rounded half away from
+    zero with exact integer maths (never a float on a money value)."""
+    unit = QUOTE_PRECISION // 100
+    cents = (abs(amount_quote) + unit // 2) // unit
+    sign = "-" if amount_quote < 0 and cents else ""
+    return f"{sign}{cents // 100:,}.{cents % 100:02d}"
+
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run one stress scenario in-process, report it; the last line is JSON."""
@@ -45,17 +56,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"{r.backstop_liquidations}), keeper wins {r.keeper_wins}"
     )
     print(
-        f"  bankruptcies {r.bankruptcies}: bad debt {r.bad_debt_quote / 1e6:,.2f}, fund paid "
-        f"{r.insurance_paid_quote / 1e6:,.2f}, uncovered {r.uncovered_quote / 1e6:,.2f}, "
+        f"  bankruptcies {r.bankruptcies}: bad debt {_usd(r.bad_debt_quote)}, fund paid "
+        f"{_usd(r.insurance_paid_quote)}, uncovered {_usd(r.uncovered_quote)}, "
         f"ADL events {r.adl_events}"
     )
     print(
-        f"  insurance fund {r.insurance_fund_start_quote / 1e6:,.2f} -> "
-        f"{r.insurance_fund_end_quote / 1e6:,.2f} (min {r.insurance_fund_min_quote / 1e6:,.2f})"
+        f"  insurance fund {_usd(r.insurance_fund_start_quote)} -> "
+        f"{_usd(r.insurance_fund_end_quote)} (min {_usd(r.insurance_fund_min_quote)})"
     )
     print(f"  refusals {r.refusals}; stale attempts refused {r.stale_attempts_refused}")
     if r.scenario == "insurance-drain":
-        print(f"  attacker net {r.attacker_net_quote / 1e6:,.2f} (fund paid the bankrupt leg)")
+        print(f"  attacker net {_usd(r.attacker_net_quote)} (fund paid the bankrupt leg)")
     ok = r.max_conservation_gap_quote == 0 and r.insurance_fund_min_quote >= 0
     ok = ok and r.stale_liquidations == 0
     print(
