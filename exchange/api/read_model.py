@@ -30,6 +30,7 @@ from exchange.core.events import (
 )
 from exchange.core.orders import (
     SUB_ACCOUNTS_PER_OWNER,
+    TRIGGER_TYPES,
     CancelReason,
     Order,
     OrderStatus,
@@ -37,7 +38,7 @@ from exchange.core.orders import (
     Side,
     TimeInForce,
 )
-from exchange.core.state import _TRIGGER_TYPES, ExchangeCore
+from exchange.core.state import ExchangeCore
 
 
 class FoldedState(Protocol):
@@ -221,7 +222,7 @@ class ReadModel:
                     and end.order_id == e.order_id
                     and e.seq == matching.next_seq
                     and end.seq == e.seq + 1
-                    and e.order_type not in _TRIGGER_TYPES
+                    and e.order_type not in TRIGGER_TYPES
                     and e.market_id in books
                     and end.market_id == e.market_id
                     and matching._inflight is None
