@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from exchange.core.commands import Command, MalformedCommand, Tick, check_command
 from exchange.core.errors import ExchangeError, JournalError, RejectCode, ReplayMismatch
@@ -93,6 +93,19 @@ def recover(
     return core, report
 
 
+class ExecutedBatch(NamedTuple):
+    """One executed, not yet durable batch (``Engine.execute``)."""
+
+    events: list[Event]  # every event of the batch, seq order (a Tick's first)
+    bounds: list[tuple[int, int]]  # each command's [start, end) in ``events``
+    snapshot: tuple[int, str, bytes] | None  # (seq, state hash, payload) due after it
+
+    def results(self) -> list[list[Event]]:
+        """Each command's events, in command order."""
+        events = self.events
+        return [events[a:b] for a, b in self.bounds]
+
+
 class Engine:
     """The single-threaded sequencer over one journal. Not thread-safe: see ``EngineRunner``."""
 
@@ -136,6 +149,17 @@ class Engine:
 
     def process(self, commands: Sequence[Any]) -> list[list[Event]]:
         """Run a batch of commands; return each command's events once they are durable."""
+        return self.commit(self.execute(commands))
+
+    def execute(self, commands: Sequence[Any]) -> ExecutedBatch:
+        """Run a batch of commands against the in-memory state; nothing is written.
+
+        The state is then ahead of the journal until the batch is committed (``commit``, or
+        a ``JournalWriter`` for an engine that executes while earlier commits are in
+        flight). A snapshot due after this batch is taken now (the state is exactly the
+        one after its events) and travels with it, to be stored after its commit: a
+        snapshot never holds state that is not durable.
+        """
         if self._failure is not None:
             raise EngineStopped(f"engine: expected a healthy engine, got failure {self._failure!r}")
         core = self.core
@@ -155,18 +179,44 @@ class Engine:
             bounds.append((start, len(events)))
         if not commands:
             self._maybe_tick(self._now(), events)
-        try:
-            self.last_batch_payload = self.journal.append(events)
-        except BaseException as exc:
-            self._failure = exc
-            raise JournalError(f"journal append: expected durable write, got {exc!r}") from exc
+        snapshot: tuple[int, str, bytes] | None = None
         self._events_since_snapshot += len(events)
         if self._events_since_snapshot >= self.config.snapshot_every_events:
-            self.snapshot()
+            payload = core.snapshot()
+            snapshot = (core.next_seq - 1, core.state_hash(), payload)
+            self._events_since_snapshot = 0
+        return ExecutedBatch(events, bounds, snapshot)
+
+    def commit(self, batch: ExecutedBatch) -> list[list[Event]]:
+        """Write an executed batch to the journal (one transaction), store its snapshot if
+        one is due, publish its events; each command's events. A failed write stops the
+        engine (``JournalError`` now, ``EngineStopped`` for every later call)."""
+        try:
+            self.last_batch_payload = self.journal.append(batch.events)
+        except BaseException as exc:
+            self.fail(exc)
+            raise JournalError(f"journal append: expected durable write, got {exc!r}") from exc
+        if batch.snapshot is not None:
+            self.journal.save_snapshot(*batch.snapshot)
+        self.publish(batch.events)
+        return batch.results()
+
+    def publish(self, events: list[Event]) -> None:
+        """Hand a durable batch's events to every subscriber (nothing for no events)."""
         if events:
             for subscriber in self._subscribers:
                 subscriber(events)
-        return [events[a:b] for a, b in bounds]
+
+    def fail(self, exc: BaseException) -> None:
+        """Mark the engine failed: its state is ahead of the journal, every later
+        ``execute`` raises ``EngineStopped`` (a restart recovers from the journal)."""
+        if self._failure is None:
+            self._failure = exc
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the engine stopped, ``None`` while healthy."""
+        return self._failure
 
     def _maybe_tick(self, ts: int, events: list[Any]) -> None:
         # Time-driven work (funding, expiry) enters as a command from the engine's clock;
