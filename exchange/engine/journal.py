@@ -8,6 +8,15 @@ Durability: :meth:`Journal.append` is one transaction; when it returns the batch
 process crash and a power loss (SQLite runs with ``journal_mode=WAL`` and
 ``synchronous=FULL``, so the WAL is fsynced on every commit).
 
+WAL checkpoints (SQLite): the appending connection never checkpoints inside a commit
+(``wal_autocheckpoint=0``): SQLite's auto-checkpoint copied the WAL back into the database,
+with two more fsyncs, inside whichever commit crossed 1000 pages, a multi-millisecond commit
+every few hundred. A ``_Checkpointer`` thread with its own connection runs a PASSIVE
+checkpoint every ``CHECKPOINT_EVERY_PAGES`` appended pages (sqlite3 releases the GIL while it
+runs); frames the writer added meanwhile are copied by a short PASSIVE checkpoint on the
+writer right after its next commit, so the WAL is fully backfilled and the next write
+restarts it from the beginning (a reused WAL is cheaper to fsync than a growing one).
+
 Concurrency: a journal has ONE writer, one process and one thread, that owns ``last_seq``.
 A second writer is detected (the append checks the stored last seq inside its write
 transaction and fails with :class:`JournalError`) but is not supported. Any number of
@@ -22,6 +31,7 @@ import contextlib
 import hashlib
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -53,6 +63,11 @@ from exchange.core.events import Event, decode_events, encode_events
 FORMAT_VERSION = "1"
 JOURNAL_FILE_NAME = "journal.sqlite"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+#: Estimated WAL pages appended between two background checkpoints (SQLite's own
+#: auto-checkpoint threshold).
+CHECKPOINT_EVERY_PAGES = 1000
+_PAGE_BYTES_SHIFT = 12  # pages estimated per commit: 2 (table + index leaf) + payload / 4 KiB
 
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
 BINARY_MAGIC = b"PDXB"  # a binary batch (exchange.engine.fastpath); JSON starts with "["
@@ -130,6 +145,61 @@ def _sqlite_on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
+class _Checkpointer:
+    """A thread with its own connection running PASSIVE WAL checkpoints when asked.
+
+    PASSIVE never waits for a lock and never blocks the writer: it copies the frames that
+    are in the WAL when it starts. ``backfill_pending`` tells the writer a pass ended: it
+    copies the frames added meanwhile (see ``Journal._after_commit``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._wake = threading.Event()
+        self._stopping = False
+        self.backfill_pending = False
+        self.passes = 0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="journal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        """Run one checkpoint pass soon (at most one is queued)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the running pass, if any, and end the thread."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            connection = self._engine.raw_connection()  # opened on this thread, pragmas set
+        except BaseException as exc:  # the writer's auto-fallback covers it: see _after_commit
+            self.error = exc
+            return
+        try:
+            con = connection.driver_connection
+            assert con is not None  # a live pooled connection
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopping:
+                    return
+                # fetchall: a statement left unfinished would hold a read lock, and the
+                # writer cannot restart the WAL while anyone holds one.
+                con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.passes += 1
+                # Frames the writer added during this pass (its result counts only those
+                # there when it began) are left for the writer to copy.
+                self.backfill_pending = True
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
+
+
 class Journal:
     """Append-only, checksummed, group-committed event journal. See the module docstring."""
 
@@ -146,6 +216,8 @@ class Journal:
             raise JournalError(f"expected a usable database URL, got {url!r}: {exc}") from exc
         self._sqlite = self._engine.dialect.name == "sqlite"
         self._raw_writer: Any = None  # SQLite: the pooled DBAPI connection appends use
+        self._checkpointer: _Checkpointer | None = None  # SQLite in WAL mode, once appending
+        self._wal_pages = 0  # pages appended (estimated) since the last checkpoint request
         if self._sqlite:
             event.listen(self._engine, "connect", _sqlite_on_connect)
             event.listen(self._engine, "begin", _sqlite_on_begin)
@@ -180,6 +252,9 @@ class Journal:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
+                self._checkpointer = None
             if self._raw_writer is not None:
                 with contextlib.suppress(sqlite3.Error):
                     self._raw_writer.close()  # back to the pool, then disposed with it
@@ -298,7 +373,7 @@ class Journal:
         # as the commit's fsync on a fast disk.
         try:
             if self._raw_writer is None:
-                self._raw_writer = self._engine.raw_connection()  # pragmas set on connect
+                self._open_raw_writer()
             con = self._raw_writer.driver_connection
             con.execute("BEGIN IMMEDIATE")
             try:
@@ -316,6 +391,36 @@ class Journal:
             raise JournalError(
                 f"append of seqs {first}..{last}: expected a commit, got {exc}"
             ) from exc
+        if self._checkpointer is not None:
+            self._after_commit(con, len(payload))
+
+    def _open_raw_writer(self) -> None:
+        self._raw_writer = self._engine.raw_connection()  # pragmas set on connect
+        con = self._raw_writer.driver_connection
+        mode = con.execute("PRAGMA journal_mode").fetchone()
+        if mode is not None and str(mode[0]).lower() == "wal":
+            con.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints: see the module docstring
+            self._checkpointer = _Checkpointer(self._engine)
+
+    def _after_commit(self, con: sqlite3.Connection, payload_len: int) -> None:
+        """Checkpoint bookkeeping after a durable commit (its failures never fail the
+        append: the batch is already durable)."""
+        checkpointer = self._checkpointer
+        assert checkpointer is not None
+        if checkpointer.backfill_pending:
+            # The background pass copied the bulk; copy what came since, so the WAL is
+            # fully backfilled and the next write restarts it.
+            checkpointer.backfill_pending = False
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self._wal_pages += 2 + (payload_len >> _PAGE_BYTES_SHIFT)
+        if self._wal_pages >= CHECKPOINT_EVERY_PAGES:
+            self._wal_pages = 0
+            if checkpointer.error is None:
+                checkpointer.request()
+            else:  # no checkpoint thread: checkpoint here, as SQLite's auto-checkpoint did
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def save_snapshot(self, seq: int, state_hash: str, payload: bytes) -> None:
         """Store a state snapshot taken after event ``seq``; durable like :meth:`append`.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import exchange
+import exchange.engine.journal as journal_module
 from exchange.core.errors import JournalError
 from exchange.core.events import (
     Event,
@@ -525,3 +528,63 @@ def test_a_refused_append_leaves_the_writer_usable(tmp_path: Path) -> None:
     assert [e.seq for e in a.read()] == [1, 2, 3, 4, 5]
     a.close()
     b.close()
+
+
+# -- WAL checkpoints off the commit path ---------------------------------------------------
+
+
+def _wal_frames(path: Path) -> int:
+    """Frames in the WAL now (a PASSIVE checkpoint's count; it also backfills them)."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        ((_busy, frames, _backfilled),) = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    return int(frames)
+
+
+def test_commits_never_checkpoint_the_wal_themselves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Arrange: no background pass within the run
+    monkeypatch.setattr(journal_module, "CHECKPOINT_EVERY_PAGES", 10**9)
+    payload = encode_events(make_events(3))
+    # Act: more pages than SQLite's auto-checkpoint threshold (1000)
+    with Journal.for_data_dir(tmp_path) as j:
+        for _ in range(600):
+            j.append_encoded(payload, 3)
+        # Assert: every frame is still in the WAL (no commit ran a checkpoint)
+        assert _wal_frames(tmp_path / JOURNAL_FILE_NAME) >= 1_200
+
+
+def test_background_checkpoints_keep_the_wal_restarting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Arrange: a background pass every 20 estimated pages (about 10 commits)
+    monkeypatch.setattr(journal_module, "CHECKPOINT_EVERY_PAGES", 20)
+    wal = tmp_path / f"{JOURNAL_FILE_NAME}-wal"
+    with Journal.for_data_dir(tmp_path) as j:
+        # Act
+        for i in range(400):
+            j.append(make_events(1, start=i + 1))
+        checkpointer = j._checkpointer
+        assert checkpointer is not None
+        passes = checkpointer.passes
+        # Assert: 400 commits wrote ~800 frames; a WAL restarted after every pass stays
+        # within a few passes' worth (pages of 4 KiB + a 24-byte frame header)
+        assert passes >= 1
+        assert wal.stat().st_size < 200 * (4096 + 24)
+        assert [e[0] for e in j.read()] == list(range(1, 401))
+    with Journal.for_data_dir(tmp_path, read_only=True) as reopened:
+        assert reopened.verify() == 400
+
+
+def test_close_stops_the_checkpoint_thread(tmp_path: Path) -> None:
+    # Arrange
+    j = Journal.for_data_dir(tmp_path)
+    j.append(make_events(2))
+    checkpointer = j._checkpointer
+    assert checkpointer is not None
+    thread = next(t for t in threading.enumerate() if t is checkpointer._thread)
+    # Act
+    j.close()
+    # Assert
+    assert not thread.is_alive()
+    assert j._checkpointer is None
