@@ -12,6 +12,11 @@ from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
 from exchange.core.units import NANOS_PER_SECOND
 from perp.params import ParamsError, PerpMarketParams
 
+#: how ``perpdex run`` runs the engine: ``process`` (its own process, ``EngineProcess``, what
+#: docs/PERFORMANCE.md measures) or ``thread`` (a sequencer thread in the node's process,
+#: ``EngineRunner``: one process to debug)
+ENGINE_RUNNERS = ("process", "thread")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineConfig:
@@ -36,6 +41,9 @@ class EngineConfig:
     operator-funded sub-account ``liquidation_backstop_owner_id`` /
     ``liquidation_backstop_sub_account_id`` (none: the main job's own ``liquidator`` wallet,
     registered by its deposit).
+
+    ``runner`` (one of ``ENGINE_RUNNERS``) is where ``perpdex run`` runs the engine; the API
+    reaches it the same way whichever it is (``exchange.api.engine_port.Runner``).
     """
 
     data_dir: Path = Path("data")
@@ -50,6 +58,7 @@ class EngineConfig:
     liquidation_retry_ns: int = 1 * NANOS_PER_SECOND
     liquidation_backstop_owner_id: int | None = None
     liquidation_backstop_sub_account_id: int = 0
+    runner: str = "process"
 
     def __post_init__(self) -> None:
         if not isinstance(self.data_dir, Path):
@@ -73,6 +82,10 @@ class EngineConfig:
                 continue
             if type(value) is not int or not lo <= value <= hi:
                 raise ConfigError(f"{name}: expected an int in {lo}..{hi}, got {value!r}")
+        if self.runner not in ENGINE_RUNNERS:
+            raise ConfigError(
+                f"runner: expected one of {list(ENGINE_RUNNERS)}, got {self.runner!r}"
+            )
         if not isinstance(self.market_params, PerpMarketParams):
             raise ConfigError(
                 f"market_params: expected PerpMarketParams, got {self.market_params!r}"

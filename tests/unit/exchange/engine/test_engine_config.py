@@ -187,3 +187,16 @@ def test_liquidation_settings_come_from_toml_and_reach_the_engine(tmp_path: Path
 def test_bad_liquidation_settings_say_what_was_expected(data: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         EngineConfig.from_mapping(data)
+
+
+def test_the_runner_defaults_to_the_engine_process_and_comes_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "perpdex.toml"
+    path.write_text('[engine]\nrunner = "thread"\n')
+    assert EngineConfig().runner == "process"
+    assert EngineConfig.from_toml(path).runner == "thread"
+
+
+@pytest.mark.parametrize("runner", ["threads", "", 1, None])
+def test_an_unknown_runner_says_which_ones_exist(runner: object) -> None:
+    with pytest.raises(ConfigError, match=r"runner: expected one of \['process', 'thread'"):
+        EngineConfig.from_mapping({"runner": runner})
