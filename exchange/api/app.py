@@ -42,6 +42,7 @@ from exchange.api.service import OrderService, Principal, public_trade_json, sco
 from exchange.api.signed_routes import json_response
 from exchange.api.withdrawals import install_withdrawals
 from exchange.core.errors import ExchangeError
+from exchange.engine.inline import InlineEngine
 from exchange.engine.process import EngineProcess
 from exchange.engine.sequencer import EngineRunner
 
@@ -345,8 +346,8 @@ async def get_prices(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------------- factory
-def _engine_settings(engine_runner: EngineRunner | EngineProcess) -> Any:
-    # liquidation_max_oracle_age_ns: the in-process core's, or the child engine's config
+def _engine_settings(engine_runner: EngineRunner | EngineProcess | InlineEngine) -> Any:
+    # liquidation_max_oracle_age_ns: the in-process core's, or the engine's config
     if isinstance(engine_runner, EngineRunner):
         return engine_runner.engine.core
     return engine_runner.config
@@ -354,7 +355,7 @@ def _engine_settings(engine_runner: EngineRunner | EngineProcess) -> Any:
 
 def create_app(
     config: ApiConfig,
-    engine_runner: EngineRunner | EngineProcess,
+    engine_runner: EngineRunner | EngineProcess | InlineEngine,
     *,
     clock_ns: Clock = time.time_ns,
 ) -> web.Application:
