@@ -25,6 +25,12 @@ event loop as the server (so every figure also pays for its own load generator):
   latency from the command's submit (and, apart, from the port's fold of its batch,
   where fan-out starts) to the last subscriber's receipt of its delta; frames per second.
 
+``--engine process|inline|thread`` picks where the engine runs: a child process (the
+default), inline on the API's event loop with its commits on a journal writer thread
+(``exchange.engine.inline``), or a sequencer thread of the API's process. For the paced
+runs the client also samples each process's CPU per order (``/proc/<pid>/stat``, from 10%
+to 90% of the orders sent): the client, the API process and the engine child if any.
+
 Targets (issue 7): >= 50k acks/s with batches; p99 <= 2 ms at 10k orders/s.
 The last line printed is one JSON object.
 """
@@ -53,6 +59,7 @@ from exchange.api.ws import login_body
 from exchange.core import commands
 from exchange.core.commands import CreateMarket, PlaceOrder
 from exchange.engine.config import EngineConfig
+from exchange.engine.inline import InlineEngine
 from exchange.engine.process import EngineProcess
 from exchange.engine.sequencer import Engine, EngineRunner
 
@@ -65,6 +72,8 @@ KEY = Keypair.from_seed(bytes([42]) * 32)
 TARGET_ACKS_PER_S = 50_000
 WINDOW_BATCHES = 40  # batches in flight: 2000 orders queued, so group commits stay large
 TARGET_P99_MS = 2.0
+ENGINE_MODES = ("process", "inline", "thread")
+AnyRunner = EngineRunner | EngineProcess | InlineEngine
 
 
 def ioc_order(i: int) -> dict[str, Any]:
@@ -79,9 +88,15 @@ def ioc_order(i: int) -> dict[str, Any]:
     }
 
 
-def start_engine(data_dir: Path, *, in_process: bool = False) -> EngineRunner | EngineProcess:
+def start_engine(data_dir: Path, *, in_process: bool = False, mode: str = "process") -> AnyRunner:
     """The bench's market and funded sub-accounts in a journal under ``data_dir``, then the
-    engine over it: in a child process (default) or on a thread of this process."""
+    engine over it: ``mode`` "process" (a child process, the default), "thread" (a
+    sequencer thread of this process; also ``in_process=True``) or "inline" (executing on
+    this process's event loop, committing on a writer thread)."""
+    if mode not in ENGINE_MODES:
+        raise ValueError(f"engine mode: expected one of {ENGINE_MODES}, got {mode!r}")
+    if in_process:
+        mode = "thread"
     config = EngineConfig(data_dir=data_dir)
     engine = Engine(config)
     engine.process([CreateMarket(MARKET, "BENCH-PERP", TICK, LOT)])
@@ -92,13 +107,15 @@ def start_engine(data_dir: Path, *, in_process: bool = False) -> EngineRunner | 
                 *(commands.Deposit(OWNER, sub, 10**15) for sub in range(SUB_ACCOUNTS)),
             ]
         )
-    if in_process:
+    if mode == "thread":
         return EngineRunner(engine)
+    if mode == "inline":
+        return InlineEngine(engine)
     engine.close()
     return EngineProcess(config)  # recovers the setup from the journal
 
 
-def stop_engine(runner: EngineRunner | EngineProcess) -> None:
+def stop_engine(runner: AnyRunner) -> None:
     """Finish what is queued and close the journal."""
     runner.close()
     if isinstance(runner, EngineRunner):
@@ -213,9 +230,23 @@ def fdatasync_probe(directory: Path, n: int) -> dict[str, float]:
     }
 
 
-async def ws_paced_latency(url: str, rate_per_s: int, seconds: float) -> dict[str, float]:
-    """Single ``place`` messages at ``rate_per_s``; ack latency percentiles (ms)."""
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (``/proc/<pid>/stat``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def ws_paced_latency(
+    url: str, rate_per_s: int, seconds: float, pids: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """Single ``place`` messages at ``rate_per_s``; ack latency percentiles (ms). With
+    ``pids`` (name -> process id) also each process's CPU per order (us, "client" this
+    one) over the steady middle of the run (from 10% to 90% of the orders sent)."""
     n = int(rate_per_s * seconds)
+    watched = {"client": os.getpid(), **(pids or {})}
+    cpu_marks: list[tuple[float, dict[str, float]]] = []
+    mark_at = {n // 10, (n * 9) // 10}
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
         await login(ws, f"bench-latency-{rate_per_s}-{os.getpid()}-{time.time_ns()}")
         frames = [
@@ -240,24 +271,33 @@ async def ws_paced_latency(url: str, rate_per_s: int, seconds: float) -> dict[st
             now = time.perf_counter_ns()
             if due > now + 200_000:  # sleep only when more than 0.2 ms early
                 await asyncio.sleep((due - now) / 1e9)
+            if i in mark_at:
+                cpu_marks.append((i, {k: process_cpu_s(pid) for k, pid in watched.items()}))
             sent_at[i + 1] = time.perf_counter_ns()
             await ws.send_str(frames[i])
         await read_task
         elapsed_s = (time.perf_counter_ns() - started) / 1e9
     latencies_ns.sort()
+    cpu_us: dict[str, float] = {}
+    if len(cpu_marks) == 2:
+        (i0, cpu0), (i1, cpu1) = cpu_marks
+        cpu_us = {k: (cpu1[k] - cpu0[k]) * 1e6 / (i1 - i0) for k in watched}
     return {
         "offered_per_s": rate_per_s,
         "achieved_per_s": n / elapsed_s,
         "p50_ms": latencies_ns[n // 2] / 1e6,
         "p99_ms": latencies_ns[int(n * 0.99)] / 1e6,
         "max_ms": latencies_ns[-1] / 1e6,
+        "cpu_us_per_order": cpu_us,
     }
 
 
 async def ws_paced_latency_in_subprocess(
-    url: str, rate_per_s: int, seconds: float
-) -> dict[str, float]:
-    """``ws_paced_latency`` run by a child process (``--client-paced``)."""
+    url: str, rate_per_s: int, seconds: float, pids: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """``ws_paced_latency`` run by a child process (``--client-paced``); ``pids`` as there
+    (the server's processes, whose CPU per order the client samples)."""
+    watched = ",".join(f"{name}={pid}" for name, pid in (pids or {}).items())
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -266,12 +306,13 @@ async def ws_paced_latency_in_subprocess(
         url,
         str(rate_per_s),
         str(seconds),
+        watched,
         stdout=asyncio.subprocess.PIPE,
     )
     out, _ = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"bench client: expected exit 0, got {proc.returncode}")
-    figures: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
+    figures: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return figures
 
 
@@ -349,7 +390,7 @@ async def fan_out(
 
 
 async def serve_api(
-    runner: EngineRunner | EngineProcess,
+    runner: AnyRunner,
 ) -> tuple[web.Application, web.AppRunner, str]:
     """The API over ``runner`` on a loopback port, without rate limits: the app, its runner
     (``cleanup()`` it) and the websocket URL."""
@@ -369,13 +410,17 @@ async def serve_api(
     return app, web_runner, f"http://127.0.0.1:{web_runner.addresses[0][1]}/ws"
 
 
-async def run(quick: bool, in_process: bool = False) -> dict[str, Any]:
+async def run(quick: bool, in_process: bool = False, mode: str = "process") -> dict[str, Any]:
     n_batch = 20_000 if quick else 100_000
     latency_s = 1.0 if quick else 3.0
     fan_orders = 200 if quick else 1_000
     with tempfile.TemporaryDirectory() as tmp:
-        runner = start_engine(Path(tmp), in_process=in_process)
+        runner = start_engine(Path(tmp), in_process=in_process, mode=mode)
+        mode = "thread" if in_process else mode
         app, web_runner, url = await serve_api(runner)
+        pids = {"api": os.getpid()}
+        if isinstance(runner, EngineProcess) and runner.pid is not None:
+            pids["engine"] = runner.pid
         try:
             baseline = await engine_baseline(app, n_batch, 50, WINDOW_BATCHES)
             cpu_before = time.thread_time()
@@ -389,15 +434,15 @@ async def run(quick: bool, in_process: bool = False) -> dict[str, Any]:
             server_cpu_us = (time.thread_time() - cpu_before) * 1e6 / n_batch
             process_cpu_us = (time.process_time() - process_cpu_before) * 1e6 / n_batch
             fsync = fdatasync_probe(Path(tmp), 200)
-            latency = await ws_paced_latency_in_subprocess(url, 10_000, latency_s)
-            light = await ws_paced_latency_in_subprocess(url, 1_000, latency_s)
+            latency = await ws_paced_latency_in_subprocess(url, 10_000, latency_s, pids)
+            light = await ws_paced_latency_in_subprocess(url, 1_000, latency_s, pids)
             fan = await fan_out(app, url, 100, fan_orders)
         finally:
             await web_runner.cleanup()
             stop_engine(runner)
     return {
         "quick": quick,
-        "engine": "thread" if in_process else "process",
+        "engine": mode,
         "ws_batch_acks_per_s": round(acks_per_s),
         "ws_batch_accepted": accepted,
         "ws_batch_orders": n_batch,
@@ -411,6 +456,14 @@ async def run(quick: bool, in_process: bool = False) -> dict[str, Any]:
         "latency_max_ms": round(latency["max_ms"], 3),
         "latency_1k_p50_ms": round(light["p50_ms"], 3),
         "latency_1k_p99_ms": round(light["p99_ms"], 3),
+        **{
+            f"latency_cpu_us_per_order_{name}": round(us, 1)
+            for name, us in latency["cpu_us_per_order"].items()
+        },
+        **{
+            f"latency_1k_cpu_us_per_order_{name}": round(us, 1)
+            for name, us in light["cpu_us_per_order"].items()
+        },
         "loop_cpu_us_per_order": round(loop_cpu_us, 2),
         "ws_batch_acks_per_s_client_process": round(remote_acks_per_s),
         "server_loop_cpu_us_per_order": round(server_cpu_us, 2),
@@ -428,22 +481,38 @@ async def run(quick: bool, in_process: bool = False) -> dict[str, Any]:
     }
 
 
+def cpu_row(figures: dict[str, Any], prefix: str) -> str:
+    """``name N us`` for each process's CPU per order under ``prefix``."""
+    return ", ".join(
+        f"{key[len(prefix) :]} {value:.0f} us"
+        for key, value in figures.items()
+        if key.startswith(prefix)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs for development")
     parser.add_argument(
-        "--engine-thread",
-        action="store_true",
-        help="the engine on a thread of the API's process (as before the engine process)",
+        "--engine",
+        choices=ENGINE_MODES,
+        default="process",
+        help="where the engine runs: a child process (default), inline on the API's event"
+        " loop with a journal writer thread, or a sequencer thread of the API's process",
     )
+    parser.add_argument("--engine-thread", action="store_true", help="the same as --engine thread")
     parser.add_argument("--client-batch", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
     parser.add_argument(
-        "--client-paced", nargs=3, metavar=("URL", "RATE", "SECONDS"), help=argparse.SUPPRESS
+        "--client-paced",
+        nargs=4,
+        metavar=("URL", "RATE", "SECONDS", "PIDS"),
+        help=argparse.SUPPRESS,
     )
     args = parser.parse_args(argv)
     if args.client_paced:  # the child side of ws_paced_latency_in_subprocess
-        url, rate, seconds = args.client_paced
-        paced = asyncio.run(ws_paced_latency(url, int(rate), float(seconds)))
+        url, rate, seconds, watched = args.client_paced
+        pids = {k: int(v) for k, v in (kv.split("=") for kv in watched.split(",") if kv)}
+        paced = asyncio.run(ws_paced_latency(url, int(rate), float(seconds), pids))
         sys.stdout.write(json.dumps(paced) + "\n")
         return 0
     if args.client_batch:  # the child side of ws_batch_acks_in_subprocess
@@ -451,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(ws_batch_acks(url, n, 50, WINDOW_BATCHES))
         sys.stdout.write(json.dumps(list(result)) + "\n")
         return 0
-    figures = asyncio.run(run(args.quick, args.engine_thread))
+    figures = asyncio.run(run(args.quick, args.engine_thread, args.engine))
 
     def ok(good: bool) -> str:
         return "met" if good else "NOT met"
@@ -497,10 +566,16 @@ def main(argv: list[str] | None = None) -> int:
             f"achieved {figures['latency_achieved_per_s']:,}/s)",
         ),
         (
+            "  CPU per order by process",
+            cpu_row(figures, "latency_cpu_us_per_order_"),
+            "over the middle 80% of the run",
+        ),
+        (
             "single place at 1,000/s",
             f"p50 {figures['latency_1k_p50_ms']:.3f} ms, p99 {figures['latency_1k_p99_ms']:.3f} ms",
             "below the engine's capacity: the API's own latency plus one group commit",
         ),
+        ("  CPU per order by process", cpu_row(figures, "latency_1k_cpu_us_per_order_"), ""),
         (
             f"fan-out to {figures['fanout_subscribers']} subscribers",
             f"{figures['fanout_frames_per_s']:,} frames/s",
