@@ -27,6 +27,7 @@ import gc
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from functools import partial
 from typing import Any, Protocol
 
 from exchange.api.read_model import ReadModel, ReadUpdate
@@ -35,6 +36,9 @@ from exchange.core.events import Event
 from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
 
 Listener = Callable[[list[Event], ReadUpdate], None]
+#: Called on the loop with each command's events once durable, or with the exception that
+#: stopped the engine.
+Then = Callable[[list[list[Event]] | BaseException], None]
 
 
 def freeze_heap() -> None:
@@ -65,6 +69,17 @@ class Runner(Protocol):
     def submit_many(self, commands: Sequence[Command]) -> Future[list[list[Event]]]: ...
 
 
+def _settle(
+    waiter: asyncio.Future[list[list[Event]]], outcome: list[list[Event]] | BaseException
+) -> None:
+    if waiter.cancelled():
+        return
+    if isinstance(outcome, BaseException):
+        waiter.set_exception(outcome)
+    else:
+        waiter.set_result(outcome)
+
+
 class EnginePort:
     """Async access to an engine ``Runner`` plus a read model kept in step with it."""
 
@@ -81,8 +96,8 @@ class EnginePort:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0  # the loop's thread id (callbacks already on it skip a hop)
         self._pending: list[list[Event]] = []
-        # commands submitted in this turn of the loop, for the next _flush
-        self._outgoing: list[tuple[tuple[Command, ...], asyncio.Future[list[list[Event]]]]] = []
+        # commands submitted in this turn of the loop and who to tell, for the next _flush
+        self._outgoing: list[tuple[Sequence[Command], Then]] = []
         self._listeners: list[Listener] = []
         self._model: ReadModel | None = None
         self._subscribed = False
@@ -168,25 +183,31 @@ class EnginePort:
         return remove
 
     # ------------------------------------------------------------------ commands
-    def _enqueue(self, commands: tuple[Command, ...]) -> asyncio.Future[list[list[Event]]]:
-        """Queue ``commands`` for the next hand-off to the engine; a Future of their events.
+    def submit_then(self, commands: Sequence[Command], then: Then) -> None:
+        """Queue ``commands`` (not empty) for the next hand-off to the engine; once they are
+        durable and folded, ``then(events of each command)`` runs on the loop (or
+        ``then(exception)`` if the engine failed them).
 
         Everything submitted in one turn of the event loop goes to the engine as ONE
         ``submit_many`` (one queue item or pipe message, one engine Future, one wake-up of
         the loop when the batch is durable), in submission order, so single orders arriving
         together share a group commit and a request's place in the order is kept across
-        ``submit`` and ``submit_many``. Cancelling the returned Future (caller gone) leaves
-        the commands queued: they run anyway.
+        ``submit`` and ``submit_many``. The callbacks of one hand-off run one after the
+        other in one step: no Future or scheduled callback per request.
         """
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[list[list[Event]]] = loop.create_future()
-        if not self._outgoing:
-            loop.call_soon(self._flush, loop)
-        self._outgoing.append((commands, waiter))
-        return waiter
+        outgoing = self._outgoing
+        if not outgoing:
+            loop = self._loop
+            if loop is None:
+                loop = asyncio.get_running_loop()
+            loop.call_soon(self._flush)
+        outgoing.append((commands, then))
 
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _flush(self) -> None:
         outgoing, self._outgoing = self._outgoing, []
+        loop = self._loop
+        if loop is None:
+            loop = asyncio.get_running_loop()
 
         # ``done`` reaches ``deliver`` as an argument, never through a closure: a
         # concurrent Future keeps its done-callbacks after running them, so a closure over
@@ -194,14 +215,16 @@ class EnginePort:
         # batch's commands and events until a full GC pass walked them all.
         def deliver(done: Future[list[list[Event]]]) -> None:  # on the loop, after the fold
             exc = done.exception()
+            results = done.result() if exc is None else []
             at = 0
-            for cmds, waiter in outgoing:
+            for cmds, then in outgoing:
                 n = len(cmds)
-                if not waiter.cancelled():
-                    if exc is not None:
-                        waiter.set_exception(exc)
-                    else:
-                        waiter.set_result(done.result()[at : at + n])
+                try:
+                    then(results[at : at + n] if exc is None else exc)
+                except Exception as err:  # one caller's failure must not starve the others
+                    loop.call_exception_handler(
+                        {"message": "engine port: a submit callback failed", "exception": err}
+                    )
                 at += n
 
         def hand_over(done: Future[list[list[Event]]]) -> None:
@@ -211,24 +234,28 @@ class EnginePort:
             with contextlib.suppress(RuntimeError):  # loop closed during shutdown
                 loop.call_soon_threadsafe(deliver, done)
 
-        self._runner.submit_many([cmd for cmds, _ in outgoing for cmd in cmds]).add_done_callback(
-            hand_over
-        )
+        commands = [cmd for cmds, _ in outgoing for cmd in cmds]
+        self._runner.submit_many(commands).add_done_callback(hand_over)
 
     def submit_nowait(self, commands: Sequence[Command]) -> asyncio.Future[list[list[Event]]]:
-        """``submit_many`` without a coroutine: a Future of each command's events, for a
-        caller that answers from a done-callback (no task per request)."""
-        return self._enqueue(tuple(commands))
+        """``submit_many`` without a coroutine: a Future of each command's events.
+        Cancelling it (caller gone) leaves the commands queued: they run anyway."""
+        waiter: asyncio.Future[list[list[Event]]] = asyncio.get_running_loop().create_future()
+        if commands:
+            self.submit_then(commands, partial(_settle, waiter))
+        else:
+            waiter.set_result([])
+        return waiter
 
     async def submit(self, command: Command) -> list[Event]:
         """Run one command; its events once durable (and folded into the read model)."""
-        return (await self._enqueue((command,)))[0]
+        return (await self.submit_nowait((command,)))[0]
 
     async def submit_many(self, commands: Sequence[Command]) -> list[list[Event]]:
         """Run several commands (queued together, so usually one group commit)."""
         if not commands:
             return []
-        return await self._enqueue(tuple(commands))
+        return await self.submit_nowait(commands)
 
     # ------------------------------------------------------------------ reads
     def markets(self) -> list[dict[str, Any]]:

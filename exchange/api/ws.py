@@ -35,7 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import struct
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -62,48 +65,120 @@ HUB_KEY: web.AppKey[WsHub] = web.AppKey("ws_hub")
 _TEXT = WSMsgType.TEXT
 _MARKET_CHANNELS = ("book", "trades", "ticker")
 _EMPTY_ACCOUNT = orjson.dumps({"channel": "account", "events": []})
+# A server frame's header: FIN + text opcode, then the payload length in 1, 2 or 8 bytes.
+_HEADER_1 = struct.Struct("!BB").pack
+_HEADER_2 = struct.Struct("!BBH").pack
+_HEADER_8 = struct.Struct("!BBQ").pack
 
 
 class WsSession:
-    """One websocket connection: its subscriptions, its login and its outgoing queue."""
+    """One websocket connection: its subscriptions, its login and its outgoing frames."""
 
-    def __init__(self, ws: web.WebSocketResponse, app: web.Application, remote: str) -> None:
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, remote: str) -> None:
         self.ws = ws
-        self.app = app
+        self.app = request.app
         self.remote = remote  # rate-limit key before login
         self.principal: Principal | None = None
         self.cancel_on_disconnect = False
         self.subscriptions: set[tuple[str, int]] = set()  # (channel, market_id or owner_id)
-        self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue(
-            maxsize=app[CONFIG_KEY].ws_send_queue_max
-        )
         self.dead_man: asyncio.TimerHandle | None = None
-        self.tasks: set[asyncio.Future[Any]] = set()  # requests not answered yet
+        self.tasks: set[asyncio.Future[Any]] = set()  # dead-man cancels still running
+        self.pending = 0  # order requests not answered yet
+        self.answered: asyncio.Future[None] | None = None  # set when pending drops to 0
         self.overflowed = False
+        self._loop = asyncio.get_running_loop()
+        self._transport = request.transport
+        # Frames are written by this module (one transport write per loop turn) unless the
+        # session negotiated permessage-deflate: then aiohttp's writer compresses each one.
+        self._frames_here = ws.compress == 0
+        self._max_queued = self.app[CONFIG_KEY].ws_send_queue_max
+        self._out: deque[bytes] = deque()  # frames not handed to the transport yet, oldest first
+        self._flush_due = False
+        self._slow: asyncio.Task[None] | None = None  # aiohttp's writer is sending _out
+        self._closer: asyncio.Task[Any] | None = None
 
     def send(self, data: bytes) -> None:
-        """Queue one frame; a consumer too far behind is dropped (it must resync anyway)."""
+        """Queue one frame for the end of this loop turn; a consumer too far behind is
+        dropped (it must resync anyway)."""
         if self.overflowed:
             return
-        try:
-            self.outbox.put_nowait(data)
-        except asyncio.QueueFull:
-            self.overflowed = True
-            with contextlib.suppress(asyncio.QueueFull):
-                self.outbox.get_nowait()
-                self.outbox.put_nowait(None)  # tells the writer to close
+        out = self._out
+        if len(out) >= self._max_queued:
+            self._overflow()
+            return
+        out.append(data)
+        if not self._flush_due and self._slow is None:
+            self._flush_due = True
+            self._loop.call_soon(self._flush)
 
     def send_json(self, obj: Any) -> None:
         self.send(orjson.dumps(obj))
 
-    async def writer(self) -> None:
-        ws = self.ws
-        while True:
-            data = await self.outbox.get()
-            if data is None:
-                await ws.close(code=1008, message=b"slow consumer")
-                return
-            await ws.send_frame(data, _TEXT)
+    def _flush(self) -> None:
+        # Every frame queued in this turn (a group commit's acks, a batch's fan-out) goes
+        # out in ONE transport write: one syscall and one wake-up of the reader, not one
+        # per frame. Server frames are unmasked and uncompressed here, so frames are just
+        # header + payload, back to back (RFC 6455 section 5.2).
+        self._flush_due = False
+        out = self._out
+        if self._slow is not None or self.overflowed or not out:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing() or self.ws.closed:
+            out.clear()  # the connection is going: nobody will read these
+            return
+        if not self._frames_here or transport.get_write_buffer_size():
+            # compression, or the reader is behind (asyncio holds unsent bytes): aiohttp's
+            # writer sends one frame at a time with its own flow control (it waits while
+            # the transport is paused); frames queue meanwhile up to ws_send_queue_max.
+            self._slow = asyncio.ensure_future(self._send_slowly())
+            return
+        data = text_frames(out)
+        out.clear()
+        transport.write(data)
+
+    async def _send_slowly(self) -> None:
+        out = self._out
+        try:
+            while out:
+                await self.ws.send_frame(out.popleft(), _TEXT)
+        except ConnectionResetError:
+            out.clear()  # closing: the frames have nowhere to go
+        finally:
+            self._slow = None
+
+    def _overflow(self) -> None:
+        self.overflowed = True
+        self._out.clear()
+        if self._slow is not None:
+            self._slow.cancel()  # between frames or waiting for a drain: nothing half sent
+        self._closer = asyncio.ensure_future(self.ws.close(code=1008, message=b"slow consumer"))
+
+    async def close_output(self) -> None:
+        """Stop sending (the handler is returning): a pending slow-consumer close finishes."""
+        self.overflowed = True
+        self._out.clear()
+        for task in (self._slow, self._closer):
+            if task is not None:
+                if task is self._slow:
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
+                    await task
+
+
+def text_frames(payloads: Iterable[bytes]) -> bytes:
+    """Server-to-client text frames (final, unmasked, uncompressed), back to back."""
+    parts: list[bytes] = []
+    for data in payloads:
+        n = len(data)
+        if n < 126:
+            parts.append(_HEADER_1(0x81, n))
+        elif n < 65536:
+            parts.append(_HEADER_2(0x81, 126, n))
+        else:
+            parts.append(_HEADER_8(0x81, 127, n))
+        parts.append(data)
+    return b"".join(parts)
 
 
 class WsHub:
@@ -196,9 +271,8 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     app = request.app
     hub = app[HUB_KEY]
-    session = WsSession(ws, app, request.remote or "?")
+    session = WsSession(ws, request, request.remote or "?")
     hub.sessions.add(session)
-    writer = asyncio.ensure_future(session.writer())
     try:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
@@ -217,10 +291,10 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         for task in list(session.tasks):
             with contextlib.suppress(BaseException):
                 await task
-        if not session.overflowed:
-            writer.cancel()  # idle in outbox.get(); an overflowed writer is sending the close
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        if session.pending:  # order requests in the engine: their answers come first
+            session.answered = asyncio.get_running_loop().create_future()
+            await session.answered
+        await session.close_output()
     return ws
 
 
@@ -382,7 +456,7 @@ def _order_op(session: WsSession, op: str, msg: dict[str, Any], request_id: Any)
         cost = max(1, len(items)) if isinstance(items, list) else 1
     spend_tokens(session.app[KEY_LIMITER_KEY], principal.pubkey, cost, session.app[CLOCK_KEY]())
     # Checked and queued for the engine now, so requests of a session reach the engine in
-    # frame order; answered from the port Future's done-callback (no task per request).
+    # frame order; answered by _answer when the engine port delivers their events.
     if op == "place":
         request = service.place_request(principal, params)
     elif op == "place_batch":
@@ -401,36 +475,31 @@ def _order_op(session: WsSession, op: str, msg: dict[str, Any], request_id: Any)
         session.send_json({"id": request_id, "result": build([])})
         return
     batch = op == "place_batch" or op == "cancel_batch"
-    _reply_when_done(session, request_id, build, batch, service.port.submit_nowait(cmds))
+    session.pending += 1
+    service.port.submit_then(cmds, partial(_answer, session, request_id, build, batch))
 
 
-def _reply_when_done(
+def _answer(
     session: WsSession,
     request_id: Any,
     build: Callable[[list[list[Event]]], Any],
     batch: bool,
-    waiter: asyncio.Future[list[list[Event]]],
+    outcome: list[list[Event]] | BaseException,
 ) -> None:
-    session.tasks.add(waiter)
-
-    def answer(done: asyncio.Future[list[list[Event]]]) -> None:
-        session.tasks.discard(done)
-        if done.cancelled():
-            return
-        exc = done.exception()
-        if exc is None:
-            result = build(done.result())
-            session.send_json(
-                {"id": request_id, "result": {"results": result} if batch else result}
-            )
-        elif isinstance(exc, ExchangeError):
-            session.send_json(
-                {"id": request_id, "error": {"code": "ENGINE_UNAVAILABLE", "message": str(exc)}}
-            )
-        else:
-            raise exc
-
-    waiter.add_done_callback(answer)
+    """Answer one order request once its commands are durable (on the loop, straight from
+    the engine port's delivery: no Future or task per request)."""
+    session.pending -= 1
+    if not session.pending and session.answered is not None:
+        session.answered.set_result(None)
+    if isinstance(outcome, BaseException):
+        if not isinstance(outcome, ExchangeError):
+            raise outcome
+        session.send_json(
+            {"id": request_id, "error": {"code": "ENGINE_UNAVAILABLE", "message": str(outcome)}}
+        )
+        return
+    result = build(outcome)
+    session.send_json({"id": request_id, "result": {"results": result} if batch else result})
 
 
 def _spawn(session: WsSession, coro: Any) -> None:
