@@ -502,15 +502,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--engine-thread", action="store_true", help="the same as --engine thread")
     parser.add_argument("--client-batch", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--client-paced",
-        nargs=4,
-        metavar=("URL", "RATE", "SECONDS", "PIDS"),
-        help=argparse.SUPPRESS,
+    parser.add_argument(  # URL RATE SECONDS [PIDS]
+        "--client-paced", nargs="+", metavar="ARG", help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
     if args.client_paced:  # the child side of ws_paced_latency_in_subprocess
-        url, rate, seconds, watched = args.client_paced
+        url, rate, seconds, *rest = args.client_paced
+        watched = rest[0] if rest else ""
         pids = {k: int(v) for k, v in (kv.split("=") for kv in watched.split(",") if kv)}
         paced = asyncio.run(ws_paced_latency(url, int(rate), float(seconds), pids))
         sys.stdout.write(json.dumps(paced) + "\n")
