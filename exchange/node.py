@@ -5,7 +5,12 @@ Start-up, in order (``Node.start``):
 1. the embedded Solana cluster (LiteSVM behind JSON-RPC + PubSub) with the clearing program
    preloaded at ``LOCALNET_PROGRAM_ID`` and, on a restart, the accounts saved at the last clean
    stop (``DATA_DIR/chain``);
-2. the engine on its SQLite journal (``DATA_DIR/journal.sqlite``) behind an ``EngineRunner``;
+2. the engine on its SQLite journal (``DATA_DIR/journal.sqlite``) on the runner
+   ``[engine] runner`` names (``exchange.engine.runners``: by default its own process,
+   ``EngineProcess``; ``thread``: a sequencer thread here), and the API application over it,
+   set up but not listening yet: its ``EnginePort`` keeps the mirror, the engine's own state
+   class folded from every durable batch on this event loop. Every read of engine state in the
+   node is a read of that mirror (``Node.core``), and every command goes through the port;
    BTC-PERP, ETH-PERP and SOL-PERP are listed once (``CreateMarket``, journaled);
 3. on a fresh data directory: keys (``DATA_DIR/keys``), airdrops, the collateral mint and
    vaults, ``initialize``, and per market a simulated Pyth pull oracle account and
@@ -15,7 +20,7 @@ Start-up, in order (``Node.start``):
    both sides; later governance moves both, through the gov watcher);
 4. the simulated oracle publisher (seeded random walk, continuing from the engine's last index
    price) -> ``OracleFeed`` (PubSub, guards) -> oracle port -> engine;
-5. the API (``create_app``) on ``api_host:api_port`` with ``/metrics``;
+5. the API (set up in 2.) listening on ``api_host:api_port`` with ``/metrics``;
 6. the settlement loop: deposit bridge (on-chain deposits -> engine; also the wallets'
    escape-hatch ``withdraw`` -> ``BookOnChainWithdrawal`` and ``deposit_insurance`` top-ups ->
    ``DepositInsurance``, their only source), settlement service
@@ -31,9 +36,9 @@ Start-up, in order (``Node.start``):
    (``settlement/liquidation_scanner.py``) books the keepers' on-chain ``liquidate``
    transactions into the engine (``BookOnChainLiquidation``, exactly once; progress in
    ``DATA_DIR/liquidation-scanner.json``);
-7. the liquidation sweeper and backstop (``LiquidationService``, an engine subscriber) with
-   its own funded liquidator account (or ``[engine] liquidation_backstop_owner_id``), grace
-   period and retry from ``EngineConfig``;
+7. the liquidation sweeper and backstop (``LiquidationService`` over the mirror, an
+   ``EnginePort`` listener) with its own funded liquidator account (or ``[engine]
+   liquidation_backstop_owner_id``), grace period and retry from ``EngineConfig``;
    governance: on a fresh chain ``initialize_governance`` with a council of
    ``GOV_COUNCIL_SIZE`` keys (``DATA_DIR/keys/council-N.json``, threshold
    ``GOV_THRESHOLD``), a guardian (``keys/guardian.json``) and ``gov_timelock_s``; the
@@ -52,8 +57,9 @@ API resolves keys through the same registry. On a fresh chain the node's wallets
 before the sweeper starts (its backstop account is the liquidator wallet's registered one).
 
 ``Node.stop`` tears down in reverse: traders, oracle, governance watcher, settlement loop, API,
-engine (the runner drains, a snapshot is written), then the chain's accounts are saved and the
-cluster stops.
+engine (its last snapshot, then the runner drains and closes its journal; that snapshot
+folded on with the journal's events after it is the final state, saved as the journal's
+snapshot, its hash printed), then the chain's accounts are saved and the cluster stops.
 A restart resumes with the same engine state (same hash) and the same chain.
 """
 
@@ -68,10 +74,9 @@ import os
 import time
 import tomllib
 from collections.abc import Iterable
-from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 from anchorpy import Program
@@ -81,8 +86,9 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from spl.token.constants import TOKEN_PROGRAM_ID
 
-from exchange.api.app import create_app
+from exchange.api.app import PORT_KEY, create_app
 from exchange.api.config import ApiConfig
+from exchange.api.engine_port import EnginePort, Runner
 from exchange.api.governance import GOVERNANCE_KEY
 from exchange.api.metrics import METRICS_KEY, Family
 from exchange.api.withdrawals import FUNDS_KEY
@@ -97,7 +103,8 @@ from exchange.engine.config import EngineConfig
 from exchange.engine.journal import Journal
 from exchange.engine.liquidation_service import LiquidationService
 from exchange.engine.oracle_port import oracle_command
-from exchange.engine.sequencer import Engine, EngineRunner, recover
+from exchange.engine.runners import open_runner
+from exchange.engine.sequencer import RecoveryReport, recover
 from localnet.cluster import EmbeddedCluster
 from localnet.server import LocalnetServer, Preload
 from oracle_feeds.feed import IndexPriceUpdate, MarketOracle, OracleFeed
@@ -359,6 +366,22 @@ class SettledView:
 # ---------------------------------------------------------------- the node
 
 
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("engine: a queued command failed: %r", future.exception())
+
+
+class NodeRunner(Runner, Protocol):
+    """An engine runner as the node drives it (``exchange.engine.runners.open_runner``): the
+    API's ``Runner`` plus the recovery it started from and ``close`` (drain, close the
+    journal)."""
+
+    @property
+    def recovery(self) -> RecoveryReport: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(slots=True)
 class NodeStatus:
     started_s: float = 0.0
@@ -387,8 +410,9 @@ class Node:
         self._clients: list[AsyncClient] = []
         self._journals: list[Journal] = []
         self.server: LocalnetServer | None = None
-        self.engine: Engine | None = None
-        self.runner: EngineRunner | None = None
+        self.runner: NodeRunner | None = None
+        self.port: EnginePort | None = None  # the API's door to the runner, and the mirror
+        self._core: Clearinghouse | None = None  # the port's mirror (``core``)
         self.api_runner: web.AppRunner | None = None
         self.app: web.Application | None = None
         self.publisher: SimulatedPublisher | None = None
@@ -439,13 +463,26 @@ class Node:
         self._journals.append(journal)
         return journal
 
+    @property
+    def core(self) -> Clearinghouse:
+        """The engine's state as of the last durable batch folded here: the API's mirror
+        (``EnginePort.model.core``, the engine's own state class), read on the event loop.
+        After ``submit`` returned, it holds that command's events."""
+        assert self._core is not None, "the engine's mirror: expected Node.start first"
+        return self._core
+
     async def submit(self, command: Command) -> list[Event]:
-        assert self.runner is not None
-        return await asyncio.wrap_future(self.runner.submit(command))
+        """Run ``command`` through the port; its events once durable and folded."""
+        assert self.port is not None
+        return await self.port.submit(command)
+
+    def send(self, command: Command) -> None:
+        """Queue ``command`` without waiting (a callback's submit); a failure is logged."""
+        assert self.port is not None
+        self.port.submit_nowait((command,)).add_done_callback(_log_failure)
 
     def engine_last_seq(self) -> int:
-        assert self.engine is not None
-        return self.engine.core.next_seq - 1  # an int read: safe from any thread
+        return self.core.next_seq - 1
 
     def key_names(self) -> list[str]:
         """Key names (``DATA_DIR/keys/NAME.json``) of the node's own wallets: the demo traders
@@ -469,13 +506,12 @@ class Node:
         self.status.started_s = time.time()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         fresh_chain = not self.chain_dir.is_dir()
-        self._open_engine(fresh_chain)
+        await self._open_engine(fresh_chain)
         await self._start_cluster(fresh_chain)
         wallets = {name: self.keys.get(name) for name in self.key_names()}
-        assert self.engine is not None
         # every wallet the engine registered (open sign-up), the node's own included
         self.accounts = AccountMap(
-            registry_wallets(self.engine.core.registry), ClearingAddresses(LOCALNET_PROGRAM_ID)
+            registry_wallets(self.core.registry), ClearingAddresses(LOCALNET_PROGRAM_ID)
         )
         self.authority = self.keys.get("authority")
         self.operator = self.keys.get("operator")
@@ -497,29 +533,37 @@ class Node:
             save_chain(self.server, self.chain_dir)
         self._write_endpoints()
 
-    def _open_engine(self, fresh_chain: bool) -> None:
-        self.engine = Engine(self.config.engine)
-        rec = self.engine.recovery
+    async def _open_engine(self, fresh_chain: bool) -> None:
+        """The runner (recovered from the journal) and the API application over it, set up
+        but not listening: its port's mirror serves every read from here on."""
+        self.runner = open_runner(self.config.engine)
+        rec = self.runner.recovery
         self.recovered_hash, self.recovered_seq = rec.state_hash, rec.last_seq
+        self.app = create_app(self.config.api, self.runner)
+        self.app[METRICS_KEY].add_collector(self._collect_metrics)
+        self.port = self.app[PORT_KEY]
+        self.api_runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
+        await self.api_runner.setup()  # starts the port: the mirror, from the runner's snapshot
+        mirror = self.port.model.core
+        if not isinstance(mirror, Clearinghouse):
+            raise NodeError(f"engine: expected a Clearinghouse, got {type(mirror).__name__}")
+        self._core = mirror
+        # A mirror rebuilt from a snapshot has the default setting (not state): the engine's.
+        self.core.liquidation_max_oracle_age_ns = self.config.engine.liquidation_max_oracle_age_ns
         # Without a saved chain the chain is provisioned anew; that is only consistent with a
         # journal in which no account holds collateral yet (markets and prices are re-listed).
-        if not fresh_chain and self.engine.core.accounts and not self.engine.core.registry:
-            self.engine.close()
-            self.engine = None
+        if not fresh_chain and self.core.accounts and not self.core.registry:
             raise NodeError(
                 f"data dir {self.data_dir}: expected a journal with the account registry, got "
                 f"accounts without registrations (a data directory from before open sign-up); "
                 "use a new data directory"
             )
-        if fresh_chain and self.engine.core.accounts:
-            self.engine.close()
-            self.engine = None
+        if fresh_chain and self.core.accounts:
             raise NodeError(
                 f"data dir {self.data_dir}: expected the chain state ({self.chain_dir}) next to a "
                 f"journal with accounts ({rec.last_seq} events), got none; use a new data directory (the "
                 "journal alone can be checked with `perpdex replay`)"
             )
-        self.runner = EngineRunner(self.engine)
 
     async def _start_cluster(self, fresh_chain: bool) -> None:
         preload = Preload(programs=[(LOCALNET_PROGRAM_ID, PROGRAM_SO)])
@@ -539,9 +583,8 @@ class Node:
         await self.server.start()
 
     async def _list_markets(self) -> None:
-        assert self.engine is not None
         for m in DEMO_MARKETS:
-            if m.market_id in self.engine.core.books:
+            if m.market_id in self.core.books:
                 continue
             events = await self.submit(CreateMarket(m.market_id, m.symbol, m.tick_size, m.lot_size))
             refused = [e for e in events if type(e) is OrderRejected]
@@ -554,7 +597,7 @@ class Node:
         liquidations would differ by venue). Later both move only by governance: the gov
         watcher maps an executed change into the engine, also one executed while the node was
         down, so a restarted node is not checked here."""
-        assert self.engine is not None and self.admin is not None
+        assert self.admin is not None
         addresses = ClearingAddresses(LOCALNET_PROGRAM_ID)
         for m in DEMO_MARKETS:
             market = await self.admin.account["Market"].fetch(
@@ -565,7 +608,7 @@ class Node:
                 int(market.liquidator_share_ppm),
                 int(market.liquidation_buffer_ppm),
             )
-            params = self.engine.core.markets[m.market_id].params
+            params = self.core.markets[m.market_id].params
             engine = (
                 params.liquidation_fee_ppm,
                 params.liquidator_share_ppm,
@@ -588,7 +631,7 @@ class Node:
     async def _provision(self, fresh_chain: bool, wallets: dict[str, Keypair]) -> ExchangeSetup:
         """Fresh: airdrops, mint, vaults, ``initialize``, oracle accounts, ``create_market``.
         Restart: read the Exchange account back."""
-        assert self.server is not None and self.engine is not None
+        assert self.server is not None
         cluster = self.server.cluster
         self.admin = self.program(self.authority)
         self.mint_keypair = self.keys.get("collateral-mint")
@@ -612,10 +655,10 @@ class Node:
         assert self.publisher is not None
         self.publisher.publish_once()
         for m in DEMO_MARKETS:
-            spec = self.engine.core.books[m.market_id].spec
+            spec = self.core.books[m.market_id].spec
             params = market_params_for(
                 index=m.market_id, tick_size=spec.tick_size, lot_size=spec.lot_size,
-                params=self.engine.core.markets[m.market_id].params,
+                params=self.core.markets[m.market_id].params,
                 oracle_feed_id=self._feed_id(m.symbol),
             )  # fmt: skip
             await create_market(
@@ -625,10 +668,10 @@ class Node:
         return setup
 
     def _make_publisher(self) -> None:
-        assert self.server is not None and self.engine is not None
+        assert self.server is not None
         feeds = []
         for m in DEMO_MARKETS:
-            pm = self.engine.core.markets.get(m.market_id)
+            pm = self.core.markets.get(m.market_id)
             start = pm.index_price if pm is not None and pm.index_price > 0 else m.start_price
             walk = RandomWalk(
                 seed=self.config.seed * 1_000 + m.market_id + self.recovered_seq,
@@ -645,7 +688,7 @@ class Node:
         self.publisher = SimulatedPublisher(self.server.cluster, feeds)
 
     async def _start_oracle(self) -> None:
-        assert self.server is not None and self.publisher is not None and self.engine is not None
+        assert self.server is not None and self.publisher is not None
         self.publisher.start(interval_s=self.config.oracle_interval_s)
         markets = [
             MarketOracle(
@@ -672,32 +715,29 @@ class Node:
             await asyncio.sleep(0.05)
 
     def _on_oracle(self, update: IndexPriceUpdate) -> None:
-        assert self.runner is not None
+        assert self.port is not None
         command = oracle_command(
             update.market_id,
             update.reading,
             update.verdict(OracleAction.TRADING),
             update.verdict(OracleAction.LIQUIDATION),
         )
-        future = self.runner.submit(command)
+        future = self.port.submit_nowait((command,))
         market_id = update.market_id
 
-        def done(f: Future[list[Event]]) -> None:
-            if f.exception() is None:
-                self.status.oracle_updates[market_id] = (
-                    self.status.oracle_updates.get(market_id, 0) + 1
-                )
+        def done(f: asyncio.Future[list[list[Event]]]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                _log_failure(f)
+                return
+            self.status.oracle_updates[market_id] = self.status.oracle_updates.get(market_id, 0) + 1
 
         future.add_done_callback(done)
 
     async def _start_api(self) -> None:
-        """The API; keys resolve through the engine's account registry (plus ``[api.owners]``)."""
-        assert self.runner is not None
+        """The API (set up with the engine) starts listening; keys resolve through the
+        engine's account registry (plus ``[api.owners]``)."""
+        assert self.api_runner is not None
         api_config = self.config.api
-        self.app = create_app(api_config, self.runner)
-        self.app[METRICS_KEY].add_collector(self._collect_metrics)
-        self.api_runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await self.api_runner.setup()
         site = web.TCPSite(self.api_runner, api_config.host, api_config.port)
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
@@ -735,15 +775,14 @@ class Node:
             book=self.submit,
         )
         self.bridge.recover()
-        engine = self.engine
         self.scanner = LiquidationScanner(
             client=self.client(),
             exchange=self.setup.addresses.exchange()[0],
             accounts=self.accounts,
             submit=self.submit,
             state_path=self.data_dir / "liquidation-scanner.json",
-            # a set lookup from the event loop: the engine adds to it, never removes
-            booked=lambda sig, i: f"{sig}:{i}" in engine.core.onchain_liquidations,  # type: ignore[union-attr]
+            # the mirror's set: the engine adds to it, never removes
+            booked=lambda sig, i: f"{sig}:{i}" in self.core.onchain_liquidations,
         )
         # the engine's CollateralWithdrawn -> process_withdrawal, in journal order with the fills
         self.withdrawals = WithdrawalExecutor(
@@ -769,10 +808,10 @@ class Node:
         self._tasks.append(asyncio.create_task(self._settlement_loop(), name="settlement"))
 
     def _start_liquidation(self, liquidator: Keypair) -> None:
-        """The sweeper and backstop inside the engine (``LiquidationService``, an engine
-        subscriber on the sequencer thread); its backstop account is the ``liquidator``
-        wallet's, registered and funded by an on-chain deposit like the traders'."""
-        assert self.engine is not None and self.runner is not None
+        """The sweeper and backstop (``LiquidationService`` over the mirror, called after each
+        batch the port folds); its backstop account is the ``liquidator`` wallet's, registered
+        and funded by an on-chain deposit like the traders'."""
+        assert self.port is not None
         engine_config = self.config.engine
         if engine_config.liquidation_backstop_owner_id is not None:
             account = (
@@ -783,12 +822,14 @@ class Node:
             registered = self.accounts.account_of_wallet(liquidator.pubkey())
             assert registered is not None  # _await_registered
             account = registered
-        self.liquidation = LiquidationService(
-            self.engine, self.runner.submit, liquidator_owner_id=account[0],
+        service = LiquidationService(
+            self.core, self.send, liquidator_owner_id=account[0],
             liquidator_sub_account_id=account[1],
             grace_period_ns=engine_config.liquidation_grace_period_ns,
             retry_ns=engine_config.liquidation_retry_ns,
         )  # fmt: skip
+        self.port.listen(lambda events, _update: service.on_batch(events))
+        self.liquidation = service
 
     async def _fund_wallets(self, wallets: dict[str, Keypair]) -> None:
         """Each of the node's wallets deposits on-chain (the local mint authority mints its
@@ -830,7 +871,7 @@ class Node:
     async def _start_governance(self) -> None:
         """``initialize_governance`` when the chain has none (a fresh chain), then the watcher:
         executed proposals -> engine, every chain read -> the API's ``GovernanceView``."""
-        assert self.server is not None and self.engine is not None and self.runner is not None
+        assert self.server is not None and self.port is not None
         admin = GovClient(self.client(), self.authority, LOCALNET_PROGRAM_ID)
         governance = governance_pda(LOCALNET_PROGRAM_ID)[0]
         info = await admin.client.get_account_info(governance, Confirmed)
@@ -848,8 +889,8 @@ class Node:
                 threshold=GOV_THRESHOLD, guardian=guardian.pubkey(),
                 timelock_seconds=self.config.gov_timelock_s, max_leverage_cap=max(leverage),
             )])  # fmt: skip
-        runner = self.runner
-        port = EngineDirect(self.engine, submit=lambda c: asyncio.wrap_future(runner.submit(c)))
+        # reads the mirror (``model.core``), submits through the port
+        port = EngineDirect(self.port.model, submit=self.submit)
         # proposals the journal holds were applied before a restart: never again
         applied = applied_proposal_ids(self.read_journal().read())
         view = self.app[GOVERNANCE_KEY] if self.app is not None else None
@@ -1063,6 +1104,37 @@ class Node:
         return out
 
     # ------------------------------------------------------------------ run / stop
+    @staticmethod
+    async def _engine_snapshot(runner: NodeRunner) -> tuple[bytes, int] | None:
+        """The engine's own snapshot and its seq (``None`` if the engine is gone)."""
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(runner.snapshot()), 60)
+        except (ExchangeError, TimeoutError) as exc:
+            log.error("engine: no snapshot at the stop (%r); the journal is folded instead", exc)
+            return None
+
+    def _seal_journal(self, core_type: Any, snapshot: tuple[bytes, int] | None) -> None:
+        """After the engine stopped: its final state is its last snapshot (taken just before
+        the close) folded on with the journal's events after it (the last batches, an idle
+        tick), as recovery folds; without one, a recovery. That state's snapshot is saved to
+        the journal (a restart replays nothing) and its hash and seq are ``final_hash`` /
+        ``final_seq``: what ``perpdex replay`` and the next start give."""
+        journal = Journal(self.journal_url())
+        try:
+            if snapshot is None:
+                core, _ = recover(journal)
+            else:
+                core = core_type.from_snapshot(snapshot[0])
+                apply = core.apply
+                for event in journal.read(after_seq=snapshot[1]):
+                    apply(event)
+            seq = core.next_seq - 1
+            self.final_hash, self.final_seq = core.state_hash(), seq
+            if seq > 0:  # a no-op if the engine saved this one (a different hash raises)
+                journal.save_snapshot(seq, self.final_hash, core.snapshot())
+        finally:
+            journal.close()
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -1088,16 +1160,17 @@ class Node:
             await self.gov_watcher.stop()
             self.gov_watcher = None
         if self.api_runner is not None:
-            await self.api_runner.cleanup()
+            await self.api_runner.cleanup()  # closes the port
             self.api_runner = None
+        self.port = None
         if self.runner is not None:
-            self.runner.close()
-            self.runner = None
-        if self.engine is not None:
-            self.final_hash = self.engine.snapshot()
-            self.final_seq = self.engine.core.next_seq - 1
-            self.engine.close()
-            self.engine = None
+            runner, self.runner = self.runner, None
+            snapshot = await self._engine_snapshot(runner)
+            runner.close()  # drains what is queued, closes the journal
+            try:
+                self._seal_journal(runner.core_type, snapshot)
+            except ExchangeError as exc:  # the teardown goes on; the journal is the truth
+                log.error("engine: no final state at the stop: %s", exc)
         for journal in self._journals:
             journal.close()
         self._journals.clear()

@@ -423,10 +423,12 @@ class EngineGovPort(Protocol):
 
 
 class EngineDirect:
-    """``EngineGovPort`` over an ``Engine`` (``engine.process``) or, with ``submit``, over an
-    ``EngineRunner`` (``asyncio.wrap_future(runner.submit(cmd))``). Reading a market's params
-    and status from another thread is safe: both are single attribute reads of immutable
-    values the sequencer replaces, never mutates."""
+    """``EngineGovPort`` over anything with the engine's state as ``.core``: an ``Engine``
+    (``engine.process``) or, with ``submit``, a mirror of it such as the API's read model
+    (``EnginePort.model``, folded on the event loop; ``submit=port.submit``), as ``perpdex
+    run`` uses it. Reading a market's params and status from another thread than the one
+    folding is safe too: both are single attribute reads of immutable values the fold
+    replaces, never mutates."""
 
     def __init__(
         self,

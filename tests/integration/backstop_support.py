@@ -44,8 +44,9 @@ def engine_with_a_ten_x_long(
     engine = open_engine(data_dir, clock)
     queued: list[Any] = []
     service = LiquidationService(
-        engine, queued.append, liquidator_owner_id=BACKSTOP, grace_period_ns=2 * S
+        engine.core, queued.append, liquidator_owner_id=BACKSTOP, grace_period_ns=2 * S
     )
+    engine.subscribe(service.on_batch)  # on the engine's own core, after each durable batch
     engine.process(
         [
             CreateMarket(0, "BTC-PERP", TICK, LOT),

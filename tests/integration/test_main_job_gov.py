@@ -97,8 +97,8 @@ async def test_gov_cli_change_reaches_the_engine_and_survives_a_restart(tmp_path
         assert [p["id"] for p in executed["proposals"]] == [int(proposal_id)]
         assert node.gov_watcher.metrics.params_applied == 1
         assert node.gov_watcher.metrics.refused == 0
-        assert node.engine is not None
-        assert node.engine.core.markets[0].params.taker_fee_ppm == NEW_TAKER_FEE_PPM
+        assert node.port is not None
+        assert node.core.markets[0].params.taker_fee_ppm == NEW_TAKER_FEE_PPM
     # a restart: the same council, the change still in force, nothing applied twice
     async with Node(config(data_dir)) as again:
         assert again.endpoints is not None and again.gov_watcher is not None

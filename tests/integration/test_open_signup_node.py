@@ -28,6 +28,7 @@ from exchange.core.commands import FIRST_REGISTERED_OWNER_ID
 from exchange.core.events import AccountRegistered, CollateralDeposited
 from exchange.engine.config import EngineConfig
 from exchange.engine.journal import Journal
+from exchange.engine.process import EngineProcess
 from exchange.node import Node, NodeConfig
 from perp.clearinghouse import Clearinghouse
 
@@ -69,7 +70,8 @@ async def test_a_new_wallet_deposits_registers_trades_settles_and_survives_a_res
     key_file = write_key(tmp_path / "newcomer.json", newcomer)
     stranger = Keypair.from_seed(bytes([43]) * 32)
     async with Node(node_config(data)) as node:
-        assert node.endpoints is not None and node.engine is not None
+        assert node.endpoints is not None and node.port is not None
+        assert isinstance(node.runner, EngineProcess)  # the default: the engine's own process
         api_url = node.endpoints.api_url
         # Arrange: the node's own wallets signed up the same way (owners from the registry)
         own_owners = sorted(owner for _, owner in node.wallet_names())
@@ -87,7 +89,7 @@ async def test_a_new_wallet_deposits_registers_trades_settles_and_survives_a_res
             book = await wait_for(lambda: public.book(BTC, depth=1), 30, "a maker ask")
             while not book.asks:
                 book = await wait_for(lambda: public.book(BTC, depth=1), 30, "a maker ask")
-            spec = node.engine.core.books[BTC].spec
+            spec = node.core.books[BTC].spec
             tick, lot = spec.tick_size, spec.lot_size
             ask_ticks = min(book.asks)
             placed = await api.place(
@@ -112,18 +114,18 @@ async def test_a_new_wallet_deposits_registers_trades_settles_and_survives_a_res
                 .account["User"]
                 .fetch(node.accounts.user(me.owner_id, 0))
             )
-        registry = dict(node.engine.core.registry)
+        registry = dict(node.core.registry)
     final_hash, final_seq = node.final_hash, node.final_seq
     journal = Journal.for_data_dir(data)
     events = list(journal.read(after_seq=0))
     journal.close()
     # Restart: the registry (and the key's access) survives
     async with Node(node_config(data)) as again:
-        assert again.endpoints is not None and again.engine is not None
+        assert again.endpoints is not None and again.port is not None
         recovered = (again.recovered_hash, again.recovered_seq)
         async with PerpdexRest(again.endpoints.api_url, newcomer) as api:
             me_again = await api.account()
-        registry_again = dict(again.engine.core.registry)
+        registry_again = dict(again.core.registry)
         # a keeper process with the newcomer's key runs against the restarted node
         keeper = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "exchange.cli", "keeper", "liquidator",

@@ -23,7 +23,10 @@ from exchange.core.events import (
     ReconciliationMismatchResolved,
 )
 from exchange.engine.config import EngineConfig
+from exchange.engine.journal import Journal
+from exchange.engine.runners import EngineThread
 from exchange.node import Node, NodeConfig
+from perp.clearinghouse import Clearinghouse
 from perp.risk_gate import MarketStatus
 from settlement.spec import ACCOUNTS, SPEC, offsets
 
@@ -36,13 +39,16 @@ def collateral_offset() -> int:
 
 
 async def test_a_node_journals_a_mismatch_before_halting_and_resolves_it(tmp_path: Path) -> None:
+    # the engine on a thread of this process (``[engine] runner = "thread"``): the node drives
+    # it through the same port and mirror as the default engine process
     config = NodeConfig(
-        engine=EngineConfig(data_dir=tmp_path / "data"), api=ApiConfig(port=0),
+        engine=EngineConfig(data_dir=tmp_path / "data", runner="thread"), api=ApiConfig(port=0),
         rpc_port=0, ws_port=0, market_makers=0, takers=0,
         settle_interval_s=0.1, reconcile_interval_s=0.2,
     )  # fmt: skip
     async with Node(config) as node:
         assert node.server is not None and node.endpoints is not None
+        assert isinstance(node.runner, EngineThread)
         journal = node.read_journal()
 
         def events(kind: type) -> list[Any]:
@@ -90,3 +96,12 @@ async def test_a_node_journals_a_mismatch_before_halting_and_resolves_it(tmp_pat
     assert [(e.market_id, e.mismatches) for e in resolved] == [(NO_MARKET_ID, 1)]
     assert 'perpdex_reconciliation_journaled_total{event="mismatch_detected"} 1' in metrics
     assert 'perpdex_reconciliation_journaled_total{event="mismatch_resolved"} 1' in metrics
+    # the stop's final state (the thread engine's snapshot + the journal after it) is the
+    # journal's: a fold of all of it, and the snapshot the node saved at that seq
+    with Journal.for_data_dir(tmp_path / "data", read_only=True) as journal:
+        folded = Clearinghouse()
+        for e in journal.read():
+            folded.apply(e)
+        saved = journal.latest_snapshot()
+    assert (folded.state_hash(), folded.next_seq - 1) == (node.final_hash, node.final_seq)
+    assert saved is not None and (saved.state_hash, saved.seq) == (node.final_hash, node.final_seq)
