@@ -86,6 +86,10 @@ class WsSession:
         self.pending = 0  # order requests not answered yet
         self.answered: asyncio.Future[None] | None = None  # set when pending drops to 0
         self.overflowed = False
+        # what every order request uses, looked up once (not per frame)
+        self.service = self.app[SERVICE_KEY]
+        self.key_limiter = self.app[KEY_LIMITER_KEY]
+        self.clock = self.app[CLOCK_KEY]
         self._loop = asyncio.get_running_loop()
         self._transport = request.transport
         # Frames are written by this module (one transport write per loop turn) unless the
@@ -449,12 +453,12 @@ _ORDER_OPS = ("place", "cancel", "amend", "place_batch", "cancel_batch", "cancel
 def _order_op(session: WsSession, op: str, msg: dict[str, Any], request_id: Any) -> None:
     principal = _need_login(session)
     params = msg.get("params")
-    service = session.app[SERVICE_KEY]
+    service = session.service
     cost = 1
     if op in ("place_batch", "cancel_batch") and isinstance(params, dict):
         items = params.get("orders" if op == "place_batch" else "cancels")
         cost = max(1, len(items)) if isinstance(items, list) else 1
-    spend_tokens(session.app[KEY_LIMITER_KEY], principal.pubkey, cost, session.app[CLOCK_KEY]())
+    spend_tokens(session.key_limiter, principal.pubkey, cost, session.clock())
     # Checked and queued for the engine now, so requests of a session reach the engine in
     # frame order; answered by _answer when the engine port delivers their events.
     if op == "place":
