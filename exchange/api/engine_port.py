@@ -195,6 +195,8 @@ class EnginePort:
         ``submit`` and ``submit_many``. The callbacks of one hand-off run one after the
         other in one step: no Future or scheduled callback per request.
         """
+        if not commands:
+            raise ValueError("engine port: expected at least one command, got none")
         outgoing = self._outgoing
         if not outgoing:
             loop = self._loop

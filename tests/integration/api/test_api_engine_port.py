@@ -93,3 +93,42 @@ async def test_submitted_batches_leave_no_cyclic_garbage(runner: EngineRunner) -
     # have to walk them: a pause on the event loop)
     assert leftovers == []
     port.close()
+
+
+async def test_submit_then_calls_back_in_order_and_one_failure_spares_the_others(
+    runner: EngineRunner,
+) -> None:
+    # Arrange: a started port; the loop's exception handler records what callbacks raise
+    port = EnginePort(runner)
+    await port.start()
+    loop = asyncio.get_running_loop()
+    reported: list[BaseException] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context["exception"]))
+    seen: list[tuple[str, object]] = []
+    done: asyncio.Future[None] = loop.create_future()
+
+    def last(outcome: object) -> None:
+        seen.append(("last", outcome))
+        done.set_result(None)
+
+    def failing(outcome: object) -> None:
+        seen.append(("failing", outcome))
+        raise RuntimeError("caller bug")
+
+    try:
+        # Act: three requests in one loop turn (one hand-off), the middle callback raises
+        port.submit_then([bid(96)], lambda outcome: seen.append(("first", outcome)))
+        port.submit_then([bid(97)], failing)
+        port.submit_then([bid(98), bid(99)], last)
+        await asyncio.wait_for(done, 10)
+    finally:
+        loop.set_exception_handler(None)
+    # Assert: every callback ran, in submission order, with its own commands' events
+    assert [name for name, _ in seen] == ["first", "failing", "last"]
+    firsts = [events[0] for _, outcome in seen for events in outcome]  # type: ignore[attr-defined]
+    assert [type(e) for e in firsts] == [OrderAccepted] * 4
+    assert [e.price_ticks for e in firsts] == [96, 97, 98, 99]
+    assert [str(exc) for exc in reported] == ["caller bug"]
+    with pytest.raises(ValueError, match="expected at least one command"):
+        port.submit_then([], lambda outcome: None)
+    port.close()
