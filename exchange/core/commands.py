@@ -7,6 +7,7 @@ the market's tick and lot and turns them into ``*_ticks`` / ``*_lots``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final, NamedTuple, get_type_hints
 
 from exchange.core.market import DEFAULT_MAX_PRICE_TICKS
@@ -347,21 +348,44 @@ _FIELD_SHAPES: dict[type, tuple[Any, ...]] = {
 }
 
 
+def _fast_check(shapes: tuple[Any, ...]) -> Callable[[Any], bool]:
+    """One command type's fast check, built once as a single boolean expression over the
+    unpacked fields: ``True`` iff every field is exactly its declared type (``type(v) is
+    int``: no bools, no IntEnum members) and in range. It does what a loop over
+    ``shapes`` would, without the loop's per-field work (~0.6 us for a ``PlaceOrder``
+    against ~1.5 us). A tuple of the wrong length raises ``ValueError``, as the strict zip did."""
+    names = [f"f{i}" for i in range(len(shapes))]
+    terms = []
+    for name, shape in zip(names, shapes, strict=True):
+        if shape is str or shape is bool:
+            terms.append(f"type({name}) is {shape.__name__}")
+        else:
+            lo, hi = (int(bound) for bound in shape)  # plain ints: their repr is exact
+            terms.append(f"type({name}) is int and {lo} <= {name} <= {hi}")
+    if not names:  # a longer tuple: the full check's strict zip raises
+        source = "def check(cmd):\n    return len(cmd) == 0\n"
+    else:
+        source = (
+            f"def check(cmd):\n    {', '.join(names)}, = cmd\n    return {' and '.join(terms)}\n"
+        )
+    namespace: dict[str, Any] = {"int": int, "str": str, "bool": bool}
+    exec(source, namespace)  # the source is built above from ints and field positions
+    check: Callable[[Any], bool] = namespace["check"]
+    return check
+
+
+_FAST_CHECKS: dict[type, Callable[[Any], bool]] = {
+    cls: _fast_check(shapes) for cls, shapes in _FIELD_SHAPES.items()
+}
+
+
 def check_command(cmd: Any) -> None:
     """Raise ``MalformedCommand`` unless every field of ``cmd`` has its declared shape."""
-    shapes = _FIELD_SHAPES.get(type(cmd))
-    if shapes is not None:
-        # Fast path: every field exactly its declared type (``type(v) is int``: no bools, no
-        # IntEnum members) and in range. Anything else takes the full check below, which
-        # accepts IntEnum members and says what is wrong.
-        for shape, value in zip(shapes, cmd, strict=True):
-            if shape is str or shape is bool:
-                if type(value) is not shape:
-                    break
-            elif type(value) is not int or not shape[0] <= value <= shape[1]:
-                break
-        else:
-            return
+    fast = _FAST_CHECKS.get(type(cmd))
+    # Anything the fast check refuses takes the full check below, which accepts IntEnum
+    # members and says what is wrong.
+    if fast is not None and fast(cmd):
+        return
     kinds = _FIELD_TYPES.get(type(cmd))
     if kinds is None:
         raise MalformedCommand(f"expected a command, got {type(cmd).__name__}")

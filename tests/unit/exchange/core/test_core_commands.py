@@ -375,3 +375,47 @@ def test_reconciliation_mismatch_ranges(field: str, value: int, lo: int, hi: int
     # Act / Assert
     with pytest.raises(MalformedCommand, match=rf"^{field}: expected {lo}\.\.{hi}, got {value}$"):
         parse_command(message)
+
+
+# -- the generated fast check agrees with the per-field rule -------------------------------
+
+
+def _reference_fast(shapes: tuple[Any, ...], cmd: Any) -> bool:
+    """The fast check as a loop over the shapes (what the generated check replaces)."""
+    for shape, value in zip(shapes, cmd, strict=True):
+        if shape is str or shape is bool:
+            if type(value) is not shape:
+                return False
+        elif type(value) is not int or not shape[0] <= value <= shape[1]:
+            return False
+    return True
+
+
+def _odd_values(shape: Any) -> list[Any]:
+    if shape is str:
+        return ["", "BTC-PERP", 1, None]
+    if shape is bool:
+        return [True, False, 0, 1, None]
+    lo, hi = shape
+    return [lo, hi, lo - 1, hi + 1, (lo + hi) // 2, True, Side.ASK, 1.0, "1", None]
+
+
+@pytest.mark.parametrize("cls", list(COMMAND_TYPES.values()), ids=list(COMMAND_TYPES))
+def test_generated_fast_check_agrees_with_the_per_field_rule(cls: Any) -> None:
+    # Arrange: a good command, then each field in turn set to bounds, beyond them and to
+    # values of other types
+    from exchange.core.commands import _FAST_CHECKS, _FIELD_SHAPES
+
+    shapes = _FIELD_SHAPES[cls]
+    good = [("x" if s is str else False if s is bool else s[0]) for s in shapes]
+    variants = [tuple(good)]
+    for i, shape in enumerate(shapes):
+        for value in _odd_values(shape):
+            variants.append((*good[:i], value, *good[i + 1 :]))
+    for fields in variants:
+        cmd = tuple.__new__(cls, fields)
+        # Act / Assert: the same verdict
+        assert _FAST_CHECKS[cls](cmd) is _reference_fast(shapes, cmd), fields
+    # a tuple of the wrong length is refused as before (a ValueError from the strict zip)
+    with pytest.raises(ValueError):
+        check_command(tuple.__new__(cls, (*good, 0)))
