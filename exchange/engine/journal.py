@@ -67,7 +67,7 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: Estimated WAL pages appended between two background checkpoints (SQLite's own
 #: auto-checkpoint threshold).
 CHECKPOINT_EVERY_PAGES = 1000
-_PAGE_BYTES_SHIFT = 12  # pages estimated per commit: 2 (table + index leaf) + payload / 4 KiB
+_PAGE_BYTES_SHIFT = 12  # pages estimated per commit: 1 (the b-tree leaf) + payload / 4 KiB
 
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
 BINARY_MAGIC = b"PDXB"  # a binary batch (exchange.engine.fastpath); JSON starts with "["
@@ -77,7 +77,14 @@ _metadata = MetaData()
 event_batches = Table(
     "event_batches",
     _metadata,
-    Column("first_seq", BigInteger, primary_key=True, autoincrement=False),
+    # SQLite: INTEGER, so first_seq is the rowid and a commit dirties one b-tree page, not
+    # two (a BIGINT key is a separate index). Journals made with BIGINT keep it: same SQL.
+    Column(
+        "first_seq",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
     Column("last_seq", BigInteger, nullable=False),
     Column("event_count", Integer, nullable=False),
     Column("checksum", CHAR(64), nullable=False),
@@ -413,7 +420,7 @@ class Journal:
             checkpointer.backfill_pending = False
             with contextlib.suppress(sqlite3.Error):
                 con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        self._wal_pages += 2 + (payload_len >> _PAGE_BYTES_SHIFT)
+        self._wal_pages += 1 + (payload_len >> _PAGE_BYTES_SHIFT)
         if self._wal_pages >= CHECKPOINT_EVERY_PAGES:
             self._wal_pages = 0
             if checkpointer.error is None:
