@@ -65,7 +65,9 @@ class InlineEngine:
     the ``Runner`` surface of ``EngineRunner`` / ``EngineProcess``. Takes ownership of
     ``engine`` (``close`` closes it)."""
 
-    def __init__(self, engine: Engine, *, switch_interval_s: float | None = SWITCH_INTERVAL_S):
+    def __init__(
+        self, engine: Engine, *, switch_interval_s: float | None = SWITCH_INTERVAL_S
+    ) -> None:
         if switch_interval_s is not None and not 0 < switch_interval_s <= 1:
             raise ValueError(
                 f"switch_interval_s: expected None or 0 < s <= 1, got {switch_interval_s!r}"
