@@ -180,6 +180,11 @@ class _Frames:
         self._buf = bytearray()
         self.ready: deque[bytes] = deque()  # complete frames, oldest first
 
+    @property
+    def partial(self) -> bool:
+        """Bytes of an incomplete frame are buffered (the rest is still in the pipe)."""
+        return bool(self._buf)
+
     def feed(self, data: bytes) -> None:
         """Add bytes read from the pipe; every frame they complete goes to ``ready``."""
         buf = self._buf
@@ -253,7 +258,9 @@ def _child_main(config: EngineConfig, conn: Connection) -> None:
             # Whatever is in the pipe now runs now, as one group commit: no waiting for more.
             requests = decode_requests(data)
             count = sum(len(r[2]) for r in requests if r[0] == _CMDS)
-            while count < limit:
+            # No second look at the pipe (a poll per commit): what was read is taken; more
+            # is read only to complete a frame cut by the read.
+            while count < limit and (frames.ready or frames.partial):
                 data = _recv(fd, frames, poller, 0)
                 if data is None:
                     break
