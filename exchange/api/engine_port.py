@@ -99,6 +99,8 @@ class EnginePort:
         # commands submitted in this turn of the loop and who to tell, for the next _flush
         self._outgoing: list[tuple[Sequence[Command], Then]] = []
         self._listeners: list[Listener] = []
+        self._delivering = False  # submit_then callbacks of a hand-off are running
+        self._delivered_hooks: list[Callable[[], None]] = []
         self._model: ReadModel | None = None
         self._subscribed = False
         self._closed = False
@@ -182,6 +184,25 @@ class EnginePort:
 
         return remove
 
+    @property
+    def delivering(self) -> bool:
+        """``True`` while the ``submit_then`` callbacks of one hand-off run (on the loop)."""
+        return self._delivering
+
+    def after_delivery(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Call ``hook()`` on the loop right after the callbacks of every hand-off ran (a
+        writer sends what they produced at once, not in a later turn of the loop).
+
+        Returns a function that removes the hook.
+        """
+        self._delivered_hooks.append(hook)
+
+        def remove() -> None:
+            if hook in self._delivered_hooks:
+                self._delivered_hooks.remove(hook)
+
+        return remove
+
     # ------------------------------------------------------------------ commands
     def submit_then(self, commands: Sequence[Command], then: Then) -> None:
         """Queue ``commands`` (not empty) for the next hand-off to the engine; once they are
@@ -219,15 +240,26 @@ class EnginePort:
             exc = done.exception()
             results = done.result() if exc is None else []
             at = 0
-            for cmds, then in outgoing:
-                n = len(cmds)
-                try:
-                    then(results[at : at + n] if exc is None else exc)
-                except Exception as err:  # one caller's failure must not starve the others
-                    loop.call_exception_handler(
-                        {"message": "engine port: a submit callback failed", "exception": err}
-                    )
-                at += n
+            self._delivering = True
+            try:
+                for cmds, then in outgoing:
+                    n = len(cmds)
+                    try:
+                        then(results[at : at + n] if exc is None else exc)
+                    except Exception as err:  # one caller's failure must not starve the others
+                        loop.call_exception_handler(
+                            {"message": "engine port: a submit callback failed", "exception": err}
+                        )
+                    at += n
+            finally:
+                self._delivering = False
+                for hook in list(self._delivered_hooks):
+                    try:
+                        hook()
+                    except Exception as err:
+                        loop.call_exception_handler(
+                            {"message": "engine port: a delivery hook failed", "exception": err}
+                        )
 
         def hand_over(done: Future[list[list[Event]]]) -> None:
             if threading.get_ident() == self._loop_thread:  # after the fold, on the loop

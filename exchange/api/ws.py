@@ -74,9 +74,12 @@ _HEADER_8 = struct.Struct("!BBQ").pack
 class WsSession:
     """One websocket connection: its subscriptions, its login and its outgoing frames."""
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request, remote: str) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, request: web.Request, hub: WsHub, remote: str
+    ) -> None:
         self.ws = ws
         self.app = request.app
+        self.hub = hub
         self.remote = remote  # rate-limit key before login
         self.principal: Principal | None = None
         self.cancel_on_disconnect = False
@@ -88,6 +91,7 @@ class WsSession:
         self.overflowed = False
         # what every order request uses, looked up once (not per frame)
         self.service = self.app[SERVICE_KEY]
+        self.port = self.app[PORT_KEY]
         self.key_limiter = self.app[KEY_LIMITER_KEY]
         self.clock = self.app[CLOCK_KEY]
         self._loop = asyncio.get_running_loop()
@@ -113,12 +117,16 @@ class WsSession:
         out.append(data)
         if not self._flush_due and self._slow is None:
             self._flush_due = True
-            self._loop.call_soon(self._flush)
+            if self.port.delivering:  # answers of a hand-off: written when all are queued
+                self.hub.flush_due.append(self)
+            else:
+                self._loop.call_soon(self.write_queued)
 
     def send_json(self, obj: Any) -> None:
         self.send(orjson.dumps(obj))
 
-    def _flush(self) -> None:
+    def write_queued(self) -> None:
+        """Write the frames queued so far (at the end of a loop turn or of a delivery)."""
         # Every frame queued in this turn (a group commit's acks, a batch's fan-out) goes
         # out in ONE transport write: one syscall and one wake-up of the reader, not one
         # per frame. Server frames are unmasked and uncompressed here, so frames are just
@@ -191,6 +199,13 @@ class WsHub:
     def __init__(self) -> None:
         self.sessions: set[WsSession] = set()
         self.subscribers: dict[tuple[str, int], set[WsSession]] = {}
+        self.flush_due: list[WsSession] = []  # sessions sent to during a delivery
+
+    def flush_sessions(self) -> None:
+        """Write what the answers of one engine hand-off queued: one write per session."""
+        due, self.flush_due = self.flush_due, []
+        for session in due:
+            session.write_queued()
 
     def add(self, session: WsSession, key: tuple[str, int]) -> None:
         self.subscribers.setdefault(key, set()).add(session)
@@ -263,11 +278,14 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     """The hub follows the engine port for the app's lifetime; sessions close on shutdown."""
     hub = WsHub()
     app[HUB_KEY] = hub
-    remove = app[PORT_KEY].listen(hub.on_batch)
+    port = app[PORT_KEY]
+    remove = port.listen(hub.on_batch)
+    remove_hook = port.after_delivery(hub.flush_sessions)
     yield
     remove()
     for session in list(hub.sessions):
         await session.ws.close(code=1001, message=b"server shutdown")
+    remove_hook()  # last: answers delivered while the sessions close are still written
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
@@ -275,7 +293,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     app = request.app
     hub = app[HUB_KEY]
-    session = WsSession(ws, request, request.remote or "?")
+    session = WsSession(ws, request, hub, request.remote or "?")
     hub.sessions.add(session)
     try:
         async for msg in ws:

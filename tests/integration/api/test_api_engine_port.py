@@ -95,7 +95,7 @@ async def test_submitted_batches_leave_no_cyclic_garbage(runner: EngineRunner) -
     port.close()
 
 
-async def test_submit_then_calls_back_in_order_and_one_failure_spares_the_others(
+async def test_submit_then_calls_back_in_order_then_the_hook_and_one_failure_spares_the_others(
     runner: EngineRunner,
 ) -> None:
     # Arrange: a started port; the loop's exception handler records what callbacks raise
@@ -106,15 +106,22 @@ async def test_submit_then_calls_back_in_order_and_one_failure_spares_the_others
     loop.set_exception_handler(lambda _loop, context: reported.append(context["exception"]))
     seen: list[tuple[str, object]] = []
     done: asyncio.Future[None] = loop.create_future()
+    delivering: list[bool] = []
 
     def last(outcome: object) -> None:
         seen.append(("last", outcome))
+        delivering.append(port.delivering)
+
+    def after() -> None:  # once per hand-off, after its callbacks
+        seen.append(("after", None))
+        delivering.append(port.delivering)
         done.set_result(None)
 
     def failing(outcome: object) -> None:
         seen.append(("failing", outcome))
         raise RuntimeError("caller bug")
 
+    remove = port.after_delivery(after)
     try:
         # Act: three requests in one loop turn (one hand-off), the middle callback raises
         port.submit_then([bid(96)], lambda outcome: seen.append(("first", outcome)))
@@ -123,9 +130,12 @@ async def test_submit_then_calls_back_in_order_and_one_failure_spares_the_others
         await asyncio.wait_for(done, 10)
     finally:
         loop.set_exception_handler(None)
-    # Assert: every callback ran, in submission order, with its own commands' events
-    assert [name for name, _ in seen] == ["first", "failing", "last"]
-    firsts = [events[0] for _, outcome in seen for events in outcome]  # type: ignore[attr-defined]
+        remove()
+    # Assert: every callback ran, in submission order, with its own commands' events, and
+    # the delivery hook right after them
+    assert [name for name, _ in seen] == ["first", "failing", "last", "after"]
+    assert delivering == [True, False]
+    firsts = [events[0] for _, outcome in seen[:3] for events in outcome]  # type: ignore[attr-defined]
     assert [type(e) for e in firsts] == [OrderAccepted] * 4
     assert [e.price_ticks for e in firsts] == [96, 97, 98, 99]
     assert [str(exc) for exc in reported] == ["caller bug"]
