@@ -233,3 +233,21 @@ def test_closed_engine_refuses_requests(tmp_path: Path) -> None:
     inline.close()
     with pytest.raises(EngineStopped, match="expected open, got closed"):
         inline.submit(ORDERS[0]).result(WAIT_S)
+
+
+def test_after_its_loop_closed_it_runs_on_the_callers_thread(tmp_path: Path) -> None:
+    # Arrange: bound to a loop that has since closed
+    engine = _engine(tmp_path)
+    inline = InlineEngine(engine, switch_interval_s=None)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(asyncio.sleep(0))
+    inline.bind_loop(loop)
+    loop.close()
+    published: list[Event] = []
+    inline.subscribe(published.extend)
+    # Act
+    results = inline.submit_many(SETUP).result(WAIT_S)
+    inline.close()
+    # Assert: executed, committed, published, then resolved
+    assert [e for events in results for e in events] == published
+    assert engine.journal.last_seq == published[-1].seq
