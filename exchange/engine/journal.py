@@ -109,9 +109,13 @@ journal_meta = Table(
 
 _TABLE_NAMES = ("event_batches", "snapshots", "journal_meta")
 _SQLITE_LAST_SEQ = "SELECT last_seq FROM event_batches ORDER BY first_seq DESC LIMIT 1"
-_SQLITE_INSERT_BATCH = (
+# One statement, one transaction (autocommit): the batch goes in only if the stored last
+# seq is the one this writer holds (else nothing is written and the append is refused).
+# In WAL mode a writer whose read snapshot went stale cannot write (SQLITE_BUSY_SNAPSHOT),
+# so the check and the insert are atomic without an explicit BEGIN IMMEDIATE ... COMMIT.
+_SQLITE_INSERT_BATCH_IF_LAST = (
     "INSERT INTO event_batches (first_seq, last_seq, event_count, checksum, payload)"
-    " VALUES (?, ?, ?, ?, ?)"
+    " SELECT ?, ?, ?, ?, ? WHERE COALESCE((" + _SQLITE_LAST_SEQ + "), 0) = ?"
 )
 
 
@@ -374,26 +378,25 @@ class Journal:
             )
 
     def _insert_batch_sqlite(self, first: int, last: int, checksum: str, payload: bytes) -> None:
-        # The same statements as the SQLAlchemy path, on one DBAPI connection kept for
-        # appends: SQLAlchemy's per-statement work (connection checkout, compiled-statement
-        # lookup, result objects, the begin hook) cost ~0.3-0.5 ms per group commit, as much
-        # as the commit's fsync on a fast disk.
+        # The same check and insert as the SQLAlchemy path, as ONE statement on one DBAPI
+        # connection kept for appends: SQLAlchemy's per-statement work (connection checkout,
+        # compiled-statement lookup, result objects, the begin hook) cost ~0.3-0.5 ms per
+        # group commit, and each of BEGIN / check / INSERT / COMMIT as its own call is one
+        # more time a writer thread must win the GIL back before the commit is done.
         try:
             if self._raw_writer is None:
                 self._open_raw_writer()
             con = self._raw_writer.driver_connection
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                row = con.execute(_SQLITE_LAST_SEQ).fetchone()
-                self._check_stored_last(0 if row is None else int(row[0]))
-                con.execute(
-                    _SQLITE_INSERT_BATCH, (first, last, last - first + 1, checksum, payload)
+            inserted = con.execute(
+                _SQLITE_INSERT_BATCH_IF_LAST,
+                (first, last, last - first + 1, checksum, payload, self._last_seq),
+            ).rowcount
+            if inserted != 1:  # refused: say what is stored instead
+                row = con.execute(_SQLITE_LAST_SEQ).fetchall()
+                self._check_stored_last(int(row[0][0]) if row else 0)
+                raise JournalError(  # the stored last seq matched after all: a bug here
+                    f"append: expected one row inserted, got {inserted}"
                 )
-                con.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    con.execute("ROLLBACK")
-                raise
         except (sqlite3.Error, SQLAlchemyError) as exc:
             raise JournalError(
                 f"append of seqs {first}..{last}: expected a commit, got {exc}"

@@ -623,3 +623,20 @@ def test_journal_made_with_a_bigint_batch_key_still_appends_and_reads(tmp_path: 
     with Journal.for_data_dir(tmp_path, read_only=True) as reopened:
         assert list(reopened.read()) == events
         assert reopened.verify() == 6
+
+
+def test_an_append_is_one_statement_on_the_writer_connection(tmp_path: Path) -> None:
+    # Arrange: a writer thread must win the GIL back after each statement it runs
+    with Journal.for_data_dir(tmp_path) as j:
+        j.append(make_events(1))
+        con = j._raw_writer.driver_connection
+        statements: list[str] = []
+        con.set_trace_callback(statements.append)
+        # Act
+        j.append(make_events(2, start=2))
+        j.append(make_events(3, start=4))
+        con.set_trace_callback(None)
+        # Assert: the check and the insert as one statement each time, nothing else
+        assert len(statements) == 2
+        assert all(s.startswith("INSERT INTO event_batches") for s in statements)
+        assert [e[0] for e in j.read()] == list(range(1, 7))
