@@ -169,11 +169,11 @@ def _instrument_api(records: list[tuple[Any, ...]]) -> Callable[[], None]:
         records.append(("api_read", _now(), (request_id,)))
         real_order_op(session, op, msg, request_id)
 
-    def flush(self: Any, loop: Any) -> None:
+    def flush(self: Any) -> None:
         records.append(
             ("handoff", _now(), tuple([c for cmds, _ in self._outgoing for c in _coids(cmds)]))
         )
-        real_flush(self, loop)
+        real_flush(self)
 
     def fold(self: Any, events: Any) -> None:
         records.append(("fold", _now(), _coids(events)))
