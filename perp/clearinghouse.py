@@ -150,6 +150,9 @@ _ASK = int(Side.ASK)
 _POST_ONLY_TIFS = frozenset({int(TimeInForce.POST_ONLY), int(TimeInForce.POST_ONLY_SLIDE)})
 _IMPACT_DEPTH_LEVELS = 64  # levels read per side for an impact price (thinner: no price)
 _NO_RATE_STATE = AccountRiskState()
+_ACTIVE = MarketStatus.ACTIVE
+_HALTED = MarketStatus.HALTED
+_CANCEL_ONLY = MarketStatus.CANCEL_ONLY
 _WALLET_HEX = re.compile(r"[0-9a-f]{64}")  # a registry wallet: 32 bytes of public key
 _RECONCILED_FIELD = re.compile(r"[a-z_]{1,64}")  # the name of a value the reconciler compared
 #: An oracle reading older than this (engine time since the last valid reading) is stale:
@@ -403,24 +406,21 @@ class Clearinghouse:
         readable rule; ``tests/unit/perp/test_clearinghouse_fast_path.py`` compares their
         journals byte for byte), with the account's open base read once and the margin
         check done in one pass (``_place_shortfall``)."""
-        market_id = cmd.market_id
+        # the fields by position: a NamedTuple's attribute is a descriptor call
+        market_id, owner_id, sub_account_id, side, price, size = cmd[:6]
         m = self.markets.get(market_id)
         if m is None:  # the core refuses it as UNKNOWN_MARKET
             self._core_only(cmd, ts_ns, out)
             return
         status = m.breaker.status
-        if (
-            m.index_price == 0
-            and status != MarketStatus.HALTED
-            and (status != MarketStatus.CANCEL_ONLY)
-        ):
+        if m.index_price == 0 and status != _HALTED and status != _CANCEL_ONLY:
             self._place_reference(cmd, ts_ns, out)  # refused: no index price yet
             return
-        account_id = cmd.owner_id * SUB_ACCOUNTS_PER_OWNER + cmd.sub_account_id
+        account_id = owner_id * SUB_ACCOUNTS_PER_OWNER + sub_account_id
         acct = self.accounts.get(account_id)
         position = acct.positions.get(market_id) if acct is not None else None
         position_base = position.base if position is not None else 0
-        is_bid = cmd.side == _BID
+        is_bid = side == _BID
         book = self.core.books[market_id]
         open_lots = book.open_lots.get(account_id)
         if open_lots is None:
@@ -429,13 +429,12 @@ class Clearinghouse:
             lot = book.spec.lot_size
             open_bids, open_asks = open_lots[_BID] * lot, open_lots[_ASK] * lot
         key = (account_id, market_id)
-        size, price = cmd.size, cmd.price
         rate_state = self._rate_state.get(key, _NO_RATE_STATE)
         admitted = (
             self._gate_admits(
                 rate_state, m, ts_ns, is_bid, size, price, position_base, open_bids, open_asks, acct
             )
-            if status == MarketStatus.ACTIVE
+            if status == _ACTIVE
             else None
         )
         if admitted is not None:
@@ -472,12 +471,19 @@ class Clearinghouse:
                 return
         if size > 0 and price > 0:
             # Does the worst-case base grow (``_worst_case_grows``)? Open base is >= 0.
+            # |long reach| and |short reach|; the order moves one of them outward
             long_reach, short_reach = position_base + open_bids, position_base - open_asks
-            before = max(abs(long_reach), abs(short_reach))
+            long_abs = long_reach if long_reach >= 0 else -long_reach
+            short_abs = short_reach if short_reach >= 0 else -short_reach
+            before = long_abs if long_abs > short_abs else short_abs
             if is_bid:
-                grows = max(abs(long_reach + size), abs(short_reach)) > before
+                after = long_reach + size
+                after = after if after >= 0 else -after
+                grows = (after if after > short_abs else short_abs) > before
             else:
-                grows = max(abs(long_reach), abs(short_reach - size)) > before
+                after = short_reach - size
+                after = after if after >= 0 else -after
+                grows = (long_abs if long_abs > after else after) > before
             if grows:
                 if acct is not None and acct.positions:  # funding is settled per position
                     self._touch(out, ts_ns, account_id, acct)
