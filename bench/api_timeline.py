@@ -39,7 +39,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench.api import ioc_order, login, serve_api, start_engine, stop_engine
+from bench.api import ioc_order, login, serve_api, settle_client_heap, start_engine, stop_engine
 from exchange.api import engine_port, ws
 from exchange.engine import process as engine_process
 from exchange.engine.config import EngineConfig
@@ -133,6 +133,7 @@ async def paced_client(url: str, rate_per_s: int, seconds: float) -> dict[str, A
             frames.append(orjson.dumps({"op": "place", "id": i + 1, "params": params}).decode())
         sent_at = [0] * (n + 1)
         received_at = [0] * (n + 1)
+        settle_client_heap()  # the client's own GC pass is not the server's latency
 
         async def reader() -> None:
             got = 0
