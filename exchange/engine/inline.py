@@ -27,7 +27,8 @@ subscribers and callbacks run on the writer thread; idle ticks then only come wi
 
 The GIL: when its commit returns, the writer thread needs the GIL back to report; while the
 loop is busy that waits up to the interpreter's switch interval (5 ms by default, the whole
-latency budget), so ``bind_loop`` lowers it (``switch_interval_s``).
+latency budget), so ``bind_loop`` lowers it (``switch_interval_s``; process-wide: ``close``
+puts back the interval it found, unless someone changed it meanwhile).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class InlineEngine:
             )
         self.engine = engine
         self._switch_interval_s = switch_interval_s
+        self._switch_interval_before_s: float | None = None  # what bind_loop replaced
         # execute + enqueue, and drains, one at a time; re-entrant: a subscriber called by a
         # drain may submit
         self._lock = threading.RLock()
@@ -114,6 +116,7 @@ class InlineEngine:
             self._loop = loop
             self._loop_thread = threading.get_ident()
         if self._switch_interval_s is not None:
+            self._switch_interval_before_s = sys.getswitchinterval()
             sys.setswitchinterval(self._switch_interval_s)
         self._arm_timer()
         return True
@@ -142,8 +145,9 @@ class InlineEngine:
         return self._request((), _SNAPSHOT)
 
     def close(self, timeout_s: float | None = 60.0) -> None:
-        """Commit everything already executed, deliver its results, close the journal.
-        Later requests fail with ``EngineStopped``."""
+        """Commit everything already executed, deliver its results, close the journal, put
+        back the switch interval ``bind_loop`` replaced. Later requests fail with
+        ``EngineStopped``."""
         with self._lock:
             if self._closed:
                 return
@@ -160,6 +164,15 @@ class InlineEngine:
         if loop is None or loop.is_closed() or threading.get_ident() == self._loop_thread:
             self._drain()  # deliver now what the writer reported last
         self.engine.close()
+        before = self._switch_interval_before_s
+        lowered = self._switch_interval_s
+        # the interpreter keeps it in whole microseconds: compare to within one
+        if (
+            before is not None
+            and lowered is not None
+            and abs(sys.getswitchinterval() - lowered) < 1e-6
+        ):
+            sys.setswitchinterval(before)
 
     # ------------------------------------------------------------------ requests
     def _request(self, commands: tuple[Any, ...], kind: int) -> Future[Any]:

@@ -217,12 +217,29 @@ async def test_idle_ticks_come_from_a_loop_timer(tmp_path: Path) -> None:
 
 
 @in_loop
-async def test_bind_loop_lowers_the_switch_interval(tmp_path: Path) -> None:
+async def test_bind_loop_lowers_the_switch_interval_and_close_puts_it_back(tmp_path: Path) -> None:
     before = sys.getswitchinterval()
     inline = InlineEngine(_engine(tmp_path), switch_interval_s=0.0002)
     try:
         inline.bind_loop(asyncio.get_running_loop())
-        assert sys.getswitchinterval() == pytest.approx(0.0002)
+        lowered = sys.getswitchinterval()
+        inline.close()
+        assert lowered == pytest.approx(0.0002)
+        assert sys.getswitchinterval() == pytest.approx(before)
+    finally:
+        inline.close()
+        sys.setswitchinterval(before)
+
+
+@in_loop
+async def test_close_leaves_a_switch_interval_set_by_someone_else(tmp_path: Path) -> None:
+    before = sys.getswitchinterval()
+    inline = InlineEngine(_engine(tmp_path), switch_interval_s=0.0002)
+    try:
+        inline.bind_loop(asyncio.get_running_loop())
+        sys.setswitchinterval(0.003)
+        inline.close()
+        assert sys.getswitchinterval() == pytest.approx(0.003)
     finally:
         inline.close()
         sys.setswitchinterval(before)
