@@ -12,10 +12,12 @@ from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
 from exchange.core.units import NANOS_PER_SECOND
 from perp.params import ParamsError, PerpMarketParams
 
-#: how ``perpdex run`` runs the engine: ``process`` (its own process, ``EngineProcess``, what
-#: docs/PERFORMANCE.md measures) or ``thread`` (a sequencer thread in the node's process,
-#: ``EngineRunner``: one process to debug)
-ENGINE_RUNNERS = ("process", "thread")
+#: how ``perpdex run`` runs the engine (``exchange.engine.runners``): ``process`` (its own
+#: process, ``EngineProcess``, the default and what docs/PERFORMANCE.md's targets are measured
+#: on), ``inline`` (execute on the node's event loop, journal commits on a writer thread,
+#: ``InlineEngine``) or ``thread`` (a sequencer thread in the node's process, ``EngineThread``:
+#: one process to debug)
+ENGINE_RUNNERS = ("process", "inline", "thread")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -189,14 +189,21 @@ def test_bad_liquidation_settings_say_what_was_expected(data: dict, message: str
         EngineConfig.from_mapping(data)
 
 
-def test_the_runner_defaults_to_the_engine_process_and_comes_from_toml(tmp_path: Path) -> None:
-    path = tmp_path / "perpdex.toml"
-    path.write_text('[engine]\nrunner = "thread"\n')
+def test_the_runner_defaults_to_the_engine_process(tmp_path: Path) -> None:
     assert EngineConfig().runner == "process"
-    assert EngineConfig.from_toml(path).runner == "thread"
+    assert EngineConfig.from_mapping({}).runner == "process"
 
 
-@pytest.mark.parametrize("runner", ["threads", "", 1, None])
+@pytest.mark.parametrize("runner", ["process", "inline", "thread"])
+def test_each_runner_comes_from_toml(tmp_path: Path, runner: str) -> None:
+    path = tmp_path / "perpdex.toml"
+    path.write_text(f'[engine]\nrunner = "{runner}"\n')
+    assert EngineConfig.from_toml(path).runner == runner
+
+
+@pytest.mark.parametrize("runner", ["threads", "Inline", "inline ", "", 1, None])
 def test_an_unknown_runner_says_which_ones_exist(runner: object) -> None:
-    with pytest.raises(ConfigError, match=r"runner: expected one of \['process', 'thread'"):
+    with pytest.raises(
+        ConfigError, match=r"runner: expected one of \['process', 'inline', 'thread'\], got"
+    ):
         EngineConfig.from_mapping({"runner": runner})
