@@ -23,6 +23,7 @@ from exchange.core.events import (
     ReconciliationMismatchResolved,
 )
 from exchange.engine.config import EngineConfig
+from exchange.engine.inline import InlineEngine
 from exchange.engine.journal import Journal
 from exchange.engine.runners import EngineThread
 from exchange.node import Node, NodeConfig
@@ -38,17 +39,23 @@ def collateral_offset() -> int:
     return dict((f.name, off) for f, off in offsets(SPEC, user.fields, 8))["collateral_quote"]
 
 
-async def test_a_node_journals_a_mismatch_before_halting_and_resolves_it(tmp_path: Path) -> None:
-    # the engine on a thread of this process (``[engine] runner = "thread"``): the node drives
-    # it through the same port and mirror as the default engine process
+@pytest.mark.parametrize(
+    ("runner", "runner_type"), [("thread", EngineThread), ("inline", InlineEngine)]
+)
+async def test_a_node_journals_a_mismatch_before_halting_and_resolves_it(
+    tmp_path: Path, runner: str, runner_type: type
+) -> None:
+    # the engine in this process, on a thread (``[engine] runner = "thread"``) or executing on
+    # the node's loop (``"inline"``): the node drives it through the same port and mirror as
+    # the default engine process
     config = NodeConfig(
-        engine=EngineConfig(data_dir=tmp_path / "data", runner="thread"), api=ApiConfig(port=0),
+        engine=EngineConfig(data_dir=tmp_path / "data", runner=runner), api=ApiConfig(port=0),
         rpc_port=0, ws_port=0, market_makers=0, takers=0,
         settle_interval_s=0.1, reconcile_interval_s=0.2,
     )  # fmt: skip
     async with Node(config) as node:
         assert node.server is not None and node.endpoints is not None
-        assert isinstance(node.runner, EngineThread)
+        assert type(node.runner) is runner_type
         journal = node.read_journal()
 
         def events(kind: type) -> list[Any]:
@@ -96,7 +103,7 @@ async def test_a_node_journals_a_mismatch_before_halting_and_resolves_it(tmp_pat
     assert [(e.market_id, e.mismatches) for e in resolved] == [(NO_MARKET_ID, 1)]
     assert 'perpdex_reconciliation_journaled_total{event="mismatch_detected"} 1' in metrics
     assert 'perpdex_reconciliation_journaled_total{event="mismatch_resolved"} 1' in metrics
-    # the stop's final state (the thread engine's snapshot + the journal after it) is the
+    # the stop's final state (the engine's own snapshot + the journal after it) is the
     # journal's: a fold of all of it, and the snapshot the node saved at that seq
     with Journal.for_data_dir(tmp_path / "data", read_only=True) as journal:
         folded = Clearinghouse()
