@@ -423,13 +423,12 @@ async def serve_api(
     return app, web_runner, f"http://127.0.0.1:{web_runner.addresses[0][1]}/ws"
 
 
-async def run(quick: bool, in_process: bool = False, mode: str = "process") -> dict[str, Any]:
+async def run(quick: bool, mode: str = "process") -> dict[str, Any]:
     n_batch = 20_000 if quick else 100_000
     latency_s = 1.0 if quick else 3.0
     fan_orders = 200 if quick else 1_000
     with tempfile.TemporaryDirectory() as tmp:
-        runner = start_engine(Path(tmp), in_process=in_process, mode=mode)
-        mode = "thread" if in_process else mode
+        runner = start_engine(Path(tmp), mode=mode)
         app, web_runner, url = await serve_api(runner)
         pids = {"api": os.getpid()}
         if isinstance(runner, EngineProcess) and runner.pid is not None:
@@ -531,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(ws_batch_acks(url, n, 50, WINDOW_BATCHES))
         sys.stdout.write(json.dumps(list(result)) + "\n")
         return 0
-    figures = asyncio.run(run(args.quick, args.engine_thread, args.engine))
+    figures = asyncio.run(run(args.quick, "thread" if args.engine_thread else args.engine))
 
     def ok(good: bool) -> str:
         return "met" if good else "NOT met"
