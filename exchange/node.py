@@ -7,7 +7,8 @@ Start-up, in order (``Node.start``):
    stop (``DATA_DIR/chain``);
 2. the engine on its SQLite journal (``DATA_DIR/journal.sqlite``) on the runner
    ``[engine] runner`` names (``exchange.engine.runners``: by default its own process,
-   ``EngineProcess``; ``thread``: a sequencer thread here), and the API application over it,
+   ``EngineProcess``; ``inline``: execute on this event loop, commits on a writer thread;
+   ``thread``: a sequencer thread here), and the API application over it,
    set up but not listening yet: its ``EnginePort`` keeps the mirror, the engine's own state
    class folded from every durable batch on this event loop. Every read of engine state in the
    node is a read of that mirror (``Node.core``), and every command goes through the port;
