@@ -118,6 +118,23 @@ def test_close_finishes_queued_work_and_a_new_process_recovers_it(tmp_path: Path
         reopened.close()
 
 
+def test_sigint_to_the_process_group_leaves_the_child_to_its_parent(tmp_path: Path) -> None:
+    """Ctrl+C signals the whole foreground process group: the child keeps serving and the
+    parent's close still drains it and ends it cleanly."""
+    # Arrange
+    proc = EngineProcess(_set_up_journal(tmp_path))
+    first = proc.submit(PlaceOrder(BTC, 11, 0, 0, 90 * TICK, LOT)).result(30)
+    assert proc.pid is not None
+    # Act: the SIGINT a terminal's Ctrl+C delivers to the child
+    os.kill(proc.pid, signal.SIGINT)
+    time.sleep(0.2)
+    after = proc.submit(PlaceOrder(BTC, 11, 0, 0, 90 * TICK, LOT)).result(30)
+    proc.close()
+    # Assert: still running after the signal, then stopped by its parent with exit code 0
+    assert after[0].seq > first[-1].seq
+    assert proc._process.exitcode == 0
+
+
 async def _ws_login(ws: Any) -> None:
     ts = time.time_ns() // 1_000_000
     message = canonical_message("WS", "/ws", login_body(False), ts, "proc-login")
