@@ -232,10 +232,13 @@ def _poller(fd: int) -> Any:
 def _child_main(config: EngineConfig, conn: Connection) -> None:
     """The child's whole life: recover, then group-commit whatever the pipe holds."""
     # The parent owns the child's life: it stops it with a stop request after draining, or
-    # the child ends when the pipe closes. Ctrl+C in a terminal signals the whole foreground
-    # process group; without this the child died of KeyboardInterrupt mid-batch while the
-    # parent was still shutting down in order (its last requests failed, no final snapshot).
+    # the child ends when the pipe closes (SIGKILL still ends it at once). Ctrl+C in a
+    # terminal signals the whole foreground process group, and a service manager's stop
+    # sends SIGTERM to every process of the service; either killed the child mid-batch while
+    # the parent was still shutting down in order (its last requests failed, no final
+    # snapshot).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd = conn.fileno()
     frames = _Frames()
     poller = _poller(fd)

@@ -118,15 +118,19 @@ def test_close_finishes_queued_work_and_a_new_process_recovers_it(tmp_path: Path
         reopened.close()
 
 
-def test_sigint_to_the_process_group_leaves_the_child_to_its_parent(tmp_path: Path) -> None:
-    """Ctrl+C signals the whole foreground process group: the child keeps serving and the
-    parent's close still drains it and ends it cleanly."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_to_the_process_group_leaves_the_child_to_its_parent(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """Ctrl+C (SIGINT) signals the whole foreground process group, a service manager's stop
+    (SIGTERM) every process of the service: the child keeps serving and the parent's close
+    still drains it and ends it cleanly."""
     # Arrange
     proc = EngineProcess(_set_up_journal(tmp_path))
     first = proc.submit(PlaceOrder(BTC, 11, 0, 0, 90 * TICK, LOT)).result(30)
     assert proc.pid is not None
-    # Act: the SIGINT a terminal's Ctrl+C delivers to the child
-    os.kill(proc.pid, signal.SIGINT)
+    # Act: the signal the group's stop delivers to the child too
+    os.kill(proc.pid, signum)
     time.sleep(0.2)
     after = proc.submit(PlaceOrder(BTC, 11, 0, 0, 90 * TICK, LOT)).result(30)
     proc.close()
