@@ -30,7 +30,9 @@ with blocking I/O.
 Crash semantics are the engine's: an acknowledged command is in the journal. If the child
 dies (killed, journal failure) every pending and every later request fails with
 ``EngineStopped`` naming the exit code; a new ``EngineProcess`` on the same data directory
-recovers from the journal.
+recovers from the journal. The child ignores SIGINT and SIGTERM (a terminal's Ctrl+C and a
+service manager's stop signal the whole group): its parent stops it after draining, and it
+also ends when the pipe closes or on SIGKILL.
 """
 
 from __future__ import annotations
