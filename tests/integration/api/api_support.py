@@ -4,6 +4,7 @@ so test modules import it unambiguously; conftest.py re-exports its fixtures."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -16,8 +17,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from solders.keypair import Keypair
 
 from exchange.api.app import create_app
-from exchange.api.auth import signed_headers
+from exchange.api.auth import canonical_message, signed_headers
 from exchange.api.config import ApiConfig
+from exchange.api.ws import login_body
 from exchange.core import commands
 from exchange.core.commands import CreateMarket
 from exchange.engine.config import EngineConfig
@@ -56,13 +58,41 @@ def clearinghouse_setup() -> list[Any]:
     ]
 
 
-@pytest.fixture
-def runner(tmp_path: Path) -> Iterator[EngineRunner]:
-    engine = Engine(EngineConfig(data_dir=tmp_path))
+def set_up_journal(data_dir: Path) -> EngineConfig:
+    """A journal in ``data_dir`` with BTC-PERP and ETH-PERP listed and the funded accounts of
+    ``clearinghouse_setup``; the config to open an engine (of any runner kind) over it."""
+    config = EngineConfig(data_dir=data_dir)
+    engine = Engine(config)
     engine.process(
         [CreateMarket(BTC, "BTC-PERP", TICK, LOT), CreateMarket(ETH, "ETH-PERP", TICK, LOT)]
     )
     engine.process(clearinghouse_setup())
+    engine.close()
+    return config
+
+
+async def ws_login(ws: Any, nonce: str) -> None:
+    """Log ``ws`` in as the maker (``MAKER_KEY``), read-write, and check the answer."""
+    ts = time.time_ns() // 1_000_000
+    message = canonical_message("WS", "/ws", login_body(False), ts, nonce)
+    await ws.send_str(
+        orjson.dumps(
+            {
+                "op": "login",
+                "id": 1,
+                "pubkey": str(MAKER_KEY.pubkey()),
+                "timestamp_ms": ts,
+                "nonce": nonce,
+                "signature": str(MAKER_KEY.sign_message(message)),
+            }
+        ).decode()
+    )
+    assert "result" in orjson.loads(await asyncio.wait_for(ws.receive_str(), 10))
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> Iterator[EngineRunner]:
+    engine = Engine(set_up_journal(tmp_path))
     run = EngineRunner(engine)
     yield run
     run.close()

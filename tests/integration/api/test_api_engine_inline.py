@@ -6,68 +6,31 @@ durable, a book subscriber sees them, and a restart on the same journal recovers
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from api_support import (
     BTC,
-    ETH,
-    LOT,
     MAKER_KEY,
-    TICK,
     Api,
     api_config,
-    clearinghouse_setup,
     order,
+    set_up_journal,
+    ws_login,
 )
 
 from exchange.api.app import create_app
-from exchange.api.auth import canonical_message
-from exchange.api.ws import login_body
-from exchange.core.commands import CreateMarket
-from exchange.engine.config import EngineConfig
 from exchange.engine.inline import InlineEngine
 from exchange.engine.sequencer import Engine
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
-def _set_up_journal(data_dir: Path) -> EngineConfig:
-    config = EngineConfig(data_dir=data_dir)
-    engine = Engine(config)
-    engine.process(
-        [CreateMarket(BTC, "BTC-PERP", TICK, LOT), CreateMarket(ETH, "ETH-PERP", TICK, LOT)]
-    )
-    engine.process(clearinghouse_setup())
-    engine.close()
-    return config
-
-
-async def _ws_login(ws: Any) -> None:
-    ts = time.time_ns() // 1_000_000
-    message = canonical_message("WS", "/ws", login_body(False), ts, "inline-login")
-    await ws.send_str(
-        orjson.dumps(
-            {
-                "op": "login",
-                "id": 1,
-                "pubkey": str(MAKER_KEY.pubkey()),
-                "timestamp_ms": ts,
-                "nonce": "inline-login",
-                "signature": str(MAKER_KEY.sign_message(message)),
-            }
-        ).decode()
-    )
-    assert "result" in orjson.loads(await asyncio.wait_for(ws.receive_str(), 10))
-
-
 async def test_websocket_orders_through_the_inline_engine_are_durable(tmp_path: Path) -> None:
     # Arrange: the API over an inline engine, a book subscriber, a logged-in trader
-    config = _set_up_journal(tmp_path)
+    config = set_up_journal(tmp_path)
     inline = InlineEngine(Engine(config))
     app = create_app(api_config(), inline)
     try:
@@ -80,7 +43,7 @@ async def test_websocket_orders_through_the_inline_engine_are_durable(tmp_path: 
             await book.receive_str()  # ack
             await book.receive_str()  # snapshot
             ws = await client.ws_connect("/ws")
-            await _ws_login(ws)
+            await ws_login(ws, "inline-login")
             # Act: ten single places over the websocket, sent together, and one over REST
             for i in range(10):
                 params = order("BID", 95 + i % 5, 1)

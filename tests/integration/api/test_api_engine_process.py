@@ -21,21 +21,18 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from api_support import (
     BTC,
-    ETH,
     LOT,
     MAKER_KEY,
     TICK,
     Api,
     api_config,
-    clearinghouse_setup,
     order,
+    set_up_journal,
+    ws_login,
 )
 
 from exchange.api.app import create_app
-from exchange.api.auth import canonical_message
-from exchange.api.ws import login_body
-from exchange.core.commands import CreateMarket, PlaceOrder
-from exchange.engine.config import EngineConfig
+from exchange.core.commands import PlaceOrder
 from exchange.engine.process import EngineProcess
 from exchange.engine.sequencer import Engine, EngineRunner, EngineStopped
 from perp.clearinghouse import Clearinghouse
@@ -43,20 +40,9 @@ from perp.clearinghouse import Clearinghouse
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
-def _set_up_journal(data_dir: Path) -> EngineConfig:
-    config = EngineConfig(data_dir=data_dir)
-    engine = Engine(config)
-    engine.process(
-        [CreateMarket(BTC, "BTC-PERP", TICK, LOT), CreateMarket(ETH, "ETH-PERP", TICK, LOT)]
-    )
-    engine.process(clearinghouse_setup())
-    engine.close()
-    return config
-
-
 @pytest.fixture
 def engine_process(tmp_path: Path) -> Iterator[EngineProcess]:
-    proc = EngineProcess(_set_up_journal(tmp_path))
+    proc = EngineProcess(set_up_journal(tmp_path))
     yield proc
     proc.close()
 
@@ -70,9 +56,9 @@ def test_same_events_as_the_engine_on_a_thread(tmp_path: Path) -> None:
     cmds = [
         PlaceOrder(BTC, 11, 0, 1 - i % 2, (99 + i % 3) * TICK, (1 + i % 4) * LOT) for i in range(40)
     ]
-    thread_engine = Engine(_set_up_journal(tmp_path / "thread"))
+    thread_engine = Engine(set_up_journal(tmp_path / "thread"))
     thread = EngineRunner(thread_engine)
-    proc = EngineProcess(_set_up_journal(tmp_path / "process"))
+    proc = EngineProcess(set_up_journal(tmp_path / "process"))
     published: list[Any] = []
     proc.subscribe(published.extend)
     try:
@@ -98,7 +84,7 @@ def test_same_events_as_the_engine_on_a_thread(tmp_path: Path) -> None:
 
 def test_close_finishes_queued_work_and_a_new_process_recovers_it(tmp_path: Path) -> None:
     # Arrange
-    config = _set_up_journal(tmp_path)
+    config = set_up_journal(tmp_path)
     proc = EngineProcess(config)
     futures = [
         proc.submit_many([PlaceOrder(BTC, 11, 0, 0, 90 * TICK, LOT) for _ in range(20)])
@@ -126,7 +112,7 @@ def test_a_stop_signal_to_the_process_group_leaves_the_child_to_its_parent(
     (SIGTERM) every process of the service: the child keeps serving and the parent's close
     still drains it and ends it cleanly."""
     # Arrange
-    proc = EngineProcess(_set_up_journal(tmp_path))
+    proc = EngineProcess(set_up_journal(tmp_path))
     first = proc.submit(PlaceOrder(BTC, 11, 0, 0, 90 * TICK, LOT)).result(30)
     assert proc.pid is not None
     # Act: the signal the group's stop delivers to the child too
@@ -139,36 +125,18 @@ def test_a_stop_signal_to_the_process_group_leaves_the_child_to_its_parent(
     assert proc._process.exitcode == 0
 
 
-async def _ws_login(ws: Any) -> None:
-    ts = time.time_ns() // 1_000_000
-    message = canonical_message("WS", "/ws", login_body(False), ts, "proc-login")
-    await ws.send_str(
-        orjson.dumps(
-            {
-                "op": "login",
-                "id": 1,
-                "pubkey": str(MAKER_KEY.pubkey()),
-                "timestamp_ms": ts,
-                "nonce": "proc-login",
-                "signature": str(MAKER_KEY.sign_message(message)),
-            }
-        ).decode()
-    )
-    assert "result" in orjson.loads(await asyncio.wait_for(ws.receive_str(), 10))
-
-
 async def test_killed_engine_process_gives_a_clear_error_and_restart_recovers(
     tmp_path: Path,
 ) -> None:
     # Arrange: the API over an engine process; one resting order acknowledged over REST
-    config = _set_up_journal(tmp_path)
+    config = set_up_journal(tmp_path)
     proc = EngineProcess(config)
     app = create_app(api_config(), proc)
     try:
         async with TestClient(TestServer(app)) as client:
             api = Api(client)
             ws = await client.ws_connect("/ws")
-            await _ws_login(ws)
+            await ws_login(ws, "proc-login")
             status, placed, _ = await api.post(MAKER_KEY, "/v1/orders", order("BID", 95, 2))
             assert status == 200 and placed["status"] == "ACCEPTED", placed
             acked_seq = max(e["seq"] for e in placed["events"])
@@ -217,7 +185,7 @@ async def test_loop_bound_pipe_carries_requests_the_socket_took_in_parts(
     tmp_path: Path,
 ) -> None:
     # Arrange: the pipe served by this loop; the child stopped, so it reads nothing
-    proc = EngineProcess(_set_up_journal(tmp_path))
+    proc = EngineProcess(set_up_journal(tmp_path))
     published: list[Any] = []
     proc.subscribe(published.extend)
     try:
@@ -255,7 +223,7 @@ async def test_loop_bound_pipe_fails_every_pending_request_when_the_child_dies_m
 ) -> None:
     # Arrange: the pipe served by this loop; requests queued in the child's socket and in
     # the parent's write buffer while the child is stopped
-    config = _set_up_journal(tmp_path)
+    config = set_up_journal(tmp_path)
     proc = EngineProcess(config)
     loop = asyncio.get_running_loop()
     try:
