@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_support import StepClock
 
 from exchange.core.commands import (
     CancelOrder,
@@ -31,15 +32,6 @@ from exchange.engine.sequencer import Engine, EngineRunner, EngineStopped
 
 TICK = 1_000_000  # 1.0 quote per base unit
 LOT = 1_000_000_000  # 1 base unit
-
-
-class StepClock:
-    def __init__(self) -> None:
-        self.now = 1_000
-
-    def __call__(self) -> int:
-        self.now += 1
-        return self.now
 
 
 def list_market(eng: Engine) -> None:

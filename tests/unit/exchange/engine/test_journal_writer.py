@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_support import StepClock
 
 from exchange.core.commands import CreateMarket, Deposit, PlaceOrder, UpdateOraclePrice
 from exchange.core.errors import JournalError
@@ -20,15 +21,6 @@ from exchange.engine.sequencer import Engine, EngineStopped, ExecutedBatch
 TICK = 1_000_000
 LOT = 1_000_000_000
 WAIT_S = 10
-
-
-class StepClock:
-    def __init__(self) -> None:
-        self.now = 1_000
-
-    def __call__(self) -> int:
-        self.now += 1
-        return self.now
 
 
 class GatedJournal(Journal):
