@@ -10,6 +10,7 @@ from typing import Any
 from exchange.core.errors import ConfigError
 from exchange.core.orders import SUB_ACCOUNTS_PER_OWNER
 from exchange.core.units import NANOS_PER_SECOND
+from exchange.engine.cpu_latency import MAX_CPU_LATENCY_US
 from perp.params import ParamsError, PerpMarketParams
 
 #: how ``perpdex run`` runs the engine (``exchange.engine.runners``): ``process`` (its own
@@ -46,6 +47,14 @@ class EngineConfig:
 
     ``runner`` (one of ``ENGINE_RUNNERS``) is where ``perpdex run`` runs the engine; the API
     reaches it the same way whichever it is (``exchange.api.engine_port.Runner``).
+
+    While it serves, the engine holds a Linux PM QoS CPU-latency request of
+    ``cpu_latency_us`` microseconds (``/dev/cpu_dma_latency``, ``exchange.engine.cpu_latency``)
+    when ``hold_cpu_latency`` is true, the default: idle CPUs poll instead of halting, so
+    waking the engine or the API costs microseconds, not an IPI and a VM exit (single-order
+    latency), at the price of idle CPUs spinning (power, a VM host's CPU). Without root the
+    request is not held and the runner's ``cpu_latency`` status says why; ``[engine]
+    hold_cpu_latency = false`` turns it off.
     """
 
     data_dir: Path = Path("data")
@@ -61,6 +70,8 @@ class EngineConfig:
     liquidation_backstop_owner_id: int | None = None
     liquidation_backstop_sub_account_id: int = 0
     runner: str = "process"
+    hold_cpu_latency: bool = True
+    cpu_latency_us: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.data_dir, Path):
@@ -78,12 +89,15 @@ class EngineConfig:
             ("liquidation_retry_ns", 1_000_000, 3_600 * NANOS_PER_SECOND),
             ("liquidation_backstop_owner_id", 1, 2**47 - 1),
             ("liquidation_backstop_sub_account_id", 0, SUB_ACCOUNTS_PER_OWNER - 1),
+            ("cpu_latency_us", 0, MAX_CPU_LATENCY_US),
         ):
             value = getattr(self, name)
             if name == "liquidation_backstop_owner_id" and value is None:
                 continue
             if type(value) is not int or not lo <= value <= hi:
                 raise ConfigError(f"{name}: expected an int in {lo}..{hi}, got {value!r}")
+        if type(self.hold_cpu_latency) is not bool:
+            raise ConfigError(f"hold_cpu_latency: expected a bool, got {self.hold_cpu_latency!r}")
         if self.runner not in ENGINE_RUNNERS:
             raise ConfigError(
                 f"runner: expected one of {list(ENGINE_RUNNERS)}, got {self.runner!r}"

@@ -207,3 +207,33 @@ def test_an_unknown_runner_says_which_ones_exist(runner: object) -> None:
         ConfigError, match=r"runner: expected one of \['process', 'inline', 'thread'\], got"
     ):
         EngineConfig.from_mapping({"runner": runner})
+
+
+def test_cpu_latency_request_is_held_at_zero_by_default() -> None:
+    config = EngineConfig()
+    assert config.hold_cpu_latency is True
+    assert config.cpu_latency_us == 0
+
+
+def test_toml_turns_the_cpu_latency_request_off_or_loosens_it(tmp_path: Path) -> None:
+    path = tmp_path / "perpdex.toml"
+    path.write_text("[engine]\nhold_cpu_latency = false\ncpu_latency_us = 50\n")
+    config = EngineConfig.from_toml(path)
+    assert config.hold_cpu_latency is False
+    assert config.cpu_latency_us == 50
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"hold_cpu_latency": 0}, "hold_cpu_latency: expected a bool, got 0"),
+        ({"hold_cpu_latency": "false"}, "hold_cpu_latency: expected a bool, got 'false'"),
+        ({"cpu_latency_us": -1}, r"cpu_latency_us: expected an int in 0\.\.2000000000, got -1"),
+        ({"cpu_latency_us": 2_000_000_001}, "cpu_latency_us: expected an int"),
+        ({"cpu_latency_us": True}, "cpu_latency_us: expected an int"),
+        ({"cpu_latency_us": 1.5}, "cpu_latency_us: expected an int"),
+    ],
+)
+def test_bad_cpu_latency_settings_say_what_was_expected(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        EngineConfig.from_mapping(data)
