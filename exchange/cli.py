@@ -139,6 +139,7 @@ def _print_where_to_look(node) -> None:  # type: ignore[no-untyped-def]
     print(
         f"perpdex node: engine data in {e.data_dir} (recovered state {node.recovered_hash} "
         f"at seq {node.recovered_seq})\n"
+        f"  latency    {node.runner.cpu_latency.detail}  (PM QoS CPU-latency request)\n"
         f"  API        {e.api_url}  (OpenAPI {e.api_url}/openapi.json, websocket {e.ws_url})\n"
         f"  metrics    {e.metrics_url}\n"
         f"  Solana     RPC {e.rpc_url}, PubSub {e.rpc_ws_url}; clearing program "

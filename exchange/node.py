@@ -101,6 +101,7 @@ from exchange.core.units import QUOTE_PRECISION
 from exchange.demo import DEMO_MARKETS
 from exchange.demo_bots import MakerParams, MarketMaker, Taker, TakerParams
 from exchange.engine.config import EngineConfig
+from exchange.engine.cpu_latency import CpuLatencyStatus
 from exchange.engine.journal import Journal
 from exchange.engine.liquidation_service import LiquidationService
 from exchange.engine.oracle_port import oracle_command
@@ -374,11 +375,14 @@ def _log_failure(future: asyncio.Future[Any]) -> None:
 
 class NodeRunner(Runner, Protocol):
     """An engine runner as the node drives it (``exchange.engine.runners.open_runner``): the
-    API's ``Runner`` plus the recovery it started from and ``close`` (drain, close the
-    journal)."""
+    API's ``Runner`` plus the recovery it started from, the PM QoS CPU-latency request it
+    holds (``exchange.engine.cpu_latency``) and ``close`` (drain, close the journal)."""
 
     @property
     def recovery(self) -> RecoveryReport: ...
+
+    @property
+    def cpu_latency(self) -> CpuLatencyStatus: ...
 
     def close(self) -> None: ...
 

@@ -61,6 +61,7 @@ from exchange.core.commands import COMMAND_TYPES, Command
 from exchange.core.errors import JournalError
 from exchange.core.events import Event, decode_events
 from exchange.engine.config import EngineConfig
+from exchange.engine.cpu_latency import CpuLatencyRequest, CpuLatencyStatus, released, status_of
 from exchange.engine.sequencer import Engine, EngineStopped, RecoveryReport
 from perp.clearinghouse import Clearinghouse
 
@@ -76,7 +77,7 @@ _SNAPSHOT = 1  # (_SNAPSHOT, request_id)
 _STOP = 2  # (_STOP,)
 
 # Reply kinds (child -> parent), one tuple per frame.
-_READY = 0  # (_READY, RecoveryReport)
+_READY = 0  # (_READY, RecoveryReport, CpuLatencyStatus)
 _DONE = 1  # (_DONE, payload, [[request_id, events of each command...], ...]) _child_flush
 _EVENTS = 2  # (_EVENTS, payload): events of an idle tick, no request
 _SNAPSHOT_TAKEN = 3  # (_SNAPSHOT_TAKEN, request_id, blob, seq)
@@ -256,7 +257,26 @@ def _child_main(config: EngineConfig, conn: Connection) -> None:
     # The recovered state lives as long as the child: out of the cyclic GC's walks (a full
     # pass over a large book and account set is a pause every queued order waits out).
     gc.freeze()
-    send((_READY, engine.recovery))
+    # Held for the child's life (its exit releases it too): idle CPUs poll, so a request
+    # or a reply wakes the other side in microseconds (exchange.engine.cpu_latency).
+    cpu_latency = CpuLatencyRequest.for_config(config.hold_cpu_latency, config.cpu_latency_us)
+    try:
+        send((_READY, engine.recovery, status_of(cpu_latency)))
+        _child_serve(config, engine, fd, frames, poller, send)
+    finally:
+        if cpu_latency is not None:
+            cpu_latency.close()
+
+
+def _child_serve(
+    config: EngineConfig,
+    engine: Engine,
+    fd: int,
+    frames: _Frames,
+    poller: Any,
+    send: Callable[[tuple[Any, ...]], None],
+) -> None:
+    """Group-commit whatever the pipe holds until a stop request, a failure or the pipe's end."""
     limit = config.group_commit_max_commands
     idle_s = config.tick_interval_ns / 1e9
     try:
@@ -379,6 +399,8 @@ class EngineProcess:
             self._process.join(5)
             raise EngineStopped(f"engine process: expected ready, got failure {first[2]}")
         self.recovery: RecoveryReport = first[1]
+        #: the child's PM QoS CPU-latency request (``exchange.engine.cpu_latency``)
+        self.cpu_latency: CpuLatencyStatus = first[2]
 
     @property
     def pid(self) -> int | None:
@@ -468,6 +490,7 @@ class EngineProcess:
             self._process.kill()
             self._process.join()
         self._conn.close()
+        self.cpu_latency = released(self.cpu_latency)  # ended with the child
 
     # ------------------------------------------------------------------ threads
     def _start_threads(self) -> None:  # under self._lock

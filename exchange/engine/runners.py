@@ -9,7 +9,7 @@ holds is durable:
 
 - ``process`` (the default): ``EngineProcess``, the engine in a child process; what
   docs/PERFORMANCE.md's targets are measured on, and the fastest for batches;
-- ``inline``: ``InlineEngine``, the engine executing on the node's event loop, its journal
+- ``inline``: ``InlineRunner`` (an ``InlineEngine``), the engine executing on the node's event loop, its journal
   commits on a writer thread (``exchange.engine.journal_writer``); no process hop per order,
   but execute and the journal encode share the API's interpreter lock (batches ~40k acks/s,
   below the 50k target, and single-order p99 not shown better than the process's on
@@ -17,12 +17,17 @@ holds is durable:
   switch interval until ``close``;
 - ``thread``: ``EngineThread``, the engine on a sequencer thread of the caller's process
   (``EngineRunner``; one process to debug).
+
+Each also holds a PM QoS CPU-latency request (``exchange.engine.cpu_latency``, ``[engine]
+hold_cpu_latency`` / ``cpu_latency_us``) for its whole life, in the process the engine runs
+in, and says whether it got it in ``cpu_latency``; ``close`` releases it.
 """
 
 from __future__ import annotations
 
 from exchange.core.errors import ConfigError
 from exchange.engine.config import ENGINE_RUNNERS, EngineConfig
+from exchange.engine.cpu_latency import CpuLatencyRequest, CpuLatencyStatus, status_of
 from exchange.engine.inline import InlineEngine
 from exchange.engine.process import EngineProcess
 from exchange.engine.sequencer import Engine, EngineRunner, RecoveryReport
@@ -36,19 +41,56 @@ class EngineThread(EngineRunner):
         super().__init__(Engine(config))
         self.config = config
         self.recovery: RecoveryReport = self.engine.recovery
+        self._cpu_latency = _hold_cpu_latency(config)
+
+    @property
+    def cpu_latency(self) -> CpuLatencyStatus:
+        """This process's PM QoS CPU-latency request (``exchange.engine.cpu_latency``)."""
+        return status_of(self._cpu_latency)
 
     def close(self) -> None:
-        """Finish everything already queued, stop the thread, close the journal."""
-        super().close()
-        self.engine.close()
+        """Finish everything already queued, stop the thread, close the journal, release
+        the CPU-latency request."""
+        try:
+            super().close()
+            self.engine.close()
+        finally:
+            if self._cpu_latency is not None:
+                self._cpu_latency.close()
 
 
-def open_runner(config: EngineConfig) -> EngineProcess | InlineEngine | EngineThread:
+class InlineRunner(InlineEngine):
+    """An ``InlineEngine`` that owns its ``Engine`` (opened from a config) and holds the
+    CPU-latency request in the caller's process until ``close``."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        super().__init__(Engine(config))
+        self._cpu_latency = _hold_cpu_latency(config)
+
+    @property
+    def cpu_latency(self) -> CpuLatencyStatus:
+        """This process's PM QoS CPU-latency request (``exchange.engine.cpu_latency``)."""
+        return status_of(self._cpu_latency)
+
+    def close(self, timeout_s: float | None = 60.0) -> None:
+        """``InlineEngine.close``, then release the CPU-latency request."""
+        try:
+            super().close(timeout_s)
+        finally:
+            if self._cpu_latency is not None:
+                self._cpu_latency.close()
+
+
+def _hold_cpu_latency(config: EngineConfig) -> CpuLatencyRequest | None:
+    return CpuLatencyRequest.for_config(config.hold_cpu_latency, config.cpu_latency_us)
+
+
+def open_runner(config: EngineConfig) -> EngineProcess | InlineRunner | EngineThread:
     """The engine over ``config`` (recovered from its journal) on ``config.runner``."""
     if config.runner == "process":
         return EngineProcess(config)
     if config.runner == "inline":
-        return InlineEngine(Engine(config))
+        return InlineRunner(config)
     if config.runner == "thread":
         return EngineThread(config)
     raise ConfigError(f"runner: expected one of {list(ENGINE_RUNNERS)}, got {config.runner!r}")

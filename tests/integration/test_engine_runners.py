@@ -21,14 +21,14 @@ from exchange.engine.config import EngineConfig
 from exchange.engine.inline import InlineEngine
 from exchange.engine.journal import Journal
 from exchange.engine.process import EngineProcess
-from exchange.engine.runners import EngineThread, open_runner
+from exchange.engine.runners import EngineThread, InlineRunner, open_runner
 from exchange.engine.sequencer import Engine
 from exchange.node import Node, NodeConfig
 from perp.clearinghouse import Clearinghouse
 
 pytestmark = pytest.mark.integration
 
-KINDS = {"process": EngineProcess, "inline": InlineEngine, "thread": EngineThread}
+KINDS = {"process": EngineProcess, "inline": InlineRunner, "thread": EngineThread}
 HOURLY_NS = 3_600_000_000_000
 WAIT_S = 30
 TICK = 1_000_000
