@@ -162,6 +162,8 @@ async def test_main_job_trades_settles_reconciles_stops_and_resumes(tmp_path: Pa
     node = NodeProcess(data, config, tmp_path / "node.log")
     try:
         await node.start()
+        # the banner says whether the engine holds its PM QoS CPU-latency request, or why not
+        node.find(r"^  latency    (held at 0 us via |/dev/cpu_dma_latency: )")
         ep = node.endpoints()
         async with aiohttp.ClientSession() as http:
             # A websocket consumer follows every book from snapshot + deltas.

@@ -23,9 +23,8 @@ from exchange.core.events import (
     ReconciliationMismatchResolved,
 )
 from exchange.engine.config import EngineConfig
-from exchange.engine.inline import InlineEngine
 from exchange.engine.journal import Journal
-from exchange.engine.runners import EngineThread
+from exchange.engine.runners import EngineThread, InlineRunner
 from exchange.node import Node, NodeConfig
 from perp.clearinghouse import Clearinghouse
 from perp.risk_gate import MarketStatus
@@ -40,7 +39,7 @@ def collateral_offset() -> int:
 
 
 @pytest.mark.parametrize(
-    ("runner", "runner_type"), [("thread", EngineThread), ("inline", InlineEngine)]
+    ("runner", "runner_type"), [("thread", EngineThread), ("inline", InlineRunner)]
 )
 async def test_a_node_journals_a_mismatch_before_halting_and_resolves_it(
     tmp_path: Path, runner: str, runner_type: type
