@@ -71,6 +71,7 @@ from exchange.core.commands import CreateMarket, PlaceOrder
 from exchange.engine.config import EngineConfig
 from exchange.engine.inline import InlineEngine
 from exchange.engine.process import EngineProcess
+from exchange.engine.runners import EngineThread, open_runner
 from exchange.engine.sequencer import Engine, EngineRunner
 
 TICK = 1_000_000
@@ -83,7 +84,7 @@ TARGET_ACKS_PER_S = 50_000
 WINDOW_BATCHES = 40  # batches in flight: 2000 orders queued, so group commits stay large
 TARGET_P99_MS = 2.0
 ENGINE_MODES = ("process", "inline", "thread")
-AnyRunner = EngineRunner | EngineProcess | InlineEngine
+AnyRunner = EngineRunner | EngineProcess | InlineEngine | EngineThread
 
 
 def ioc_order(i: int) -> dict[str, Any]:
@@ -98,16 +99,27 @@ def ioc_order(i: int) -> dict[str, Any]:
     }
 
 
-def start_engine(data_dir: Path, *, in_process: bool = False, mode: str = "process") -> AnyRunner:
+def start_engine(
+    data_dir: Path,
+    *,
+    in_process: bool = False,
+    mode: str = "process",
+    hold_cpu_latency: bool = True,
+) -> AnyRunner:
     """The bench's market and funded sub-accounts in a journal under ``data_dir``, then the
-    engine over it: ``mode`` "process" (a child process, the default), "thread" (a
-    sequencer thread of this process; also ``in_process=True``) or "inline" (executing on
-    this process's event loop, committing on a writer thread)."""
+    engine over it, as ``exchange.engine.runners.open_runner`` opens it for ``perpdex run``:
+    ``mode`` "process" (a child process, the default), "thread" (a sequencer thread of this
+    process) or "inline" (executing on this process's event loop, committing on a writer
+    thread). Each holds the engine's PM QoS CPU-latency request unless ``hold_cpu_latency``
+    is false. ``in_process=True``: a bare ``EngineRunner`` over the set-up engine (which its
+    caller may drive directly once the runner is closed), with no such request."""
     if mode not in ENGINE_MODES:
         raise ValueError(f"engine mode: expected one of {ENGINE_MODES}, got {mode!r}")
-    if in_process:
-        mode = "thread"
-    config = EngineConfig(data_dir=data_dir)
+    config = EngineConfig(
+        data_dir=data_dir,
+        hold_cpu_latency=hold_cpu_latency,
+        runner="thread" if in_process else mode,
+    )
     engine = Engine(config)
     engine.process([CreateMarket(MARKET, "BENCH-PERP", TICK, LOT)])
     if hasattr(commands, "UpdateOraclePrice"):  # the perp clearinghouse needs an index price
@@ -117,19 +129,23 @@ def start_engine(data_dir: Path, *, in_process: bool = False, mode: str = "proce
                 *(commands.Deposit(OWNER, sub, 10**15) for sub in range(SUB_ACCOUNTS)),
             ]
         )
-    if mode == "thread":
+    if in_process:
         return EngineRunner(engine)
-    if mode == "inline":
-        return InlineEngine(engine)
     engine.close()
-    return EngineProcess(config)  # recovers the setup from the journal
+    return open_runner(config)  # recovers the setup from the journal
 
 
 def stop_engine(runner: AnyRunner) -> None:
-    """Finish what is queued and close the journal."""
+    """Finish what is queued and close the journal (and release the CPU-latency request)."""
     runner.close()
-    if isinstance(runner, EngineRunner):
+    if isinstance(runner, EngineRunner) and not isinstance(runner, EngineThread):
         runner.engine.close()
+
+
+def cpu_latency_detail(runner: AnyRunner) -> str:
+    """The runner's PM QoS CPU-latency status line (none for a bare ``EngineRunner``)."""
+    status = getattr(runner, "cpu_latency", None)
+    return "not held (bare engine runner)" if status is None else str(status.detail)
 
 
 def settle_client_heap() -> None:
@@ -532,12 +548,13 @@ async def serve_api(
     return app, web_runner, f"http://127.0.0.1:{web_runner.addresses[0][1]}/ws"
 
 
-async def run(quick: bool, mode: str = "process") -> dict[str, Any]:
+async def run(quick: bool, mode: str = "process", hold_cpu_latency: bool = True) -> dict[str, Any]:
     n_batch = 20_000 if quick else 100_000
     latency_s = 1.0 if quick else 3.0
     fan_orders = 200 if quick else 1_000
     with tempfile.TemporaryDirectory() as tmp:
-        runner = start_engine(Path(tmp), mode=mode)
+        runner = start_engine(Path(tmp), mode=mode, hold_cpu_latency=hold_cpu_latency)
+        cpu_latency = cpu_latency_detail(runner)
         app, web_runner, url = await serve_api(runner)
         pids = {"api": os.getpid()}
         if isinstance(runner, EngineProcess) and runner.pid is not None:
@@ -575,6 +592,7 @@ async def run(quick: bool, mode: str = "process") -> dict[str, Any]:
     return {
         "quick": quick,
         "engine": mode,
+        "engine_cpu_latency": cpu_latency,
         "ws_batch_acks_per_s": round(acks_per_s),
         "ws_batch_accepted": accepted,
         "ws_batch_orders": n_batch,
@@ -640,6 +658,11 @@ def main(argv: list[str] | None = None) -> int:
         " loop with a journal writer thread, or a sequencer thread of the API's process",
     )
     parser.add_argument("--engine-thread", action="store_true", help="the same as --engine thread")
+    parser.add_argument(
+        "--no-cpu-latency",
+        action="store_true",
+        help="the engine holds no PM QoS CPU-latency request ([engine] hold_cpu_latency = false)",
+    )
     parser.add_argument("--client-batch", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
     parser.add_argument(  # URL RATE SECONDS [PIDS]
         "--client-paced", nargs="+", metavar="ARG", help=argparse.SUPPRESS
@@ -657,12 +680,19 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(ws_batch_acks(url, n, 50, WINDOW_BATCHES))
         sys.stdout.write(json.dumps(list(result)) + "\n")
         return 0
-    figures = asyncio.run(run(args.quick, "thread" if args.engine_thread else args.engine))
+    figures = asyncio.run(
+        run(
+            args.quick,
+            "thread" if args.engine_thread else args.engine,
+            hold_cpu_latency=not args.no_cpu_latency,
+        )
+    )
 
     def ok(good: bool) -> str:
         return "met" if good else "NOT met"
 
     rows = [
+        ("engine PM QoS CPU-latency request", figures["engine_cpu_latency"], ""),
         (
             "engine port, batches of 50 (baseline)",
             f"{figures['engine_port_baseline_per_s']:,} orders/s",
