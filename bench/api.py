@@ -158,23 +158,35 @@ def settle_client_heap() -> None:
     gc.freeze()
 
 
-async def login(ws: aiohttp.ClientWebSocketResponse, nonce: str) -> None:
+def login_frame(nonce: str) -> bytes:
+    """The bench key's signed, read-write websocket login (request id 0), as JSON."""
     ts = time.time_ns() // 1_000_000
     message = canonical_message("WS", "/ws", login_body(False), ts, nonce)
-    await ws.send_str(
-        orjson.dumps(
-            {
-                "op": "login",
-                "id": 0,
-                "pubkey": str(KEY.pubkey()),
-                "timestamp_ms": ts,
-                "nonce": nonce,
-                "signature": str(KEY.sign_message(message)),
-            }
-        ).decode()
+    return orjson.dumps(
+        {
+            "op": "login",
+            "id": 0,
+            "pubkey": str(KEY.pubkey()),
+            "timestamp_ms": ts,
+            "nonce": nonce,
+            "signature": str(KEY.sign_message(message)),
+        }
     )
+
+
+async def login(ws: aiohttp.ClientWebSocketResponse, nonce: str) -> None:
+    await ws.send_str(login_frame(nonce).decode())
     answer = orjson.loads((await ws.receive()).data)
     assert "result" in answer, answer
+
+
+async def last_json_line(*argv: str) -> Any:
+    """Run a bench child process (``argv``) to its end; the JSON object its last line holds."""
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench child {argv[:3]}: expected exit 0, got {proc.returncode}")
+    return json.loads(out.decode().strip().splitlines()[-1])
 
 
 async def engine_baseline(app: web.Application, n: int, batch: int, window: int) -> float:
@@ -229,19 +241,9 @@ async def ws_batch_acks(url: str, n: int, batch: int, window: int) -> tuple[floa
 async def ws_batch_acks_in_subprocess(url: str, n: int) -> tuple[float, int]:
     """``ws_batch_acks`` run by a child process (``--client-batch``), so the server's loop
     thread does only the server's work."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.api",
-        "--client-batch",
-        url,
-        str(n),
-        stdout=asyncio.subprocess.PIPE,
+    acks_per_s, accepted = await last_json_line(
+        sys.executable, "-m", "bench.api", "--client-batch", url, str(n)
     )
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench client: expected exit 0, got {proc.returncode}")
-    acks_per_s, accepted = json.loads(out.decode().strip().splitlines()[-1])
     return float(acks_per_s), int(accepted)
 
 
@@ -336,7 +338,7 @@ async def ws_paced_latency_in_subprocess(
     """``ws_paced_latency`` run by a child process (``--client-paced``); ``pids`` as there
     (the server's processes, whose CPU per order the client samples)."""
     watched = ",".join(f"{name}={pid}" for name, pid in (pids or {}).items())
-    proc = await asyncio.create_subprocess_exec(
+    figures: dict[str, Any] = await last_json_line(
         sys.executable,
         "-m",
         "bench.api",
@@ -345,12 +347,7 @@ async def ws_paced_latency_in_subprocess(
         str(rate_per_s),
         str(seconds),
         watched,
-        stdout=asyncio.subprocess.PIPE,
     )
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench client: expected exit 0, got {proc.returncode}")
-    figures: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return figures
 
 
@@ -397,19 +394,7 @@ def loadgen_frames(n: int, nonce: str) -> bytes:
     """``ws_loadgen``'s input: a signed login (id 0), then ``n`` single ``place`` frames
     (ids 1..n, the Python client's orders), each masked with a key from a seeded RNG."""
     rng = random.Random(7)
-    ts = time.time_ns() // 1_000_000
-    message = canonical_message("WS", "/ws", login_body(False), ts, nonce)
-    login_frame = orjson.dumps(
-        {
-            "op": "login",
-            "id": 0,
-            "pubkey": str(KEY.pubkey()),
-            "timestamp_ms": ts,
-            "nonce": nonce,
-            "signature": str(KEY.sign_message(message)),
-        }
-    )
-    payloads = [login_frame] + [
+    payloads = [login_frame(nonce)] + [
         orjson.dumps({"op": "place", "id": i + 1, "params": ioc_order(i)}) for i in range(n)
     ]
     out = [struct.pack("<I", len(payloads))]
@@ -432,7 +417,7 @@ async def ws_paced_latency_loadgen(
         frames_path = Path(tmp) / "frames"
         frames_path.write_bytes(loadgen_frames(n, f"bench-c-{rate_per_s}-{time.time_ns()}"))
         watched = pids or {}
-        proc = await asyncio.create_subprocess_exec(
+        figures: dict[str, Any] = await last_json_line(
             str(loadgen),
             parsed.hostname or "127.0.0.1",
             str(parsed.port),
@@ -440,12 +425,7 @@ async def ws_paced_latency_loadgen(
             str(frames_path),
             str(rate_per_s),
             *(str(pid) for pid in watched.values()),
-            stdout=asyncio.subprocess.PIPE,
         )
-        out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"ws_loadgen: expected exit 0, got {proc.returncode}")
-    figures: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     by_pid = figures.pop("cpu_us_per_order")
     figures["cpu_us_per_order"] = {
         "client": by_pid["client"],
