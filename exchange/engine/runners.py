@@ -33,7 +33,27 @@ from exchange.engine.process import EngineProcess
 from exchange.engine.sequencer import Engine, EngineRunner, RecoveryReport
 
 
-class EngineThread(EngineRunner):
+class _HoldsCpuLatency:
+    """The PM QoS CPU-latency request of a runner that serves in the caller's process."""
+
+    _cpu_latency: CpuLatencyRequest | None
+
+    def _hold_cpu_latency(self, config: EngineConfig) -> None:
+        self._cpu_latency = CpuLatencyRequest.for_config(
+            config.hold_cpu_latency, config.cpu_latency_us
+        )
+
+    @property
+    def cpu_latency(self) -> CpuLatencyStatus:
+        """This process's PM QoS CPU-latency request (``exchange.engine.cpu_latency``)."""
+        return status_of(self._cpu_latency)
+
+    def _release_cpu_latency(self) -> None:
+        if self._cpu_latency is not None:
+            self._cpu_latency.close()
+
+
+class EngineThread(_HoldsCpuLatency, EngineRunner):
     """An ``EngineRunner`` that owns its ``Engine``: opened from a config, ``close`` drains
     the queue, then closes the journal."""
 
@@ -41,12 +61,7 @@ class EngineThread(EngineRunner):
         super().__init__(Engine(config))
         self.config = config
         self.recovery: RecoveryReport = self.engine.recovery
-        self._cpu_latency = _hold_cpu_latency(config)
-
-    @property
-    def cpu_latency(self) -> CpuLatencyStatus:
-        """This process's PM QoS CPU-latency request (``exchange.engine.cpu_latency``)."""
-        return status_of(self._cpu_latency)
+        self._hold_cpu_latency(config)
 
     def close(self) -> None:
         """Finish everything already queued, stop the thread, close the journal, release
@@ -55,34 +70,23 @@ class EngineThread(EngineRunner):
             super().close()
             self.engine.close()
         finally:
-            if self._cpu_latency is not None:
-                self._cpu_latency.close()
+            self._release_cpu_latency()
 
 
-class InlineRunner(InlineEngine):
+class InlineRunner(_HoldsCpuLatency, InlineEngine):
     """An ``InlineEngine`` that owns its ``Engine`` (opened from a config) and holds the
     CPU-latency request in the caller's process until ``close``."""
 
     def __init__(self, config: EngineConfig) -> None:
         super().__init__(Engine(config))
-        self._cpu_latency = _hold_cpu_latency(config)
-
-    @property
-    def cpu_latency(self) -> CpuLatencyStatus:
-        """This process's PM QoS CPU-latency request (``exchange.engine.cpu_latency``)."""
-        return status_of(self._cpu_latency)
+        self._hold_cpu_latency(config)
 
     def close(self, timeout_s: float | None = 60.0) -> None:
         """``InlineEngine.close``, then release the CPU-latency request."""
         try:
             super().close(timeout_s)
         finally:
-            if self._cpu_latency is not None:
-                self._cpu_latency.close()
-
-
-def _hold_cpu_latency(config: EngineConfig) -> CpuLatencyRequest | None:
-    return CpuLatencyRequest.for_config(config.hold_cpu_latency, config.cpu_latency_us)
+            self._release_cpu_latency()
 
 
 def open_runner(config: EngineConfig) -> EngineProcess | InlineRunner | EngineThread:
