@@ -63,9 +63,8 @@ from aiohttp import web
 from solders.keypair import Keypair
 
 from exchange.api.app import PORT_KEY, create_app
-from exchange.api.auth import canonical_message
 from exchange.api.config import ApiConfig
-from exchange.api.ws import login_body
+from exchange.api.ws import signed_login
 from exchange.core import commands
 from exchange.core.commands import CreateMarket, PlaceOrder
 from exchange.engine.config import EngineConfig
@@ -160,18 +159,7 @@ def settle_client_heap() -> None:
 
 def login_frame(nonce: str) -> bytes:
     """The bench key's signed, read-write websocket login (request id 0), as JSON."""
-    ts = time.time_ns() // 1_000_000
-    message = canonical_message("WS", "/ws", login_body(False), ts, nonce)
-    return orjson.dumps(
-        {
-            "op": "login",
-            "id": 0,
-            "pubkey": str(KEY.pubkey()),
-            "timestamp_ms": ts,
-            "nonce": nonce,
-            "signature": str(KEY.sign_message(message)),
-        }
-    )
+    return orjson.dumps({"id": 0, **signed_login(KEY, time.time_ns() // 1_000_000, nonce, False)})
 
 
 async def login(ws: aiohttp.ClientWebSocketResponse, nonce: str) -> None:

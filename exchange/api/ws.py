@@ -43,6 +43,7 @@ from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
+from solders.keypair import Keypair
 
 from exchange.api import codec
 from exchange.api.app import (
@@ -55,6 +56,7 @@ from exchange.api.app import (
     authenticate_parts,
     spend_tokens,
 )
+from exchange.api.auth import canonical_message
 from exchange.api.errors import ApiError, MalformedRequest, MissingAuth, UnknownMarket
 from exchange.api.read_model import ReadUpdate
 from exchange.api.service import Principal, public_trade_json, scoped_json
@@ -434,6 +436,21 @@ def _login(session: WsSession, msg: dict[str, Any], request_id: Any) -> None:
 def login_body(cancel_on_disconnect: bool) -> bytes:
     """The signed body of a websocket login."""
     return b"cancel_on_disconnect=1" if cancel_on_disconnect else b"cancel_on_disconnect=0"
+
+
+def signed_login(
+    keypair: Keypair, timestamp_ms: int, nonce: str, cancel_on_disconnect: bool
+) -> dict[str, Any]:
+    """Client side: a websocket login request signed with ``keypair`` (add its ``id``)."""
+    message = canonical_message("WS", "/ws", login_body(cancel_on_disconnect), timestamp_ms, nonce)
+    return {
+        "op": "login",
+        "pubkey": str(keypair.pubkey()),
+        "timestamp_ms": timestamp_ms,
+        "nonce": nonce,
+        "signature": str(keypair.sign_message(message)),
+        "cancel_on_disconnect": cancel_on_disconnect,
+    }
 
 
 def _need_login(session: WsSession) -> Principal:

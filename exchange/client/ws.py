@@ -17,8 +17,7 @@ import aiohttp
 import orjson
 from solders.keypair import Keypair
 
-from exchange.api.auth import canonical_message
-from exchange.api.ws import login_body
+from exchange.api.ws import signed_login
 from exchange.client.rest import ApiRequestError, Signer
 from exchange.client.types import CommandResult, L2Book
 
@@ -130,17 +129,8 @@ class PerpdexWs:
     async def _login(self) -> None:
         assert self.signer is not None
         ts = time.time_ns() // 1_000_000
-        nonce = self.signer.nonce()
-        message = canonical_message("WS", "/ws", login_body(self.cancel_on_disconnect), ts, nonce)
         await self.request(
-            {
-                "op": "login",
-                "pubkey": str(self.signer.keypair.pubkey()),
-                "timestamp_ms": ts,
-                "nonce": nonce,
-                "signature": str(self.signer.keypair.sign_message(message)),
-                "cancel_on_disconnect": self.cancel_on_disconnect,
-            }
+            signed_login(self.signer.keypair, ts, self.signer.nonce(), self.cancel_on_disconnect)
         )
 
     async def _send_subscribe(self, op: str, channel: str, market_id: int | None) -> None:

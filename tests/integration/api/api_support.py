@@ -17,9 +17,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from solders.keypair import Keypair
 
 from exchange.api.app import create_app
-from exchange.api.auth import canonical_message, signed_headers
+from exchange.api.auth import signed_headers
 from exchange.api.config import ApiConfig
-from exchange.api.ws import login_body
+from exchange.api.ws import signed_login
 from exchange.core import commands
 from exchange.core.commands import CreateMarket
 from exchange.engine.config import EngineConfig
@@ -74,19 +74,8 @@ def set_up_journal(data_dir: Path) -> EngineConfig:
 async def ws_login(ws: Any, nonce: str) -> None:
     """Log ``ws`` in as the maker (``MAKER_KEY``), read-write, and check the answer."""
     ts = time.time_ns() // 1_000_000
-    message = canonical_message("WS", "/ws", login_body(False), ts, nonce)
-    await ws.send_str(
-        orjson.dumps(
-            {
-                "op": "login",
-                "id": 1,
-                "pubkey": str(MAKER_KEY.pubkey()),
-                "timestamp_ms": ts,
-                "nonce": nonce,
-                "signature": str(MAKER_KEY.sign_message(message)),
-            }
-        ).decode()
-    )
+    login = {"id": 1, **signed_login(MAKER_KEY, ts, nonce, False)}
+    await ws.send_str(orjson.dumps(login).decode())
     assert "result" in orjson.loads(await asyncio.wait_for(ws.receive_str(), 10))
 
 

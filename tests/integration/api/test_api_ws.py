@@ -17,8 +17,7 @@ import pytest
 from aiohttp import ClientWebSocketResponse
 from api_support import BTC, ETH, MAKER_KEY, MAKER_OWNER, TAKER_KEY, Api, engine_levels, order
 
-from exchange.api.auth import canonical_message
-from exchange.api.ws import login_body
+from exchange.api.ws import signed_login
 from exchange.engine.sequencer import EngineRunner
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -70,16 +69,7 @@ def login_msg(
     key: Any, cancel_on_disconnect: bool = False, nonce: str = "login1"
 ) -> dict[str, Any]:
     ts = time.time_ns() // 1_000_000
-    message = canonical_message("WS", "/ws", login_body(cancel_on_disconnect), ts, nonce)
-    return {
-        "op": "login",
-        "id": "login",
-        "pubkey": str(key.pubkey()),
-        "timestamp_ms": ts,
-        "nonce": nonce,
-        "signature": str(key.sign_message(message)),
-        "cancel_on_disconnect": cancel_on_disconnect,
-    }
+    return {"id": "login", **signed_login(key, ts, nonce, cancel_on_disconnect)}
 
 
 async def test_book_rebuilt_from_snapshot_and_deltas_equals_engine_book(
