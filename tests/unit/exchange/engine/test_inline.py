@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_support import StepClock
+from engine_support import LOT, ONE_MARKET_SETUP, TICK, StepClock
 
-from exchange.core.commands import CreateMarket, Deposit, PlaceOrder, UpdateOraclePrice
+from exchange.core.commands import PlaceOrder
 from exchange.core.errors import JournalError
 from exchange.core.events import Event, FundingSampled
 from exchange.engine.config import EngineConfig
@@ -22,16 +22,10 @@ from exchange.engine.inline import InlineEngine
 from exchange.engine.journal import Journal
 from exchange.engine.sequencer import Engine, EngineStopped
 
-TICK = 1_000_000
-LOT = 1_000_000_000
 WAIT_S = 10
 
 
-SETUP: list[Any] = [
-    CreateMarket(0, "BTC-PERP", TICK, LOT),
-    UpdateOraclePrice(0, 100 * TICK, 0, 1, 1, True),
-    *[Deposit(owner, 0, 10**12) for owner in range(4)],
-]
+SETUP = ONE_MARKET_SETUP
 ORDERS = [PlaceOrder(0, i % 4, 0, i % 2, (99 + i % 3) * TICK, (1 + i % 2) * LOT) for i in range(30)]
 
 

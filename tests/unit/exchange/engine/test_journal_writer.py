@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_support import StepClock
+from engine_support import LOT, ONE_MARKET_SETUP, TICK, StepClock
 
 from exchange.core.commands import CreateMarket, Deposit, PlaceOrder, UpdateOraclePrice
 from exchange.core.errors import JournalError
@@ -18,8 +18,6 @@ from exchange.engine.journal import Journal
 from exchange.engine.journal_writer import JournalWriter
 from exchange.engine.sequencer import Engine, EngineStopped, ExecutedBatch
 
-TICK = 1_000_000
-LOT = 1_000_000_000
 WAIT_S = 10
 
 
@@ -62,13 +60,7 @@ class Reports:
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     eng = Engine(EngineConfig(data_dir=tmp_path, snapshot_every_events=10**6), clock=StepClock())
-    eng.process(
-        [
-            CreateMarket(0, "BTC-PERP", TICK, LOT),
-            UpdateOraclePrice(0, 100 * TICK, 0, 1, 1, True),
-            *[Deposit(owner, 0, 10**12) for owner in range(4)],
-        ]
-    )
+    eng.process(ONE_MARKET_SETUP)
     yield eng
     eng.close()
 
