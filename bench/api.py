@@ -22,6 +22,10 @@ event loop as the server (so every figure also pays for its own load generator):
   in its own process the whole API process's CPU per order (``time.process_time``: the loop
   plus the engine pipe's encoding and event decoding, on the loop since round 5; the pipe
   threads of an engine process not bound to a loop).
+* the host's vCPU stalls: one spinning child per vCPU, while the bench is idle, times the
+  gaps over 1 ms in its loop (``vcpu_stalls``).
+* the vCPU time the hypervisor stole during each paced run (``/proc/stat``): orders wait
+  through it whatever the code does, so a run's tail is read next to it.
 * the disk's ``fdatasync`` (4 KiB appended, then flushed, in the journal's directory) just
   before the latency runs: a durable acknowledgement waits for at least one, so its p50 / p99
   is the floor under the acknowledgement latency target.
@@ -257,6 +261,20 @@ def fdatasync_probe(directory: Path, n: int) -> dict[str, float]:
     }
 
 
+def host_steal_s(stat_path: str = "/proc/stat") -> float | None:
+    """CPU seconds the hypervisor has taken from this VM's vCPUs so far, all vCPUs summed
+    (``steal``, the 8th figure of ``/proc/stat``'s ``cpu`` line); ``None`` where the kernel
+    has no such figure."""
+    try:
+        with open(stat_path) as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if fields[0] != "cpu" or len(fields) < 9:
+        return None
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) process ``pid`` has used so far (``/proc/<pid>/stat``)."""
     with open(f"/proc/{pid}/stat") as stat:
@@ -337,6 +355,53 @@ async def ws_paced_latency_in_subprocess(
         watched,
     )
     return figures
+
+
+STALL_NS = 1_000_000  # a gap in a spinning loop longer than this is a vCPU stall
+
+
+def vcpu_stalls(cpu: int, seconds: float) -> dict[str, float]:
+    """Pin this process to vCPU ``cpu``, spin for ``seconds`` reading the clock and time
+    every gap over ``STALL_NS`` between two reads: the loop has nothing to wait for, so each
+    gap is time the vCPU was taken away (by the host, or by a kernel thread) and an order
+    on it would have waited as long."""
+    os.sched_setaffinity(0, {cpu})
+    now = time.perf_counter_ns
+    started = previous = now()
+    end = started + int(seconds * 1e9)
+    gaps: list[int] = []
+    while previous < end:
+        t = now()
+        if t - previous > STALL_NS:
+            gaps.append(t - previous)
+        previous = t
+    return {
+        "cpu": cpu,
+        "stalls": len(gaps),
+        "stalled_ms": sum(gaps) / 1e6,
+        "max_ms": max(gaps, default=0) / 1e6,
+    }
+
+
+async def vcpu_stall_probe(seconds: float) -> dict[str, float]:
+    """``vcpu_stalls`` on every vCPU this process may use at once (one child each), while
+    nothing else of the bench runs: how often and how long the host takes a vCPU away."""
+    cpus = sorted(os.sched_getaffinity(0))
+    per_cpu = await asyncio.gather(
+        *(
+            last_json_line(
+                sys.executable, "-m", "bench.api", "--stall-probe", str(cpu), str(seconds)
+            )
+            for cpu in cpus
+        )
+    )
+    vcpu_s = seconds * len(cpus)
+    return {
+        "vcpus": len(cpus),
+        "stalls_per_vcpu_s": sum(r["stalls"] for r in per_cpu) / vcpu_s,
+        "stalled_pct": sum(r["stalled_ms"] for r in per_cpu) / (vcpu_s * 1e3) * 100,
+        "max_ms": max(r["max_ms"] for r in per_cpu),
+    }
 
 
 LOADGEN_SOURCE = Path(__file__).with_name("ws_loadgen.c")
@@ -540,12 +605,26 @@ async def run(quick: bool, mode: str = "process", hold_cpu_latency: bool = True)
             server_cpu_us = (time.thread_time() - cpu_before) * 1e6 / n_batch
             process_cpu_us = (time.process_time() - process_cpu_before) * 1e6 / n_batch
             fsync = fdatasync_probe(Path(tmp), 200)
+            stalls = await vcpu_stall_probe(1.0 if quick else 3.0)
             loadgen = build_loadgen(Path(tmp))
 
             async def paced(rate_per_s: int) -> dict[str, Any]:
+                steal_before = host_steal_s()
                 if loadgen is None:
-                    return await ws_paced_latency_in_subprocess(url, rate_per_s, latency_s, pids)
-                return await ws_paced_latency_loadgen(loadgen, url, rate_per_s, latency_s, pids)
+                    figures = await ws_paced_latency_in_subprocess(url, rate_per_s, latency_s, pids)
+                else:
+                    figures = await ws_paced_latency_loadgen(
+                        loadgen, url, rate_per_s, latency_s, pids
+                    )
+                steal_after = host_steal_s()
+                # Time the hypervisor ran something else on our vCPUs: orders wait through
+                # it whatever the code does, so a run's tail is read next to it.
+                figures["host_steal_ms"] = (
+                    None
+                    if steal_before is None or steal_after is None
+                    else round((steal_after - steal_before) * 1e3)
+                )
+                return figures
 
             latency = await paced(10_000)
             light = await paced(1_000)
@@ -572,6 +651,7 @@ async def run(quick: bool, mode: str = "process", hold_cpu_latency: bool = True)
         "latency_p50_ms": round(latency["p50_ms"], 3),
         "latency_p99_ms": round(latency["p99_ms"], 3),
         "latency_max_ms": round(latency["max_ms"], 3),
+        "latency_host_steal_ms": latency["host_steal_ms"],
         "latency_client": "python-aiohttp" if loadgen is None else "c-loadgen",
         "latency_python_client_p50_ms": round(python_client["p50_ms"], 3),
         "latency_python_client_p99_ms": round(python_client["p99_ms"], 3),
@@ -581,6 +661,7 @@ async def run(quick: bool, mode: str = "process", hold_cpu_latency: bool = True)
         },
         "latency_1k_p50_ms": round(light["p50_ms"], 3),
         "latency_1k_p99_ms": round(light["p99_ms"], 3),
+        "latency_1k_host_steal_ms": light["host_steal_ms"],
         **{
             f"latency_cpu_us_per_order_{name}": round(us, 1)
             for name, us in latency["cpu_us_per_order"].items()
@@ -595,6 +676,10 @@ async def run(quick: bool, mode: str = "process", hold_cpu_latency: bool = True)
         "api_process_cpu_us_per_order": round(process_cpu_us, 2),
         "fdatasync_p50_ms": round(fsync["p50_ms"], 3),
         "fdatasync_p99_ms": round(fsync["p99_ms"], 3),
+        "host_vcpus": stalls["vcpus"],
+        "host_vcpu_stalls_per_s": round(stalls["stalls_per_vcpu_s"], 2),
+        "host_vcpu_stalled_pct": round(stalls["stalled_pct"], 3),
+        "host_vcpu_stall_max_ms": round(stalls["max_ms"], 2),
         "target_p99_ms": TARGET_P99_MS,
         "fanout_subscribers": fan["subscribers"],
         "fanout_deltas": fan["deltas"],
@@ -613,6 +698,11 @@ def cpu_row(figures: dict[str, Any], prefix: str) -> str:
         for key, value in figures.items()
         if key.startswith(prefix)
     )
+
+
+def steal_text(steal_ms: int | None) -> str:
+    """A run's stolen vCPU time for the table."""
+    return "not reported by this kernel" if steal_ms is None else f"{steal_ms} ms"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -635,7 +725,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(  # URL RATE SECONDS [PIDS]
         "--client-paced", nargs="+", metavar="ARG", help=argparse.SUPPRESS
     )
+    parser.add_argument(  # CPU SECONDS
+        "--stall-probe", nargs=2, metavar=("CPU", "SECONDS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
+    if args.stall_probe:  # the child side of vcpu_stall_probe
+        stalls = vcpu_stalls(int(args.stall_probe[0]), float(args.stall_probe[1]))
+        sys.stdout.write(json.dumps(stalls) + "\n")
+        return 0
     if args.client_paced:  # the child side of ws_paced_latency_in_subprocess
         url, rate, seconds, *rest = args.client_paced
         watched = rest[0] if rest else ""
@@ -695,6 +792,12 @@ def main(argv: list[str] | None = None) -> int:
             "a durable acknowledgement waits for at least one",
         ),
         (
+            f"vCPU stalls over {STALL_NS / 1e6:g} ms (idle spin, {figures['host_vcpus']} vCPUs)",
+            f"{figures['host_vcpu_stalls_per_s']:.1f}/s per vCPU, "
+            f"max {figures['host_vcpu_stall_max_ms']:.1f} ms",
+            f"{figures['host_vcpu_stalled_pct']:.2f}% of the time: orders queue behind each",
+        ),
+        (
             f"single place at {figures['latency_offered_per_s']:,}/s ({figures['latency_client']})",
             f"p50 {figures['latency_p50_ms']:.3f} ms, p99 {figures['latency_p99_ms']:.3f} ms",
             f"{ok(figures['latency_p99_ms'] <= TARGET_P99_MS)} (target p99 <= {TARGET_P99_MS} ms; "
@@ -704,6 +807,11 @@ def main(argv: list[str] | None = None) -> int:
             "  CPU per order by process",
             cpu_row(figures, "latency_cpu_us_per_order_"),
             "over the middle 80% of the run",
+        ),
+        (
+            "  vCPU time stolen by the host",
+            steal_text(figures["latency_host_steal_ms"]),
+            "during the run, all vCPUs (/proc/stat steal)",
         ),
         (
             "  the same from the Python (aiohttp) client",
@@ -718,6 +826,7 @@ def main(argv: list[str] | None = None) -> int:
             "below the engine's capacity: the API's own latency plus one group commit",
         ),
         ("  CPU per order by process", cpu_row(figures, "latency_1k_cpu_us_per_order_"), ""),
+        ("  vCPU time stolen by the host", steal_text(figures["latency_1k_host_steal_ms"]), ""),
         (
             f"fan-out to {figures['fanout_subscribers']} subscribers",
             f"{figures['fanout_frames_per_s']:,} frames/s",

@@ -12,11 +12,13 @@ import pytest
 
 from bench.api import (
     build_loadgen,
+    host_steal_s,
     loadgen_frames,
     masked_text_frame,
     serve_api,
     start_engine,
     stop_engine,
+    vcpu_stall_probe,
     ws_paced_latency_loadgen,
 )
 
@@ -90,3 +92,26 @@ def test_loadgen_measures_every_order(tmp_path: Path) -> None:
     cpu = figures["cpu_us_per_order"]
     assert isinstance(cpu, dict) and set(cpu) == {"client", "api", "engine"}
     assert all(value >= 0 for value in cpu.values())
+
+
+def test_host_steal_reads_the_cpu_line(tmp_path: Path) -> None:
+    # Arrange: user nice system idle iowait irq softirq steal guest guest_nice
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  10 0 5 900 1 0 2 250 0 0\ncpu0 5 0 2 450 1 0 1 125 0 0\n")
+    old_kernel = tmp_path / "old"
+    old_kernel.write_text("cpu  10 0 5 900\n")
+    # Act / Assert
+    assert host_steal_s(str(stat)) == 250 / os.sysconf("SC_CLK_TCK")
+    assert host_steal_s(str(old_kernel)) is None
+    assert host_steal_s(str(tmp_path / "missing")) is None
+
+
+def test_vcpu_stall_probe_spins_on_every_vcpu() -> None:
+    # Act: one spinning child per vCPU for 0.3 s
+    stalls = asyncio.run(vcpu_stall_probe(0.3))
+    # Assert: figures of every vCPU, within what 0.3 s of spinning can hold
+    assert stalls["vcpus"] == len(os.sched_getaffinity(0))
+    assert stalls["stalls_per_vcpu_s"] >= 0
+    assert 0 <= stalls["stalled_pct"] < 100
+    assert 0 <= stalls["max_ms"] < 300
+    assert (stalls["max_ms"] > 0) == (stalls["stalls_per_vcpu_s"] > 0)
