@@ -69,6 +69,17 @@ class Runner(Protocol):
     def submit_many(self, commands: Sequence[Command]) -> Future[list[list[Event]]]: ...
 
 
+def _register(callbacks: list[Any], callback: Any) -> Callable[[], None]:
+    """Append ``callback`` to ``callbacks``; a function that removes it (once, if there)."""
+    callbacks.append(callback)
+
+    def remove() -> None:
+        if callback in callbacks:
+            callbacks.remove(callback)
+
+    return remove
+
+
 def _settle(
     waiter: asyncio.Future[list[list[Event]]], outcome: list[list[Event]] | BaseException
 ) -> None:
@@ -176,13 +187,7 @@ class EnginePort:
 
         Returns a function that removes the listener.
         """
-        self._listeners.append(listener)
-
-        def remove() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return remove
+        return _register(self._listeners, listener)
 
     @property
     def delivering(self) -> bool:
@@ -195,13 +200,7 @@ class EnginePort:
 
         Returns a function that removes the hook.
         """
-        self._delivered_hooks.append(hook)
-
-        def remove() -> None:
-            if hook in self._delivered_hooks:
-                self._delivered_hooks.remove(hook)
-
-        return remove
+        return _register(self._delivered_hooks, hook)
 
     # ------------------------------------------------------------------ commands
     def submit_then(self, commands: Sequence[Command], then: Then) -> None:
